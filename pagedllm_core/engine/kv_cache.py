@@ -1,0 +1,41 @@
+"""Sizing and allocating the one preallocated KV cache pool."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from pagedllm_core.config import EngineConfig
+
+
+@dataclass(frozen=True)
+class KVCacheShape:
+    """The per-token KV footprint of a model."""
+
+    num_layers: int
+    num_kv_heads: int
+    head_size: int
+    dtype: torch.dtype
+
+    def bytes_per_block(self, block_size: int) -> int:
+        element_size = torch.empty((), dtype=self.dtype).element_size()
+        return 2 * self.num_layers * block_size * self.num_kv_heads * self.head_size * element_size
+
+
+def num_blocks_for_budget(config: EngineConfig, shape: KVCacheShape, available_device_bytes: int | None) -> int:
+    """Blocks that fit the configured budget (and, on CUDA, the memory left after profiling)."""
+    if config.num_kv_blocks is not None:
+        return config.num_kv_blocks
+    budget = int(config.kv_cache_memory)
+    if available_device_bytes is not None:
+        budget = min(budget, available_device_bytes)
+    return budget // shape.bytes_per_block(config.block_size)
+
+
+def allocate_kv_cache(num_blocks: int, block_size: int, shape: KVCacheShape, device: torch.device) -> torch.Tensor:
+    """``[num_layers, 2, num_blocks, block_size, num_kv_heads, head_size]``; layer ``i`` uses ``cache[i]``."""
+    return torch.zeros(
+        shape.num_layers, 2, num_blocks, block_size, shape.num_kv_heads, shape.head_size,
+        dtype=shape.dtype, device=device,
+    )

@@ -1,0 +1,93 @@
+"""The ``pagedllm`` command."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+from pagedllm_core.entrypoints.engine_args import add_engine_arguments, engine_settings_from_args
+from pagedllm_core.errors import PagedLLMError
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="pagedllm", description="LLM inference with PagedAttention.")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    plugins = commands.add_parser("plugins", help="list installed plugins, what they register, and load errors")
+    plugins.add_argument("--json", action="store_true", help="print JSON instead of text")
+    plugins.set_defaults(handler=_run_plugins)
+
+    generate = commands.add_parser("generate", help="generate offline for prompts given as arguments")
+    generate.add_argument("prompts", nargs="+", help="prompt texts")
+    _add_sampling_arguments(generate)
+    add_engine_arguments(generate)
+    generate.set_defaults(handler=_run_generate)
+
+    chat = commands.add_parser("chat", help="answer one user message with the model's chat template")
+    chat.add_argument("message", help="the user's message")
+    chat.add_argument("--system", default=None, help="an optional system message")
+    _add_sampling_arguments(chat)
+    add_engine_arguments(chat)
+    chat.set_defaults(handler=_run_chat)
+    return parser
+
+
+def _add_sampling_arguments(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("sampling")
+    group.add_argument("--max-tokens", type=int, default=64)
+    group.add_argument("--temperature", type=float, default=0.0)
+    group.add_argument("--top-p", type=float, default=1.0)
+    group.add_argument("--top-k", type=int, default=0)
+    group.add_argument("--sampling-seed", type=int, default=None, help="per-request seed")
+
+
+def _sampling_params(args: argparse.Namespace):
+    from pagedllm_core.sampling_params import SamplingParams
+
+    return SamplingParams(
+        max_tokens=args.max_tokens,
+        temperature=args.temperature,
+        top_p=args.top_p,
+        top_k=args.top_k,
+        seed=args.sampling_seed,
+    )
+
+
+def _run_plugins(args: argparse.Namespace) -> None:
+    from pagedllm_core.entrypoints.plugins_command import print_plugins_listing
+
+    print_plugins_listing(as_json=args.json)
+
+
+def _run_generate(args: argparse.Namespace) -> None:
+    from pagedllm_core.entrypoints.llm import LLM
+
+    llm = LLM(**engine_settings_from_args(args))
+    for output in llm.generate(args.prompts, _sampling_params(args), use_tqdm=False):
+        print(f"--- {output.prompt!r}\n{output.outputs[0].text}")
+
+
+def _run_chat(args: argparse.Namespace) -> None:
+    from pagedllm_core.entrypoints.llm import LLM
+
+    llm = LLM(**engine_settings_from_args(args))
+    messages = [{"role": "system", "content": args.system}] if args.system else []
+    messages.append({"role": "user", "content": args.message})
+    (output,) = llm.chat(messages, _sampling_params(args), use_tqdm=False)
+    print(output.outputs[0].text)
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    args = build_parser().parse_args(argv)
+    try:
+        args.handler(args)
+    except PagedLLMError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,46 @@
+"""Command-line flags derived from ``EngineConfig``, so the CLI and the Python API never drift apart."""
+
+from __future__ import annotations
+
+import argparse
+import types
+import typing
+from typing import Any, Literal
+
+from pagedllm_core.config import EngineConfig
+
+
+def add_engine_arguments(parser: argparse.ArgumentParser, skip: tuple[str, ...] = ()) -> None:
+    """One ``--field-name`` flag per config field (booleans get ``--no-...`` too), defaulting to unset."""
+    group = parser.add_argument_group("engine")
+    for name, field in EngineConfig.model_fields.items():
+        if name in skip:
+            continue
+        flag = "--" + name.replace("_", "-")
+        annotation = _unwrap_optional(field.annotation)
+        help_text = f"{field.description} (default: {field.default})"
+        if annotation is bool:
+            group.add_argument(flag, action=argparse.BooleanOptionalAction, default=None, help=help_text)
+        elif typing.get_origin(annotation) is Literal:
+            group.add_argument(flag, choices=typing.get_args(annotation), default=None, help=help_text)
+        elif annotation in (int, float):
+            group.add_argument(flag, type=annotation, default=None, help=help_text)
+        else:
+            group.add_argument(flag, default=None, help=help_text)
+
+
+def engine_settings_from_args(args: argparse.Namespace) -> dict[str, Any]:
+    """The config fields the user actually set on the command line."""
+    return {
+        name: getattr(args, name)
+        for name in EngineConfig.model_fields
+        if getattr(args, name, None) is not None
+    }
+
+
+def _unwrap_optional(annotation: Any) -> Any:
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType):
+        remaining = [arg for arg in typing.get_args(annotation) if arg is not type(None)]
+        if len(remaining) == 1:
+            return remaining[0]
+    return annotation

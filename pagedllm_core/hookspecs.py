@@ -1,0 +1,120 @@
+"""Every hook a pagedllm plugin can implement.
+
+All hooks follow one pattern: the core calls ``register_<kind>(register)`` once per plugin when
+the registry is built at engine start-up (never per step), and the plugin calls
+``register(name, target, description="")`` for each implementation it provides:
+
+- ``name`` is what users pick in config (``attention_backend="torch"``) or on the command line.
+- ``target`` is the implementing class, or a lazy ``"package.module:ClassName"`` path that is
+  imported only when that name is chosen, so heavy dependencies (triton, outlines, peft) cost
+  nothing unless used.
+- ``description`` is one line shown by ``pagedllm plugins``.
+
+Registering a name another plugin already registered for the same kind is an error naming both
+plugins. The class contract for each kind lives next to the code that calls it and is named in
+each hook's docstring.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+import pluggy
+
+PROJECT_NAME = "pagedllm"
+
+hookspec = pluggy.HookspecMarker(PROJECT_NAME)
+hookimpl = pluggy.HookimplMarker(PROJECT_NAME)
+
+
+class RegisterFn(Protocol):
+    """The callback every ``register_*`` hook receives."""
+
+    def __call__(self, name: str, target: type | str, description: str = "") -> None: ...
+
+
+@hookspec
+def register_attention_backends(register: RegisterFn) -> None:
+    """Register paged attention backends.
+
+    Called once when the registry is built. Each target is an
+    :class:`pagedllm_core.attention.backend.AttentionBackend` subclass. The engine instantiates the
+    one named by ``EngineConfig.attention_backend`` (default ``"torch"``) once per model, after
+    asking its ``unsupported_reasons(spec)`` whether it can run the model's head size, dtype and
+    device; every attention layer then calls its ``forward`` on each step.
+
+    :param register: call ``register(name, target, description)`` once per backend.
+    :returns: nothing; results are collected through ``register``.
+    """
+
+
+@hookspec
+def register_samplers(register: RegisterFn) -> None:
+    """Register samplers that turn a step's logits into next tokens.
+
+    Called once when the registry is built. Each target is a
+    :class:`pagedllm_core.sampling.sampler.Sampler` subclass. The model runner instantiates the one
+    named by ``EngineConfig.sampler`` (default ``"default"``) and calls ``sample(logits, metadata)``
+    once per step with the logits of every sequence that needs a new token, batched.
+
+    :param register: call ``register(name, target, description)`` once per sampler.
+    :returns: nothing; results are collected through ``register``.
+    """
+
+
+@hookspec
+def register_schedulers(register: RegisterFn) -> None:
+    """Register schedulers that decide how many tokens each request runs per step.
+
+    Called once when the registry is built. Each target is a
+    :class:`pagedllm_core.engine.scheduler.Scheduler` subclass, constructed with the engine config
+    and the KV cache manager. The engine calls its ``schedule()`` at the start of every step and
+    ``update_from_output(...)`` after the model has run. The name comes from
+    ``EngineConfig.scheduler`` (default ``"default"``, continuous batching with preemption).
+
+    :param register: call ``register(name, target, description)`` once per scheduler.
+    :returns: nothing; results are collected through ``register``.
+    """
+
+
+@hookspec
+def register_quantizers(register: RegisterFn) -> None:
+    """Register weight quantization methods (AWQ, ...).
+
+    Called once when the registry is built. Each target is a
+    :class:`pagedllm_core.model.quantization.QuantizationMethod` subclass. When
+    ``EngineConfig.quantization`` names one, the model loader asks it which linear layers it
+    replaces and hands it the checkpoint's tensors for them; layers it does not claim load as
+    plain dense weights.
+
+    :param register: call ``register(name, target, description)`` once per method.
+    :returns: nothing; results are collected through ``register``.
+    """
+
+
+@hookspec
+def register_lora_managers(register: RegisterFn) -> None:
+    """Register LoRA adapter managers.
+
+    Called once when the registry is built. Each target is a
+    :class:`pagedllm_core.model.lora.LoRAManager` subclass. When ``EngineConfig.lora_manager``
+    names one, the engine constructs it with the loaded model; it loads adapters on request and
+    adds each request's adapter delta to the projections it wraps on every step.
+
+    :param register: call ``register(name, target, description)`` once per manager.
+    :returns: nothing; results are collected through ``register``.
+    """
+
+
+@hookspec
+def register_output_constraints(register: RegisterFn) -> None:
+    """Register output constraints: per-request logits processors such as JSON-schema guidance.
+
+    Called once when the registry is built. Each target is a
+    :class:`pagedllm_core.sampling.constraints.OutputConstraint` subclass. A request whose
+    ``SamplingParams.constraint`` names one gets its own instance; the sampler asks it for a mask
+    of allowed tokens before sampling and tells it each accepted token after.
+
+    :param register: call ``register(name, target, description)`` once per constraint.
+    :returns: nothing; results are collected through ``register``.
+    """

@@ -1,0 +1,1 @@
+"""Model implementations, their building blocks and the weight loader."""

@@ -1,0 +1,39 @@
+"""What the model runner expects of every model implementation."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Protocol
+
+import torch
+
+from pagedllm_core.attention.metadata import AttentionMetadata
+
+
+class CausalLM(Protocol):
+    """A decoder-only model that runs a flattened batch of tokens over the paged KV cache.
+
+    Implementations are ``torch.nn.Module``s constructed as ``Model(hf_config, attention)`` where
+    ``attention`` is the engine's backend instance; every attention layer calls
+    ``attention.forward(q, k, v, kv_caches[layer_index], metadata)``.
+    """
+
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        positions: torch.Tensor,
+        kv_caches: list[torch.Tensor],
+        metadata: AttentionMetadata,
+    ) -> torch.Tensor:
+        """``input_ids``/``positions``: ``[num_tokens]`` -> hidden states ``[num_tokens, hidden_size]``."""
+        ...
+
+    def compute_logits(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        """``[num_rows, hidden_size]`` -> float32 logits ``[num_rows, vocab_size]``."""
+        ...
+
+    def load_weights(self, weights: Iterable[tuple[str, torch.Tensor]]) -> None:
+        """Take checkpoint tensors by their Hugging Face names (fusing projections as needed)."""
+        ...
+
+
