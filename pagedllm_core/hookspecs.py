@@ -82,10 +82,9 @@ def register_quantizers(register: RegisterFn) -> None:
     """Register weight quantization methods (AWQ, ...).
 
     Called once when the registry is built. Each target is a
-    :class:`pagedllm_core.model.quantization.QuantizationMethod` subclass. When
-    ``EngineConfig.quantization`` names one, the model loader asks it which linear layers it
-    replaces and hands it the checkpoint's tensors for them; layers it does not claim load as
-    plain dense weights.
+    :class:`pagedllm_core.model.quantization.QuantizationMethod` subclass, which the model asks for
+    each projection it builds. The engine does not select quantizers yet (the AWQ plugin's issue
+    adds the ``quantization`` setting); registrations are listed by ``pagedllm plugins`` meanwhile.
 
     :param register: call ``register(name, target, description)`` once per method.
     :returns: nothing; results are collected through ``register``.
@@ -97,9 +96,10 @@ def register_lora_managers(register: RegisterFn) -> None:
     """Register LoRA adapter managers.
 
     Called once when the registry is built. Each target is a
-    :class:`pagedllm_core.model.lora.LoRAManager` subclass. When ``EngineConfig.lora_manager``
-    names one, the engine constructs it with the loaded model; it loads adapters on request and
-    adds each request's adapter delta to the projections it wraps on every step.
+    :class:`pagedllm_core.model.lora.LoRAManager` subclass, constructed with the loaded model; it
+    loads adapters and, before every step, learns each token's adapter. The engine does not select
+    LoRA managers yet (the LoRA plugin's issue adds the setting); registrations are listed by
+    ``pagedllm plugins`` meanwhile.
 
     :param register: call ``register(name, target, description)`` once per manager.
     :returns: nothing; results are collected through ``register``.
@@ -108,12 +108,14 @@ def register_lora_managers(register: RegisterFn) -> None:
 
 @hookspec
 def register_output_constraints(register: RegisterFn) -> None:
-    """Register output constraints: per-request logits processors such as JSON-schema guidance.
+    """Register output constraints: per-request logits masks such as JSON-schema guidance.
 
     Called once when the registry is built. Each target is a
-    :class:`pagedllm_core.sampling.constraints.OutputConstraint` subclass. A request whose
-    ``SamplingParams.constraint`` names one gets its own instance; the sampler asks it for a mask
-    of allowed tokens before sampling and tells it each accepted token after.
+    :class:`pagedllm_core.sampling.constraints.OutputConstraint` subclass; a constrained request
+    gets one instance per sequence, which gives the sampler a mask of allowed tokens before each
+    draw and accepts each emitted token after. The engine does not route requests to constraints
+    yet (the structured-output issue adds the request field); registrations are listed by
+    ``pagedllm plugins`` meanwhile.
 
     :param register: call ``register(name, target, description)`` once per constraint.
     :returns: nothing; results are collected through ``register``.

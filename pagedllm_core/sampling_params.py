@@ -11,34 +11,88 @@ from pagedllm_core.errors import ConfigError
 class SamplingParams:
     """How to pick tokens for one request and when to stop.
 
-    ``temperature=0`` is greedy. ``top_k`` of 0 or -1 and ``top_p`` of 1 disable those filters.
-    ``seed`` makes this request's samples reproducible whatever else shares its batch.
+    ``temperature=0`` is greedy. ``top_k`` of 0 or -1, ``top_p`` of 1 and ``min_p`` of 0 disable
+    those filters. ``seed`` makes this request's samples reproducible whatever else shares its batch.
+    ``n`` sequences are returned out of ``best_of`` generated (the best by cumulative logprob).
     """
 
+    n: int = 1
+    best_of: int | None = None
     temperature: float = 1.0
     top_p: float = 1.0
     top_k: int = 0
+    min_p: float = 0.0
+    presence_penalty: float = 0.0
+    frequency_penalty: float = 0.0
+    repetition_penalty: float = 1.0
     seed: int | None = None
-    max_tokens: int | None = 16
-    stop_token_ids: list[int] = field(default_factory=list)
+    stop: str | list[str] | None = None
+    stop_token_ids: list[int] | None = None
+    include_stop_str_in_output: bool = False
     ignore_eos: bool = False
+    max_tokens: int | None = 16
+    min_tokens: int = 0
+    logprobs: int | None = None
+    prompt_logprobs: int | None = None
+    logit_bias: dict[int, float] | None = None
     skip_special_tokens: bool = True
+    detokenize: bool = True
+    # Derived, not set by users.
+    stop_strings: list[str] = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
+        self.stop_strings = [self.stop] if isinstance(self.stop, str) else list(self.stop or [])
         self.stop_token_ids = list(self.stop_token_ids or [])
-        if self.temperature < 0:
-            raise ConfigError(f"temperature must be >= 0 (0 means greedy), got {self.temperature}")
-        if not 0 < self.top_p <= 1:
-            raise ConfigError(f"top_p must be in (0, 1], got {self.top_p}")
-        if self.top_k < -1:
-            raise ConfigError(f"top_k must be -1 or 0 (disabled) or a positive count, got {self.top_k}")
-        if self.max_tokens is not None and self.max_tokens < 1:
-            raise ConfigError(f"max_tokens must be at least 1, got {self.max_tokens}")
-        if self.seed is not None and not 0 <= self.seed < 2**63:
-            raise ConfigError(f"seed must be in [0, 2**63), got {self.seed}")
-        if any(not isinstance(token, int) or token < 0 for token in self.stop_token_ids):
-            raise ConfigError(f"stop_token_ids must be non-negative integers, got {self.stop_token_ids}")
+        self.logit_bias = {int(token): float(bias) for token, bias in (self.logit_bias or {}).items()}
+        if self.best_of is None:
+            self.best_of = self.n
+        self._validate()
+
+    def _validate(self) -> None:
+        _check(self.n >= 1, f"n must be at least 1, got {self.n}")
+        _check(self.best_of >= self.n, f"best_of must be >= n ({self.n}), got {self.best_of}")
+        _check(self.temperature >= 0, f"temperature must be >= 0 (0 means greedy), got {self.temperature}")
+        _check(0 < self.top_p <= 1, f"top_p must be in (0, 1], got {self.top_p}")
+        _check(self.top_k >= -1, f"top_k must be -1 or 0 (disabled) or a positive count, got {self.top_k}")
+        _check(0 <= self.min_p <= 1, f"min_p must be in [0, 1], got {self.min_p}")
+        for name in ("presence_penalty", "frequency_penalty"):
+            value = getattr(self, name)
+            _check(-2 <= value <= 2, f"{name} must be in [-2, 2], got {value}")
+        _check(self.repetition_penalty > 0, f"repetition_penalty must be > 0 (1 disables it), got {self.repetition_penalty}")
+        _check(
+            self.max_tokens is None or self.max_tokens >= 1, f"max_tokens must be at least 1, got {self.max_tokens}"
+        )
+        _check(self.min_tokens >= 0, f"min_tokens must be >= 0, got {self.min_tokens}")
+        _check(
+            self.max_tokens is None or self.min_tokens <= self.max_tokens,
+            f"min_tokens ({self.min_tokens}) must not exceed max_tokens ({self.max_tokens})",
+        )
+        _check(self.seed is None or 0 <= self.seed < 2**63, f"seed must be in [0, 2**63), got {self.seed}")
+        _check(
+            all(isinstance(t, int) and t >= 0 for t in self.stop_token_ids),
+            f"stop_token_ids must be non-negative integers, got {self.stop_token_ids}",
+        )
+        _check(all(self.stop_strings), "stop strings must be non-empty")
+        for name in ("logprobs", "prompt_logprobs"):
+            value = getattr(self, name)
+            _check(value is None or value >= 0, f"{name} must be >= 0 (the number of top tokens), got {value}")
+        _check(
+            all(-100 <= bias <= 100 for bias in self.logit_bias.values()),
+            f"logit_bias values must be in [-100, 100], got {self.logit_bias}",
+        )
+        _check(
+            self.detokenize or not self.stop_strings, "stop strings need detokenize=True (they are matched on text)"
+        )
 
     @property
     def is_greedy(self) -> bool:
         return self.temperature == 0 or self.top_k == 1
+
+    @property
+    def has_penalties(self) -> bool:
+        return bool(self.presence_penalty or self.frequency_penalty or self.repetition_penalty != 1.0)
+
+
+def _check(condition: bool, message: str) -> None:
+    if not condition:
+        raise ConfigError(message)

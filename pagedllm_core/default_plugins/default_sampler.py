@@ -1,32 +1,24 @@
-"""The ``default`` sampler: greedy, temperature, top-k and top-p, batched on tensors."""
+"""The ``default`` sampler: logit bias, penalties, temperature, top-k/top-p/min-p, seeds, logprobs."""
 
 from __future__ import annotations
 
 import torch
 
 from pagedllm_core.hookspecs import hookimpl
-from pagedllm_core.sampling.sampler import Sampler, SamplingMetadata
-
-
-def apply_top_k_top_p(logits: torch.Tensor, top_k: torch.Tensor | None, top_p: torch.Tensor | None) -> torch.Tensor:
-    """Set logits outside each row's top-k and top-p nucleus to -inf (one sort for both filters)."""
-    sorted_logits, sorted_ids = logits.sort(dim=-1, descending=False)
-    vocab_size = logits.shape[-1]
-    if top_k is not None:
-        kth_smallest_kept = sorted_logits.gather(-1, (vocab_size - top_k).clamp(min=0).unsqueeze(-1))
-        sorted_logits.masked_fill_(sorted_logits < kth_smallest_kept, float("-inf"))
-    if top_p is not None:
-        cumulative = sorted_logits.softmax(dim=-1).cumsum(dim=-1)
-        outside_nucleus = cumulative <= (1 - top_p).unsqueeze(-1)
-        outside_nucleus[:, -1] = False  # the most likely token always stays
-        sorted_logits.masked_fill_(outside_nucleus, float("-inf"))
-    return torch.empty_like(logits).scatter_(-1, sorted_ids, sorted_logits)
+from pagedllm_core.sampling.logits_processors import (
+    apply_logit_bias_and_bans,
+    apply_min_p,
+    apply_penalties,
+    apply_top_k_top_p,
+)
+from pagedllm_core.sampling.sampler import Sampler, SamplerOutput, SamplingMetadata
 
 
 class DefaultSampler(Sampler):
     """Exponential-race sampling: ``argmax(probs / Exp(1) noise)`` draws from ``probs``.
 
     Drawing the noise per row lets seeded rows use their own generator while the rest share one.
+    Logprobs are those of the model's raw distribution, before any penalty or filter.
     """
 
     def __init__(self, config):
@@ -39,10 +31,15 @@ class DefaultSampler(Sampler):
             self._generator.manual_seed(self.config.seed)
         return self._generator
 
-    def sample(self, logits: torch.Tensor, metadata: SamplingMetadata) -> torch.Tensor:
-        greedy_tokens = logits.argmax(dim=-1)
-        if metadata.all_greedy:
-            return greedy_tokens
+    def sample(self, logits: torch.Tensor, metadata: SamplingMetadata) -> SamplerOutput:
+        raw_logprobs = logits.log_softmax(dim=-1)
+        logits = apply_penalties(apply_logit_bias_and_bans(logits.clone(), metadata), metadata)
+        token_ids = logits.argmax(dim=-1)
+        if not metadata.all_greedy:
+            token_ids = torch.where(metadata.temperature > 0, self._draw(logits, metadata), token_ids)
+        return _with_logprobs(token_ids, raw_logprobs, metadata.max_num_logprobs)
+
+    def _draw(self, logits: torch.Tensor, metadata: SamplingMetadata) -> torch.Tensor:
         temperature = torch.where(metadata.temperature > 0, metadata.temperature, 1.0)
         logits = logits / temperature.unsqueeze(-1)
         if not (metadata.no_top_k and metadata.no_top_p):
@@ -52,13 +49,23 @@ class DefaultSampler(Sampler):
                 None if metadata.no_top_p else metadata.top_p,
             )
         probs = logits.softmax(dim=-1)
+        if not metadata.no_min_p:
+            probs = apply_min_p(probs, metadata.min_p)
         noise = torch.empty_like(probs).exponential_(generator=self._shared_generator(probs.device))
         for row, generator in metadata.generators.items():
             noise[row].exponential_(generator=generator)
-        sampled_tokens = (probs / noise).argmax(dim=-1)
-        return torch.where(metadata.temperature > 0, sampled_tokens, greedy_tokens)
+        return (probs / noise).argmax(dim=-1)
+
+
+def _with_logprobs(token_ids: torch.Tensor, raw_logprobs: torch.Tensor, max_num_logprobs: int | None) -> SamplerOutput:
+    chosen = raw_logprobs.gather(-1, token_ids.unsqueeze(-1))
+    ranks = (raw_logprobs > chosen).sum(dim=-1) + 1
+    output = SamplerOutput(token_ids=token_ids, logprobs=chosen.squeeze(-1), ranks=ranks)
+    if max_num_logprobs:
+        output.top_logprobs, output.top_token_ids = raw_logprobs.topk(max_num_logprobs, dim=-1)
+    return output
 
 
 @hookimpl
 def register_samplers(register):
-    register("default", DefaultSampler, "greedy, temperature, top-k, top-p, per-request seeds")
+    register("default", DefaultSampler, "penalties, logit bias, temperature, top-k/top-p/min-p, seeds, logprobs")

@@ -22,6 +22,7 @@ class ContinuousBatchingScheduler(Scheduler):
         super().__init__(config, kv_cache_manager)
         self.waiting: deque[Request] = deque()
         self.running: list[Request] = []
+        self.num_preemptions = 0
 
     @property
     def num_running_requests(self) -> int:
@@ -37,15 +38,15 @@ class ContinuousBatchingScheduler(Scheduler):
     def add_request(self, request: Request) -> None:
         self.waiting.append(request)
 
-    def abort_requests(self, request_ids: list[str]) -> list[Request]:
+    def finish_requests(self, request_ids: list[str], status: RequestStatus) -> list[Request]:
         wanted = set(request_ids)
-        aborted = [r for r in (*self.running, *self.waiting) if r.request_id in wanted]
-        for request in aborted:
-            request.status = RequestStatus.FINISHED_ABORTED
+        finished = [r for r in (*self.running, *self.waiting) if r.request_id in wanted]
+        for request in finished:
+            request.status = status
             self.kv_cache_manager.free(request)
         self.running = [r for r in self.running if r.request_id not in wanted]
         self.waiting = deque(r for r in self.waiting if r.request_id not in wanted)
-        return aborted
+        return finished
 
     def schedule(self) -> SchedulerOutput:
         output = SchedulerOutput()
@@ -89,22 +90,32 @@ class ContinuousBatchingScheduler(Scheduler):
         return ScheduledRequest(request, num_new_tokens, self.kv_cache_manager.block_tables[request.request_id])
 
     def _preempt(self, request: Request) -> None:
+        self.num_preemptions += 1
         self.kv_cache_manager.free(request)
         request.num_computed_tokens = 0
         request.status = RequestStatus.PREEMPTED
         self.waiting.appendleft(request)
 
-    def update_from_output(self, output: SchedulerOutput, sampled_token_ids: list[int]) -> list[Request]:
+    def update_from_output(self, output: SchedulerOutput, sampled_token_ids: list[list[int]]) -> list[Request]:
         sampled = iter(sampled_token_ids)
         progressed = []
         for item in output.scheduled:
             request = item.request
-            samples = item.samples_next_token
+            num_samples = item.num_samples
             request.num_computed_tokens += item.num_new_tokens
-            if not samples:
+            if not num_samples:
                 continue
-            request.append_output_token(next(sampled))
-            progressed.append(request)
+            first_token, *sibling_tokens = next(sampled)
+            # Siblings share every block computed so far; each then diverges with its own first token.
+            siblings = [request.fork(index) for index in range(1, len(sibling_tokens) + 1)]
+            for sibling, token_id in zip(siblings, sibling_tokens):
+                self.kv_cache_manager.fork(request, sibling)
+                self.running.append(sibling)
+                sibling.append_output_token(token_id)
+            request.num_pending_forks = 0
+            request.append_output_token(first_token)
+            progressed.extend([request, *siblings])
+        for request in progressed:
             if request.is_finished:
                 self.kv_cache_manager.free(request)
         if any(request.is_finished for request in progressed):

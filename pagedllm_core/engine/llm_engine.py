@@ -2,31 +2,33 @@
 
 from __future__ import annotations
 
+import functools
 import itertools
-import logging
 from dataclasses import dataclass
 
 import torch
 
 from pagedllm_core.config import EngineConfig
-from pagedllm_core.engine.detokenizer import IncrementalDetokenizer
 from pagedllm_core.engine.kv_cache_manager import KVCacheManager
 from pagedllm_core.engine.model_setup import LoadedModel, load_model_for_engine
-from pagedllm_core.engine.request import Request
+from pagedllm_core.engine.model_runner import StepResult, TokenLogprobs
+from pagedllm_core.engine.request import Request, RequestStatus
+from pagedllm_core.engine.request_state import RequestState
+from pagedllm_core.engine.scheduler import SchedulerOutput
 from pagedllm_core.errors import ConfigError
-from pagedllm_core.outputs import CompletionOutput, RequestOutput
+from pagedllm_core.outputs import RequestOutput
 from pagedllm_core.registry import PluginKind, Registry, default_registry
 from pagedllm_core.sampling_params import SamplingParams
-
-logger = logging.getLogger(__name__)
 
 
 @dataclass
 class KVCacheStats:
-    """How full the KV pool is."""
+    """How full the KV pool is, and how much block sharing saves."""
 
     num_blocks: int
     num_used_blocks: int
+    # Blocks the running sequences' tables reference, counting a shared block once per holder.
+    num_referenced_blocks: int
     block_size: int
 
     @property
@@ -50,48 +52,36 @@ class LLMEngine:
         self.kv_cache_manager = KVCacheManager(self.loaded.num_kv_blocks, config.block_size)
         self.scheduler = registry.resolve(PluginKind.SCHEDULER, config.scheduler)(config, self.kv_cache_manager)
         self.runner = self.loaded.runner
-        self._requests: dict[str, Request] = {}
-        self._detokenizers: dict[str, IncrementalDetokenizer] = {}
-        self._prompts: dict[str, str | None] = {}
-        self._arrival_counter = itertools.count()
+        self._states: dict[str, RequestState] = {}
+        self._sequence_counter = itertools.count()
+        self._decode_token = functools.lru_cache(maxsize=65536)(self._decode_one)
+
+    def _decode_one(self, token_id: int) -> str:
+        return self.tokenizer.decode([token_id])
 
     # -- requests -------------------------------------------------------------------------------
 
-    def add_request(
-        self,
-        request_id: str,
-        prompt: str | list[int],
-        sampling_params: SamplingParams,
-    ) -> None:
+    def add_request(self, request_id: str, prompt: str | list[int], sampling_params: SamplingParams) -> None:
         """Tokenize (if text) and validate a request, then queue it for the scheduler."""
-        if request_id in self._requests:
+        if request_id in self._states:
             raise ConfigError(f"request id {request_id!r} is already in use")
-        prompt_text = prompt if isinstance(prompt, str) else None
         prompt_token_ids = self.tokenizer.encode(prompt) if isinstance(prompt, str) else list(prompt)
-        self._validate_prompt(prompt_token_ids)
-        room = self.max_model_len - len(prompt_token_ids)
-        max_output_tokens = room if sampling_params.max_tokens is None else sampling_params.max_tokens
-        if max_output_tokens > room:
-            raise ConfigError(
-                f"prompt ({len(prompt_token_ids)} tokens) plus max_tokens ({max_output_tokens}) exceeds the "
-                f"model's context of {self.max_model_len} tokens; lower max_tokens to at most {room}"
-            )
-        request = Request(
-            request_id,
+        max_output_tokens = self._validate(prompt_token_ids, sampling_params)
+        first = Request(
+            str(next(self._sequence_counter)),
             prompt_token_ids,
             sampling_params,
             max_output_tokens,
             self.loaded.eos_token_ids,
-            next(self._arrival_counter),
+            arrival_index=len(self._states),
+            group_id=request_id,
         )
-        self._requests[request_id] = request
-        self._prompts[request_id] = prompt_text
-        self._detokenizers[request_id] = IncrementalDetokenizer(
-            self.tokenizer, prompt_token_ids, sampling_params.skip_special_tokens
-        )
-        self.scheduler.add_request(request)
+        prompt_text = prompt if isinstance(prompt, str) else None
+        self._states[request_id] = RequestState(request_id, prompt_text, first, self.tokenizer, self._decode_token)
+        self.scheduler.add_request(first)
 
-    def _validate_prompt(self, prompt_token_ids: list[int]) -> None:
+    def _validate(self, prompt_token_ids: list[int], params: SamplingParams) -> int:
+        """Check the request against the model; returns its output-token limit."""
         if not prompt_token_ids:
             raise ConfigError("the prompt is empty; give at least one token")
         if len(prompt_token_ids) >= self.max_model_len:
@@ -100,16 +90,31 @@ class LLMEngine:
                 f"tokens, which must leave room for at least one generated token"
             )
         vocab_size = self.loaded.vocab_size
-        bad = [token for token in prompt_token_ids if not 0 <= token < vocab_size]
-        if bad:
-            raise ConfigError(f"prompt token ids must be in [0, {vocab_size}); got {bad[:5]}")
+        for name, token_ids in (
+            ("prompt token ids", prompt_token_ids),
+            ("stop_token_ids", params.stop_token_ids),
+            ("logit_bias token ids", list(params.logit_bias)),
+        ):
+            bad = [token for token in token_ids if not 0 <= token < vocab_size]
+            if bad:
+                raise ConfigError(f"{name} must be in [0, {vocab_size}); got {bad[:5]}")
+        room = self.max_model_len - len(prompt_token_ids)
+        max_output_tokens = room if params.max_tokens is None else params.max_tokens
+        if max_output_tokens > room:
+            raise ConfigError(
+                f"prompt ({len(prompt_token_ids)} tokens) plus max_tokens ({max_output_tokens}) exceeds the "
+                f"model's context of {self.max_model_len} tokens; lower max_tokens to at most {room}"
+            )
+        return max_output_tokens
 
     def abort_request(self, request_ids: str | list[str]) -> list[RequestOutput]:
         """Stop these requests now and free their KV blocks; returns their final outputs."""
         if isinstance(request_ids, str):
             request_ids = [request_ids]
-        aborted = self.scheduler.abort_requests(request_ids)
-        return [self._finish(request) for request in aborted]
+        states = [self._states[request_id] for request_id in request_ids if request_id in self._states]
+        sequence_ids = [request.request_id for state in states for request in state.unfinished_requests]
+        self.scheduler.finish_requests(sequence_ids, RequestStatus.FINISHED_ABORTED)
+        return [self._finish(state) for state in states]
 
     def has_unfinished_requests(self) -> bool:
         return self.scheduler.has_unfinished_requests()
@@ -121,43 +126,48 @@ class LLMEngine:
         scheduler_output = self.scheduler.schedule()
         if not scheduler_output.scheduled and self.scheduler.has_unfinished_requests():
             raise RuntimeError("scheduler made no progress although requests are waiting")  # pool sizing bug
-        sampled_token_ids = self.runner.execute(scheduler_output)
-        progressed = self.scheduler.update_from_output(scheduler_output, sampled_token_ids)
+        result = self.runner.execute(scheduler_output)
+        token_logprobs = _logprobs_by_sequence(scheduler_output, result)
+        progressed = self.scheduler.update_from_output(scheduler_output, result.sampled_token_ids)
+
+        for item in scheduler_output.scheduled:
+            entries = result.prompt_logprobs.get(item.request.request_id)
+            if entries:
+                self._states[item.request.group_id].add_prompt_logprobs(entries)
+        touched: dict[str, RequestState] = {}
+        stopped: list[Request] = []
+        for sequence in progressed:
+            state = self._states[sequence.group_id]
+            touched[sequence.group_id] = state
+            token_id = sequence.token_ids[-1]
+            if state.sequence(sequence).add_token(token_logprobs.get(sequence.request_id), token_id):
+                stopped.append(sequence)
+        if stopped:
+            self.scheduler.finish_requests([s.request_id for s in stopped], RequestStatus.FINISHED_STOPPED)
+
         outputs = []
-        for request in progressed:
-            self._detokenizers[request.request_id].add_tokens([request.token_ids[-1]])
-            outputs.append(self._finish(request) if request.is_finished else self._output_of(request))
+        for state in touched.values():
+            if state.finished:
+                outputs.append(self._finish(state))
+            elif state.streams_progress:
+                outputs.append(state.output())
         return outputs
 
-    def _output_of(self, request: Request) -> RequestOutput:
-        finish_reason = request.status.value if request.is_finished else None
-        completion = CompletionOutput(
-            index=0,
-            text=self._detokenizers[request.request_id].text,
-            token_ids=request.output_token_ids,
-            finish_reason=finish_reason,
-            stop_reason=request.stop_reason,
-        )
-        return RequestOutput(
-            request_id=request.request_id,
-            prompt=self._prompts[request.request_id],
-            prompt_token_ids=request.prompt_token_ids,
-            outputs=[completion],
-            finished=request.is_finished,
-        )
-
-    def _finish(self, request: Request) -> RequestOutput:
-        output = self._output_of(request)
-        del self._requests[request.request_id], self._prompts[request.request_id]
-        del self._detokenizers[request.request_id]
-        self.runner.release_request(request.request_id)
-        return output
+    def _finish(self, state: RequestState) -> RequestOutput:
+        del self._states[state.request_id]
+        for sequence in state.sequences.values():
+            self.runner.release_request(sequence.request)
+        return state.output()
 
     # -- stats ----------------------------------------------------------------------------------
 
     def kv_cache_stats(self) -> KVCacheStats:
+        manager = self.kv_cache_manager
         return KVCacheStats(
-            self.kv_cache_manager.num_blocks, self.kv_cache_manager.num_used_blocks, self.config.block_size
+            manager.num_blocks,
+            manager.num_used_blocks,
+            sum(len(table) for table in manager.block_tables.values()),
+            self.config.block_size,
         )
 
     @property
@@ -171,3 +181,13 @@ class LLMEngine:
     @property
     def device(self) -> torch.device:
         return self.runner.device
+
+
+def _logprobs_by_sequence(output: SchedulerOutput, result: StepResult) -> dict[str, TokenLogprobs]:
+    """Sequence id -> the token it sampled this step (taken before forks change the requests)."""
+    by_sequence = {}
+    sampling = [item.request for item in output.scheduled if item.num_samples]
+    for request, samples in zip(sampling, result.samples):
+        for index, sample in enumerate(samples):
+            by_sequence[request.request_id if index == 0 else request.child_id(index)] = sample
+    return by_sequence

@@ -2,12 +2,40 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+
 import torch
 
 from pagedllm_core.attention.backend import AttentionBackend
 from pagedllm_core.attention.metadata import AttentionMetadata
+from pagedllm_core.engine.request import Request
+from pagedllm_core.engine.sampling_inputs import SamplingRow, build_sampling_metadata
 from pagedllm_core.engine.scheduler import SchedulerOutput
-from pagedllm_core.sampling.sampler import Sampler, SamplingMetadata
+from pagedllm_core.sampling.sampler import Sampler
+
+
+@dataclass
+class TokenLogprobs:
+    """The log-probability of one token and, when asked for, the most likely alternatives."""
+
+    token_id: int
+    logprob: float
+    rank: int
+    top: list[tuple[int, float]] = field(default_factory=list)
+
+
+@dataclass
+class StepResult:
+    """What a step produced, per scheduled request that sampled (in schedule order)."""
+
+    # One list per sampling request: its ``num_samples`` tokens, first for itself, then its forks.
+    samples: list[list[TokenLogprobs]] = field(default_factory=list)
+    # Request id -> (prompt position, logprobs of the prompt token there) computed this step.
+    prompt_logprobs: dict[str, list[tuple[int, TokenLogprobs]]] = field(default_factory=dict)
+
+    @property
+    def sampled_token_ids(self) -> list[list[int]]:
+        return [[sample.token_id for sample in samples] for samples in self.samples]
 
 
 class ModelRunner:
@@ -34,20 +62,37 @@ class ModelRunner:
         self._generators: dict[str, torch.Generator] = {}
 
     @torch.inference_mode()
-    def execute(self, output: SchedulerOutput) -> list[int]:
-        """Run one step; returns the sampled token of each scheduled request that samples, in order."""
+    def execute(self, output: SchedulerOutput) -> StepResult:
+        """Run one step: copy-on-write copies, the forward pass, prompt logprobs, sampling."""
         for source, destination in output.block_copies:
             self.kv_cache[:, :, destination] = self.kv_cache[:, :, source]
+        result = StepResult()
         if not output.scheduled:
-            return []
-        input_ids, positions, metadata, sample_rows = self._prepare_inputs(output)
+            return result
+        input_ids, positions, metadata, query_start = self._prepare_inputs(output)
         self.attention.prepare(metadata)
         hidden_states = self.model(input_ids, positions, self.kv_caches, metadata)
-        if not sample_rows:
-            return []
+        self._add_prompt_logprobs(output, hidden_states, query_start, result)
+
+        sample_rows: list[int] = []
+        rows: list[SamplingRow] = []
+        for i, item in enumerate(output.scheduled):
+            request = item.request
+            for index in range(item.num_samples):
+                sample_rows.append(query_start[i + 1] - 1)
+                sequence_id = request.request_id if index == 0 else request.child_id(index)
+                rows.append(SamplingRow(request, self._generator_for(sequence_id, request.sampling_params.seed, index)))
+        if not rows:
+            return result
         logits = self.model.compute_logits(hidden_states[sample_rows])
-        sampling_metadata = self._sampling_metadata(output)
-        return self.sampler.sample(logits, sampling_metadata).tolist()
+        sampled = self.sampler.sample(logits, build_sampling_metadata(rows, self.vocab_size, self.device))
+        row_logprobs = _to_token_logprobs(sampled.token_ids, sampled.logprobs, sampled.ranks, sampled.top_token_ids, sampled.top_logprobs)
+        cursor = 0
+        for item in output.scheduled:
+            if item.num_samples:
+                result.samples.append(row_logprobs[cursor : cursor + item.num_samples])
+                cursor += item.num_samples
+        return result
 
     def _prepare_inputs(self, output: SchedulerOutput):
         requests = [item.request for item in output.scheduled]
@@ -57,7 +102,7 @@ class ModelRunner:
         for request, start, count in zip(requests, num_computed, num_new_tokens):
             token_ids.extend(request.token_ids[start : start + count])
 
-        block_tables = self._block_table_tensor(output)
+        block_tables = _block_table_tensor(output)
         query_lens = torch.tensor(num_new_tokens, dtype=torch.int64)
         computed = torch.tensor(num_computed, dtype=torch.int64)
         query_start_loc = torch.zeros(len(requests) + 1, dtype=torch.int64)
@@ -77,37 +122,57 @@ class ModelRunner:
             max_query_len=max(num_new_tokens),
             max_seq_len=int(seq_lens.max()),
         )
-        sample_rows = [
-            int(query_start_loc[i + 1]) - 1 for i, item in enumerate(output.scheduled) if item.samples_next_token
-        ]
         input_ids = torch.tensor(token_ids, dtype=torch.int64, device=self.device)
-        return input_ids, positions.to(self.device), metadata, sample_rows
+        return input_ids, positions.to(self.device), metadata, query_start_loc.tolist()
 
-    @staticmethod
-    def _block_table_tensor(output: SchedulerOutput) -> torch.Tensor:
-        width = max(len(item.block_ids) for item in output.scheduled)
-        rows = [item.block_ids + [0] * (width - len(item.block_ids)) for item in output.scheduled]
-        return torch.tensor(rows, dtype=torch.int32)
+    def _add_prompt_logprobs(self, output: SchedulerOutput, hidden_states, query_start: list[int], result: StepResult):
+        """Score each prompt token (from the second on) that this step's prompt chunks predict."""
+        for i, item in enumerate(output.scheduled):
+            request = item.request
+            num_logprobs = request.sampling_params.prompt_logprobs
+            first = request.num_computed_tokens
+            # Hidden state at position p predicts prompt token p + 1.
+            last = min(first + item.num_new_tokens, request.num_prompt_tokens - 1)
+            if num_logprobs is None or first >= last:
+                continue
+            rows = slice(query_start[i], query_start[i] + last - first)
+            logprobs = self.model.compute_logits(hidden_states[rows]).log_softmax(dim=-1)
+            targets = torch.tensor(request.prompt_token_ids[first + 1 : last + 1], device=logprobs.device)
+            chosen = logprobs.gather(-1, targets.unsqueeze(-1))
+            ranks = (logprobs > chosen).sum(dim=-1) + 1
+            top_logprobs, top_ids = logprobs.topk(num_logprobs, dim=-1) if num_logprobs else (None, None)
+            entries = _to_token_logprobs(targets, chosen.squeeze(-1), ranks, top_ids, top_logprobs)
+            result.prompt_logprobs[request.request_id] = list(zip(range(first + 1, last + 1), entries))
 
-    def _sampling_metadata(self, output: SchedulerOutput) -> SamplingMetadata:
-        sampling = [item.request for item in output.scheduled if item.samples_next_token]
-        generators = {}
-        for row, request in enumerate(sampling):
-            seed = request.sampling_params.seed
-            if seed is not None:
-                generators[row] = self._generator_for(request.request_id, seed)
-        return SamplingMetadata.from_params(
-            [request.sampling_params for request in sampling], generators, self.vocab_size, self.device
-        )
-
-    def _generator_for(self, request_id: str, seed: int) -> torch.Generator:
-        generator = self._generators.get(request_id)
+    def _generator_for(self, sequence_id: str, seed: int | None, index: int) -> torch.Generator | None:
+        if seed is None:
+            return None
+        generator = self._generators.get(sequence_id)
         if generator is None:
             generator = torch.Generator(device=self.device)
-            generator.manual_seed(seed)
-            self._generators[request_id] = generator
+            # Sibling sequences of one seeded request each get their own, still reproducible, stream.
+            generator.manual_seed(seed if index == 0 else hash((seed, index)) % 2**63)
+            self._generators[sequence_id] = generator
         return generator
 
-    def release_request(self, request_id: str) -> None:
-        """Forget per-request state (its generator) once the request is finished."""
-        self._generators.pop(request_id, None)
+    def release_request(self, request: Request) -> None:
+        """Forget per-sequence state (its generator) once the sequence is finished."""
+        self._generators.pop(request.request_id, None)
+
+
+def _block_table_tensor(output: SchedulerOutput) -> torch.Tensor:
+    width = max(len(item.block_ids) for item in output.scheduled)
+    rows = [item.block_ids + [0] * (width - len(item.block_ids)) for item in output.scheduled]
+    return torch.tensor(rows, dtype=torch.int32)
+
+
+def _to_token_logprobs(token_ids, logprobs, ranks, top_ids, top_logprobs) -> list[TokenLogprobs]:
+    """Move a batch of logprob tensors to Python in one transfer each."""
+    entries = [
+        TokenLogprobs(token, logprob, rank)
+        for token, logprob, rank in zip(token_ids.tolist(), logprobs.tolist(), ranks.tolist())
+    ]
+    if top_ids is not None:
+        for entry, ids, values in zip(entries, top_ids.tolist(), top_logprobs.tolist()):
+            entry.top = list(zip(ids, values))
+    return entries

@@ -114,7 +114,7 @@ def load_model_for_engine(config: EngineConfig, registry: Registry) -> LoadedMod
     )
     attention = build_attention(config, registry, spec)
     model = loader.build_model(hf_config, attention, dtype, device)
-    loader.load_weights(model, source)
+    loader.load_weights(model, source, hf_config)
     model.eval()
     tokenizer = loader.load_tokenizer(source, config)
 

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 
 from pagedllm_core.config import EngineConfig
 from pagedllm_core.engine.kv_cache_manager import KVCacheManager
-from pagedllm_core.engine.request import Request
+from pagedllm_core.engine.request import Request, RequestStatus
 
 
 @dataclass
@@ -22,6 +22,11 @@ class ScheduledRequest:
     def samples_next_token(self) -> bool:
         """True when this step reaches the request's last token, so its logits give the next one."""
         return self.request.num_computed_tokens + self.num_new_tokens == self.request.num_tokens
+
+    @property
+    def num_samples(self) -> int:
+        """Tokens drawn from this request's last logits: 0, 1, or one per sequence when it forks."""
+        return 1 + self.request.num_pending_forks if self.samples_next_token else 0
 
 
 @dataclass
@@ -53,17 +58,21 @@ class Scheduler(ABC):
         """Queue a new request."""
 
     @abstractmethod
-    def abort_requests(self, request_ids: list[str]) -> list[Request]:
-        """Finish these requests as aborted and free their blocks; returns those that were known."""
+    def finish_requests(self, request_ids: list[str], status: RequestStatus) -> list[Request]:
+        """End these sequences with a finished ``status`` (abort, stop string) and free their blocks.
+
+        Returns the sequences that were still unfinished."""
 
     @abstractmethod
     def schedule(self) -> SchedulerOutput:
         """Pick this step's requests and token counts, allocating (or preempting) KV blocks."""
 
     @abstractmethod
-    def update_from_output(self, output: SchedulerOutput, sampled_token_ids: list[int]) -> list[Request]:
-        """Advance the step's requests; ``sampled_token_ids`` holds one token per request that sampled,
-        in schedule order. Returns the requests that got a new token (finished ones included)."""
+    def update_from_output(self, output: SchedulerOutput, sampled_token_ids: list[list[int]]) -> list[Request]:
+        """Advance the step's requests; ``sampled_token_ids`` holds ``num_samples`` tokens for each
+        scheduled request that sampled, in schedule order. A request given several tokens keeps the
+        first and forks a sibling for each other one. Returns every sequence that got a token
+        (finished and newly forked ones included)."""
 
     @abstractmethod
     def has_unfinished_requests(self) -> bool: ...
@@ -75,3 +84,6 @@ class Scheduler(ABC):
     @property
     @abstractmethod
     def num_waiting_requests(self) -> int: ...
+
+    num_preemptions: int = 0
+    """How many times a running request was preempted so far (a metric)."""

@@ -1,4 +1,4 @@
-"""The sampler contract and the batched parameters it receives each step."""
+"""The sampler contract: batched parameters in, one token (and its logprobs) per row out."""
 
 from __future__ import annotations
 
@@ -8,7 +8,6 @@ from dataclasses import dataclass, field
 import torch
 
 from pagedllm_core.config import EngineConfig
-from pagedllm_core.sampling_params import SamplingParams
 
 
 @dataclass
@@ -18,30 +17,35 @@ class SamplingMetadata:
     temperature: torch.Tensor  # [num_rows] float32; 0 for greedy rows
     top_k: torch.Tensor  # [num_rows] int64; vocab size where disabled
     top_p: torch.Tensor  # [num_rows] float32; 1 where disabled
+    min_p: torch.Tensor  # [num_rows] float32; 0 where disabled
     all_greedy: bool
     no_top_k: bool
     no_top_p: bool
+    no_min_p: bool
+    # Penalties (None when no row has any): [num_rows] factors and [num_rows, vocab] token statistics.
+    presence_penalty: torch.Tensor | None = None
+    frequency_penalty: torch.Tensor | None = None
+    repetition_penalty: torch.Tensor | None = None
+    prompt_token_mask: torch.Tensor | None = None  # bool, token occurs in the prompt
+    output_token_counts: torch.Tensor | None = None  # int, occurrences in the output so far
+    # Sparse per-row additions and bans as (rows, token ids[, values]).
+    logit_bias: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None
+    banned_tokens: tuple[torch.Tensor, torch.Tensor] | None = None  # stop tokens before min_tokens
+    # The largest number of top logprobs any row asked for (None: nobody asked).
+    max_num_logprobs: int | None = None
     # Rows whose request brought a seed draw from their own generator, so batch mates do not matter.
     generators: dict[int, torch.Generator] = field(default_factory=dict)
 
-    @classmethod
-    def from_params(
-        cls,
-        params: list[SamplingParams],
-        generators: dict[int, torch.Generator],
-        vocab_size: int,
-        device: torch.device,
-    ) -> SamplingMetadata:
-        top_k = [p.top_k if p.top_k > 0 else vocab_size for p in params]
-        return cls(
-            temperature=torch.tensor([p.temperature for p in params], dtype=torch.float32, device=device),
-            top_k=torch.tensor(top_k, dtype=torch.int64, device=device),
-            top_p=torch.tensor([p.top_p for p in params], dtype=torch.float32, device=device),
-            all_greedy=all(p.is_greedy for p in params),
-            no_top_k=all(k >= vocab_size for k in top_k),
-            no_top_p=all(p.top_p >= 1.0 for p in params),
-            generators=generators,
-        )
+
+@dataclass
+class SamplerOutput:
+    """A step's sampled tokens with their log-probabilities under the model's raw distribution."""
+
+    token_ids: torch.Tensor  # [num_rows] int64
+    logprobs: torch.Tensor  # [num_rows] float32, log p(chosen token)
+    ranks: torch.Tensor  # [num_rows] int64, 1 + the number of tokens more likely than the chosen one
+    top_token_ids: torch.Tensor | None = None  # [num_rows, max_num_logprobs]
+    top_logprobs: torch.Tensor | None = None  # [num_rows, max_num_logprobs]
 
 
 class Sampler(ABC):
@@ -51,5 +55,5 @@ class Sampler(ABC):
         self.config = config
 
     @abstractmethod
-    def sample(self, logits: torch.Tensor, metadata: SamplingMetadata) -> torch.Tensor:
-        """``logits``: float32 ``[num_rows, vocab_size]`` -> token ids ``[num_rows]`` int64."""
+    def sample(self, logits: torch.Tensor, metadata: SamplingMetadata) -> SamplerOutput:
+        """``logits``: float32 ``[num_rows, vocab_size]`` straight from the model -> tokens and logprobs."""

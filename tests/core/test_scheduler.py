@@ -13,13 +13,16 @@ def make_scheduler(num_blocks=16, block_size=4, **settings):
     return ContinuousBatchingScheduler(config, manager), manager
 
 
-def make_request(request_id, num_prompt_tokens, max_output_tokens=4, arrival=0):
-    return Request(request_id, list(range(1, num_prompt_tokens + 1)), SamplingParams(), max_output_tokens, frozenset({EOS}), arrival)
+def make_request(request_id, num_prompt_tokens, max_output_tokens=4, arrival=0, **params):
+    return Request(
+        request_id, list(range(1, num_prompt_tokens + 1)), SamplingParams(**params), max_output_tokens,
+        frozenset({EOS}), arrival,
+    )
 
 
 def run_step(scheduler, token=7):
     output = scheduler.schedule()
-    sampled = [token for item in output.scheduled if item.samples_next_token]
+    sampled = [[token] * item.num_samples for item in output.scheduled if item.num_samples]
     return output, scheduler.update_from_output(output, sampled)
 
 
@@ -94,7 +97,7 @@ def test_abort_frees_blocks_of_running_and_waiting_requests():
     scheduler.add_request(make_request("waiting", 5, arrival=1))
     run_step(scheduler)
     assert manager.num_used_blocks > 0
-    aborted = scheduler.abort_requests(["running", "waiting", "unknown"])
+    aborted = scheduler.finish_requests(["running", "waiting", "unknown"], RequestStatus.FINISHED_ABORTED)
     assert {r.request_id for r in aborted} == {"running", "waiting"}
     assert all(r.status is RequestStatus.FINISHED_ABORTED for r in aborted)
     assert manager.num_used_blocks == 0
@@ -107,4 +110,23 @@ def test_stop_token_finishes_request():
     scheduler.add_request(request)
     run_step(scheduler, token=EOS)
     assert request.status is RequestStatus.FINISHED_STOPPED and request.stop_reason == EOS
+    assert manager.num_used_blocks == 0
+
+
+def test_best_of_forks_siblings_that_share_the_prompt_blocks():
+    scheduler, manager = make_scheduler(num_blocks=16, block_size=4)
+    parent = make_request("p", 6, max_output_tokens=3, n=3)
+    scheduler.add_request(parent)
+    output = scheduler.schedule()
+    assert [item.num_samples for item in output.scheduled] == [3]
+    progressed = scheduler.update_from_output(output, [[5, 6, 7]])
+    assert [(r.request_id, r.output_token_ids) for r in progressed] == [("p", [5]), ("p.1", [6]), ("p.2", [7])]
+    assert manager.num_used_blocks == 2  # the prompt's two blocks, held three times
+    assert all(table == manager.block_tables["p"] for table in manager.block_tables.values())
+
+    output, _ = run_step(scheduler)  # each writes position 6 into the shared half-full block
+    assert len(output.block_copies) == 2  # two copies; the last holder writes in place
+    assert manager.num_used_blocks == 4
+    while scheduler.has_unfinished_requests():
+        run_step(scheduler)
     assert manager.num_used_blocks == 0

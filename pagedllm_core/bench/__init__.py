@@ -1,0 +1,1 @@
+"""Benchmarks behind ``pagedllm bench ...``: each prints a markdown table ready to paste into docs."""

@@ -1,0 +1,300 @@
+"""The async engine: one background thread steps an ``LLMEngine`` while asyncio code adds requests.
+
+The step thread is the only code that touches the ``LLMEngine``. Callers talk to it through a
+command queue (add / abort / stop) and read their outputs from a per-request :class:`RequestStream`
+fed with ``call_soon_threadsafe``. Everything that crosses between the two sides (token ids,
+``SamplingParams``, ``RequestOutput``) is plain picklable data, so the step thread can later become
+a separate process without changing the callers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import logging
+import queue
+import threading
+from collections import defaultdict
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from pagedllm_core.errors import PagedLLMError
+from pagedllm_core.outputs import RequestOutput
+from pagedllm_core.sampling_params import SamplingParams
+
+logger = logging.getLogger(__name__)
+
+
+class EngineDeadError(PagedLLMError):
+    """The engine loop has stopped (it failed or was shut down), so no request can be served."""
+
+
+class SteppableEngine(Protocol):
+    """What the async engine needs from ``LLMEngine`` (tests substitute a fake)."""
+
+    tokenizer: Any
+    max_model_len: int
+
+    def add_request(self, request_id: str, prompt: str | list[int], sampling_params: SamplingParams) -> None: ...
+
+    def abort_request(self, request_ids: list[str]) -> list[RequestOutput]: ...
+
+    def step(self) -> list[RequestOutput]: ...
+
+    def has_unfinished_requests(self) -> bool: ...
+
+    def kv_cache_stats(self) -> Any: ...
+
+    @property
+    def num_running_requests(self) -> int: ...
+
+    @property
+    def num_waiting_requests(self) -> int: ...
+
+
+@dataclass(frozen=True)
+class EngineStats:
+    """A snapshot of the engine's load, taken by the step thread after every iteration."""
+
+    num_running_requests: int = 0
+    num_waiting_requests: int = 0
+    num_used_blocks: int = 0
+    num_blocks: int = 0
+
+    @property
+    def kv_cache_usage(self) -> float:
+        return self.num_used_blocks / self.num_blocks if self.num_blocks else 0.0
+
+
+class RequestStream:
+    """The outputs of one request, read with ``async for`` by the task that added it.
+
+    Outputs are cumulative (full text and token ids so far), so a consumer that falls behind simply
+    receives the newest one. Closing the stream (``close()`` or leaving ``with stream:``) before the
+    request finished aborts it, which frees its KV blocks on the step thread's next iteration.
+    """
+
+    def __init__(self, request_id: str, engine: AsyncLLMEngine):
+        self.request_id = request_id
+        self.loop = asyncio.get_running_loop()
+        self.finished = False
+        self._engine = engine
+        self._queue: asyncio.Queue[RequestOutput | BaseException] = asyncio.Queue()
+
+    def push(self, item: RequestOutput | BaseException) -> None:
+        """Called on the stream's event loop (via ``call_soon_threadsafe``)."""
+        self._queue.put_nowait(item)
+
+    def __aiter__(self) -> RequestStream:
+        return self
+
+    async def __anext__(self) -> RequestOutput:
+        if self.finished:
+            raise StopAsyncIteration
+        item = await self._queue.get()
+        while not isinstance(item, BaseException) and not item.finished and not self._queue.empty():
+            item = self._queue.get_nowait()
+        if isinstance(item, BaseException):
+            self.finished = True
+            raise item
+        self.finished = item.finished
+        return item
+
+    def close(self) -> None:
+        if not self.finished:
+            self.finished = True
+            self._engine.abort(self.request_id)
+
+    def __enter__(self) -> RequestStream:
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.close()
+
+
+@dataclass
+class _Add:
+    request_id: str
+    prompt_token_ids: list[int]
+    sampling_params: SamplingParams
+    stream: RequestStream
+    accepted: concurrent.futures.Future
+
+
+@dataclass
+class _Abort:
+    request_ids: list[str]
+
+
+class _Stop:
+    pass
+
+
+class AsyncLLMEngine:
+    """Serves many concurrent asyncio callers from one ``LLMEngine`` stepped on a background thread.
+
+    ``add_request`` tokenizes text prompts in a worker thread (never on the step thread), waits for
+    the engine to accept or reject the request (a rejection raises the engine's ``ConfigError``)
+    and returns the request's :class:`RequestStream`. If the loop dies, ``/health``-style checks
+    see :meth:`check_health` raise and every open or new request gets :class:`EngineDeadError`.
+    """
+
+    def __init__(self, engine: SteppableEngine):
+        self.engine = engine
+        self.tokenizer = engine.tokenizer
+        self.max_model_len = engine.max_model_len
+        self._commands: queue.SimpleQueue[_Add | _Abort | _Stop] = queue.SimpleQueue()
+        self._lock = threading.Lock()  # orders "submit a command" against "the loop has died"
+        self._dead_error: EngineDeadError | None = None
+        self._streams: dict[str, RequestStream] = {}  # step thread only
+        self._stats = self._snapshot()
+        self._thread = threading.Thread(target=self._run, name="pagedllm-engine-loop", daemon=True)
+        self._thread.start()
+
+    @classmethod
+    def from_config(cls, config) -> AsyncLLMEngine:
+        """Load the model for ``config`` (an ``EngineConfig``) and start stepping it."""
+        from pagedllm_core.engine.llm_engine import LLMEngine
+
+        return cls(LLMEngine(config))
+
+    # -- the caller's side ----------------------------------------------------------------------
+
+    async def add_request(
+        self, request_id: str, prompt: str | list[int], sampling_params: SamplingParams
+    ) -> RequestStream:
+        """Queue a request; returns its stream once the engine has accepted it."""
+        if isinstance(prompt, str):
+            prompt_token_ids = await asyncio.to_thread(self.tokenizer.encode, prompt)
+        else:
+            prompt_token_ids = list(prompt)
+        stream = RequestStream(request_id, self)
+        accepted: concurrent.futures.Future = concurrent.futures.Future()
+        self._submit(_Add(request_id, prompt_token_ids, sampling_params, stream, accepted))
+        try:
+            await asyncio.wrap_future(accepted)
+        except asyncio.CancelledError:
+            self.abort(request_id)  # in case the engine accepted it just before we were cancelled
+            raise
+        return stream
+
+    def abort(self, request_ids: str | list[str]) -> None:
+        """Abort these requests (unknown or finished ids are ignored); returns at once."""
+        ids = [request_ids] if isinstance(request_ids, str) else list(request_ids)
+        try:
+            self._submit(_Abort(ids))
+        except EngineDeadError:
+            pass  # a dead engine holds no requests
+
+    def stats(self) -> EngineStats:
+        return self._stats
+
+    @property
+    def is_running(self) -> bool:
+        return self._dead_error is None
+
+    def check_health(self) -> None:
+        """Raise :class:`EngineDeadError` if the loop has stopped."""
+        if self._dead_error is not None:
+            raise EngineDeadError(str(self._dead_error))
+
+    def shutdown(self, timeout: float | None = None) -> None:
+        """Stop the loop after its current step; open streams get :class:`EngineDeadError`."""
+        try:
+            self._submit(_Stop())
+        except EngineDeadError:
+            pass
+        self._thread.join(timeout)
+
+    def _submit(self, command: _Add | _Abort | _Stop) -> None:
+        with self._lock:
+            self.check_health()
+            self._commands.put(command)
+
+    # -- the step thread ------------------------------------------------------------------------
+
+    def _run(self) -> None:
+        try:
+            while self._apply_commands(wait=not self.engine.has_unfinished_requests()):
+                if self.engine.has_unfinished_requests():
+                    self._deliver(self.engine.step())
+                self._stats = self._snapshot()
+        except BaseException as error:  # noqa: BLE001 - any failure must reach every waiting caller
+            logger.exception("the engine loop failed")
+            self._die(EngineDeadError(f"the engine loop failed: {type(error).__name__}: {error}"))
+        else:
+            self._die(EngineDeadError("the engine has been shut down"))
+
+    def _apply_commands(self, wait: bool) -> bool:
+        """Run the queued commands (blocking for the first one when idle); False once told to stop."""
+        try:
+            command = self._commands.get() if wait else self._commands.get_nowait()
+        except queue.Empty:
+            return True
+        while True:
+            if isinstance(command, _Stop):
+                return False
+            if isinstance(command, _Add):
+                self._add(command)
+            else:
+                self._deliver(self.engine.abort_request(command.request_ids))
+            try:
+                command = self._commands.get_nowait()
+            except queue.Empty:
+                return True
+
+    def _add(self, command: _Add) -> None:
+        if not command.accepted.set_running_or_notify_cancel():
+            return  # the caller gave up before we got here
+        try:
+            self.engine.add_request(command.request_id, command.prompt_token_ids, command.sampling_params)
+        except Exception as error:  # a bad request is the caller's error, never the loop's
+            command.accepted.set_exception(error)
+            return
+        self._streams[command.request_id] = command.stream
+        command.accepted.set_result(None)
+
+    def _deliver(self, outputs: list[RequestOutput]) -> None:
+        by_loop: dict[asyncio.AbstractEventLoop, list[tuple[RequestStream, RequestOutput]]] = defaultdict(list)
+        for output in outputs:
+            if output.finished:
+                stream = self._streams.pop(output.request_id, None)
+            else:
+                stream = self._streams.get(output.request_id)
+            if stream is not None:
+                by_loop[stream.loop].append((stream, output))
+        for loop, items in by_loop.items():
+            _push_threadsafe(loop, items)
+
+    def _snapshot(self) -> EngineStats:
+        kv = self.engine.kv_cache_stats()
+        return EngineStats(
+            self.engine.num_running_requests, self.engine.num_waiting_requests, kv.num_used_blocks, kv.num_blocks
+        )
+
+    def _die(self, error: EngineDeadError) -> None:
+        with self._lock:
+            self._dead_error = error
+            pending = []
+            while not self._commands.empty():
+                pending.append(self._commands.get_nowait())
+        for command in pending:
+            if isinstance(command, _Add) and command.accepted.set_running_or_notify_cancel():
+                command.accepted.set_exception(EngineDeadError(str(error)))
+        by_loop: dict[asyncio.AbstractEventLoop, list[tuple[RequestStream, BaseException]]] = defaultdict(list)
+        for stream in self._streams.values():
+            by_loop[stream.loop].append((stream, EngineDeadError(str(error))))
+        self._streams.clear()
+        for loop, items in by_loop.items():
+            _push_threadsafe(loop, items)
+
+
+def _push_threadsafe(loop: asyncio.AbstractEventLoop, items: list[tuple[RequestStream, Any]]) -> None:
+    def push_all() -> None:
+        for stream, item in items:
+            stream.push(item)
+
+    try:
+        loop.call_soon_threadsafe(push_all)
+    except RuntimeError:
+        pass  # that event loop is closed, so nobody is left to read these streams

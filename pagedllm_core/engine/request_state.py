@@ -1,0 +1,136 @@
+"""What the engine tracks per user request between steps: text, stop strings, logprobs."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from pagedllm_core.engine.detokenizer import IncrementalDetokenizer
+from pagedllm_core.engine.model_runner import TokenLogprobs
+from pagedllm_core.engine.request import Request, RequestStatus
+from pagedllm_core.outputs import CompletionOutput, Logprob, PositionLogprobs, RequestOutput
+from pagedllm_core.sampling_params import SamplingParams
+
+DecodeToken = Callable[[int], str]
+
+
+class SequenceState:
+    """One sequence's text and logprobs as they grow."""
+
+    def __init__(self, request: Request, tokenizer, decode_token: DecodeToken):
+        self.request = request
+        params = request.sampling_params
+        self.detokenizer = (
+            IncrementalDetokenizer(tokenizer, request.prompt_token_ids, params.skip_special_tokens)
+            if params.detokenize
+            else None
+        )
+        self.decode_token = decode_token
+        self.cumulative_logprob = 0.0
+        self.logprobs: list[PositionLogprobs] | None = [] if params.logprobs is not None else None
+        self.text = ""
+        # Streamed text holds back what could still turn out to be the start of a stop string.
+        self._holdback = max((len(stop) for stop in params.stop_strings), default=1) - 1
+
+    def add_token(self, token: TokenLogprobs | None, token_id: int) -> bool:
+        """Take the sequence's newest token; returns True when it completed a stop string."""
+        if token is not None:
+            self.cumulative_logprob += token.logprob
+            if self.logprobs is not None:
+                self.logprobs.append(position_logprobs(token, self.decode_token))
+        if self.detokenizer is None:
+            return False
+        previous_length = len(self.text)
+        self.text += self.detokenizer.add_tokens([token_id])
+        return self._cut_at_stop_string(previous_length)
+
+    def _cut_at_stop_string(self, previous_length: int) -> bool:
+        params = self.request.sampling_params
+        if not params.stop_strings or self.request.below_min_tokens:
+            return False
+        for stop in params.stop_strings:
+            # Only a match that overlaps the new text is new.
+            start = self.text.find(stop, max(previous_length - len(stop) + 1, 0))
+            if start != -1:
+                end = start + len(stop) if params.include_stop_str_in_output else start
+                self.text = self.text[:end]
+                self.request.stop_reason = stop
+                return True
+        return False
+
+    def completion(self, index: int) -> CompletionOutput:
+        finished = self.request.is_finished
+        text = self.text if finished or not self._holdback else self.text[: max(len(self.text) - self._holdback, 0)]
+        return CompletionOutput(
+            index=index,
+            text=text,
+            token_ids=self.request.output_token_ids,
+            cumulative_logprob=self.cumulative_logprob,
+            logprobs=self.logprobs,
+            finish_reason=self.request.status.value if finished else None,
+            stop_reason=self.request.stop_reason,
+        )
+
+
+class RequestState:
+    """A user request: its prompt, its ``best_of`` sequences and its prompt logprobs."""
+
+    def __init__(self, request_id: str, prompt: str | None, first: Request, tokenizer, decode_token: DecodeToken):
+        self.request_id = request_id
+        self.prompt = prompt
+        self.params: SamplingParams = first.sampling_params
+        self.first = first
+        self.tokenizer = tokenizer
+        self.decode_token = decode_token
+        self.sequences: dict[int, SequenceState] = {0: SequenceState(first, tokenizer, decode_token)}
+        self.prompt_logprobs: list[PositionLogprobs | None] | None = (
+            [None] if self.params.prompt_logprobs is not None else None
+        )
+
+    def sequence(self, request: Request) -> SequenceState:
+        state = self.sequences.get(request.index)
+        if state is None:
+            state = self.sequences[request.index] = SequenceState(request, self.tokenizer, self.decode_token)
+        return state
+
+    def add_prompt_logprobs(self, entries: list[tuple[int, TokenLogprobs]]) -> None:
+        for position, token in entries:
+            # A preempted prompt is recomputed; positions already scored are not scored twice.
+            if position == len(self.prompt_logprobs):
+                self.prompt_logprobs.append(position_logprobs(token, self.decode_token))
+
+    @property
+    def unfinished_requests(self) -> list[Request]:
+        return [state.request for state in self.sequences.values() if not state.request.is_finished]
+
+    @property
+    def finished(self) -> bool:
+        all_forked = self.first.num_pending_forks == 0 or self.first.status is RequestStatus.FINISHED_ABORTED
+        return all_forked and not self.unfinished_requests
+
+    @property
+    def streams_progress(self) -> bool:
+        """Partial outputs make sense only when every generated sequence is returned."""
+        return self.params.best_of == self.params.n
+
+    def output(self) -> RequestOutput:
+        ordered = [self.sequences[index] for index in sorted(self.sequences)]
+        if self.params.best_of > self.params.n:
+            ordered = sorted(ordered, key=lambda state: state.cumulative_logprob, reverse=True)[: self.params.n]
+        return RequestOutput(
+            request_id=self.request_id,
+            prompt=self.prompt,
+            prompt_token_ids=self.first.prompt_token_ids,
+            prompt_logprobs=self.prompt_logprobs,
+            outputs=[state.completion(index) for index, state in enumerate(ordered)],
+            finished=self.finished,
+        )
+
+
+def position_logprobs(token: TokenLogprobs, decode_token: DecodeToken) -> PositionLogprobs:
+    """The chosen token's entry plus the top alternatives, ranked as vLLM ranks them."""
+    entries = {
+        token_id: Logprob(logprob, rank, decode_token(token_id))
+        for rank, (token_id, logprob) in enumerate(token.top, start=1)
+    }
+    entries.setdefault(token.token_id, Logprob(token.logprob, token.rank, decode_token(token.token_id)))
+    return entries

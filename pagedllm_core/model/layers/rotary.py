@@ -1,0 +1,91 @@
+"""Rotary position embedding (RoPE) with the frequency schemes of Hugging Face configs."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from pagedllm_core.errors import ModelLoadError
+
+SUPPORTED_ROPE_TYPES = ("default", "linear", "llama3")
+
+
+def rope_parameters(hf_config) -> dict:
+    """The config's RoPE settings as one dict with ``rope_type`` and ``rope_theta``.
+
+    Newer configs keep everything in ``rope_parameters``; older ones split it between
+    ``rope_theta`` and an optional ``rope_scaling`` dict (which used ``type`` for ``rope_type``).
+    """
+    parameters = dict(getattr(hf_config, "rope_parameters", None) or getattr(hf_config, "rope_scaling", None) or {})
+    parameters.setdefault("rope_type", parameters.pop("type", "default"))
+    parameters.setdefault("rope_theta", getattr(hf_config, "rope_theta", None) or 10000.0)
+    return parameters
+
+
+def inverse_frequencies(head_size: int, parameters: dict) -> torch.Tensor:
+    """``[head_size // 2]`` float32 angular frequencies, rescaled as ``rope_type`` prescribes."""
+    rope_type = parameters["rope_type"]
+    if rope_type not in SUPPORTED_ROPE_TYPES:
+        raise ModelLoadError(
+            f"RoPE type {rope_type!r} is not supported (supported: {', '.join(SUPPORTED_ROPE_TYPES)})"
+        )
+    base = parameters["rope_theta"]
+    inv_freq = 1.0 / (base ** (torch.arange(0, head_size, 2, dtype=torch.float32) / head_size))
+    if rope_type == "linear":
+        return inv_freq / parameters["factor"]
+    if rope_type == "llama3":
+        return _llama3_frequencies(inv_freq, parameters)
+    return inv_freq
+
+
+def _llama3_frequencies(inv_freq: torch.Tensor, parameters: dict) -> torch.Tensor:
+    # Llama 3.1 stretches long wavelengths by `factor`, keeps short ones, and blends in between.
+    factor = parameters["factor"]
+    low_freq_factor = parameters["low_freq_factor"]
+    high_freq_factor = parameters["high_freq_factor"]
+    original_context = parameters["original_max_position_embeddings"]
+    wavelength = 2 * math.pi / inv_freq
+    scaled = torch.where(wavelength > original_context / low_freq_factor, inv_freq / factor, inv_freq)
+    smooth = (original_context / wavelength - low_freq_factor) / (high_freq_factor - low_freq_factor)
+    blended = (1 - smooth) * scaled / factor + smooth * scaled
+    is_medium = (wavelength >= original_context / high_freq_factor) & (wavelength <= original_context / low_freq_factor)
+    return torch.where(is_medium, blended, scaled)
+
+
+class RotaryEmbedding(nn.Module):
+    """Rotates query and key heads by their token's position, in the "rotate half" layout.
+
+    cos/sin of every position up to ``max_position`` are computed once, in float32, and looked
+    up by the step's ``positions``; they are cast to the activations' dtype before use, as
+    transformers does, so outputs match it in every dtype.
+    """
+
+    def __init__(self, head_size: int, max_position: int, parameters: dict):
+        super().__init__()
+        self.head_size = head_size
+        inv_freq = inverse_frequencies(head_size, parameters)
+        # angles: [max_position, head_size // 2]
+        angles = torch.arange(max_position, dtype=torch.float32)[:, None] * inv_freq[None, :]
+        self.register_buffer("cos", angles.cos(), persistent=False)
+        self.register_buffer("sin", angles.sin(), persistent=False)
+
+    @classmethod
+    def from_config(cls, hf_config, head_size: int) -> RotaryEmbedding:
+        return cls(head_size, hf_config.max_position_embeddings, rope_parameters(hf_config))
+
+    def forward(
+        self, positions: torch.Tensor, query: torch.Tensor, key: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        # positions: [num_tokens]; query: [num_tokens, num_heads * head_size]; key: [num_tokens, num_kv_heads * head_size]
+        cos = self.cos[positions].to(query.dtype)[:, None, :]
+        sin = self.sin[positions].to(query.dtype)[:, None, :]
+        return self._rotate(query, cos, sin), self._rotate(key, cos, sin)
+
+    def _rotate(self, heads: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+        num_tokens = heads.shape[0]
+        # first/second: [num_tokens, num_heads, head_size // 2]
+        first, second = heads.view(num_tokens, -1, self.head_size).chunk(2, dim=-1)
+        rotated = torch.cat((first * cos - second * sin, second * cos + first * sin), dim=-1)
+        return rotated.view(num_tokens, -1)

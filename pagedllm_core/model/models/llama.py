@@ -1,0 +1,143 @@
+"""Llama and Mistral; Qwen2 reuses these blocks with different biases (see ``qwen2.py``)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from pagedllm_core.attention.backend import AttentionBackend
+from pagedllm_core.attention.metadata import AttentionMetadata
+from pagedllm_core.model.attention_shape import attention_shape
+from pagedllm_core.model.layers.activation import activation_function
+from pagedllm_core.model.layers.attention import PagedAttention
+from pagedllm_core.model.layers.linear import MergedLinear
+from pagedllm_core.model.layers.norm import RMSNorm
+from pagedllm_core.model.layers.rotary import RotaryEmbedding
+from pagedllm_core.model.weight_loading import load_named_tensors
+
+MERGED_PROJECTIONS = {
+    "q_proj": ("qkv_proj", 0),
+    "k_proj": ("qkv_proj", 1),
+    "v_proj": ("qkv_proj", 2),
+    "gate_proj": ("gate_up_proj", 0),
+    "up_proj": ("gate_up_proj", 1),
+}
+
+
+@dataclass(frozen=True)
+class ProjectionBiases:
+    """Which linear layers of a Llama-style decoder carry a bias: the one way the family differs."""
+
+    qkv: bool
+    output: bool
+    mlp: bool
+
+
+class LlamaAttention(nn.Module):
+    """Fused q/k/v projection, rotary embedding, paged attention, output projection."""
+
+    def __init__(
+        self, hf_config, backend: AttentionBackend, layer_index: int, rotary: RotaryEmbedding, biases: ProjectionBiases
+    ):
+        super().__init__()
+        shape = attention_shape(hf_config)
+        q_size = shape.num_heads * shape.head_size
+        kv_size = shape.num_kv_heads * shape.head_size
+        self.qkv_proj = MergedLinear(hf_config.hidden_size, [q_size, kv_size, kv_size], bias=biases.qkv)
+        self.o_proj = nn.Linear(q_size, hf_config.hidden_size, bias=biases.output)
+        self.rotary = rotary
+        self.attn = PagedAttention(backend, layer_index, shape.num_heads, shape.num_kv_heads, shape.head_size)
+
+    def forward(self, positions, hidden_states, kv_caches, metadata):
+        # hidden_states: [num_tokens, hidden_size] -> q: [num_tokens, q_size], k/v: [num_tokens, kv_size]
+        query, key, value = self.qkv_proj.split(self.qkv_proj(hidden_states))
+        query, key = self.rotary(positions, query, key)
+        return self.o_proj(self.attn(query, key, value, kv_caches, metadata))
+
+
+class LlamaMLP(nn.Module):
+    """Gated feed-forward: ``down(act(gate(x)) * up(x))`` with gate and up in one matmul."""
+
+    def __init__(self, hf_config, bias: bool):
+        super().__init__()
+        intermediate = hf_config.intermediate_size
+        self.gate_up_proj = MergedLinear(hf_config.hidden_size, [intermediate, intermediate], bias=bias)
+        self.down_proj = nn.Linear(intermediate, hf_config.hidden_size, bias=bias)
+        self.act = activation_function(hf_config.hidden_act)
+
+    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        # hidden_states: [num_tokens, hidden_size] -> gate, up: [num_tokens, intermediate_size]
+        gate, up = self.gate_up_proj.split(self.gate_up_proj(hidden_states))
+        return self.down_proj(self.act(gate) * up)
+
+
+class LlamaDecoderLayer(nn.Module):
+    """Pre-norm residual block: attention, then the gated MLP."""
+
+    def __init__(self, hf_config, backend, layer_index: int, rotary: RotaryEmbedding, biases: ProjectionBiases):
+        super().__init__()
+        self.input_layernorm = RMSNorm(hf_config.hidden_size, hf_config.rms_norm_eps)
+        self.self_attn = LlamaAttention(hf_config, backend, layer_index, rotary, biases)
+        self.post_attention_layernorm = RMSNorm(hf_config.hidden_size, hf_config.rms_norm_eps)
+        self.mlp = LlamaMLP(hf_config, biases.mlp)
+
+    def forward(self, positions, hidden_states, kv_caches, metadata):
+        hidden_states = hidden_states + self.self_attn(
+            positions, self.input_layernorm(hidden_states), kv_caches, metadata
+        )
+        return hidden_states + self.mlp(self.post_attention_layernorm(hidden_states))
+
+
+class LlamaModel(nn.Module):
+    """Embedding, decoder layers and final norm; named ``model`` like in Hugging Face checkpoints."""
+
+    def __init__(self, hf_config, backend: AttentionBackend, biases: ProjectionBiases):
+        super().__init__()
+        self.embed_tokens = nn.Embedding(hf_config.vocab_size, hf_config.hidden_size)
+        rotary = RotaryEmbedding.from_config(hf_config, attention_shape(hf_config).head_size)
+        self.layers = nn.ModuleList(
+            LlamaDecoderLayer(hf_config, backend, index, rotary, biases)
+            for index in range(hf_config.num_hidden_layers)
+        )
+        self.norm = RMSNorm(hf_config.hidden_size, hf_config.rms_norm_eps)
+
+    def forward(self, input_ids, positions, kv_caches, metadata):
+        # input_ids, positions: [num_tokens] -> hidden_states: [num_tokens, hidden_size]
+        hidden_states = self.embed_tokens(input_ids)
+        for layer in self.layers:
+            hidden_states = layer(positions, hidden_states, kv_caches, metadata)
+        return self.norm(hidden_states)
+
+
+class LlamaForCausalLM(nn.Module):
+    """Llama (1, 2, 3.x), SmolLM and Mistral: a :class:`~pagedllm_core.model.interface.CausalLM`."""
+
+    @classmethod
+    def projection_biases(cls, hf_config) -> ProjectionBiases:
+        attention_bias = getattr(hf_config, "attention_bias", False)
+        return ProjectionBiases(qkv=attention_bias, output=attention_bias, mlp=getattr(hf_config, "mlp_bias", False))
+
+    def __init__(self, hf_config, attention: AttentionBackend):
+        super().__init__()
+        self.model = LlamaModel(hf_config, attention, self.projection_biases(hf_config))
+        self.lm_head = nn.Linear(hf_config.hidden_size, hf_config.vocab_size, bias=False)
+        if hf_config.tie_word_embeddings:
+            self.lm_head.weight = self.model.embed_tokens.weight
+
+    def forward(
+        self, input_ids: torch.Tensor, positions: torch.Tensor, kv_caches: list[torch.Tensor], metadata: AttentionMetadata
+    ) -> torch.Tensor:
+        return self.model(input_ids, positions, kv_caches, metadata)
+
+    def compute_logits(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        # hidden_states: [num_rows, hidden_size] -> [num_rows, vocab_size]
+        return self.lm_head(hidden_states).float()
+
+    def load_weights(self, weights: Iterable[tuple[str, torch.Tensor]]) -> None:
+        load_named_tensors(self, weights, MERGED_PROJECTIONS)
+
+
+MistralForCausalLM = LlamaForCausalLM

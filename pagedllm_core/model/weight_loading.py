@@ -1,0 +1,74 @@
+"""Copying checkpoint tensors into a model by their Hugging Face names."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+
+import torch
+from torch import nn
+
+from pagedllm_core.errors import ModelLoadError
+from pagedllm_core.model.layers.linear import MergedLinear
+
+# A parameter name, and for a MergedLinear's parameter the index of one of its projections.
+Piece = tuple[str, "int | None"]
+
+
+def load_named_tensors(
+    model: nn.Module,
+    weights: Iterable[tuple[str, torch.Tensor]],
+    merged_projections: Mapping[str, tuple[str, int]],
+) -> None:
+    """Copy each checkpoint tensor into the parameter of the same name, routing merged projections.
+
+    :param merged_projections: checkpoint module name -> (merged module name, projection index),
+        e.g. ``{"q_proj": ("qkv_proj", 0)}``: ``layers.0.self_attn.q_proj.weight`` fills the first
+        rows of ``layers.0.self_attn.qkv_proj.weight``.
+
+    Tensors the model has no place for (rotary caches, a tied ``lm_head``) are skipped; a parameter
+    the checkpoint never fills is an error, so that a naming mismatch cannot leave random weights.
+    """
+    parameters = dict(model.named_parameters())
+    missing = _pieces(model)
+    for name, tensor in weights:
+        module_name, _, parameter_name = name.rpartition(".")
+        parent, _, leaf = module_name.rpartition(".")
+        if leaf in merged_projections:
+            merged_name, shard_index = merged_projections[leaf]
+            merged_module = f"{parent}.{merged_name}" if parent else merged_name
+            target = f"{merged_module}.{parameter_name}"
+            if target not in parameters:
+                continue
+            try:
+                model.get_submodule(merged_module).load_shard(parameter_name, shard_index, tensor)
+            except ValueError as error:
+                raise ModelLoadError(f"checkpoint tensor {name}: {error}") from None
+            missing.discard((target, shard_index))
+        elif name in parameters:
+            parameter = parameters[name]
+            if parameter.shape != tensor.shape:
+                raise ModelLoadError(
+                    f"checkpoint tensor {name} has shape {tuple(tensor.shape)}, the model expects {tuple(parameter.shape)}"
+                )
+            parameter.data.copy_(tensor)
+            missing.discard((name, None))
+    if missing:
+        shown = ", ".join(name if shard is None else f"{name} (projection {shard})" for name, shard in sorted(missing, key=str)[:5])
+        raise ModelLoadError(f"the checkpoint lacks {len(missing)} weights the model needs, e.g. {shown}")
+
+
+def _pieces(model: nn.Module) -> set[Piece]:
+    """Every (parameter, projection) the checkpoint must fill."""
+    pieces: set[Piece] = set()
+    seen: set[int] = set()
+    for module_name, module in model.named_modules():
+        for parameter_name, parameter in module.named_parameters(recurse=False):
+            if id(parameter) in seen:
+                continue  # tied weights are filled once, under their first name
+            seen.add(id(parameter))
+            name = f"{module_name}.{parameter_name}" if module_name else parameter_name
+            if isinstance(module, MergedLinear):
+                pieces.update((name, index) for index in range(len(module.output_sizes)))
+            else:
+                pieces.add((name, None))
+    return pieces

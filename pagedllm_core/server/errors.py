@@ -1,0 +1,155 @@
+"""Typed HTTP errors and the handlers that render every failure in OpenAI's error shape.
+
+Every error body is ``{"error": {"message", "type", "param", "code"}}``, which the ``openai``
+client turns into its ``BadRequestError``, ``AuthenticationError``, ``NotFoundError``, ...
+"""
+
+from __future__ import annotations
+
+import logging
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException
+
+from pagedllm_core.engine.async_engine import EngineDeadError
+from pagedllm_core.errors import ConfigError
+
+logger = logging.getLogger(__name__)
+
+
+class APIError(Exception):
+    """An error answered with ``status_code`` and an OpenAI error body."""
+
+    status_code = 500
+    error_type = "internal_server_error"
+
+    def __init__(self, message: str, param: str | None = None, code: str | None = None):
+        super().__init__(message)
+        self.message = message
+        self.param = param
+        self.code = code
+
+    def body(self) -> dict:
+        return error_body(self.message, self.error_type, self.param, self.code)
+
+
+class InvalidRequestError(APIError):
+    """The request is malformed or asks for values outside what is allowed (400)."""
+
+    status_code = 400
+    error_type = "invalid_request_error"
+
+
+class UnsupportedParameterError(InvalidRequestError):
+    """The request uses an OpenAI feature this server does not implement (400)."""
+
+    def __init__(self, param: str, what: str):
+        super().__init__(f"{what} is not supported by this server", param=param, code="unsupported_parameter")
+
+
+class AuthenticationError(APIError):
+    """The Bearer API key is missing or wrong (401)."""
+
+    status_code = 401
+    error_type = "invalid_request_error"
+
+    def __init__(self):
+        super().__init__(
+            "missing or incorrect API key: send 'Authorization: Bearer <key>' with the key the server was started with",
+            code="invalid_api_key",
+        )
+
+
+class ModelNotFoundError(APIError):
+    """The request names a model this server does not serve (404)."""
+
+    status_code = 404
+    error_type = "invalid_request_error"
+
+    def __init__(self, model: str, served: list[str]):
+        super().__init__(
+            f"the model {model!r} does not exist; this server serves {', '.join(map(repr, served))}",
+            param="model",
+            code="model_not_found",
+        )
+
+
+class RequestTooLargeError(APIError):
+    """The request body is over the server's limit (413)."""
+
+    status_code = 413
+    error_type = "invalid_request_error"
+
+    def __init__(self, limit: int):
+        super().__init__(f"the request body is larger than the server's limit of {limit} bytes", code="request_too_large")
+
+
+class RequestTimeoutError(APIError):
+    """Generation ran past the server's request timeout (504); the request was aborted."""
+
+    status_code = 504
+    error_type = "timeout_error"
+
+    def __init__(self, timeout: float):
+        super().__init__(f"the request did not finish within the server's timeout of {timeout:g} seconds")
+
+
+class EngineUnavailableError(APIError):
+    """The engine loop has stopped, so nothing can be generated (503)."""
+
+    status_code = 503
+    error_type = "service_unavailable"
+
+
+def error_body(message: str, error_type: str, param: str | None = None, code: str | None = None) -> dict:
+    return {"error": {"message": message, "type": error_type, "param": param, "code": code}}
+
+
+def as_api_error(error: Exception) -> APIError:
+    """The :class:`APIError` a failure during generation is reported as (also mid-stream)."""
+    if isinstance(error, APIError):
+        return error
+    if isinstance(error, ConfigError):
+        return InvalidRequestError(str(error))
+    if isinstance(error, EngineDeadError):
+        return EngineUnavailableError(str(error))
+    logger.error("unexpected error while serving a request", exc_info=error)
+    return APIError(f"internal error: {type(error).__name__}: {error}")
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    """Make every error the app can raise answer in OpenAI's shape."""
+
+    async def api_error(_: Request, error: Exception) -> JSONResponse:
+        api_error = as_api_error(error)
+        return JSONResponse(api_error.body(), status_code=api_error.status_code)
+
+    async def validation_error(_: Request, error: RequestValidationError) -> JSONResponse:
+        problems = error.errors()
+        first = problems[0] if problems else {}
+        if first.get("type") == "json_invalid":
+            message = f"the request body is not valid JSON: {first.get('ctx', {}).get('error', 'parse error')}"
+            return JSONResponse(error_body(message, "invalid_request_error"), status_code=400)
+        lines = [f"{_location(problem['loc']) or 'body'}: {problem['msg']}" for problem in problems]
+        param = _location(first.get("loc", ())) or None
+        return JSONResponse(error_body("; ".join(lines), "invalid_request_error", param), status_code=400)
+
+    async def http_error(_: Request, error: HTTPException) -> JSONResponse:
+        error_type = "not_found_error" if error.status_code == 404 else "invalid_request_error"
+        return JSONResponse(
+            error_body(str(error.detail), error_type), status_code=error.status_code, headers=error.headers
+        )
+
+    app.add_exception_handler(APIError, api_error)
+    app.add_exception_handler(ConfigError, api_error)
+    app.add_exception_handler(EngineDeadError, api_error)
+    app.add_exception_handler(RequestValidationError, validation_error)
+    app.add_exception_handler(HTTPException, http_error)
+    app.add_exception_handler(Exception, api_error)
+
+
+def _location(loc: tuple | list) -> str:
+    parts = [str(part) for part in loc if part != "body"]
+    return ".".join(parts)

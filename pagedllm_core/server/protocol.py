@@ -1,0 +1,248 @@
+"""OpenAI request bodies as pydantic models; each owns its conversion to ``SamplingParams``.
+
+Field names follow OpenAI, plus vLLM's extensions (``top_k``, ``min_p``, ``ignore_eos``,
+``stop_token_ids``, ...). A field left out (or null) keeps ``SamplingParams``' default, so the
+server and the offline ``LLM`` behave alike. Unknown fields are accepted and ignored, as OpenAI's
+newer clients may send fields this server has never heard of; known features the server cannot
+honour are rejected with a 400 naming the field.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from pagedllm_core.sampling_params import SamplingParams
+from pagedllm_core.server.errors import InvalidRequestError, UnsupportedParameterError
+from pagedllm_core.server.settings import ServerLimits
+
+# Request fields passed to SamplingParams under the same name when the client sets them.
+SAMPLING_FIELDS = (
+    "n",
+    "temperature",
+    "top_p",
+    "top_k",
+    "min_p",
+    "seed",
+    "stop",
+    "stop_token_ids",
+    "presence_penalty",
+    "frequency_penalty",
+    "repetition_penalty",
+    "logit_bias",
+    "min_tokens",
+    "ignore_eos",
+    "include_stop_str_in_output",
+    "skip_special_tokens",
+)
+
+
+class StreamOptions(BaseModel):
+    """``stream_options``: whether to end the stream with (or attach to every chunk) a usage report."""
+
+    include_usage: bool = Field(False, description="Send a last chunk with 'usage' and no choices.")
+    continuous_usage_stats: bool = Field(False, description="vLLM extension: 'usage' on every chunk.")
+
+
+class GenerationRequest(BaseModel):
+    """Fields shared by completion and chat requests."""
+
+    model_config = ConfigDict(extra="allow")
+
+    model: str | None = Field(None, description="A served model name; omitted means the first one.")
+    n: int = Field(1, ge=1, description="How many choices to return.")
+    temperature: float | None = Field(None, ge=0, le=2, description="0 is greedy; default 1.")
+    top_p: float | None = Field(None, gt=0, le=1, description="Nucleus sampling mass; default 1 (off).")
+    seed: int | None = Field(None, description="Makes sampling reproducible for this request.")
+    stop: str | list[str] | None = Field(None, description="Strings that end generation (not included).")
+    presence_penalty: float | None = Field(None, ge=-2, le=2)
+    frequency_penalty: float | None = Field(None, ge=-2, le=2)
+    logit_bias: dict[int, float] | None = Field(None, description="Token id -> bias in [-100, 100].")
+    stream: bool | None = Field(False, description="Answer as server-sent events ending with 'data: [DONE]'.")
+    stream_options: StreamOptions | None = None
+    user: str | None = Field(None, description="An end-user id; accepted and not used.")
+    # vLLM extensions
+    top_k: int | None = Field(None, description="Keep the k most likely tokens; 0 or -1 is off.")
+    min_p: float | None = Field(None, ge=0, le=1, description="Drop tokens below min_p times the top probability.")
+    repetition_penalty: float | None = Field(None, gt=0, description="1 is off; above 1 discourages repeats.")
+    min_tokens: int | None = Field(None, ge=0, description="Generate at least this many tokens before stopping.")
+    ignore_eos: bool | None = Field(None, description="Keep generating past the end-of-sequence token.")
+    stop_token_ids: list[int] | None = Field(None, description="Token ids that end generation.")
+    include_stop_str_in_output: bool | None = None
+    skip_special_tokens: bool | None = None
+
+    def sampling_values(self) -> dict[str, Any]:
+        """The ``SamplingParams`` keywords this request sets (subclasses add theirs)."""
+        return {name: getattr(self, name) for name in SAMPLING_FIELDS if getattr(self, name) is not None}
+
+    def to_sampling_params(self, limits: ServerLimits) -> SamplingParams:
+        """Check the request against the server's limits and build its ``SamplingParams``.
+
+        Raises :class:`InvalidRequestError` (or the ``ConfigError`` of ``SamplingParams``), both 400s.
+        """
+        self.check_supported()
+        values = self.sampling_values()
+        for name in ("n", "best_of"):
+            if values.get(name, 1) > limits.max_n:
+                raise InvalidRequestError(f"{name} must be at most {limits.max_n} on this server", param=name)
+        if values.get("logprobs", 0) > limits.max_logprobs:
+            raise InvalidRequestError(
+                f"at most {limits.max_logprobs} logprobs per token are allowed on this server", param="logprobs"
+            )
+        return SamplingParams(**values)
+
+    def check_supported(self) -> None:
+        """Raise :class:`UnsupportedParameterError` for features this server does not implement."""
+
+    @property
+    def include_usage(self) -> bool:
+        return bool(self.stream_options and (self.stream_options.include_usage or self.continuous_usage))
+
+    @property
+    def continuous_usage(self) -> bool:
+        return bool(self.stream_options and self.stream_options.continuous_usage_stats)
+
+
+class CompletionRequest(GenerationRequest):
+    """``POST /v1/completions``."""
+
+    prompt: str | list[str] | list[int] | list[list[int]] = Field(
+        description="A string, a list of strings, a list of token ids, or a list of token-id lists."
+    )
+    max_tokens: int | None = Field(16, ge=1, description="Most tokens to generate; null fills the context.")
+    echo: bool | None = Field(False, description="Prepend the prompt to each choice's text.")
+    logprobs: int | None = Field(None, ge=0, description="Return this many most likely tokens per position.")
+    best_of: int | None = Field(None, ge=1, description="Generate best_of, return the n most likely.")
+    suffix: str | None = Field(None, description="Not supported (insertion).")
+
+    @field_validator("prompt")
+    @classmethod
+    def _not_empty(cls, prompt):
+        if isinstance(prompt, list) and (not prompt or any(isinstance(p, list) and not p for p in prompt)):
+            raise ValueError("prompt lists must not be empty")
+        return prompt
+
+    def prompts(self) -> list[str | list[int]]:
+        """One entry per prompt: text, or token ids."""
+        if isinstance(self.prompt, str) or isinstance(self.prompt[0], int):
+            return [self.prompt]
+        return list(self.prompt)
+
+    def sampling_values(self) -> dict[str, Any]:
+        values = super().sampling_values()
+        values["max_tokens"] = self.max_tokens
+        for name in ("logprobs", "best_of"):
+            if getattr(self, name) is not None:
+                values[name] = getattr(self, name)
+        return values
+
+    def check_supported(self) -> None:
+        if self.suffix:
+            raise UnsupportedParameterError("suffix", "suffix (text insertion)")
+        if self.echo and self.logprobs is not None:
+            raise UnsupportedParameterError("logprobs", "logprobs together with echo (prompt logprobs)")
+        if self.stream and self.best_of is not None and self.best_of > self.n:
+            raise InvalidRequestError("best_of greater than n cannot be streamed", param="best_of")
+
+
+class TextContentPart(BaseModel):
+    """A text part of a message's content."""
+
+    type: str
+    text: str | None = None
+
+
+class ChatMessage(BaseModel):
+    """One message of a conversation; ``developer`` is treated as ``system``."""
+
+    model_config = ConfigDict(extra="allow")
+
+    role: Literal["system", "developer", "user", "assistant"]
+    content: str | list[TextContentPart]
+    name: str | None = None
+
+    @field_validator("content")
+    @classmethod
+    def _text_only(cls, content):
+        if isinstance(content, list):
+            for part in content:
+                if part.type != "text" or part.text is None:
+                    raise ValueError(f"only text content parts are supported, got type {part.type!r}")
+        return content
+
+    def template_dict(self) -> dict[str, str]:
+        """The message as chat templates expect it."""
+        content = self.content if isinstance(self.content, str) else "\n".join(part.text for part in self.content)
+        message = {"role": "system" if self.role == "developer" else self.role, "content": content}
+        if self.name is not None:
+            message["name"] = self.name
+        return message
+
+
+class ChatCompletionRequest(GenerationRequest):
+    """``POST /v1/chat/completions``."""
+
+    messages: list[ChatMessage] = Field(min_length=1)
+    max_tokens: int | None = Field(None, ge=1, description="Deprecated by OpenAI for max_completion_tokens.")
+    max_completion_tokens: int | None = Field(None, ge=1, description="Most tokens to generate; default: fill the context.")
+    logprobs: bool | None = Field(False, description="Return the log-probability of each generated token.")
+    top_logprobs: int | None = Field(None, ge=0, description="With logprobs: this many most likely tokens per position.")
+    response_format: dict[str, Any] | None = None
+    tools: list[dict[str, Any]] | None = None
+    tool_choice: str | dict[str, Any] | None = None
+    functions: list[dict[str, Any]] | None = None
+    # vLLM extensions
+    add_generation_prompt: bool = Field(True, description="End the prompt with the assistant's turn header.")
+    continue_final_message: bool = Field(False, description="Continue the last (assistant) message instead.")
+    chat_template_kwargs: dict[str, Any] | None = Field(None, description="Extra variables for the chat template.")
+    chat_template: str | None = Field(None, description="Not accepted: start the server with --chat-template.")
+
+    def template_messages(self) -> list[dict[str, str]]:
+        return [message.template_dict() for message in self.messages]
+
+    def sampling_values(self) -> dict[str, Any]:
+        values = super().sampling_values()
+        values["max_tokens"] = self.max_completion_tokens or self.max_tokens
+        if self.logprobs:
+            values["logprobs"] = self.top_logprobs or 0
+        return values
+
+    def check_supported(self) -> None:
+        if self.tools or self.functions:
+            raise UnsupportedParameterError("tools", "tool calling")
+        if self.tool_choice not in (None, "none", "auto"):
+            raise UnsupportedParameterError("tool_choice", "tool calling")
+        if self.response_format and self.response_format.get("type", "text") != "text":
+            raise UnsupportedParameterError("response_format", f"response_format {self.response_format.get('type')!r}")
+        if self.chat_template is not None:
+            raise UnsupportedParameterError("chat_template", "a per-request chat_template")
+        if self.top_logprobs is not None and not self.logprobs:
+            raise InvalidRequestError("top_logprobs needs logprobs set to true", param="top_logprobs")
+        if self.continue_final_message and self.add_generation_prompt:
+            raise InvalidRequestError(
+                "continue_final_message needs add_generation_prompt set to false", param="continue_final_message"
+            )
+
+
+class TokenizeRequest(BaseModel):
+    """``POST /tokenize``: a prompt, or messages rendered with the chat template."""
+
+    model: str | None = None
+    prompt: str | None = None
+    messages: list[ChatMessage] | None = None
+    add_special_tokens: bool = Field(True, description="For a prompt: add the tokenizer's BOS etc.")
+    add_generation_prompt: bool = Field(True, description="For messages: end with the assistant header.")
+
+    @model_validator(mode="after")
+    def _prompt_or_messages(self) -> TokenizeRequest:
+        if (self.prompt is None) == (self.messages is None):
+            raise ValueError("give exactly one of 'prompt' and 'messages'")
+        return self
+
+
+class DetokenizeRequest(BaseModel):
+    """``POST /detokenize``."""
+
+    model: str | None = None
+    tokens: list[int]

