@@ -3,11 +3,15 @@
 from pagedllm_core.config import EngineConfig
 from pagedllm_core.errors import ConfigError, ModelLoadError, PagedLLMError, UnknownPluginTargetError
 from pagedllm_core.hookspecs import hookimpl
-from pagedllm_core.outputs import CompletionOutput, RequestOutput
-from pagedllm_core.sampling_params import SamplingParams
+from pagedllm_core.outputs import BeamSearchOutput, BeamSearchSequence, CompletionOutput, Logprob, RequestOutput
+from pagedllm_core.sampling_params import BeamSearchParams, SamplingParams
 
 __all__ = [
     "LLM",
+    "BeamSearchOutput",
+    "BeamSearchParams",
+    "BeamSearchSequence",
+    "Logprob",
     "CompletionOutput",
     "ConfigError",
     "EngineConfig",

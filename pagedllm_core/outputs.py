@@ -44,3 +44,21 @@ class RequestOutput:
     prompt_logprobs: list[PositionLogprobs | None] | None = None
     outputs: list[CompletionOutput] = field(default_factory=list)
     finished: bool = False
+
+
+@dataclass
+class BeamSearchSequence:
+    """One beam: all its tokens (prompt included), their text and its cumulative logprob."""
+
+    tokens: list[int]
+    text: str
+    cum_logprob: float
+    score: float
+    finish_reason: str  # "stop" (EOS) or "length"
+
+
+@dataclass
+class BeamSearchOutput:
+    """The beams of one prompt, best first."""
+
+    sequences: list[BeamSearchSequence]

@@ -96,3 +96,25 @@ class SamplingParams:
 def _check(condition: bool, message: str) -> None:
     if not condition:
         raise ConfigError(message)
+
+
+@dataclass
+class BeamSearchParams:
+    """Settings of ``LLM.beam_search``: keep the ``beam_width`` best sequences by cumulative logprob.
+
+    Finished beams are ranked by ``cum_logprob / num_generated ** length_penalty``, the number of
+    generated tokens counting a final EOS, as Hugging Face's ``generate(num_beams=...)`` ranks them.
+    ``temperature`` > 0 scores candidates with ``log_softmax(logits / temperature)``; 0 uses the
+    raw log-probabilities.
+    """
+
+    beam_width: int
+    max_tokens: int
+    ignore_eos: bool = False
+    temperature: float = 0.0
+    length_penalty: float = 1.0
+
+    def __post_init__(self) -> None:
+        _check(self.beam_width >= 1, f"beam_width must be at least 1, got {self.beam_width}")
+        _check(self.max_tokens >= 1, f"max_tokens must be at least 1, got {self.max_tokens}")
+        _check(self.temperature >= 0, f"temperature must be >= 0, got {self.temperature}")

@@ -8,6 +8,7 @@ divided by the device's copy bandwidth, and the fraction of that floor the backe
 from __future__ import annotations
 
 import argparse
+import functools
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -62,7 +63,9 @@ def build_random_step(
     max_blocks = max(num_blocks_per_seq)
     block_tables = torch.zeros(len(seq_lens), max_blocks, dtype=torch.int32)
     slots: list[int] = []
-    for seq, (seq_len, query_len, seq_num_blocks) in enumerate(zip(seq_lens, query_lens, num_blocks_per_seq)):
+    for seq, (seq_len, query_len, seq_num_blocks) in enumerate(
+        zip(seq_lens, query_lens, num_blocks_per_seq, strict=True)
+    ):
         block_ids = [block_order.pop() for _ in range(seq_num_blocks)]
         block_tables[seq, :seq_num_blocks] = torch.tensor(block_ids, dtype=torch.int32)
         for position in range(seq_len - query_len, seq_len):
@@ -113,8 +116,10 @@ def add_attention_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
     parser.add_argument(
-        "--dtype", choices=["auto", *_DTYPES], default="auto", help="query and KV cache dtype (auto: bfloat16 on "
-        "CUDA, float32 on CPU)"
+        "--dtype",
+        choices=["auto", *_DTYPES],
+        default="auto",
+        help="query and KV cache dtype (auto: bfloat16 on CUDA, float32 on CPU)",
     )
     parser.add_argument("--num-heads", type=int, default=32)
     parser.add_argument("--num-kv-heads", type=int, default=8)
@@ -148,10 +153,9 @@ def run_attention_bench(args: argparse.Namespace) -> str:
     backend_classes = {name: registry.resolve(PluginKind.ATTENTION_BACKEND, name) for name in names}
     bandwidth = _device_bandwidth(device) if device.type == "cuda" else None
 
-    steps = [("decode", num_seqs, length, [length] * num_seqs, [1] * num_seqs) for num_seqs, length in args.decode_shapes]
-    steps += [
-        ("prefill", num_seqs, length, [length] * num_seqs, [length] * num_seqs) for num_seqs, length in args.prefill_shapes
-    ]
+    # (kind, number of sequences, context length, new tokens per sequence)
+    steps = [("decode", num_seqs, length, 1) for num_seqs, length in args.decode_shapes]
+    steps += [("prefill", num_seqs, length, length) for num_seqs, length in args.prefill_shapes]
     lines = [
         f"device: {_device_name(device)}; dtype {str(dtype).removeprefix('torch.')}; {args.num_heads} query heads, "
         f"{args.num_kv_heads} KV heads, head size {args.head_size}, block size {args.block_size}",
@@ -163,10 +167,10 @@ def run_attention_bench(args: argparse.Namespace) -> str:
         "| backend | step | seqs x tokens | time per call | K/V read | bandwidth floor | of floor |",
         "|---|---|---|---|---|---|---|",
     ]
-    for kind, num_seqs, length, seq_lens, query_lens in steps:
+    for kind, num_seqs, length, query_len in steps:
         step = build_random_step(
-            seq_lens,
-            query_lens,
+            [length] * num_seqs,
+            [query_len] * num_seqs,
             num_heads=args.num_heads,
             num_kv_heads=args.num_kv_heads,
             head_size=args.head_size,
@@ -174,7 +178,7 @@ def run_attention_bench(args: argparse.Namespace) -> str:
             dtype=dtype,
             device=device,
         )
-        kv_bytes = sum(seq_lens) * args.num_kv_heads * args.head_size * 2 * step.kv_cache.element_size()
+        kv_bytes = num_seqs * length * args.num_kv_heads * args.head_size * 2 * step.kv_cache.element_size()
         floor = kv_bytes / bandwidth if bandwidth is not None and kind == "decode" else None
         for name, backend_class in backend_classes.items():
             shape = f"{num_seqs} x {length}"
@@ -184,12 +188,8 @@ def run_attention_bench(args: argparse.Namespace) -> str:
                 continue
             backend = backend_class(step.spec)
             backend.prepare(step.metadata)
-            seconds = _time_per_call(
-                lambda: backend.forward(step.query, step.key, step.value, step.kv_cache, step.metadata),
-                device,
-                args.warmup,
-                args.iters,
-            )
+            forward = functools.partial(backend.forward, step.query, step.key, step.value, step.kv_cache, step.metadata)
+            seconds = _time_per_call(forward, device, args.warmup, args.iters)
             time_text = _format_seconds(seconds)
             # Triton runs on the CPU only through its interpreter, which emulates every program in numpy.
             if name == "triton" and device.type == "cpu":

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 import torch
 
 from pagedllm_core.config import EngineConfig
+from pagedllm_core.engine.beam_search import BeamSearch, BlockObserver
 from pagedllm_core.engine.kv_cache_manager import KVCacheManager
 from pagedllm_core.engine.model_setup import LoadedModel, load_model_for_engine
 from pagedllm_core.engine.model_runner import StepResult, TokenLogprobs
@@ -16,9 +17,9 @@ from pagedllm_core.engine.request import Request, RequestStatus
 from pagedllm_core.engine.request_state import RequestState
 from pagedllm_core.engine.scheduler import SchedulerOutput
 from pagedllm_core.errors import ConfigError
-from pagedllm_core.outputs import RequestOutput
+from pagedllm_core.outputs import BeamSearchOutput, RequestOutput
 from pagedllm_core.registry import PluginKind, Registry, default_registry
-from pagedllm_core.sampling_params import SamplingParams
+from pagedllm_core.sampling_params import BeamSearchParams, SamplingParams
 
 
 @dataclass
@@ -55,6 +56,9 @@ class LLMEngine:
         self._states: dict[str, RequestState] = {}
         self._sequence_counter = itertools.count()
         self._decode_token = functools.lru_cache(maxsize=65536)(self._decode_one)
+        self._beam_search = BeamSearch(
+            self.runner, self.kv_cache_manager, self.tokenizer, self.loaded.eos_token_ids, config.max_num_batched_tokens
+        )
 
     def _decode_one(self, token_id: int) -> str:
         return self.tokenizer.decode([token_id])
@@ -79,6 +83,16 @@ class LLMEngine:
         prompt_text = prompt if isinstance(prompt, str) else None
         self._states[request_id] = RequestState(request_id, prompt_text, first, self.tokenizer, self._decode_token)
         self.scheduler.add_request(first)
+
+    def beam_search(
+        self, prompt: str | list[int], params: BeamSearchParams, observe: BlockObserver | None = None
+    ) -> BeamSearchOutput:
+        """Beam search for one prompt; runs to completion, so no other request may be in flight."""
+        if self.has_unfinished_requests():
+            raise ConfigError("beam search needs an idle engine; finish or abort the running requests first")
+        prompt_token_ids = self.tokenizer.encode(prompt) if isinstance(prompt, str) else list(prompt)
+        self._validate(prompt_token_ids, SamplingParams(max_tokens=params.max_tokens))
+        return self._beam_search.run(prompt_token_ids, params, observe)
 
     def _validate(self, prompt_token_ids: list[int], params: SamplingParams) -> int:
         """Check the request against the model; returns its output-token limit."""

@@ -64,14 +64,11 @@ class ModelRunner:
     @torch.inference_mode()
     def execute(self, output: SchedulerOutput) -> StepResult:
         """Run one step: copy-on-write copies, the forward pass, prompt logprobs, sampling."""
-        for source, destination in output.block_copies:
-            self.kv_cache[:, :, destination] = self.kv_cache[:, :, source]
         result = StepResult()
         if not output.scheduled:
+            self._copy_blocks(output)
             return result
-        input_ids, positions, metadata, query_start = self._prepare_inputs(output)
-        self.attention.prepare(metadata)
-        hidden_states = self.model(input_ids, positions, self.kv_caches, metadata)
+        hidden_states, query_start = self._forward(output)
         self._add_prompt_logprobs(output, hidden_states, query_start, result)
 
         sample_rows: list[int] = []
@@ -93,6 +90,25 @@ class ModelRunner:
                 result.samples.append(row_logprobs[cursor : cursor + item.num_samples])
                 cursor += item.num_samples
         return result
+
+    @torch.inference_mode()
+    def next_token_logprobs(self, output: SchedulerOutput, temperature: float = 1.0) -> torch.Tensor:
+        """Run one step without sampling: ``log_softmax(logits / temperature)`` of each request's last
+        token, ``[num_scheduled, vocab_size]`` (beam search scores candidates from these)."""
+        hidden_states, query_start = self._forward(output)
+        logits = self.model.compute_logits(hidden_states[[end - 1 for end in query_start[1:]]])
+        return (logits / temperature if temperature > 0 else logits).log_softmax(dim=-1)
+
+    def _copy_blocks(self, output: SchedulerOutput) -> None:
+        for source, destination in output.block_copies:
+            self.kv_cache[:, :, destination] = self.kv_cache[:, :, source]
+
+    def _forward(self, output: SchedulerOutput) -> tuple[torch.Tensor, list[int]]:
+        """Copy-on-write copies, then the model over the step's tokens; hidden states and query starts."""
+        self._copy_blocks(output)
+        input_ids, positions, metadata, query_start = self._prepare_inputs(output)
+        self.attention.prepare(metadata)
+        return self.model(input_ids, positions, self.kv_caches, metadata), query_start
 
     def _prepare_inputs(self, output: SchedulerOutput):
         requests = [item.request for item in output.scheduled]

@@ -86,10 +86,10 @@ class Request:
         """The id of the ``index``-th sequence forked from this one."""
         return f"{self.request_id}.{index}"
 
-    def fork(self, index: int) -> Request:
+    def fork(self, index: int, request_id: str | None = None) -> Request:
         """A sibling sequence with the same tokens and progress (its blocks are shared separately)."""
         child = Request(
-            self.child_id(index),
+            self.child_id(index) if request_id is None else request_id,
             self.prompt_token_ids,
             self.sampling_params,
             self.max_output_tokens,

@@ -11,8 +11,8 @@ from tqdm.auto import tqdm
 from pagedllm_core.config import EngineConfig
 from pagedllm_core.engine.llm_engine import LLMEngine
 from pagedllm_core.errors import ConfigError
-from pagedllm_core.outputs import RequestOutput
-from pagedllm_core.sampling_params import SamplingParams
+from pagedllm_core.outputs import BeamSearchOutput, RequestOutput
+from pagedllm_core.sampling_params import BeamSearchParams, SamplingParams
 
 PromptInput = str | dict[str, Any]
 Message = dict[str, str]
@@ -58,6 +58,18 @@ class LLM:
             self.llm_engine.abort_request(request_ids)
             raise
         return self._run_engine(request_ids, use_tqdm)
+
+    def beam_search(
+        self, prompts: PromptInput | Sequence[PromptInput], params: BeamSearchParams, use_tqdm: bool = False
+    ) -> list[BeamSearchOutput]:
+        """Beam search for each prompt; per prompt, the ``beam_width`` best beams, best first."""
+        if isinstance(prompts, (str, dict)):
+            prompts = [prompts]
+        values = [_prompt_value(prompt) for prompt in prompts]
+        return [
+            self.llm_engine.beam_search(value, params)
+            for value in tqdm(values, desc="Beam search", disable=not use_tqdm, unit="prompt")
+        ]
 
     def chat(
         self,

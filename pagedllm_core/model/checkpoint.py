@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import contextlib
-import functools
 from collections.abc import Iterator
 
 import torch
 
+from pagedllm_core.model.gguf_parse_cache import reuse_gguf_parses
 from pagedllm_core.model.source import ModelSource
 
 
@@ -36,23 +35,9 @@ def _gguf_tensors(source: ModelSource, hf_config, dtype: torch.dtype) -> Iterato
     # undoes llama.cpp's q/k permutation); a weightless copy on the meta device is enough for that.
     with torch.device("meta"):
         name_template = AutoModelForCausalLM.from_config(hf_config)
-    with _cached_gguf_name_maps():
+    with reuse_gguf_parses(source.gguf_parses):
         parsed = load_gguf_checkpoint(
             str(source.directory / source.gguf_file), return_tensors=True, model_to_load=name_template, torch_dtype=dtype
         )
     yield from parsed["tensors"].items()
 
-
-@contextlib.contextmanager
-def _cached_gguf_name_maps():
-    # transformers asks gguf for the same (architecture, num_layers) name map once per submodule,
-    # hundreds of times, which takes seconds; the map is pure, so one build per key is enough.
-    # Should transformers stop looking it up on the module, this only stops saving time.
-    import gguf
-
-    original = gguf.get_tensor_name_map
-    gguf.get_tensor_name_map = functools.lru_cache(original)
-    try:
-        yield
-    finally:
-        gguf.get_tensor_name_map = original

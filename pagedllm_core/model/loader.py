@@ -1,7 +1,7 @@
 """Turning an :class:`EngineConfig` into a model with weights, its config and its tokenizer.
 
-The engine calls these steps in order, because the attention backend (and so the model) needs the
-attention shape before anything is built::
+The engine calls these steps in order. The attention backend is built between reading the config
+and building the model, because it needs the attention shape and the model needs the backend::
 
     source = resolve_model_source(config)
     hf_config = load_hf_config(source)
@@ -25,6 +25,7 @@ from pagedllm_core.config import EngineConfig
 from pagedllm_core.errors import ModelLoadError
 from pagedllm_core.model.attention_shape import AttentionShape, attention_shape
 from pagedllm_core.model.checkpoint import checkpoint_tensors
+from pagedllm_core.model.gguf_parse_cache import reuse_gguf_parses
 from pagedllm_core.model.models import resolve_model_class
 from pagedllm_core.model.source import ModelSource, resolve_model_source
 
@@ -48,7 +49,8 @@ def load_hf_config(source: ModelSource):
     from transformers import AutoConfig
 
     try:
-        return AutoConfig.from_pretrained(source.directory, gguf_file=source.gguf_file)
+        with reuse_gguf_parses(source.gguf_parses):
+            return AutoConfig.from_pretrained(source.directory, gguf_file=source.gguf_file)
     except (OSError, ValueError, KeyError) as error:
         raise ModelLoadError(f"model {source.name!r}: could not read its config: {error}") from error
 
@@ -93,7 +95,8 @@ def load_tokenizer(source: ModelSource, config: EngineConfig):
     try:
         if config.tokenizer is not None:
             return AutoTokenizer.from_pretrained(config.tokenizer)
-        return AutoTokenizer.from_pretrained(source.directory, gguf_file=source.gguf_file)
+        with reuse_gguf_parses(source.gguf_parses):
+            return AutoTokenizer.from_pretrained(source.directory, gguf_file=source.gguf_file)
     except (OSError, ValueError, KeyError) as error:
         name = config.tokenizer or source.name
         raise ModelLoadError(f"tokenizer {name!r} could not be loaded: {error}") from error

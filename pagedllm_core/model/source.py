@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from pagedllm_core.config import EngineConfig
@@ -33,6 +33,8 @@ class ModelSource:
     name: str  # what the user asked for, for messages
     directory: Path  # config, tokenizer and safetensors files; or the folder holding the GGUF file
     gguf_file: str | None = None  # file name inside ``directory`` when the checkpoint is GGUF
+    # Parsed GGUF metadata shared by the loading steps (see gguf_parse_cache); freed with the source.
+    gguf_parses: dict = field(default_factory=dict, repr=False, compare=False)
 
     @property
     def is_gguf(self) -> bool:

@@ -31,10 +31,10 @@ async def create_completion(
     model = server.check_model(body.model)
     params = body.to_sampling_params(server.settings.limits)
     prompts = await asyncio.gather(*(server.prompt_of(prompt, with_text=bool(body.echo)) for prompt in body.prompts()))
-    generation = await Generation.start(server, [prompt.token_ids for prompt in prompts], params)
     completion = _Completion(server, body, model, prompts, params.logprobs)
+    generation = await Generation.start(server, [prompt.token_ids for prompt in prompts], params)
     if body.stream:
-        return sse_response(completion.stream(generation))
+        return sse_response(completion.stream(generation), on_close=generation.close)
     with generation:
         return await cancel_on_disconnect(request, completion.respond(generation))
 
@@ -83,20 +83,19 @@ class _Completion:
     async def stream(self, generation: Generation) -> AsyncIterator[str]:
         tracker = DeltaTracker(self.body.n)
         text_offsets: dict[int, int] = {}
-        with generation:
-            async for prompt_index, output in generation.outputs():
-                for delta in tracker.deltas(prompt_index, output):
-                    echo = self.prompts[prompt_index].text if self.body.echo and delta.is_first else ""
-                    offset = text_offsets.get(delta.index, 0)
-                    text_offsets[delta.index] = offset + len(echo) + len(delta.text)
-                    choice = CompletionChoice(
-                        index=delta.index,
-                        text=echo + delta.text,
-                        logprobs=self._logprobs(delta.token_ids, delta.logprobs, offset + len(echo)),
-                        finish_reason=delta.finish_reason,
-                        stop_reason=delta.stop_reason,
-                    )
-                    yield sse_event(self._chunk([choice], tracker, self.body.continuous_usage))
+        async for prompt_index, output in generation.outputs():
+            for delta in tracker.deltas(prompt_index, output):
+                echo = self.prompts[prompt_index].text if self.body.echo and delta.is_first else ""
+                offset = text_offsets.get(delta.index, 0)
+                text_offsets[delta.index] = offset + len(echo) + len(delta.text)
+                choice = CompletionChoice(
+                    index=delta.index,
+                    text=echo + delta.text,
+                    logprobs=self._logprobs(delta.token_ids, delta.logprobs, offset + len(echo)),
+                    finish_reason=delta.finish_reason,
+                    stop_reason=delta.stop_reason,
+                )
+                yield sse_event(self._chunk([choice], tracker, self.body.continuous_usage))
         if self.body.include_usage:
             yield sse_event(self._chunk([], tracker, True))
 

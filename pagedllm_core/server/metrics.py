@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Histogram, disable_created_metrics, generate_latest
 from prometheus_client.core import GaugeMetricFamily
 
 from pagedllm_core.engine.async_engine import AsyncLLMEngine
@@ -38,6 +38,8 @@ class ServerMetrics:
     """The metrics of one server; ``/metrics`` renders :meth:`render` in Prometheus text format."""
 
     def __init__(self, engine: AsyncLLMEngine):
+        # ``*_created`` timestamp series only double the output; vLLM drops them too (process-wide).
+        disable_created_metrics()
         self.registry = CollectorRegistry()
         self.registry.register(_EngineCollector(engine))
         self.prompt_tokens = Counter(

@@ -70,6 +70,11 @@ class CompletionResponse(ResponseEnvelope):
     choices: list[CompletionChoice]
 
 
+class CompletionChunk(ResponseEnvelope):
+    object: Literal["text_completion"] = "text_completion"
+    choices: list[CompletionChoice]
+
+
 class TopLogprob(BaseModel):
     token: str
     logprob: float

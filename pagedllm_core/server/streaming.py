@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator, Awaitable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import TypeVar
 
@@ -32,11 +32,26 @@ def sse_event(chunk: BaseModel) -> str:
     return f"data: {chunk.model_dump_json(exclude_none=True)}\n\n"
 
 
-def sse_response(events: AsyncIterator[str]) -> StreamingResponse:
-    """Stream ``events`` as ``text/event-stream``; an error mid-stream becomes an error event.
+class _EventStreamResponse(StreamingResponse):
+    """A streaming response that runs ``on_close`` however it ends, even if it never started."""
 
-    The stream always ends with ``data: [DONE]``; the ``openai`` client raises an ``APIError`` for
-    the error event.
+    def __init__(self, events: AsyncIterator[str], on_close: Callable[[], None]):
+        headers = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+        super().__init__(events, media_type="text/event-stream", headers=headers)
+        self.on_close = on_close
+
+    async def __call__(self, scope, receive, send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            self.on_close()
+
+
+def sse_response(events: AsyncIterator[str], on_close: Callable[[], None]) -> StreamingResponse:
+    """Stream ``events`` as ``text/event-stream``, then call ``on_close`` (abort what is left).
+
+    The stream always ends with ``data: [DONE]``; an error mid-stream becomes an error event
+    before it, which the ``openai`` client raises as an ``APIError``.
     """
 
     async def with_error_event() -> AsyncIterator[str]:
@@ -47,8 +62,7 @@ def sse_response(events: AsyncIterator[str]) -> StreamingResponse:
             yield f"data: {json.dumps(as_api_error(error).body())}\n\n"
         yield SSE_DONE
 
-    headers = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
-    return StreamingResponse(with_error_event(), media_type="text/event-stream", headers=headers)
+    return _EventStreamResponse(with_error_event(), on_close)
 
 
 async def cancel_on_disconnect(request: Request, work: Awaitable[T]) -> T:

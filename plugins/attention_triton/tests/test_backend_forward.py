@@ -12,14 +12,14 @@ from pagedllm_core.bench.attention import build_random_step  # noqa: E402
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 
 
-def random_step(seq_lens, query_lens):
+def random_step(seq_lens, query_lens, block_size=16):
     return build_random_step(
         seq_lens,
         query_lens,
         num_heads=4,
         num_kv_heads=2,
         head_size=64,
-        block_size=16,
+        block_size=block_size,
         dtype=torch.float32,
         device=DEVICE,
     )
@@ -35,13 +35,15 @@ def run_backend(step, decode_split=None):
     return kv_cache, output
 
 
+# The kernels take any block size, not only powers of two.
+@pytest.mark.parametrize("block_size", [16, 24])
 @pytest.mark.parametrize(
     ("seq_lens", "query_lens"),
     [([5, 40, 70], [5, 12, 1]), ([23, 64], [1, 1])],
     ids=["mixed", "decode"],
 )
-def test_forward_writes_the_cache_and_attends_like_the_reference(seq_lens, query_lens):
-    step = random_step(seq_lens, query_lens)
+def test_forward_writes_the_cache_and_attends_like_the_reference(seq_lens, query_lens, block_size):
+    step = random_step(seq_lens, query_lens, block_size)
     expected_cache, expected = reference_forward(step)
 
     kv_cache, output = run_backend(step)

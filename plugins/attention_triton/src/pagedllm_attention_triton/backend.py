@@ -13,7 +13,7 @@ from pagedllm_core.attention.metadata import AttentionMetadata
 SUPPORTED_HEAD_SIZES = (64, 80, 96, 128)
 SUPPORTED_KV_CACHE_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 
-# Decode programs per streaming multiprocessor before splitting contexts stops paying off.
+# Decode contexts are split only until a step has this many programs per streaming multiprocessor.
 DECODE_PROGRAMS_PER_SM = 2
 
 
@@ -40,7 +40,9 @@ class TritonAttentionBackend(AttentionBackend):
         if spec.kv_cache_dtype not in SUPPORTED_KV_CACHE_DTYPES:
             allowed = ", ".join(str(dtype) for dtype in SUPPORTED_KV_CACHE_DTYPES)
             reasons.append(f"KV cache dtype {spec.kv_cache_dtype} unsupported ({allowed} are)")
-        elif spec.kv_cache_dtype == torch.bfloat16 and spec.device.type == "cuda" and not torch.cuda.is_bf16_supported():
+        elif (
+            spec.kv_cache_dtype == torch.bfloat16 and spec.device.type == "cuda" and not torch.cuda.is_bf16_supported()
+        ):
             reasons.append("KV cache dtype torch.bfloat16 needs a GPU with bfloat16 support (compute capability 8.0+)")
         if spec.num_heads % spec.num_kv_heads:
             reasons.append(f"{spec.num_heads} query heads do not divide into {spec.num_kv_heads} KV head groups")

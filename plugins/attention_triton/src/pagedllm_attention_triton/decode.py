@@ -39,7 +39,7 @@ class DecodeSplit:
 def plan_decode_split(num_seqs: int, num_kv_heads: int, max_seq_len: int, num_target_programs: int) -> DecodeSplit:
     """Split contexts only as far as needed to give the device ``num_target_programs`` programs."""
     num_programs = num_seqs * num_kv_heads
-    num_splits = min(triton.cdiv(num_target_programs, num_programs), triton.cdiv(max_seq_len, MIN_PARTITION_SIZE))
+    num_splits = min(triton.cdiv(num_target_programs, num_programs), max_seq_len // MIN_PARTITION_SIZE)
     if num_splits <= 1:
         return DecodeSplit(1, max_seq_len)
     partition_size = triton.cdiv(triton.cdiv(max_seq_len, num_splits), BLOCK_N) * BLOCK_N
@@ -131,7 +131,9 @@ def _decode_kernel(
         tl.store(partial_sum_ptr + partial_index, running_sum, mask=row_mask)
         tl.store(partial_output_ptr + partial_index[:, None] * HEAD_SIZE + dims[None, :], output, mask=mask)
     else:
-        output_offsets = seq * stride_output_token + heads[:, None] * stride_output_head + dims[None, :] * stride_output_dim
+        output_offsets = (
+            seq * stride_output_token + heads[:, None] * stride_output_head + dims[None, :] * stride_output_dim
+        )
         tl.store(output_ptr + output_offsets, output.to(output_ptr.dtype.element_ty), mask=mask)
 
 

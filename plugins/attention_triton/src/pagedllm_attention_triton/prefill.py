@@ -109,7 +109,9 @@ def _prefill_kernel(
     tl.store(output_ptr + output_offsets, output.to(output_ptr.dtype.element_ty), mask=mask)
 
 
-def paged_prefill(query: torch.Tensor, kv_cache: torch.Tensor, metadata: AttentionMetadata, scale: float) -> torch.Tensor:
+def paged_prefill(
+    query: torch.Tensor, kv_cache: torch.Tensor, metadata: AttentionMetadata, scale: float
+) -> torch.Tensor:
     """Causal attention of each sequence's new tokens over its paged context (already in the cache).
 
     :param query: ``[num_tokens, num_heads, head_size]``

@@ -1,0 +1,43 @@
+"""The app factory: routes, the API key check, the body size limit and OpenAI-shaped errors."""
+
+from __future__ import annotations
+
+import asyncio
+from contextlib import asynccontextmanager
+
+from fastapi import Depends, FastAPI
+
+from pagedllm_core.engine.async_engine import AsyncLLMEngine
+from pagedllm_core.server import chat, completions, info, tokenization
+from pagedllm_core.server.auth import require_api_key
+from pagedllm_core.server.body_limit import BodySizeLimitMiddleware
+from pagedllm_core.server.errors import install_error_handlers
+from pagedllm_core.server.metrics import ServerMetrics
+from pagedllm_core.server.responses import pagedllm_version
+from pagedllm_core.server.settings import ServerSettings
+from pagedllm_core.server.state import ServerState
+
+
+def build_app(engine: AsyncLLMEngine, settings: ServerSettings, shutdown_engine: bool = True) -> FastAPI:
+    """An OpenAI-compatible app serving ``engine``.
+
+    ``/health``, ``/version`` and ``/metrics`` are open; the ``/v1`` routes and the tokenizer
+    routes need the API key when one is set. With ``shutdown_engine`` the engine loop stops when
+    the app shuts down.
+    """
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI):
+        yield
+        if shutdown_engine:
+            await asyncio.to_thread(engine.shutdown)
+
+    app = FastAPI(title="pagedllm", version=pagedllm_version(), lifespan=lifespan)
+    app.state.server = ServerState(engine, settings, ServerMetrics(engine))
+    app.include_router(info.ops_router)
+    protected = [Depends(require_api_key)]
+    for router in (info.models_router, completions.router, chat.router, tokenization.router):
+        app.include_router(router, dependencies=protected)
+    install_error_handlers(app)
+    app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.limits.max_request_body_bytes)
+    return app

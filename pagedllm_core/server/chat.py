@@ -1,0 +1,101 @@
+"""``POST /v1/chat/completions``: a conversation rendered with the chat template, answered whole or streamed."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+from fastapi import APIRouter, Depends, Request
+
+from pagedllm_core.server.generation import Generation
+from pagedllm_core.server.logprobs import chat_logprobs
+from pagedllm_core.server.protocol import ChatCompletionRequest
+from pagedllm_core.server.responses import (
+    AssistantMessage,
+    ChatChoice,
+    ChatChunkChoice,
+    ChatCompletionChunk,
+    ChatCompletionResponse,
+    ChatDelta,
+    UsageInfo,
+    new_response_id,
+)
+from pagedllm_core.server.state import ServerState, server_state
+from pagedllm_core.server.streaming import DeltaTracker, cancel_on_disconnect, sse_event, sse_response
+
+router = APIRouter()
+
+
+@router.post("/v1/chat/completions", response_model=ChatCompletionResponse)
+async def create_chat_completion(
+    body: ChatCompletionRequest, request: Request, server: ServerState = Depends(server_state)
+):
+    model = server.check_model(body.model)
+    params = body.to_sampling_params(server.settings.limits)
+    prompt_token_ids = await server.render_chat(
+        body.messages, body.add_generation_prompt, body.continue_final_message, body.chat_template_kwargs
+    )
+    chat = _Chat(server, body, model, len(prompt_token_ids), params.logprobs)
+    generation = await Generation.start(server, [prompt_token_ids], params)
+    if body.stream:
+        return sse_response(chat.stream(generation), on_close=generation.close)
+    with generation:
+        return await cancel_on_disconnect(request, chat.respond(generation))
+
+
+class _Chat:
+    """Builds the response (or chunks) of one chat request from its engine outputs."""
+
+    def __init__(self, server: ServerState, body: ChatCompletionRequest, model: str, num_prompt_tokens: int, logprobs):
+        self.server = server
+        self.body = body
+        self.model = model
+        self.num_prompt_tokens = num_prompt_tokens
+        self.num_logprobs: int | None = logprobs
+        self.response_id = new_response_id("chatcmpl")
+
+    def _logprobs(self, token_ids, positions):
+        if self.num_logprobs is None or positions is None:
+            return None
+        return chat_logprobs(self.server.engine.tokenizer, token_ids, positions, self.num_logprobs)
+
+    async def respond(self, generation: Generation) -> ChatCompletionResponse:
+        (output,) = await generation.final_outputs()
+        choices = [
+            ChatChoice(
+                index=completion.index,
+                message=AssistantMessage(content=completion.text),
+                logprobs=self._logprobs(completion.token_ids, completion.logprobs),
+                finish_reason=completion.finish_reason,
+                stop_reason=completion.stop_reason,
+            )
+            for completion in sorted(output.outputs, key=lambda completion: completion.index)
+        ]
+        num_completion_tokens = sum(len(completion.token_ids) for completion in output.outputs)
+        return ChatCompletionResponse(
+            id=self.response_id,
+            model=self.model,
+            choices=choices,
+            usage=UsageInfo.of(self.num_prompt_tokens, num_completion_tokens),
+        )
+
+    async def stream(self, generation: Generation) -> AsyncIterator[str]:
+        tracker = DeltaTracker(self.body.n)
+        for index in range(self.body.n):
+            # OpenAI opens each choice with the role before any content arrives.
+            choice = ChatChunkChoice(index=index, delta=ChatDelta(role="assistant", content=""))
+            yield sse_event(self._chunk([choice], tracker, self.body.continuous_usage))
+        async for _, output in generation.outputs():
+            for delta in tracker.deltas(0, output):
+                choice = ChatChunkChoice(
+                    index=delta.index,
+                    delta=ChatDelta(content=delta.text) if delta.text else ChatDelta(),
+                    logprobs=self._logprobs(delta.token_ids, delta.logprobs),
+                    finish_reason=delta.finish_reason,
+                )
+                yield sse_event(self._chunk([choice], tracker, self.body.continuous_usage))
+        if self.body.include_usage:
+            yield sse_event(self._chunk([], tracker, True))
+
+    def _chunk(self, choices: list[ChatChunkChoice], tracker: DeltaTracker, with_usage: bool) -> ChatCompletionChunk:
+        usage = UsageInfo.of(self.num_prompt_tokens, tracker.num_completion_tokens) if with_usage else None
+        return ChatCompletionChunk(id=self.response_id, model=self.model, choices=choices, usage=usage)

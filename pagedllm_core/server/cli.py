@@ -1,0 +1,118 @@
+"""``pagedllm serve [MODEL]``: flags (vLLM's names where they overlap) and start-up."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+from pathlib import Path
+
+from pydantic import ByteSize, TypeAdapter, ValidationError
+
+from pagedllm_core.config import EngineConfig
+from pagedllm_core.entrypoints.engine_args import add_engine_arguments, engine_settings_from_args
+from pagedllm_core.errors import ConfigError
+from pagedllm_core.server.settings import ServerLimits, ServerSettings
+
+logger = logging.getLogger(__name__)
+
+API_KEY_ENV = "PAGEDLLM_API_KEY"
+DEFAULT_MODEL_NAME = "SmolLM2-135M-Instruct"
+_LOG_LEVELS = ("critical", "error", "warning", "info", "debug", "trace")
+
+
+def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
+    """The ``serve`` flags: MODEL, the server's own flags, and every engine flag."""
+    limits = ServerLimits.model_fields
+    parser.add_argument(
+        "model_tag", nargs="?", default=None, metavar="MODEL",
+        help="model to serve (same as --model; default: SmolLM2-135M-Instruct)",
+    )
+    group = parser.add_argument_group("server")
+    group.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1)")
+    group.add_argument("--port", type=int, default=8000, help="port to listen on (default: 8000)")
+    group.add_argument(
+        "--api-key", default=None,
+        help=f"require 'Authorization: Bearer KEY' on /v1 and tokenizer routes (default: ${API_KEY_ENV} if set)",
+    )
+    group.add_argument(
+        "--served-model-name", nargs="+", default=None, metavar="NAME",
+        help="names clients use as 'model'; the first is reported (default: the model argument)",
+    )
+    group.add_argument("--chat-template", default=None, help="Jinja chat template file (or template text)")
+    group.add_argument(
+        "--max-request-body-size", default=None,
+        help=f"largest request body, e.g. 8MiB (default: {limits['max_request_body_bytes'].default} bytes)",
+    )
+    group.add_argument("--max-n", type=int, default=None, help=f"largest n per request (default: {limits['max_n'].default})")
+    group.add_argument(
+        "--max-logprobs", type=int, default=None,
+        help=f"largest logprobs/top_logprobs per request (default: {limits['max_logprobs'].default})",
+    )
+    group.add_argument(
+        "--request-timeout", type=float, default=None,
+        help=f"seconds before a request is aborted with 504; 0 for none (default: {limits['request_timeout'].default:g})",
+    )
+    group.add_argument("--uvicorn-log-level", choices=_LOG_LEVELS, default="info", help="uvicorn's log level")
+    add_engine_arguments(parser)
+
+
+def engine_config_from_serve_args(args: argparse.Namespace) -> EngineConfig:
+    settings = engine_settings_from_args(args)
+    if args.model_tag is not None:
+        if settings.get("model", args.model_tag) != args.model_tag:
+            raise ConfigError(f"MODEL ({args.model_tag!r}) and --model ({settings['model']!r}) disagree; give one")
+        settings["model"] = args.model_tag
+    return EngineConfig.build(**settings)
+
+
+def server_settings_from_args(args: argparse.Namespace, config: EngineConfig) -> ServerSettings:
+    limits = {}
+    if args.max_request_body_size is not None:
+        try:
+            limits["max_request_body_bytes"] = int(TypeAdapter(ByteSize).validate_python(args.max_request_body_size))
+        except ValidationError:
+            raise ConfigError(
+                f"--max-request-body-size: expected bytes like 1048576 or 8MiB, got {args.max_request_body_size!r}"
+            ) from None
+    for name in ("max_n", "max_logprobs"):
+        if getattr(args, name) is not None:
+            limits[name] = getattr(args, name)
+    if args.request_timeout is not None:
+        limits["request_timeout"] = args.request_timeout or None
+    try:
+        return ServerSettings(
+            served_model_names=args.served_model_name or [config.model or DEFAULT_MODEL_NAME],
+            model_source=config.model or DEFAULT_MODEL_NAME,
+            api_key=args.api_key or os.environ.get(API_KEY_ENV) or None,
+            chat_template=_read_chat_template(args.chat_template),
+            limits=ServerLimits(**limits),
+        )
+    except ValidationError as error:
+        raise ConfigError(f"invalid server settings: {error}") from None
+
+
+def _read_chat_template(value: str | None) -> str | None:
+    if value is None:
+        return None
+    path = Path(value).expanduser()
+    if path.is_file():
+        return path.read_text()
+    if "{{" in value or "{%" in value:
+        return value
+    raise ConfigError(f"--chat-template: {value!r} is neither a file nor a Jinja template")
+
+
+def run_server(args: argparse.Namespace) -> None:
+    """Load the model, then serve the OpenAI-compatible API until interrupted."""
+    import uvicorn
+
+    from pagedllm_core.engine.async_engine import AsyncLLMEngine
+    from pagedllm_core.server.app import build_app
+
+    config = engine_config_from_serve_args(args)
+    settings = server_settings_from_args(args, config)
+    engine = AsyncLLMEngine.from_config(config)
+    app = build_app(engine, settings)
+    logger.info("serving %s on http://%s:%d", settings.served_model_names[0], args.host, args.port)
+    uvicorn.run(app, host=args.host, port=args.port, log_level=args.uvicorn_log_level)

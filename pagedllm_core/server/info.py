@@ -1,0 +1,46 @@
+"""Operational routes: ``/health``, ``/version``, ``/metrics`` and the model list."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Depends, Response
+from prometheus_client import CONTENT_TYPE_LATEST
+
+from pagedllm_core.server.errors import ModelNotFoundError
+from pagedllm_core.server.responses import ModelCard, ModelList, pagedllm_version
+from pagedllm_core.server.state import ServerState, server_state
+
+ops_router = APIRouter()
+models_router = APIRouter()
+
+
+@ops_router.get("/health")
+async def health(server: ServerState = Depends(server_state)) -> Response:
+    """200 while the engine loop runs; 503 (an OpenAI error body) once it has died."""
+    server.engine.check_health()
+    return Response(status_code=200)
+
+
+@ops_router.get("/version")
+async def show_version() -> dict[str, str]:
+    return {"version": pagedllm_version()}
+
+
+@ops_router.get("/metrics")
+async def metrics(server: ServerState = Depends(server_state)) -> Response:
+    return Response(server.metrics.render(), media_type=CONTENT_TYPE_LATEST)
+
+
+def _model_card(server: ServerState, name: str) -> ModelCard:
+    return ModelCard(id=name, root=server.settings.model_source, max_model_len=server.engine.max_model_len)
+
+
+@models_router.get("/v1/models", response_model=ModelList)
+async def list_models(server: ServerState = Depends(server_state)) -> ModelList:
+    return ModelList(data=[_model_card(server, name) for name in server.settings.served_model_names])
+
+
+@models_router.get("/v1/models/{model:path}", response_model=ModelCard)
+async def retrieve_model(model: str, server: ServerState = Depends(server_state)) -> ModelCard:
+    if model not in server.settings.served_model_names:
+        raise ModelNotFoundError(model, server.settings.served_model_names)
+    return _model_card(server, model)
