@@ -126,18 +126,13 @@ def build_attention_metadata(chunks: Sequence[SequenceChunk], block_size: int, d
     )
 
 
-def allocate_kv_caches(
-    num_layers: int, num_blocks: int, block_size: int, num_kv_heads: int, head_size: int, dtype, device="cpu"
-) -> list[torch.Tensor]:
-    """One zeroed ``[2, num_blocks, block_size, num_kv_heads, head_size]`` cache per layer."""
-    return [torch.zeros(2, num_blocks, block_size, num_kv_heads, head_size, dtype=dtype, device=device) for _ in range(num_layers)]
-
-
 @torch.inference_mode()
 def run_model_step(
-    model, backend: AttentionBackend, kv_caches: list[torch.Tensor], chunks: Sequence[SequenceChunk], block_size: int
+    model, backend: AttentionBackend, kv_caches: torch.Tensor, chunks: Sequence[SequenceChunk], block_size: int
 ) -> torch.Tensor:
     """Run one step of ``chunks`` through ``model`` and return float32 logits for every new token.
+
+    ``kv_caches`` holds every layer's cache, as :func:`pagedllm_core.engine.kv_cache.allocate_kv_cache` makes.
 
     A plugin's attention backend can be checked end to end with it: logits of a tiny model
     (:func:`build_tiny_model`) should match the transformers model's, prefill and decode alike.

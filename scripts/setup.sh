@@ -9,6 +9,8 @@ export PIP_DISABLE_PIP_VERSION_CHECK=1
 pip install -q --upgrade pip
 # Pin the CPU build of torch: an unpinned torch can pull a multi-GB CUDA build.
 pip install -q torch==2.13.0
+# The Triton plugin's kernels run on the CPU through this release's interpreter (tested with it).
+pip install -q triton==3.9.0
 pip install -q -e ".[test]"
 for plugin in plugins/*/; do
     pip install -q -e "$plugin"

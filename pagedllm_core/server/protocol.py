@@ -9,7 +9,7 @@ honour are rejected with a 400 naming the field.
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -72,6 +72,8 @@ class GenerationRequest(BaseModel):
     include_stop_str_in_output: bool | None = None
     skip_special_tokens: bool | None = None
 
+    logprobs_field: ClassVar[str] = "logprobs"  # the field that asks for top logprobs
+
     def sampling_values(self) -> dict[str, Any]:
         """The ``SamplingParams`` keywords this request sets (subclasses add theirs)."""
         return {name: getattr(self, name) for name in SAMPLING_FIELDS if getattr(self, name) is not None}
@@ -88,7 +90,8 @@ class GenerationRequest(BaseModel):
                 raise InvalidRequestError(f"{name} must be at most {limits.max_n} on this server", param=name)
         if values.get("logprobs", 0) > limits.max_logprobs:
             raise InvalidRequestError(
-                f"at most {limits.max_logprobs} logprobs per token are allowed on this server", param="logprobs"
+                f"at most {limits.max_logprobs} logprobs per token are allowed on this server",
+                param=self.logprobs_field,
             )
         return SamplingParams(**values)
 
@@ -182,6 +185,8 @@ class ChatMessage(BaseModel):
 
 class ChatCompletionRequest(GenerationRequest):
     """``POST /v1/chat/completions``."""
+
+    logprobs_field: ClassVar[str] = "top_logprobs"
 
     messages: list[ChatMessage] = Field(min_length=1)
     max_tokens: int | None = Field(None, ge=1, description="Deprecated by OpenAI for max_completion_tokens.")

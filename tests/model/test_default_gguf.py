@@ -4,52 +4,44 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM
 
-from pagedllm_core.attention.backend import AttentionSpec
 from pagedllm_core.config import EngineConfig
-from pagedllm_core.default_plugins.torch_attention import TorchAttentionBackend
 from pagedllm_core.model import loader
 from pagedllm_core.model.gguf_parse_cache import reuse_gguf_parses
-from pagedllm_core.testing import SequenceChunk, allocate_kv_caches, run_model_step
+from pagedllm_core.testing import SequenceChunk
+from tests.model.paged_model import PagedModel
 
-BLOCK_SIZE = 16
+# The chat template (with its default system prompt) applied to one question, as SmolLM2 tokenizes it.
+QUESTION = [{"role": "user", "content": "What is the capital of France?"}]
+QUESTION_IDS = [1, 9690, 198, 2683, 359, 253, 5356, 5646, 11173, 3365, 3511, 308, 34519, 28, 7018, 411, 407, 19712]
+QUESTION_IDS += [8182, 2, 198, 1, 4093, 198, 1780, 314, 260, 3575, 282, 4649, 47, 2, 198, 1, 520, 9531, 198]
 
 
 @pytest.fixture(scope="module")
 def default_model():
-    config = EngineConfig(dtype="float32")
-    source = loader.resolve_model_source(config)
-    hf_config = loader.load_hf_config(source)
-    shape = loader.attention_shape(hf_config)
-    backend = TorchAttentionBackend(
-        AttentionSpec(shape.num_heads, shape.num_kv_heads, shape.head_size, shape.scale, BLOCK_SIZE, torch.float32,
-                      torch.device("cpu"))
-    )
-    model = loader.build_model(hf_config, backend, torch.float32, "cpu")
-    loader.load_weights(model, source, hf_config)
-    kv_caches = allocate_kv_caches(shape.num_layers, 8, BLOCK_SIZE, shape.num_kv_heads, shape.head_size, torch.float32)
-    return source, hf_config, model, backend, kv_caches, loader.load_tokenizer(source, config)
+    return PagedModel(EngineConfig(dtype="float32"), block_size=16, num_blocks=8)
 
 
 def test_default_model_is_smollm2_gguf(default_model):
-    source, hf_config, *_, tokenizer = default_model
+    source, hf_config = default_model.source, default_model.hf_config
     assert source.is_gguf and source.gguf_file == "SmolLM2-135M-Instruct.Q4_1.gguf"
     assert loader.resolve_dtype("auto", hf_config, source) == torch.bfloat16
     assert loader.context_length(hf_config) == 8192
-    assert tokenizer.eos_token == "<|im_end|>" and tokenizer.chat_template
+    tokenizer = loader.load_tokenizer(source, EngineConfig())
+    assert tokenizer.eos_token == "<|im_end|>"
+    prompt = tokenizer.apply_chat_template(QUESTION, add_generation_prompt=True, tokenize=False)
+    assert tokenizer(prompt)["input_ids"] == QUESTION_IDS
 
 
 def test_default_model_logits_match_transformers(default_model):
-    source, _, model, backend, kv_caches, tokenizer = default_model
-    prompt = tokenizer.apply_chat_template(
-        [{"role": "user", "content": "What is the capital of France?"}], add_generation_prompt=True, tokenize=False
-    )
-    token_ids = tokenizer(prompt)["input_ids"]
-    logits = run_model_step(model, backend, kv_caches, [SequenceChunk(token_ids, 0, [3, 0, 5])], BLOCK_SIZE)
+    source = default_model.source
+    logits = default_model.step([SequenceChunk(QUESTION_IDS, 0, [3, 0, 5])])
 
     # Sharing the source's parse of the file only saves time: transformers still builds its own model.
     with reuse_gguf_parses(source.gguf_parses):
-        reference = AutoModelForCausalLM.from_pretrained(source.directory, gguf_file=source.gguf_file, dtype=torch.float32)
+        reference = AutoModelForCausalLM.from_pretrained(
+            source.directory, gguf_file=source.gguf_file, dtype=torch.float32
+        )
     with torch.no_grad():
-        expected = reference(torch.tensor([token_ids])).logits[0]
+        expected = reference(torch.tensor([QUESTION_IDS])).logits[0]
     torch.testing.assert_close(logits, expected, atol=1e-3, rtol=0)
-    assert tokenizer.decode(logits[-1:].argmax(-1)) == "The"
+    assert int(logits[-1].argmax()) == 504  # "The", as in "The capital of France is Paris."

@@ -15,18 +15,29 @@ from pagedllm_core.model.layers.norm import RMSNorm
 from pagedllm_core.model.layers.rotary import RotaryEmbedding, inverse_frequencies, rope_parameters
 
 HEAD_SIZE = 16
-LLAMA3 = {"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
-          "original_max_position_embeddings": 64, "rope_theta": 500000.0}
+LLAMA3 = {
+    "rope_type": "llama3",
+    "factor": 8.0,
+    "low_freq_factor": 1.0,
+    "high_freq_factor": 4.0,
+    "original_max_position_embeddings": 64,
+    "rope_theta": 500000.0,
+}
 
 
 def llama_config(rope: dict) -> LlamaConfig:
-    return LlamaConfig(hidden_size=64, num_attention_heads=4, head_dim=HEAD_SIZE, max_position_embeddings=256,
-                       rope_parameters=rope)
+    return LlamaConfig(
+        hidden_size=64, num_attention_heads=4, head_dim=HEAD_SIZE, max_position_embeddings=256, rope_parameters=rope
+    )
 
 
 @pytest.mark.parametrize(
     "rope",
-    [{"rope_type": "default", "rope_theta": 10000.0}, {"rope_type": "linear", "factor": 4.0, "rope_theta": 1e6}, LLAMA3],
+    [
+        {"rope_type": "default", "rope_theta": 10000.0},
+        {"rope_type": "linear", "factor": 4.0, "rope_theta": 1e6},
+        LLAMA3,
+    ],
     ids=["default", "linear", "llama3"],
 )
 def test_inverse_frequencies_match_transformers(rope):
@@ -83,7 +94,7 @@ def test_merged_linear_equals_its_separate_projections():
         merged.load_shard("weight", index, linear.weight.data)
         merged.load_shard("bias", index, linear.bias.data)
     x = torch.randn(3, 8)
-    for part, linear in zip(merged.split(merged(x)), separate):
+    for part, linear in zip(merged.split(merged(x)), separate, strict=True):
         torch.testing.assert_close(part, linear(x))
     with pytest.raises(ValueError, match=r"shard 1 weight expects \(2, 8\), got \(3, 8\)"):
         merged.load_shard("weight", 1, torch.zeros(3, 8))

@@ -10,18 +10,16 @@ from transformers import AutoModelForCausalLM, MistralConfig, OPTConfig, Qwen2Co
 
 from pagedllm_core.config import EngineConfig
 from pagedllm_core.errors import ModelLoadError
-from pagedllm_core.model import loader, source as source_module
+from pagedllm_core.model import loader
+from pagedllm_core.model import source as source_module
 from pagedllm_core.model.models import resolve_model_class
 from pagedllm_core.model.source import HUB_ALLOW_PATTERNS, ModelSource
+from tests.model.paged_model import PagedModel
 
 
 def load(directory, **config_values):
-    config = EngineConfig(model=str(directory), **config_values)
-    source = loader.resolve_model_source(config)
-    hf_config = loader.load_hf_config(source)
-    model = loader.build_model(hf_config, None, loader.resolve_dtype(config.dtype, hf_config, source), "cpu")
-    loader.load_weights(model, source, hf_config)
-    return model, hf_config
+    paged = PagedModel(EngineConfig(model=str(directory), **config_values), block_size=16, num_blocks=1)
+    return paged.model, paged.hf_config
 
 
 def copy_without(directory, tmp_path, tensor_name):
@@ -41,7 +39,9 @@ def test_local_directory_round_trip(tiny_model_dir):
     assert not any(parameter.requires_grad for parameter in model.parameters())
     reference = AutoModelForCausalLM.from_pretrained(directory).state_dict()
     attention = model.model.layers[1].self_attn
-    expected_qkv = torch.cat([reference[f"model.layers.1.self_attn.{name}.weight"] for name in ("q_proj", "k_proj", "v_proj")])
+    expected_qkv = torch.cat(
+        [reference[f"model.layers.1.self_attn.{name}.weight"] for name in ("q_proj", "k_proj", "v_proj")]
+    )
     assert torch.equal(attention.qkv_proj.weight, expected_qkv)
     assert torch.equal(model.lm_head.weight, reference["lm_head.weight"])
     assert loader.context_length(hf_config) == 512
@@ -64,14 +64,18 @@ def test_tied_output_embedding_loads_without_lm_head(tiny_model_dir):
 def test_opt_checkpoint_names_without_model_prefix(tiny_model_dir, tmp_path):
     directory = shutil.copytree(tiny_model_dir("OPTForCausalLM"), tmp_path / "opt")
     tensors = load_file(directory / "model.safetensors")
-    save_file({name.removeprefix("model."): tensor for name, tensor in tensors.items()}, directory / "model.safetensors")
+    save_file(
+        {name.removeprefix("model."): tensor for name, tensor in tensors.items()}, directory / "model.safetensors"
+    )
     model, _ = load(directory)
     assert torch.equal(model.model.decoder.embed_positions.weight, tensors["model.decoder.embed_positions.weight"])
 
 
 def test_missing_weight_is_an_error_naming_it(tiny_model_dir, tmp_path):
     directory = copy_without(tiny_model_dir("LlamaForCausalLM"), tmp_path, "model.layers.0.mlp.up_proj.weight")
-    with pytest.raises(ModelLoadError, match=r"lacks 1 weights.*model\.layers\.0\.mlp\.gate_up_proj\.weight \(projection 1\)"):
+    with pytest.raises(
+        ModelLoadError, match=r"lacks 1 weights.*model\.layers\.0\.mlp\.gate_up_proj\.weight \(projection 1\)"
+    ):
         load(directory)
 
 
@@ -112,12 +116,16 @@ def test_context_length_is_capped_by_a_sliding_window():
     assert loader.context_length(MistralConfig(max_position_embeddings=32768, sliding_window=4096)) == 4096
     assert loader.context_length(MistralConfig(max_position_embeddings=32768, sliding_window=None)) == 32768
     assert loader.context_length(Qwen2Config(max_position_embeddings=32768, sliding_window=4096)) == 32768
-    windowed = Qwen2Config(max_position_embeddings=32768, use_sliding_window=True, sliding_window=4096, max_window_layers=0)
+    windowed = Qwen2Config(
+        max_position_embeddings=32768, use_sliding_window=True, sliding_window=4096, max_window_layers=0
+    )
     assert loader.context_length(windowed) == 4096
 
 
 def test_attention_shape():
-    shape = loader.attention_shape(MistralConfig(hidden_size=512, num_attention_heads=4, num_key_value_heads=2, head_dim=64))
+    shape = loader.attention_shape(
+        MistralConfig(hidden_size=512, num_attention_heads=4, num_key_value_heads=2, head_dim=64)
+    )
     assert (shape.num_heads, shape.num_kv_heads, shape.head_size, shape.scale) == (4, 2, 64, 0.125)
     opt = loader.attention_shape(OPTConfig(hidden_size=64, num_attention_heads=4, num_hidden_layers=3))
     assert (opt.num_heads, opt.num_kv_heads, opt.head_size, opt.num_layers) == (4, 4, 16, 3)
@@ -160,7 +168,7 @@ def test_directories_and_files_that_are_not_models(tmp_path):
     with pytest.raises(ModelLoadError, match="has no config.json"):
         loader.resolve_model_source(EngineConfig(model=str(tmp_path)))
     (tmp_path / "config.json").write_text("{}")
-    with pytest.raises(ModelLoadError, match=r"has no \*\.safetensors weights"):
+    with pytest.raises(ModelLoadError, match=r"has no model\*\.safetensors weights"):
         loader.resolve_model_source(EngineConfig(model=str(tmp_path)))
 
 

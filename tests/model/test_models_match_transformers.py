@@ -5,7 +5,7 @@ import random
 import pytest
 import torch
 
-from pagedllm_core.testing import SequenceChunk, run_model_step
+from pagedllm_core.testing import SequenceChunk
 
 ATOL = 1e-4
 LLAMA3_ROPE = {
@@ -56,6 +56,9 @@ class Sequences:
         """Tokens ``start:end`` of sequence ``index`` as one step's share, the rest being cached."""
         return SequenceChunk(self.tokens[index][start:end], start, self.block_tables[index])
 
+    def last_token_chunk(self, index: int) -> SequenceChunk:
+        return self.chunk(index, len(self.tokens[index]) - 1)
+
 
 def rows_per_chunk(logits, chunks):
     return logits.split([len(chunk.token_ids) for chunk in chunks])
@@ -68,16 +71,17 @@ def test_prefill_then_decode(architecture, overrides, block_size, paged_model, t
     sequences = Sequences(PROMPTS, block_size)
 
     chunks = [sequences.chunk(index, 0) for index in range(len(PROMPTS))]
-    logits = run_model_step(paged.model, paged.backend, paged.kv_caches, chunks, block_size)
+    logits = paged.step(chunks)
     for index, rows in enumerate(rows_per_chunk(logits, chunks)):
-        torch.testing.assert_close(rows, transformers_logits(architecture, PROMPTS[index], **overrides), atol=ATOL, rtol=0)
+        torch.testing.assert_close(
+            rows, transformers_logits(architecture, PROMPTS[index], **overrides), atol=ATOL, rtol=0
+        )
 
     last_rows = [rows[-1] for rows in rows_per_chunk(logits, chunks)]
     for _ in range(3):
         for index, row in enumerate(last_rows):
             sequences.append(index, int(row.argmax()))
-        chunks = [sequences.chunk(index, len(tokens) - 1) for index, tokens in enumerate(sequences.tokens)]
-        last_rows = run_model_step(paged.model, paged.backend, paged.kv_caches, chunks, block_size)
+        last_rows = paged.step([sequences.last_token_chunk(index) for index in range(len(PROMPTS))])
         for index, tokens in enumerate(sequences.tokens):
             expected = transformers_logits(architecture, tokens, **overrides)[-1]
             torch.testing.assert_close(last_rows[index], expected, atol=ATOL, rtol=0)
@@ -93,25 +97,27 @@ def test_chunked_prefill_beside_decode_across_scattered_blocks(architecture, pag
     assert sequences.block_tables[0] != sorted(sequences.block_tables[0])
 
     first = [sequences.chunk(0, 0, 6), sequences.chunk(1, 0)]
-    logits = run_model_step(paged.model, paged.backend, paged.kv_caches, first, block_size)
+    logits = paged.step(first)
     long_rows, short_rows = rows_per_chunk(logits, first)
     torch.testing.assert_close(long_rows, transformers_logits(architecture, long_prompt[:6]), atol=ATOL, rtol=0)
     torch.testing.assert_close(short_rows, transformers_logits(architecture, short_prompt), atol=ATOL, rtol=0)
 
     sequences.append(1, int(short_rows[-1].argmax()))
-    second = [sequences.chunk(0, 6), sequences.chunk(1, len(sequences.tokens[1]) - 1)]
-    logits = run_model_step(paged.model, paged.backend, paged.kv_caches, second, block_size)
+    second = [sequences.chunk(0, 6), sequences.last_token_chunk(1)]
+    logits = paged.step(second)
     long_rows, decode_row = rows_per_chunk(logits, second)
     torch.testing.assert_close(long_rows, transformers_logits(architecture, long_prompt)[6:], atol=ATOL, rtol=0)
-    torch.testing.assert_close(decode_row[0], transformers_logits(architecture, sequences.tokens[1])[-1], atol=ATOL, rtol=0)
+    torch.testing.assert_close(
+        decode_row[0], transformers_logits(architecture, sequences.tokens[1])[-1], atol=ATOL, rtol=0
+    )
 
 
 def test_greedy_continuation_is_varied(paged_model):
     """The tiny models are only useful as oracles if their greedy output is not one repeated token."""
     paged = paged_model("LlamaForCausalLM", 16)
     sequences = Sequences([PROMPTS[0]], 16)
-    logits = run_model_step(paged.model, paged.backend, paged.kv_caches, [sequences.chunk(0, 0)], 16)
+    logits = paged.step([sequences.chunk(0, 0)])
     for _ in range(8):
         sequences.append(0, int(logits[-1].argmax()))
-        logits = run_model_step(paged.model, paged.backend, paged.kv_caches, [sequences.chunk(0, len(sequences.tokens[0]) - 1)], 16)
-    assert len(set(sequences.tokens[0][len(PROMPTS[0]):])) > 3
+        logits = paged.step([sequences.last_token_chunk(0)])
+    assert len(set(sequences.tokens[0][len(PROMPTS[0]) :])) > 3

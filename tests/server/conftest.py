@@ -13,7 +13,6 @@ from pagedllm_core.engine.async_engine import AsyncLLMEngine
 from pagedllm_core.server.app import build_app
 from pagedllm_core.server.background import BackgroundServer
 from pagedllm_core.server.settings import ServerLimits, ServerSettings
-from pagedllm_core.testing import build_tiny_model
 
 MODEL_NAME = "tiny-llama"
 ALIAS = "tiny-alias"
@@ -22,32 +21,33 @@ LIMITS = ServerLimits(max_request_body_bytes=64 * 1024, max_n=4, max_logprobs=5,
 
 
 @pytest.fixture(scope="session")
-def tiny_model_dir(tmp_path_factory):
-    return build_tiny_model(tmp_path_factory.mktemp("tiny-llama"), "LlamaForCausalLM")
+def tiny_model(tiny_model_dir):
+    """The directory of the tiny Llama every server test serves."""
+    return tiny_model_dir("LlamaForCausalLM")
 
 
 @pytest.fixture(scope="session")
-def engine(tiny_model_dir):
-    config = EngineConfig(model=str(tiny_model_dir), num_kv_blocks=256, max_num_seqs=64, max_model_len=256)
+def engine(tiny_model):
+    config = EngineConfig(model=str(tiny_model), num_kv_blocks=256, max_num_seqs=64, max_model_len=256)
     engine = AsyncLLMEngine.from_config(config)
     yield engine
     engine.shutdown(timeout=10)
 
 
-def settings(tiny_model_dir, **overrides) -> ServerSettings:
-    values = dict(served_model_names=[MODEL_NAME, ALIAS], model_source=str(tiny_model_dir), limits=LIMITS)
+def settings(tiny_model, **overrides) -> ServerSettings:
+    values = dict(served_model_names=[MODEL_NAME, ALIAS], model_source=str(tiny_model), limits=LIMITS)
     return ServerSettings(**{**values, **overrides})
 
 
 @pytest.fixture(scope="session")
-def server(engine, tiny_model_dir):
-    with BackgroundServer(build_app(engine, settings(tiny_model_dir), shutdown_engine=False)) as server:
+def server(engine, tiny_model):
+    with BackgroundServer(build_app(engine, settings(tiny_model), shutdown_engine=False)) as server:
         yield server
 
 
 @pytest.fixture(scope="session")
-def secured_server(engine, tiny_model_dir):
-    app = build_app(engine, settings(tiny_model_dir, api_key=API_KEY), shutdown_engine=False)
+def secured_server(engine, tiny_model):
+    app = build_app(engine, settings(tiny_model, api_key=API_KEY), shutdown_engine=False)
     with BackgroundServer(app) as server:
         yield server
 

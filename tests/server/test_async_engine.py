@@ -142,8 +142,8 @@ def test_shutdown_ends_open_streams(fake):
     asyncio.run(asyncio.wait_for(main(), timeout=10))
 
 
-def test_matches_the_synchronous_engine_on_a_tiny_model(tiny_model_dir):
-    config = EngineConfig(model=str(tiny_model_dir), num_kv_blocks=64)
+def test_matches_the_synchronous_engine_on_a_tiny_model(tiny_model):
+    config = EngineConfig(model=str(tiny_model), num_kv_blocks=64)
     params = SamplingParams(temperature=0, max_tokens=12, ignore_eos=True)
     sync_engine = LLMEngine(config)
     sync_engine.add_request("r", "Hello world", params)

@@ -100,12 +100,12 @@ def test_streaming_with_the_openai_client(client):
     assert chunks[-1].usage.completion_tokens == 6
 
 
-def test_chat_template_flag_replaces_the_tokenizers(engine, tiny_model_dir):
+def test_chat_template_flag_replaces_the_tokenizers(engine, tiny_model):
     from pagedllm_core.server.app import build_app
     from pagedllm_core.server.background import BackgroundServer
 
     template = "{% for m in messages %}[{{ m['role'] }}] {{ m['content'] }}\n{% endfor %}"
-    app = build_app(engine, settings(tiny_model_dir, chat_template=template), shutdown_engine=False)
+    app = build_app(engine, settings(tiny_model, chat_template=template), shutdown_engine=False)
     with BackgroundServer(app) as server:
         import httpx
 

@@ -54,7 +54,7 @@ CHAT_CASES = {
     "json-response-format": ({"messages": USER, "response_format": {"type": "json_object"}}, 400, "response_format"),
     "per-request-chat-template": ({"messages": USER, "chat_template": "{{ 1 }}"}, 400, "chat_template"),
     "top-logprobs-without-logprobs": ({"messages": USER, "top_logprobs": 2}, 400, "top_logprobs"),
-    "top-logprobs-over-limit": ({"messages": USER, "logprobs": True, "top_logprobs": 6}, 400, "logprobs"),
+    "top-logprobs-over-limit": ({"messages": USER, "logprobs": True, "top_logprobs": 6}, 400, "top_logprobs"),
     "zero-max-completion-tokens": ({"messages": USER, "max_completion_tokens": 0}, 400, "max_completion_tokens"),
     "max-tokens-over-context": ({"messages": USER, "max_tokens": 10_000}, 400, None),
     "template-failure": ({"messages": [{"role": "user", "content": "Hi"}], "chat_template_kwargs": {"tokenize": 1}}, 400, None),

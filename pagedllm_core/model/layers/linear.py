@@ -22,7 +22,9 @@ class MergedLinear(nn.Linear):
         start = sum(self.output_sizes[:shard_index])
         rows = getattr(self, parameter_name).data.narrow(0, start, self.output_sizes[shard_index])
         if rows.shape != tensor.shape:
-            raise ValueError(f"shard {shard_index} {parameter_name} expects {tuple(rows.shape)}, got {tuple(tensor.shape)}")
+            raise ValueError(
+                f"shard {shard_index} {parameter_name} expects {tuple(rows.shape)}, got {tuple(tensor.shape)}"
+            )
         rows.copy_(tensor)
 
     def split(self, output: torch.Tensor) -> tuple[torch.Tensor, ...]:

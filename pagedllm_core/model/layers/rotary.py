@@ -28,9 +28,7 @@ def inverse_frequencies(head_size: int, parameters: dict) -> torch.Tensor:
     """``[head_size // 2]`` float32 angular frequencies, rescaled as ``rope_type`` prescribes."""
     rope_type = parameters["rope_type"]
     if rope_type not in SUPPORTED_ROPE_TYPES:
-        raise ModelLoadError(
-            f"RoPE type {rope_type!r} is not supported (supported: {', '.join(SUPPORTED_ROPE_TYPES)})"
-        )
+        raise ModelLoadError(f"RoPE type {rope_type!r} is not supported (supported: {', '.join(SUPPORTED_ROPE_TYPES)})")
     base = parameters["rope_theta"]
     inv_freq = 1.0 / (base ** (torch.arange(0, head_size, 2, dtype=torch.float32) / head_size))
     if rope_type == "linear":
@@ -78,7 +76,8 @@ class RotaryEmbedding(nn.Module):
     def forward(
         self, positions: torch.Tensor, query: torch.Tensor, key: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        # positions: [num_tokens]; query: [num_tokens, num_heads * head_size]; key: [num_tokens, num_kv_heads * head_size]
+        # positions: [num_tokens]; query: [num_tokens, num_heads * head_size];
+        # key: [num_tokens, num_kv_heads * head_size]
         cos = self.cos[positions].to(query.dtype)[:, None, :]
         sin = self.sin[positions].to(query.dtype)[:, None, :]
         return self._rotate(query, cos, sin), self._rotate(key, cos, sin)

@@ -99,8 +99,7 @@ class LlamaModel(nn.Module):
         self.embed_tokens = nn.Embedding(hf_config.vocab_size, hf_config.hidden_size)
         rotary = RotaryEmbedding.from_config(hf_config, attention_shape(hf_config).head_size)
         self.layers = nn.ModuleList(
-            LlamaDecoderLayer(hf_config, backend, index, rotary, biases)
-            for index in range(hf_config.num_hidden_layers)
+            LlamaDecoderLayer(hf_config, backend, index, rotary, biases) for index in range(hf_config.num_hidden_layers)
         )
         self.norm = RMSNorm(hf_config.hidden_size, hf_config.rms_norm_eps)
 
@@ -128,7 +127,11 @@ class LlamaForCausalLM(nn.Module):
             self.lm_head.weight = self.model.embed_tokens.weight
 
     def forward(
-        self, input_ids: torch.Tensor, positions: torch.Tensor, kv_caches: list[torch.Tensor], metadata: AttentionMetadata
+        self,
+        input_ids: torch.Tensor,
+        positions: torch.Tensor,
+        kv_caches: list[torch.Tensor],
+        metadata: AttentionMetadata,
     ) -> torch.Tensor:
         return self.model(input_ids, positions, kv_caches, metadata)
 

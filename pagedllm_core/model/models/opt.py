@@ -77,7 +77,9 @@ class OPTDecoder(nn.Module):
         # opt-350m embeds words in a smaller space than the decoder runs in.
         self.project_in = nn.Linear(embed_dim, hidden, bias=False) if embed_dim != hidden else None
         self.project_out = nn.Linear(hidden, embed_dim, bias=False) if embed_dim != hidden else None
-        self.layers = nn.ModuleList(OPTDecoderLayer(hf_config, backend, index) for index in range(hf_config.num_hidden_layers))
+        self.layers = nn.ModuleList(
+            OPTDecoderLayer(hf_config, backend, index) for index in range(hf_config.num_hidden_layers)
+        )
         has_final_norm = hf_config.do_layer_norm_before and not getattr(hf_config, "_remove_final_layer_norm", False)
         self.final_layer_norm = (
             nn.LayerNorm(hidden, elementwise_affine=hf_config.layer_norm_elementwise_affine) if has_final_norm else None
@@ -115,7 +117,11 @@ class OPTForCausalLM(nn.Module):
             self.lm_head.weight = self.model.decoder.embed_tokens.weight
 
     def forward(
-        self, input_ids: torch.Tensor, positions: torch.Tensor, kv_caches: list[torch.Tensor], metadata: AttentionMetadata
+        self,
+        input_ids: torch.Tensor,
+        positions: torch.Tensor,
+        kv_caches: list[torch.Tensor],
+        metadata: AttentionMetadata,
     ) -> torch.Tensor:
         return self.model.decoder(input_ids, positions, kv_caches, metadata)
 

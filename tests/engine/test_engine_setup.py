@@ -1,0 +1,77 @@
+"""Start-up: backends chosen by name (a third-party one included), clear errors, pool sizing."""
+
+import pytest
+
+from pagedllm_core import LLM, SamplingParams
+from pagedllm_core.errors import ConfigError, UnknownPluginTargetError, UnsupportedConfigError
+
+GREEDY = SamplingParams(temperature=0, max_tokens=6, ignore_eos=True)
+
+
+def test_out_of_tree_backend_is_selected_by_name_and_used(tiny_model_dir):
+    from pagedllm_example_backend.backend import ExampleAttentionBackend
+
+    directory = str(tiny_model_dir("LlamaForCausalLM"))
+    calls_before = ExampleAttentionBackend.num_forward_calls
+    example = LLM(model=directory, dtype="float32", attention_backend="example")
+    assert isinstance(example.llm_engine.runner.attention, ExampleAttentionBackend)
+    tokens = example.generate("Hello there", GREEDY, use_tqdm=False)[0].outputs[0].token_ids
+    assert ExampleAttentionBackend.num_forward_calls > calls_before
+    reference = LLM(model=directory, dtype="float32").generate("Hello there", GREEDY, use_tqdm=False)
+    assert tokens == reference[0].outputs[0].token_ids
+
+
+def test_unknown_backend_lists_the_available_ones(tiny_model_dir):
+    with pytest.raises(UnknownPluginTargetError, match=r"unknown attention backend 'nope'; available: .*'torch'"):
+        LLM(model=str(tiny_model_dir("LlamaForCausalLM")), attention_backend="nope")
+
+
+def test_backend_that_cannot_run_the_model_says_why_and_names_alternatives(tiny_model_dir, monkeypatch):
+    from pagedllm_example_backend.backend import ExampleAttentionBackend
+
+    monkeypatch.setattr(ExampleAttentionBackend, "unsupported_reasons", classmethod(lambda cls, spec: ["head size 16 unsupported"]))
+    with pytest.raises(UnsupportedConfigError, match=r"head size 16 unsupported.*Backends that can: .*torch"):
+        LLM(model=str(tiny_model_dir("LlamaForCausalLM")), attention_backend="example")
+
+
+def test_invalid_settings_fail_early_naming_the_field():
+    with pytest.raises(ConfigError, match=r"max_num_seqs: Input should be greater than or equal to 1 \(got 0\)"):
+        LLM(model="unused", max_num_seqs=0)
+    with pytest.raises(ConfigError, match="kv_cache_memory"):
+        LLM(model="unused", kv_cache_memory="lots")
+    with pytest.raises(ConfigError, match="unknown setting"):
+        LLM(model="unused", gpu_blocks=3)
+
+
+def test_pool_too_small_for_one_sequence_is_a_clear_error(tiny_model_dir):
+    with pytest.raises(ConfigError, match="one sequence of max_model_len=64 needs 4"):
+        LLM(model=str(tiny_model_dir("LlamaForCausalLM")), max_model_len=64, num_kv_blocks=3)
+
+
+def test_prompts_and_limits_are_validated_without_leaking_blocks(tiny_model_dir):
+    llm = LLM(model=str(tiny_model_dir("LlamaForCausalLM")), max_model_len=32)
+    with pytest.raises(ValueError, match="prompt has 40 tokens but the context is 32"):
+        llm.generate({"prompt_token_ids": [5] * 40}, use_tqdm=False)
+    with pytest.raises(ValueError, match="lower max_tokens to at most 27"):
+        llm.generate({"prompt_token_ids": [5] * 5}, SamplingParams(max_tokens=100), use_tqdm=False)
+    with pytest.raises(ValueError, match="prompt token ids must be in"):
+        llm.generate({"prompt_token_ids": [10**7]}, use_tqdm=False)
+    with pytest.raises(ValueError, match="one, or one per prompt"):
+        llm.generate(["a", "b"], [SamplingParams()], use_tqdm=False)
+    # A bad prompt in the middle of a batch queues nothing.
+    with pytest.raises(ValueError):
+        llm.generate(["fine", {"prompt_token_ids": []}], use_tqdm=False)
+    assert not llm.llm_engine.has_unfinished_requests()
+    assert llm.llm_engine.kv_cache_stats().num_used_blocks == 0
+
+
+def test_outputs_keep_input_order_and_accept_mixed_prompt_forms(tiny_model_dir):
+    llm = LLM(model=str(tiny_model_dir("LlamaForCausalLM")), dtype="float32")
+    tokenizer = llm.get_tokenizer()
+    prompts = ["A long prompt that takes more steps to prefill than the others do", {"prompt_token_ids": tokenizer.encode("Hi")}]
+    params = [SamplingParams(temperature=0, max_tokens=2), SamplingParams(temperature=0, max_tokens=9)]
+    outputs = llm.generate(prompts, params, use_tqdm=False)
+    assert outputs[0].prompt == prompts[0] and outputs[1].prompt is None
+    assert outputs[1].prompt_token_ids == prompts[1]["prompt_token_ids"]
+    assert [len(o.outputs[0].token_ids) for o in outputs] == [2, 9]
+    assert all(o.outputs[0].finish_reason == "length" for o in outputs)
