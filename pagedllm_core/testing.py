@@ -1,4 +1,10 @@
-"""Helpers for pagedllm's tests and for plugin authors: tiny random models that load in milliseconds."""
+"""Helpers for pagedllm's tests and for plugin authors.
+
+- :func:`build_tiny_model` writes a random transformers model with a real tokenizer, small enough to
+  build and load in well under a second: an oracle for anything that runs a model.
+- :func:`run_model_step` runs one step of our model over the paged KV cache from plain token lists,
+  so a model or attention backend can be compared with transformers' logits without the engine.
+"""
 
 from __future__ import annotations
 
@@ -67,8 +73,11 @@ def build_tiny_model(directory: str | Path, architecture: str, seed: int = 0, **
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    tokenizer = build_tiny_tokenizer(config.vocab_size)
+    if len(tokenizer) > config.vocab_size:
+        raise ValueError(f"vocab_size must be at least {len(tokenizer)} to hold the byte-level tokenizer")
     model.save_pretrained(directory)
-    build_tiny_tokenizer(config.vocab_size).save_pretrained(directory)
+    tokenizer.save_pretrained(directory)
     return directory
 
 

@@ -219,7 +219,7 @@ class AsyncLLMEngine:
                 if self.engine.has_unfinished_requests():
                     self._deliver(self.engine.step())
                 self._stats = self._snapshot()
-        except BaseException as error:  # noqa: BLE001 - any failure must reach every waiting caller
+        except BaseException as error:  # any failure must reach every waiting caller
             logger.exception("the engine loop failed")
             self._die(EngineDeadError(f"the engine loop failed: {type(error).__name__}: {error}"))
         else:
@@ -248,7 +248,7 @@ class AsyncLLMEngine:
             return  # the caller gave up before we got here
         try:
             self.engine.add_request(command.request_id, command.prompt_token_ids, command.sampling_params)
-        except Exception as error:  # a bad request is the caller's error, never the loop's
+        except Exception as error:  # noqa: BLE001 - a bad request is the caller's error, never the loop's
             command.accepted.set_exception(error)
             return
         self._streams[command.request_id] = command.stream

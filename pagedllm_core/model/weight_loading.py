@@ -11,7 +11,7 @@ from pagedllm_core.errors import ModelLoadError
 from pagedllm_core.model.layers.linear import MergedLinear
 
 # A parameter name, and for a MergedLinear's parameter the index of one of its projections.
-Piece = tuple[str, "int | None"]
+Piece = tuple[str, int | None]
 
 
 def load_named_tensors(

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import hmac
 
-from fastapi import Depends, Request
+from fastapi import Request
 
 from pagedllm_core.server.errors import AuthenticationError
-from pagedllm_core.server.state import ServerState, server_state
+from pagedllm_core.server.state import Server
 
 
-async def require_api_key(request: Request, server: ServerState = Depends(server_state)) -> None:
+async def require_api_key(request: Request, server: Server) -> None:
     """Raise :class:`AuthenticationError` unless the request carries ``Authorization: Bearer <key>``."""
     expected = server.settings.api_key
     if expected is None:

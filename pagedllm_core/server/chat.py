@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Request
 
 from pagedllm_core.server.generation import Generation
 from pagedllm_core.server.logprobs import chat_logprobs
@@ -19,7 +19,7 @@ from pagedllm_core.server.responses import (
     UsageInfo,
     new_response_id,
 )
-from pagedllm_core.server.state import ServerState, server_state
+from pagedllm_core.server.state import Server, ServerState
 from pagedllm_core.server.streaming import DeltaTracker, cancel_on_disconnect, sse_event, sse_response
 
 router = APIRouter()
@@ -27,7 +27,7 @@ router = APIRouter()
 
 @router.post("/v1/chat/completions", response_model=ChatCompletionResponse)
 async def create_chat_completion(
-    body: ChatCompletionRequest, request: Request, server: ServerState = Depends(server_state)
+    body: ChatCompletionRequest, request: Request, server: Server
 ):
     model = server.check_model(body.model)
     params = body.to_sampling_params(server.settings.limits)
@@ -45,12 +45,14 @@ async def create_chat_completion(
 class _Chat:
     """Builds the response (or chunks) of one chat request from its engine outputs."""
 
-    def __init__(self, server: ServerState, body: ChatCompletionRequest, model: str, num_prompt_tokens: int, logprobs):
+    def __init__(
+        self, server: ServerState, body: ChatCompletionRequest, model: str, num_prompt_tokens: int, logprobs: int | None
+    ):
         self.server = server
         self.body = body
         self.model = model
         self.num_prompt_tokens = num_prompt_tokens
-        self.num_logprobs: int | None = logprobs
+        self.num_logprobs = logprobs
         self.response_id = new_response_id("chatcmpl")
 
     def _logprobs(self, token_ids, positions):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Request
 
 from pagedllm_core.outputs import RequestOutput
 from pagedllm_core.server.generation import Generation
@@ -18,7 +18,7 @@ from pagedllm_core.server.responses import (
     UsageInfo,
     new_response_id,
 )
-from pagedllm_core.server.state import Prompt, ServerState, server_state
+from pagedllm_core.server.state import Prompt, Server, ServerState
 from pagedllm_core.server.streaming import DeltaTracker, cancel_on_disconnect, sse_event, sse_response
 
 router = APIRouter()
@@ -26,7 +26,7 @@ router = APIRouter()
 
 @router.post("/v1/completions", response_model=CompletionResponse)
 async def create_completion(
-    body: CompletionRequest, request: Request, server: ServerState = Depends(server_state)
+    body: CompletionRequest, request: Request, server: Server
 ):
     model = server.check_model(body.model)
     params = body.to_sampling_params(server.settings.limits)
@@ -42,12 +42,14 @@ async def create_completion(
 class _Completion:
     """Builds the response (or chunks) of one completion request from its engine outputs."""
 
-    def __init__(self, server: ServerState, body: CompletionRequest, model: str, prompts: list[Prompt], logprobs):
+    def __init__(
+        self, server: ServerState, body: CompletionRequest, model: str, prompts: list[Prompt], logprobs: int | None
+    ):
         self.server = server
         self.body = body
         self.model = model
         self.prompts = prompts
-        self.num_logprobs: int | None = logprobs
+        self.num_logprobs = logprobs
         self.response_id = new_response_id("cmpl")
         self.num_prompt_tokens = sum(len(prompt.token_ids) for prompt in prompts)
 

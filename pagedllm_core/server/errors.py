@@ -96,6 +96,13 @@ class RequestTimeoutError(APIError):
         super().__init__(f"the request did not finish within the server's timeout of {timeout:g} seconds")
 
 
+class ClientDisconnectedError(APIError):
+    """The client closed the connection before its response was ready (nobody reads this answer)."""
+
+    status_code = 499
+    error_type = "client_closed_request"
+
+
 class EngineUnavailableError(APIError):
     """The engine loop has stopped, so nothing can be generated (503)."""
 

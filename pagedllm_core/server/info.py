@@ -2,19 +2,19 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Depends, Response
+from fastapi import APIRouter, Response
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from pagedllm_core.server.errors import ModelNotFoundError
 from pagedllm_core.server.responses import ModelCard, ModelList, pagedllm_version
-from pagedllm_core.server.state import ServerState, server_state
+from pagedllm_core.server.state import Server, ServerState
 
 ops_router = APIRouter()
 models_router = APIRouter()
 
 
 @ops_router.get("/health")
-async def health(server: ServerState = Depends(server_state)) -> Response:
+async def health(server: Server) -> Response:
     """200 while the engine loop runs; 503 (an OpenAI error body) once it has died."""
     server.engine.check_health()
     return Response(status_code=200)
@@ -26,7 +26,7 @@ async def show_version() -> dict[str, str]:
 
 
 @ops_router.get("/metrics")
-async def metrics(server: ServerState = Depends(server_state)) -> Response:
+async def metrics(server: Server) -> Response:
     return Response(server.metrics.render(), media_type=CONTENT_TYPE_LATEST)
 
 
@@ -35,12 +35,12 @@ def _model_card(server: ServerState, name: str) -> ModelCard:
 
 
 @models_router.get("/v1/models", response_model=ModelList)
-async def list_models(server: ServerState = Depends(server_state)) -> ModelList:
+async def list_models(server: Server) -> ModelList:
     return ModelList(data=[_model_card(server, name) for name in server.settings.served_model_names])
 
 
 @models_router.get("/v1/models/{model:path}", response_model=ModelCard)
-async def retrieve_model(model: str, server: ServerState = Depends(server_state)) -> ModelCard:
+async def retrieve_model(model: str, server: Server) -> ModelCard:
     if model not in server.settings.served_model_names:
         raise ModelNotFoundError(model, server.settings.served_model_names)
     return _model_card(server, model)

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass
+from typing import Annotated
 
-from fastapi import Request
+from fastapi import Depends, Request
 
 from pagedllm_core.engine.async_engine import AsyncLLMEngine
 from pagedllm_core.server.errors import InvalidRequestError, ModelNotFoundError
@@ -101,3 +102,7 @@ class ServerState:
 def server_state(request: Request) -> ServerState:
     """FastAPI dependency: the app's :class:`ServerState`."""
     return request.app.state.server
+
+
+# What route handlers declare to receive the state: ``server: Server``.
+Server = Annotated[ServerState, Depends(server_state)]

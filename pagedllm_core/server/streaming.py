@@ -13,18 +13,11 @@ from fastapi.responses import StreamingResponse
 from pydantic import BaseModel
 
 from pagedllm_core.outputs import CompletionOutput, PositionLogprobs, RequestOutput
-from pagedllm_core.server.errors import APIError, as_api_error
+from pagedllm_core.server.errors import ClientDisconnectedError, as_api_error
 
 T = TypeVar("T")
 
 SSE_DONE = "data: [DONE]\n\n"
-
-
-class ClientDisconnectedError(APIError):
-    """The client closed the connection before its (non-streamed) response was ready."""
-
-    status_code = 499
-    error_type = "client_closed_request"
 
 
 def sse_event(chunk: BaseModel) -> str:

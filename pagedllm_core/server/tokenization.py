@@ -2,17 +2,17 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter
 
 from pagedllm_core.server.protocol import DetokenizeRequest, TokenizeRequest
 from pagedllm_core.server.responses import DetokenizeResponse, TokenizeResponse
-from pagedllm_core.server.state import ServerState, server_state
+from pagedllm_core.server.state import Server
 
 router = APIRouter()
 
 
 @router.post("/tokenize", response_model=TokenizeResponse)
-async def tokenize(body: TokenizeRequest, server: ServerState = Depends(server_state)) -> TokenizeResponse:
+async def tokenize(body: TokenizeRequest, server: Server) -> TokenizeResponse:
     server.check_model(body.model)
     if body.messages is not None:
         tokens = await server.render_chat(body.messages, body.add_generation_prompt)
@@ -22,6 +22,6 @@ async def tokenize(body: TokenizeRequest, server: ServerState = Depends(server_s
 
 
 @router.post("/detokenize", response_model=DetokenizeResponse)
-async def detokenize(body: DetokenizeRequest, server: ServerState = Depends(server_state)) -> DetokenizeResponse:
+async def detokenize(body: DetokenizeRequest, server: Server) -> DetokenizeResponse:
     server.check_model(body.model)
     return DetokenizeResponse(prompt=await server.decode(body.tokens))

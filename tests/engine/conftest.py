@@ -2,21 +2,7 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from pagedllm_core.testing import build_tiny_model
 from tests.engine.greedy_reference import NUM_NEW_TOKENS, PROMPTS
-
-
-@pytest.fixture(scope="session")
-def tiny_model_dir(tmp_path_factory):
-    """``tiny_model_dir(architecture)`` -> a saved random tiny model (built once per architecture)."""
-    cache = {}
-
-    def get(architecture: str = "LlamaForCausalLM"):
-        if architecture not in cache:
-            cache[architecture] = build_tiny_model(tmp_path_factory.mktemp(architecture), architecture)
-        return cache[architecture]
-
-    return get
 
 
 @pytest.fixture(scope="session")

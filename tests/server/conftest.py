@@ -35,7 +35,7 @@ def engine(tiny_model):
 
 
 def settings(tiny_model, **overrides) -> ServerSettings:
-    values = dict(served_model_names=[MODEL_NAME, ALIAS], model_source=str(tiny_model), limits=LIMITS)
+    values = {"served_model_names": [MODEL_NAME, ALIAS], "model_source": str(tiny_model), "limits": LIMITS}
     return ServerSettings(**{**values, **overrides})
 
 

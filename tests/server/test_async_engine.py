@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import threading
 import time
 
@@ -46,7 +47,7 @@ def test_stream_yields_cumulative_outputs_until_finished(engine):
     assert outputs[-1].finished and outputs[-1].outputs[0].text == "abcde"
     assert all(not output.finished for output in outputs[:-1])
     texts = [output.outputs[0].text for output in outputs]
-    assert all(later.startswith(earlier) for earlier, later in zip(texts, texts[1:]))
+    assert all(later.startswith(earlier) for earlier, later in itertools.pairwise(texts))
     assert outputs[-1].prompt_token_ids == [ord("h"), ord("i")]
 
 

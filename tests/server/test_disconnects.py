@@ -68,7 +68,7 @@ def test_a_closed_stream_aborts_at_once(fake_server):
 
 
 def test_a_non_streaming_client_that_leaves_aborts_its_request(fake_server):
-    server, engine, fake = fake_server
+    server, engine, _ = fake_server
     body = {"prompt": [1, 2], "max_tokens": 10_000}
     with pytest.raises(httpx.ReadTimeout):
         httpx.post(f"{server.base_url}/v1/completions", json=body, timeout=0.3)
