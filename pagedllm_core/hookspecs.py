@@ -82,9 +82,10 @@ def register_quantizers(register: RegisterFn) -> None:
     """Register weight quantization methods (AWQ, ...).
 
     Called once when the registry is built. Each target is a
-    :class:`pagedllm_core.model.quantization.QuantizationMethod` subclass, which the model asks for
-    each projection it builds. The engine does not select quantizers yet (the AWQ plugin's issue
-    adds the ``quantization`` setting); registrations are listed by ``pagedllm plugins`` meanwhile.
+    :class:`pagedllm_core.model.quantization.QuantizationMethod` subclass, which will be asked for
+    the module of each projection a model builds. The engine does not select quantizers yet (the
+    AWQ plugin's issue adds the ``quantization`` setting and the model wiring); registrations are
+    listed by ``pagedllm plugins`` meanwhile.
 
     :param register: call ``register(name, target, description)`` once per method.
     :returns: nothing; results are collected through ``register``.

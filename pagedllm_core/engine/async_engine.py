@@ -216,9 +216,10 @@ class AsyncLLMEngine:
     def _run(self) -> None:
         try:
             while self._apply_commands(wait=not self.engine.has_unfinished_requests()):
-                if self.engine.has_unfinished_requests():
-                    self._deliver(self.engine.step())
+                outputs = self.engine.step() if self.engine.has_unfinished_requests() else []
+                # Stats first, so that a caller who sees its request finish also sees its blocks freed.
                 self._stats = self._snapshot()
+                self._deliver(outputs)
         except BaseException as error:  # any failure must reach every waiting caller
             logger.exception("the engine loop failed")
             self._die(EngineDeadError(f"the engine loop failed: {type(error).__name__}: {error}"))

@@ -8,11 +8,16 @@ import sys
 
 from pagedllm_core.entrypoints.engine_args import add_engine_arguments, engine_settings_from_args
 from pagedllm_core.errors import PagedLLMError
+from pagedllm_core.server.cli import add_serve_arguments
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="pagedllm", description="LLM inference with PagedAttention.")
     commands = parser.add_subparsers(dest="command", required=True)
+
+    serve = commands.add_parser("serve", help="serve the OpenAI-compatible API (default model when MODEL is omitted)")
+    add_serve_arguments(serve)
+    serve.set_defaults(handler=_run_serve)
 
     plugins = commands.add_parser("plugins", help="list installed plugins, what they register, and load errors")
     plugins.add_argument("--json", action="store_true", help="print JSON instead of text")
@@ -41,6 +46,11 @@ BENCHMARKS = {
         "KV blocks saved by sharing in parallel sampling and beam search",
         "pagedllm_core.bench.sharing:add_sharing_arguments",
         "pagedllm_core.bench.sharing:run_sharing_bench",
+    ),
+    "serve": (
+        "an OpenAI-compatible server under Poisson load: throughput, TTFT, inter-token latency",
+        "pagedllm_core.bench.serve:add_serve_bench_arguments",
+        "pagedllm_core.bench.serve:run_serve_bench",
     ),
     "attention": (
         "attention backends' kernels on decode and prefill shapes",
@@ -100,6 +110,12 @@ def _sampling_params(args: argparse.Namespace):
         top_k=args.top_k,
         seed=args.sampling_seed,
     )
+
+
+def _run_serve(args: argparse.Namespace) -> None:
+    from pagedllm_core.server.cli import run_server
+
+    run_server(args)
 
 
 def _run_plugins(args: argparse.Namespace) -> None:

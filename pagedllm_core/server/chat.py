@@ -26,9 +26,7 @@ router = APIRouter()
 
 
 @router.post("/v1/chat/completions", response_model=ChatCompletionResponse)
-async def create_chat_completion(
-    body: ChatCompletionRequest, request: Request, server: Server
-):
+async def create_chat_completion(body: ChatCompletionRequest, request: Request, server: Server):
     model = server.check_model(body.model)
     params = body.to_sampling_params(server.settings.limits)
     prompt_token_ids = await server.render_chat(

@@ -25,9 +25,7 @@ router = APIRouter()
 
 
 @router.post("/v1/completions", response_model=CompletionResponse)
-async def create_completion(
-    body: CompletionRequest, request: Request, server: Server
-):
+async def create_completion(body: CompletionRequest, request: Request, server: Server):
     model = server.check_model(body.model)
     params = body.to_sampling_params(server.settings.limits)
     prompts = await asyncio.gather(*(server.prompt_of(prompt, with_text=bool(body.echo)) for prompt in body.prompts()))
