@@ -6,7 +6,7 @@ from collections.abc import AsyncIterator
 
 from fastapi import APIRouter, Request
 
-from pagedllm_core.server.generation import Generation
+from pagedllm_core.server.generation import BeamSearchGeneration, Generation
 from pagedllm_core.server.logprobs import chat_logprobs
 from pagedllm_core.server.protocol import ChatCompletionRequest
 from pagedllm_core.server.responses import (
@@ -33,6 +33,9 @@ async def create_chat_completion(body: ChatCompletionRequest, request: Request, 
         body.messages, body.add_generation_prompt, body.continue_final_message, body.chat_template_kwargs
     )
     chat = _Chat(server, body, model, len(prompt_token_ids), params.logprobs)
+    if body.use_beam_search:
+        with await BeamSearchGeneration.start(server, [prompt_token_ids], body) as generation:
+            return await chat.respond(generation)
     generation = await Generation.start(server, [prompt_token_ids], params)
     if body.stream:
         return sse_response(chat.stream(generation), on_close=generation.close)

@@ -13,7 +13,7 @@ from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from pagedllm_core.sampling_params import SamplingParams
+from pagedllm_core.sampling_params import BeamSearchParams, SamplingParams
 from pagedllm_core.server.errors import InvalidRequestError, UnsupportedParameterError
 from pagedllm_core.server.settings import ServerLimits
 
@@ -71,6 +71,8 @@ class GenerationRequest(BaseModel):
     stop_token_ids: list[int] | None = Field(None, description="Token ids that end generation.")
     include_stop_str_in_output: bool | None = None
     skip_special_tokens: bool | None = None
+    use_beam_search: bool = Field(False, description="Beam search with n beams, returned best first (not streamed).")
+    length_penalty: float = Field(1.0, description="With use_beam_search: rank by cum_logprob / length ** this.")
 
     logprobs_field: ClassVar[str] = "logprobs"  # the field that asks for top logprobs
 
@@ -97,6 +99,32 @@ class GenerationRequest(BaseModel):
 
     def check_supported(self) -> None:
         """Raise :class:`UnsupportedParameterError` for features this server does not implement."""
+
+    def max_new_tokens(self) -> int | None:
+        """The requested output length (None: fill the context)."""
+        return self.max_tokens
+
+    def to_beam_search_params(self, limits: ServerLimits, room: int) -> BeamSearchParams:
+        """Beam search settings for a prompt leaving ``room`` tokens of context; ``n`` is the beam width."""
+        self.check_supported()
+        if self.stream:
+            raise UnsupportedParameterError("stream", "streaming with use_beam_search")
+        if self.n > limits.max_n:
+            raise InvalidRequestError(f"n must be at most {limits.max_n} on this server", param="n")
+        if getattr(self, self.logprobs_field) is not None:
+            raise UnsupportedParameterError(self.logprobs_field, "logprobs with use_beam_search")
+        max_tokens = self.max_new_tokens() or room
+        if max_tokens > room:
+            raise InvalidRequestError(
+                f"the prompt leaves room for {room} tokens of context but max_tokens is {max_tokens}", param="max_tokens"
+            )
+        return BeamSearchParams(
+            beam_width=self.n,
+            max_tokens=max_tokens,
+            ignore_eos=bool(self.ignore_eos),
+            temperature=self.temperature or 0.0,
+            length_penalty=self.length_penalty,
+        )
 
     @property
     def include_usage(self) -> bool:
@@ -206,9 +234,12 @@ class ChatCompletionRequest(GenerationRequest):
     def template_messages(self) -> list[dict[str, str]]:
         return [message.template_dict() for message in self.messages]
 
+    def max_new_tokens(self) -> int | None:
+        return self.max_completion_tokens or self.max_tokens
+
     def sampling_values(self) -> dict[str, Any]:
         values = super().sampling_values()
-        values["max_tokens"] = self.max_completion_tokens or self.max_tokens
+        values["max_tokens"] = self.max_new_tokens()
         if self.logprobs:
             values["logprobs"] = self.top_logprobs or 0
         return values
