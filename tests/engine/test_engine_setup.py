@@ -75,3 +75,18 @@ def test_outputs_keep_input_order_and_accept_mixed_prompt_forms(tiny_model_dir):
     assert outputs[1].prompt_token_ids == prompts[1]["prompt_token_ids"]
     assert [len(o.outputs[0].token_ids) for o in outputs] == [2, 9]
     assert all(o.outputs[0].finish_reason == "length" for o in outputs)
+
+
+def test_auto_dtype_avoids_emulated_bfloat16_on_the_cpu(monkeypatch):
+    import torch
+
+    from pagedllm_core.config import EngineConfig
+    from pagedllm_core.engine import model_setup
+
+    cpu = torch.device("cpu")
+    auto, explicit = EngineConfig.build(dtype="auto"), EngineConfig.build(dtype="bfloat16")
+    monkeypatch.setattr(model_setup, "cpu_has_native_bfloat16", lambda: False)
+    assert model_setup.fit_dtype_to_device(auto, torch.bfloat16, cpu) == torch.float32
+    assert model_setup.fit_dtype_to_device(explicit, torch.bfloat16, cpu) == torch.bfloat16
+    monkeypatch.setattr(model_setup, "cpu_has_native_bfloat16", lambda: True)
+    assert model_setup.fit_dtype_to_device(auto, torch.bfloat16, cpu) == torch.bfloat16
