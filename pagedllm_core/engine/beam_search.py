@@ -60,7 +60,7 @@ class BeamSearch:
     def run(self, prompt_token_ids: list[int], params: BeamSearchParams, observe: BlockObserver | None = None) -> BeamSearchOutput:
         root = Request(
             f"beam-{next(self._ids)}", prompt_token_ids, SamplingParams(max_tokens=params.max_tokens),
-            params.max_tokens, frozenset(), 0,
+            params.max_tokens, frozenset(),
         )
         beams = [_Beam(root, 0.0)]
         try:

@@ -77,7 +77,6 @@ class LLMEngine:
             sampling_params,
             max_output_tokens,
             self.loaded.eos_token_ids,
-            arrival_index=len(self._states),
             group_id=request_id,
         )
         prompt_text = prompt if isinstance(prompt, str) else None

@@ -36,7 +36,6 @@ class Request:
         sampling_params: SamplingParams,
         max_output_tokens: int,
         eos_token_ids: frozenset[int],
-        arrival_index: int,
         group_id: str | None = None,
         index: int = 0,
     ):
@@ -47,7 +46,6 @@ class Request:
         self.sampling_params = sampling_params
         self.max_output_tokens = max_output_tokens
         self.eos_token_ids = eos_token_ids
-        self.arrival_index = arrival_index
         self.token_ids = list(prompt_token_ids)
         self.num_computed_tokens = 0
         self.num_pending_forks = sampling_params.best_of - 1 if index == 0 else 0
@@ -94,7 +92,6 @@ class Request:
             self.sampling_params,
             self.max_output_tokens,
             self.eos_token_ids,
-            self.arrival_index,
             group_id=self.group_id,
             index=index,
         )

@@ -7,7 +7,7 @@ from pagedllm_core.sampling_params import SamplingParams
 
 
 def make_request(request_id: str, num_tokens: int) -> Request:
-    return Request(request_id, list(range(num_tokens)), SamplingParams(), 8, frozenset(), 0)
+    return Request(request_id, list(range(num_tokens)), SamplingParams(), 8, frozenset())
 
 
 def test_pool_reference_counts_return_blocks_when_last_holder_releases():

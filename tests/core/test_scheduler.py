@@ -13,10 +13,9 @@ def make_scheduler(num_blocks=16, block_size=4, **settings):
     return ContinuousBatchingScheduler(config, manager), manager
 
 
-def make_request(request_id, num_prompt_tokens, max_output_tokens=4, arrival=0, **params):
+def make_request(request_id, num_prompt_tokens, max_output_tokens=4, **params):
     return Request(
-        request_id, list(range(1, num_prompt_tokens + 1)), SamplingParams(**params), max_output_tokens,
-        frozenset({EOS}), arrival,
+        request_id, list(range(1, num_prompt_tokens + 1)), SamplingParams(**params), max_output_tokens, frozenset({EOS})
     )
 
 
@@ -33,7 +32,7 @@ def test_prefill_and_decode_share_a_step_and_finished_requests_leave_at_once():
     output, _ = run_step(scheduler)
     assert [(item.request.request_id, item.num_new_tokens) for item in output.scheduled] == [("first", 5)]
 
-    second = make_request("second", 3, arrival=1)
+    second = make_request("second", 3)
     scheduler.add_request(second)
     output, progressed = run_step(scheduler)
     # The decode of "first" and the whole prefill of "second" run together.
@@ -57,7 +56,7 @@ def test_long_prompt_is_chunked_under_the_token_budget():
 def test_without_chunked_prefill_a_prompt_waits_for_a_whole_step():
     scheduler, _ = make_scheduler(max_num_batched_tokens=6, enable_chunked_prefill=False)
     scheduler.add_request(make_request("a", 4))
-    scheduler.add_request(make_request("b", 4, arrival=1))
+    scheduler.add_request(make_request("b", 4))
     output, _ = run_step(scheduler)
     assert [item.request.request_id for item in output.scheduled] == ["a"]
 
@@ -65,7 +64,7 @@ def test_without_chunked_prefill_a_prompt_waits_for_a_whole_step():
 def test_max_num_seqs_caps_running_requests():
     scheduler, _ = make_scheduler(max_num_seqs=2)
     for index in range(3):
-        scheduler.add_request(make_request(str(index), 2, arrival=index))
+        scheduler.add_request(make_request(str(index), 2))
     output, _ = run_step(scheduler)
     assert len(output.scheduled) == 2
     assert scheduler.num_waiting_requests == 1
@@ -75,7 +74,7 @@ def test_pool_exhaustion_preempts_the_latest_request_which_resumes_by_recompute(
     # 4 blocks of 2 tokens: two requests of 3 prompt tokens fit (2 blocks each) until they grow.
     scheduler, manager = make_scheduler(num_blocks=4, block_size=2)
     early = make_request("early", 3, max_output_tokens=3)
-    late = make_request("late", 3, max_output_tokens=3, arrival=1)
+    late = make_request("late", 3, max_output_tokens=3)
     scheduler.add_request(early)
     scheduler.add_request(late)
     run_step(scheduler)  # both prefilled: positions 0-2, 4 blocks used
@@ -94,7 +93,7 @@ def test_pool_exhaustion_preempts_the_latest_request_which_resumes_by_recompute(
 def test_abort_frees_blocks_of_running_and_waiting_requests():
     scheduler, manager = make_scheduler(max_num_seqs=1)
     scheduler.add_request(make_request("running", 5))
-    scheduler.add_request(make_request("waiting", 5, arrival=1))
+    scheduler.add_request(make_request("waiting", 5))
     run_step(scheduler)
     assert manager.num_used_blocks > 0
     aborted = scheduler.finish_requests(["running", "waiting", "unknown"], RequestStatus.FINISHED_ABORTED)

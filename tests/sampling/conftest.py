@@ -16,7 +16,7 @@ def sample():
         rows = []
         for i, row_params in enumerate(params):
             prompt = prompts[i] if prompts else [0]
-            request = Request(str(i), prompt, row_params, 1000, frozenset({vocab_size - 1}), i)
+            request = Request(str(i), prompt, row_params, 1000, frozenset({vocab_size - 1}))
             request.token_ids.extend(outputs[i] if outputs else [])
             rows.append(SamplingRow(request, (generators or {}).get(i)))
         metadata = build_sampling_metadata(rows, vocab_size, torch.device("cpu"))
