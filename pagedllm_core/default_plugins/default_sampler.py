@@ -11,7 +11,7 @@ from pagedllm_core.sampling.logits_processors import (
     apply_penalties,
     apply_top_k_top_p,
 )
-from pagedllm_core.sampling.sampler import Sampler, SamplerOutput, SamplingMetadata
+from pagedllm_core.sampling.sampler import Sampler, SamplerOutput, SamplingMetadata, score_tokens
 
 
 class DefaultSampler(Sampler):
@@ -37,7 +37,7 @@ class DefaultSampler(Sampler):
         token_ids = logits.argmax(dim=-1)
         if not metadata.all_greedy:
             token_ids = torch.where(metadata.temperature > 0, self._draw(logits, metadata), token_ids)
-        return _with_logprobs(token_ids, raw_logprobs, metadata.max_num_logprobs)
+        return score_tokens(raw_logprobs, token_ids, metadata.max_num_logprobs)
 
     def _draw(self, logits: torch.Tensor, metadata: SamplingMetadata) -> torch.Tensor:
         temperature = torch.where(metadata.temperature > 0, metadata.temperature, 1.0)
@@ -55,15 +55,6 @@ class DefaultSampler(Sampler):
         for row, generator in metadata.generators.items():
             noise[row].exponential_(generator=generator)
         return (probs / noise).argmax(dim=-1)
-
-
-def _with_logprobs(token_ids: torch.Tensor, raw_logprobs: torch.Tensor, max_num_logprobs: int | None) -> SamplerOutput:
-    chosen = raw_logprobs.gather(-1, token_ids.unsqueeze(-1))
-    ranks = (raw_logprobs > chosen).sum(dim=-1) + 1
-    output = SamplerOutput(token_ids=token_ids, logprobs=chosen.squeeze(-1), ranks=ranks)
-    if max_num_logprobs:
-        output.top_logprobs, output.top_token_ids = raw_logprobs.topk(max_num_logprobs, dim=-1)
-    return output
 
 
 @hookimpl

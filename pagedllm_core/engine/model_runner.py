@@ -11,7 +11,7 @@ from pagedllm_core.attention.metadata import AttentionMetadata
 from pagedllm_core.engine.request import Request
 from pagedllm_core.engine.sampling_inputs import SamplingRow, build_sampling_metadata
 from pagedllm_core.engine.scheduler import SchedulerOutput
-from pagedllm_core.sampling.sampler import Sampler
+from pagedllm_core.sampling.sampler import Sampler, SamplerOutput, score_tokens
 
 
 @dataclass
@@ -20,7 +20,7 @@ class TokenLogprobs:
 
     token_id: int
     logprob: float
-    rank: int
+    rank: int | None  # None when no logprobs were asked for
     top: list[tuple[int, float]] = field(default_factory=list)
 
 
@@ -83,7 +83,7 @@ class ModelRunner:
             return result
         logits = self.model.compute_logits(hidden_states[sample_rows])
         sampled = self.sampler.sample(logits, build_sampling_metadata(rows, self.vocab_size, self.device))
-        row_logprobs = _to_token_logprobs(sampled.token_ids, sampled.logprobs, sampled.ranks, sampled.top_token_ids, sampled.top_logprobs)
+        row_logprobs = _to_token_logprobs(sampled)
         cursor = 0
         for item in output.scheduled:
             if item.num_samples:
@@ -154,10 +154,7 @@ class ModelRunner:
             rows = slice(query_start[i], query_start[i] + last - first)
             logprobs = self.model.compute_logits(hidden_states[rows]).log_softmax(dim=-1)
             targets = torch.tensor(request.prompt_token_ids[first + 1 : last + 1], device=logprobs.device)
-            chosen = logprobs.gather(-1, targets.unsqueeze(-1))
-            ranks = (logprobs > chosen).sum(dim=-1) + 1
-            top_logprobs, top_ids = logprobs.topk(num_logprobs, dim=-1) if num_logprobs else (None, None)
-            entries = _to_token_logprobs(targets, chosen.squeeze(-1), ranks, top_ids, top_logprobs)
+            entries = _to_token_logprobs(score_tokens(logprobs, targets, num_logprobs))
             result.prompt_logprobs[request.request_id] = list(zip(range(first + 1, last + 1), entries))
 
     def _generator_for(self, sequence_id: str, seed: int | None, index: int) -> torch.Generator | None:
@@ -182,13 +179,12 @@ def _block_table_tensor(output: SchedulerOutput) -> torch.Tensor:
     return torch.tensor(rows, dtype=torch.int32)
 
 
-def _to_token_logprobs(token_ids, logprobs, ranks, top_ids, top_logprobs) -> list[TokenLogprobs]:
-    """Move a batch of logprob tensors to Python in one transfer each."""
-    entries = [
-        TokenLogprobs(token, logprob, rank)
-        for token, logprob, rank in zip(token_ids.tolist(), logprobs.tolist(), ranks.tolist())
-    ]
-    if top_ids is not None:
-        for entry, ids, values in zip(entries, top_ids.tolist(), top_logprobs.tolist()):
+def _to_token_logprobs(scored: SamplerOutput) -> list[TokenLogprobs]:
+    """Move a batch of scored tokens to Python in one transfer per tensor."""
+    token_ids, logprobs = scored.token_ids.tolist(), scored.logprobs.tolist()
+    ranks = scored.ranks.tolist() if scored.ranks is not None else [None] * len(token_ids)
+    entries = [TokenLogprobs(*values) for values in zip(token_ids, logprobs, ranks)]
+    if scored.top_token_ids is not None:
+        for entry, ids, values in zip(entries, scored.top_token_ids.tolist(), scored.top_logprobs.tolist()):
             entry.top = list(zip(ids, values))
     return entries

@@ -43,9 +43,22 @@ class SamplerOutput:
 
     token_ids: torch.Tensor  # [num_rows] int64
     logprobs: torch.Tensor  # [num_rows] float32, log p(chosen token)
-    ranks: torch.Tensor  # [num_rows] int64, 1 + the number of tokens more likely than the chosen one
+    # Only when logprobs were asked for:
+    ranks: torch.Tensor | None = None  # [num_rows] int64, 1 + the number of tokens more likely than the chosen one
     top_token_ids: torch.Tensor | None = None  # [num_rows, max_num_logprobs]
     top_logprobs: torch.Tensor | None = None  # [num_rows, max_num_logprobs]
+
+
+def score_tokens(logprobs: torch.Tensor, token_ids: torch.Tensor, num_top: int | None) -> SamplerOutput:
+    """Each row's ``token_ids`` logprob from ``logprobs`` ``[num_rows, vocab]``; with ``num_top``
+    (0 included) also its rank and the ``num_top`` most likely tokens."""
+    chosen = logprobs.gather(-1, token_ids.unsqueeze(-1))
+    output = SamplerOutput(token_ids=token_ids, logprobs=chosen.squeeze(-1))
+    if num_top is not None:
+        output.ranks = (logprobs > chosen).sum(dim=-1) + 1
+        if num_top:
+            output.top_logprobs, output.top_token_ids = logprobs.topk(num_top, dim=-1)
+    return output
 
 
 class Sampler(ABC):
