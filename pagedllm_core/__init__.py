@@ -5,6 +5,7 @@ from pagedllm_core.errors import ConfigError, ModelLoadError, PagedLLMError, Unk
 from pagedllm_core.hookspecs import hookimpl
 from pagedllm_core.outputs import BeamSearchOutput, BeamSearchSequence, CompletionOutput, Logprob, RequestOutput
 from pagedllm_core.sampling_params import BeamSearchParams, SamplingParams
+from pagedllm_core.structured_outputs import StructuredOutputsParams
 
 __all__ = [
     "LLM",
@@ -19,6 +20,7 @@ __all__ = [
     "PagedLLMError",
     "RequestOutput",
     "SamplingParams",
+    "StructuredOutputsParams",
     "UnknownPluginTargetError",
     "hookimpl",
 ]

@@ -29,7 +29,10 @@ class EngineConfig(BaseModel):
     )
     block_size: int = Field(16, ge=1, le=256, description="Tokens per KV cache block.")
     kv_cache_memory: ByteSize = Field(
-        ByteSize(1 << 30), gt=0, description="Bytes of KV cache to preallocate, e.g. '4GiB' (CPU; cap on CUDA)."
+        ByteSize(4 << 30),
+        gt=0,
+        description="Bytes of KV cache to preallocate, e.g. '8GiB' (CPU; cap on CUDA); never more than max_num_seqs "
+        "sequences of max_model_len tokens need.",
     )
     gpu_memory_utilization: float = Field(
         0.9, gt=0.0, le=1.0, description="On CUDA: the fraction of device memory the engine may use in all."
@@ -42,9 +45,25 @@ class EngineConfig(BaseModel):
     enable_chunked_prefill: bool = Field(
         True, description="Split long prompts across steps under the token budget so decodes keep flowing."
     )
-    attention_backend: str = Field("torch", min_length=1, description="Registered attention backend name.")
+    enable_prefix_caching: bool = Field(
+        True,
+        description="Reuse the KV blocks of prompt prefixes computed before (found by a hash chain over full "
+        "blocks); cached blocks nobody holds are evicted, least recently freed first, only when the pool runs out.",
+    )
+    attention_backend: str = Field(
+        "auto",
+        min_length=1,
+        description="Registered attention backend name; auto takes the fastest installed one that can run the "
+        "model on its device (cpu, then torch on CPU; cuda, then triton, then torch on CUDA).",
+    )
     sampler: str = Field("default", min_length=1, description="Registered sampler name.")
     scheduler: str = Field("default", min_length=1, description="Registered scheduler name.")
+    structured_outputs_backend: str = Field(
+        "outlines", min_length=1, description="Registered output-constraint backend for structured outputs."
+    )
+    structured_outputs_compile_timeout: float = Field(
+        30.0, gt=0, description="Seconds a request waits for its JSON schema or regex to compile before a 400."
+    )
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto picks cuda when available.")
     seed: int = Field(0, ge=0, description="Seed of the engine's random generator (requests may bring their own).")
 

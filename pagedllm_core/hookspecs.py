@@ -39,7 +39,8 @@ def register_attention_backends(register: RegisterFn) -> None:
 
     Called once when the registry is built. Each target is an
     :class:`pagedllm_core.attention.backend.AttentionBackend` subclass. The engine instantiates the
-    one named by ``EngineConfig.attention_backend`` (default ``"torch"``) once per model, after
+    one named by ``EngineConfig.attention_backend`` (default ``"auto"``: the fastest installed backend for
+    the device, see ``engine.model_setup.AUTO_ATTENTION_BACKENDS``) once per model, after
     asking its ``unsupported_reasons(spec)`` whether it can run the model's head size, dtype and
     device; every attention layer then calls its ``forward`` on each step.
 
@@ -109,15 +110,18 @@ def register_lora_managers(register: RegisterFn) -> None:
 
 @hookspec
 def register_output_constraints(register: RegisterFn) -> None:
-    """Register output constraints: per-request logits masks such as JSON-schema guidance.
+    """Register output-constraint backends: structured outputs (JSON schema, regex, choice guidance).
 
     Called once when the registry is built. Each target is a
-    :class:`pagedllm_core.sampling.constraints.OutputConstraint` subclass; a constrained request
-    gets one instance per sequence, which gives the sampler a mask of allowed tokens before each
-    draw and accepts each emitted token after. The engine does not route requests to constraints
-    yet (the structured-output issue adds the request field); registrations are listed by
-    ``pagedllm plugins`` meanwhile.
+    :class:`pagedllm_core.sampling.constraints.ConstraintBackend` subclass. The engine resolves the
+    one named by ``EngineConfig.structured_outputs_backend`` (default ``"outlines"``, from the
+    ``pagedllm[guided]`` plugin) the first time a request carries ``structured_outputs``, and builds
+    it with the tokenizer, the logits width and the EOS token ids, on a worker thread. Its
+    ``compile(spec)`` turns each distinct spec into a ``CompiledConstraint`` (cached by the engine,
+    bounded by ``structured_outputs_compile_timeout``); every constrained sequence holds a
+    ``ConstraintState`` from it, whose allowed-token bitmask masks that row's logits before each draw
+    and which accepts each emitted token; a sequence ends when its state ``is_complete()``.
 
-    :param register: call ``register(name, target, description)`` once per constraint.
+    :param register: call ``register(name, target, description)`` once per backend.
     :returns: nothing; results are collected through ``register``.
     """

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from pagedllm_core.errors import ConfigError
+from pagedllm_core.structured_outputs import StructuredOutputsParams
 
 
 @dataclass
@@ -37,6 +38,11 @@ class SamplingParams:
     logit_bias: dict[int, float] | None = None
     skip_special_tokens: bool = True
     detokenize: bool = True
+    # Keep the output inside a JSON schema, regex or choice (needs the guided plugin: pagedllm[guided]).
+    structured_outputs: StructuredOutputsParams | None = None
+    # Not a sampling setting, but per request like one: only requests with the same salt share
+    # prefix-cached KV blocks (so one tenant cannot time another's prompts).
+    cache_salt: str | None = None
     # Derived, not set by users.
     stop_strings: list[str] = field(init=False, repr=False)
 
@@ -83,6 +89,11 @@ class SamplingParams:
         _check(
             self.detokenize or not self.stop_strings, "stop strings need detokenize=True (they are matched on text)"
         )
+        _check(self.cache_salt != "", "cache_salt must be a non-empty string (or None for no salt)")
+        _check(
+            self.structured_outputs is None or isinstance(self.structured_outputs, StructuredOutputsParams),
+            f"structured_outputs must be a StructuredOutputsParams, got {type(self.structured_outputs).__name__}",
+        )
 
     @property
     def is_greedy(self) -> bool:
@@ -113,6 +124,7 @@ class BeamSearchParams:
     ignore_eos: bool = False
     temperature: float = 0.0
     length_penalty: float = 1.0
+    structured_outputs: StructuredOutputsParams | None = None
 
     def __post_init__(self) -> None:
         _check(self.beam_width >= 1, f"beam_width must be at least 1, got {self.beam_width}")

@@ -1,9 +1,15 @@
 """``pagedllm bench serve``: load an OpenAI-compatible server and report throughput and latency.
 
-Requests arrive as a Poisson process at ``--request-rate`` (``inf`` sends them all at once), each
-streaming its answer so that time to first token (TTFT) and inter-token latency (ITL, the gap
-between content chunks) are measured as a client sees them. Without ``--base-url`` the benchmark
-starts pagedllm's own server in-process on a free loopback port, with the engine flags given.
+Requests arrive as a Poisson process at each of the ``--request-rate`` values in turn (``inf``
+sends them all at once), each streaming its answer so that time to first token (TTFT) and
+inter-token latency (ITL, the gap between content chunks) are measured as a client sees them. The
+report has a column per rate. Without ``--base-url`` the benchmark starts pagedllm's own server
+in-process on a free loopback port, with the engine flags given.
+
+Prompts are random words scaled to about ``--input-len`` tokens, or with ``--dataset random-ids``
+W3's random token ids, sent as token-id prompts so that any server gets exactly the same tokens.
+Each rate gets prompts of its own (seed ``--seed`` plus the rate's index), so that a server's prefix
+cache cannot serve one rate's prompts from an earlier rate's run.
 """
 
 from __future__ import annotations
@@ -19,7 +25,10 @@ from dataclasses import dataclass, field
 
 import httpx
 
+from pagedllm_core.bench.plots import line_chart, markdown_image
+from pagedllm_core.bench.workloads import serve_workload
 from pagedllm_core.entrypoints.engine_args import add_engine_arguments, engine_settings_from_args
+from pagedllm_core.errors import ConfigError
 
 # Prompts are random sequences of these words, scaled after a calibration request so that they
 # come out near --input-len tokens in the server's own tokenizer.
@@ -38,8 +47,11 @@ def add_serve_bench_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--api-key", default=None, help="Bearer key for --base-url")
     group.add_argument("--model-name", default=None, help="'model' to request (default: the server's first model)")
     group.add_argument("--endpoint", choices=("completions", "chat"), default="completions")
-    group.add_argument("--num-prompts", type=int, default=100, help="requests to send (default: 100)")
-    group.add_argument("--request-rate", type=float, default=math.inf, help="mean requests/s, Poisson; inf: all at once")
+    group.add_argument("--num-prompts", type=int, default=100, help="requests to send per rate (default: 100)")
+    group.add_argument(
+        "--request-rate", "--request-rates", type=parse_rates, default=[math.inf],
+        help="mean requests/s, Poisson; inf: all at once; several comma-separated run one after another, e.g. inf,4,1",
+    )
     group.add_argument("--max-concurrency", type=int, default=None, help="most requests in flight (default: no limit)")
     group.add_argument("--input-len", type=int, default=256, help="prompt tokens per request (approximate)")
     group.add_argument("--output-len", type=int, default=128, help="max_tokens per request")
@@ -47,9 +59,31 @@ def add_serve_bench_arguments(parser: argparse.ArgumentParser) -> None:
         "--ignore-eos", action=argparse.BooleanOptionalAction, default=True,
         help="send ignore_eos so every request generates --output-len tokens (a vLLM extension)",
     )
+    group.add_argument(
+        "--dataset", choices=DATASETS, default="random-words",
+        help="random-words: text near --input-len tokens; random-ids: W3's token ids from the tokenizer of "
+        "--model/--tokenizer (completions only)",
+    )
     group.add_argument("--prompt", default=None, help="use this fixed prompt for every request instead of random words")
     group.add_argument("--seed", type=int, default=0, help="seed of prompts and arrival times")
+    group.add_argument("--plot", metavar="PNG", default=None, help="also draw throughput and latency against rate")
     add_engine_arguments(parser, skip=("seed",))
+
+
+DATASETS = ("random-words", "random-ids")
+# Per rate, W3's prompts as token ids; None for text prompts.
+TokenIdPromptSets = list[list[list[int]]] | None
+
+
+def parse_rates(text: str) -> list[float]:
+    """``"inf,4,1"`` -> ``[inf, 4.0, 1.0]``."""
+    try:
+        rates = [float(item) for item in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"request rates {text!r} are not numbers, e.g. inf,4,1") from None
+    if any(not rate > 0 for rate in rates):
+        raise argparse.ArgumentTypeError(f"request rates must be positive; got {text!r}")
+    return rates
 
 
 @dataclass
@@ -75,7 +109,7 @@ class _Client:
         self.output_len = output_len
         self.ignore_eos = ignore_eos
 
-    def _body(self, prompt: str, max_tokens: int) -> tuple[str, dict]:
+    def _body(self, prompt: str | list[int], max_tokens: int) -> tuple[str, dict]:
         body = {
             "model": self.model,
             "max_tokens": max_tokens,
@@ -89,7 +123,7 @@ class _Client:
             return "/v1/chat/completions", {**body, "messages": [{"role": "user", "content": prompt}]}
         return "/v1/completions", {**body, "prompt": prompt}
 
-    async def send(self, prompt: str, max_tokens: int | None = None) -> RequestResult:
+    async def send(self, prompt: str | list[int], max_tokens: int | None = None) -> RequestResult:
         path, body = self._body(prompt, max_tokens or self.output_len)
         start = last = time.perf_counter()
         result = RequestResult(ok=False)
@@ -138,33 +172,63 @@ def _random_prompt(rng: random.Random, num_words: int) -> str:
     return " ".join(rng.choice(_WORDS) for _ in range(max(num_words, 1)))
 
 
-async def _run(base_url: str, args: argparse.Namespace) -> tuple[list[RequestResult], float, str]:
+@dataclass
+class RateRun:
+    """Every request sent at one rate, and the seconds from the first sent to the last answered."""
+
+    rate: float
+    results: list[RequestResult]
+    duration: float
+
+
+async def _run(base_url: str, args: argparse.Namespace, token_id_sets: TokenIdPromptSets) -> tuple[list[RateRun], str]:
     headers = {"Authorization": f"Bearer {args.api_key}"} if args.api_key else {}
     limits = httpx.Limits(max_connections=None, max_keepalive_connections=None)
     async with httpx.AsyncClient(base_url=base_url, headers=headers, timeout=None, limits=limits) as http:
         model = args.model_name or await _first_model(http)
         client = _Client(http, args.endpoint, model, args.output_len, args.ignore_eos)
-        rng = random.Random(args.seed)
-        # The warm-up request also tells how many tokens a word takes in this server's tokenizer.
-        probe = await client.send(args.prompt or _random_prompt(rng, args.input_len), max_tokens=1)
-        if not probe.ok:
-            raise RuntimeError(f"the warm-up request failed: {probe.error}")
-        words = args.input_len * args.input_len // max(probe.num_prompt_tokens, 1) if probe.num_prompt_tokens else args.input_len
-        prompts = [args.prompt or _random_prompt(rng, words) for _ in range(args.num_prompts)]
-        limit = asyncio.Semaphore(args.max_concurrency or len(prompts) or 1)
+        if token_id_sets:
+            # One token repeated: no random prompt shares a block with it, so it warms no cache entry up.
+            await _warm_up(client, [token_id_sets[0][0][0]] * args.input_len)
+        prompt_sets = token_id_sets or await _text_prompt_sets(client, args)
+        rates = args.request_rate
+        return [await _run_at_rate(client, prompts, rate, args) for prompts, rate in zip(prompt_sets, rates)], model
 
-        async def one(prompt: str, delay: float) -> RequestResult:
-            await asyncio.sleep(delay)
-            async with limit:
-                return await client.send(prompt)
 
-        delays, clock = [], 0.0
-        for _ in prompts:
-            delays.append(clock)
-            clock += 0.0 if math.isinf(args.request_rate) else rng.expovariate(args.request_rate)
-        start = time.perf_counter()
-        results = await asyncio.gather(*(one(prompt, delay) for prompt, delay in zip(prompts, delays)))
-        return results, time.perf_counter() - start, model
+async def _warm_up(client: _Client, prompt: str | list[int]) -> RequestResult:
+    probe = await client.send(prompt, max_tokens=1)
+    if not probe.ok:
+        raise RuntimeError(f"the warm-up request failed: {probe.error}")
+    return probe
+
+
+async def _text_prompt_sets(client: _Client, args: argparse.Namespace) -> list[list[str]]:
+    # The warm-up request also tells how many tokens a word takes in this server's tokenizer.
+    probe = await _warm_up(client, args.prompt or _random_prompt(random.Random(args.seed), args.input_len))
+    words = args.input_len * args.input_len // probe.num_prompt_tokens if probe.num_prompt_tokens else args.input_len
+    sets = []
+    for index in range(len(args.request_rate)):
+        rng = random.Random(args.seed + 1 + index)
+        sets.append([args.prompt or _random_prompt(rng, words) for _ in range(args.num_prompts)])
+    return sets
+
+
+async def _run_at_rate(client: _Client, prompts: list, rate: float, args: argparse.Namespace) -> RateRun:
+    limit = asyncio.Semaphore(args.max_concurrency or len(prompts) or 1)
+
+    async def one(prompt, delay: float) -> RequestResult:
+        await asyncio.sleep(delay)
+        async with limit:
+            return await client.send(prompt)
+
+    rng = random.Random(args.seed)
+    delays, clock = [], 0.0
+    for _ in prompts:
+        delays.append(clock)
+        clock += 0.0 if math.isinf(rate) else rng.expovariate(rate)
+    start = time.perf_counter()
+    results = await asyncio.gather(*(one(prompt, delay) for prompt, delay in zip(prompts, delays)))
+    return RateRun(rate, list(results), time.perf_counter() - start)
 
 
 def _percentiles(values: list[float]) -> tuple[float, float, float]:
@@ -178,51 +242,145 @@ def _percentiles(values: list[float]) -> tuple[float, float, float]:
     return statistics.fmean(ordered), statistics.median(ordered), at(0.99)
 
 
-def format_report(results: list[RequestResult], duration: float, title: str) -> str:
-    """The benchmark's markdown table."""
-    done = [result for result in results if result.ok]
-    num_output = sum(result.num_output_tokens for result in done)
-    num_prompt = sum(result.num_prompt_tokens for result in done)
-    rows = [
-        ("successful requests", f"{len(done)} of {len(results)}"),
-        ("duration (s)", f"{duration:.2f}"),
-        ("mean prompt tokens", f"{num_prompt / max(len(done), 1):.1f}"),
-        ("mean output tokens", f"{num_output / max(len(done), 1):.1f}"),
-        ("request throughput (req/s)", f"{len(done) / duration:.2f}"),
-        ("output throughput (tok/s)", f"{num_output / duration:.1f}"),
-        ("total throughput (tok/s)", f"{(num_prompt + num_output) / duration:.1f}"),
+@dataclass(frozen=True)
+class RateSummary:
+    """The figures of one rate's run; latencies in seconds as (mean, p50, p99)."""
+
+    rate: float
+    num_requests: int
+    num_successful: int
+    duration: float
+    num_prompt_tokens: int
+    num_output_tokens: int
+    ttft: tuple[float, float, float]
+    itl: tuple[float, float, float]
+    e2e_latency: tuple[float, float, float]
+
+    @classmethod
+    def of(cls, run: RateRun) -> RateSummary:
+        done = [result for result in run.results if result.ok]
+        return cls(
+            rate=run.rate,
+            num_requests=len(run.results),
+            num_successful=len(done),
+            duration=run.duration,
+            num_prompt_tokens=sum(result.num_prompt_tokens for result in done),
+            num_output_tokens=sum(result.num_output_tokens for result in done),
+            ttft=_percentiles([result.ttft for result in done]),
+            itl=_percentiles([itl for result in done for itl in result.itls]),
+            e2e_latency=_percentiles([result.latency for result in done]),
+        )
+
+    @property
+    def rate_label(self) -> str:
+        return "inf" if math.isinf(self.rate) else f"{self.rate:g}"
+
+    @property
+    def output_tokens_per_second(self) -> float:
+        return self.num_output_tokens / self.duration
+
+
+def format_report(runs: list[RateRun], title: str) -> str:
+    """The benchmark's markdown table: a row per metric, a column per rate."""
+    summaries = [RateSummary.of(run) for run in runs]
+
+    def per_request(total: int, summary: RateSummary) -> str:
+        return f"{total / max(summary.num_successful, 1):.1f}"
+
+    def milliseconds(values: tuple[float, float, float]) -> str:
+        return " / ".join(f"{value * 1e3:.1f}" for value in values)
+
+    rows = {
+        "successful requests": [f"{s.num_successful} of {s.num_requests}" for s in summaries],
+        "duration (s)": [f"{s.duration:.2f}" for s in summaries],
+        "mean prompt tokens": [per_request(s.num_prompt_tokens, s) for s in summaries],
+        "mean output tokens": [per_request(s.num_output_tokens, s) for s in summaries],
+        "request throughput (req/s)": [f"{s.num_successful / s.duration:.2f}" for s in summaries],
+        "output throughput (tok/s)": [f"{s.output_tokens_per_second:.1f}" for s in summaries],
+        "total throughput (tok/s)": [
+            f"{(s.num_prompt_tokens + s.num_output_tokens) / s.duration:.1f}" for s in summaries
+        ],
+        "TTFT mean / p50 / p99 (ms)": [milliseconds(s.ttft) for s in summaries],
+        "ITL mean / p50 / p99 (ms)": [milliseconds(s.itl) for s in summaries],
+        "E2E latency mean / p50 / p99 (ms)": [milliseconds(s.e2e_latency) for s in summaries],
+    }
+    lines = [
+        title,
+        "",
+        "| metric | " + " | ".join(f"rate {s.rate_label}/s" for s in summaries) + " |",
+        "| --- |" + " --- |" * len(summaries),
+        *(f"| {name} | " + " | ".join(values) + " |" for name, values in rows.items()),
     ]
-    for name, values in (
-        ("TTFT", [result.ttft for result in done]),
-        ("ITL", [itl for result in done for itl in result.itls]),
-        ("E2E latency", [result.latency for result in done]),
-    ):
-        mean, p50, p99 = _percentiles(values)
-        rows.append((f"{name} mean / p50 / p99 (ms)", f"{mean * 1e3:.1f} / {p50 * 1e3:.1f} / {p99 * 1e3:.1f}"))
-    lines = [title, "", "| metric | value |", "| --- | --- |", *(f"| {name} | {value} |" for name, value in rows)]
-    errors = sorted({result.error for result in results if not result.ok})
+    errors = sorted({result.error for run in runs for result in run.results if not result.ok})
     if errors:
         lines += ["", "errors: " + "; ".join(errors[:5])]
     return "\n".join(lines)
 
 
+def plot_rates(path: str, title: str, runs: list[RateRun]) -> None:
+    """Output throughput, TTFT and ITL (mean, p50, p99) against the request rate."""
+    summaries = [RateSummary.of(run) for run in runs]
+
+    def latency_series(pick) -> dict[str, list[float]]:
+        return {
+            statistic: [pick(s)[index] * 1e3 for s in summaries]
+            for index, statistic in enumerate(("mean", "p50", "p99"))
+        }
+
+    line_chart(
+        path,
+        title,
+        "request rate",
+        [f"{s.rate_label}/s" for s in summaries],
+        {
+            "output tokens/s": {"output": [s.output_tokens_per_second for s in summaries]},
+            "TTFT (ms)": latency_series(lambda s: s.ttft),
+            "inter-token latency (ms)": latency_series(lambda s: s.itl),
+        },
+    )
+
+
 def run_serve_bench(args: argparse.Namespace) -> str:
-    """Run the benchmark (starting a server when no ``--base-url``); returns the markdown report."""
-    rate = "inf" if math.isinf(args.request_rate) else f"{args.request_rate:g}"
+    """Run the benchmark at every rate (starting a server when no ``--base-url``); returns the markdown report."""
+    token_id_sets = _token_id_prompt_sets(args) if args.dataset == "random-ids" else None
     if args.base_url is not None:
-        results, duration, model = asyncio.run(_run(args.base_url, args))
+        runs, model = asyncio.run(_run(args.base_url, args, token_id_sets))
         where = args.base_url
     else:
-        results, duration, model = _run_with_own_server(args)
+        runs, model = _run_with_own_server(args, token_id_sets)
         where = "in-process pagedllm server"
+    inputs = f"input {args.input_len} random token ids" if token_id_sets else f"input ~{args.input_len}"
     title = (
-        f"bench serve: {model} at {where}, {args.endpoint}, {args.num_prompts} requests, rate {rate}/s, "
-        f"input ~{args.input_len} / output {args.output_len} tokens"
+        f"bench serve: {model} at {where}, {args.endpoint}, {args.num_prompts} requests per rate, "
+        f"{inputs} / output {args.output_len} tokens"
     )
-    return format_report(results, duration, title)
+    report = format_report(runs, title)
+    if args.plot:
+        plot_rates(args.plot, f"{args.num_prompts} requests per rate, {model}", runs)
+        docs_path = getattr(args, "write_docs", None)
+        report += "\n\n" + markdown_image(args.plot, docs_path, "serving: throughput and latency by rate")
+    return report
 
 
-def _run_with_own_server(args: argparse.Namespace) -> tuple[list[RequestResult], float, str]:
+def _token_id_prompt_sets(args: argparse.Namespace) -> list[list[list[int]]]:
+    """Per rate, W3's prompts in the vocabulary of the tokenizer of ``--model`` (or ``--tokenizer``)."""
+    from pagedllm_core.config import EngineConfig
+    from pagedllm_core.model.loader import load_tokenizer, resolve_model_source
+
+    if args.endpoint != "completions":
+        raise ConfigError("--dataset random-ids sends token-id prompts, which only --endpoint completions takes")
+    config = EngineConfig.build(**engine_settings_from_args(args))
+    tokenizer = load_tokenizer(resolve_model_source(config), config)
+    return [
+        serve_workload(
+            len(tokenizer), tokenizer.all_special_ids, num_prompts=args.num_prompts, seed=args.seed + index,
+            input_len=args.input_len, output_len=args.output_len,
+        ).prompts
+        for index in range(len(args.request_rate))
+    ]
+
+
+def _run_with_own_server(args: argparse.Namespace, token_id_sets: TokenIdPromptSets) -> tuple[list[RateRun], str]:
     from pagedllm_core.config import EngineConfig
     from pagedllm_core.engine.async_engine import AsyncLLMEngine
     from pagedllm_core.server.app import build_app
@@ -235,4 +393,4 @@ def _run_with_own_server(args: argparse.Namespace) -> tuple[list[RequestResult],
     engine = AsyncLLMEngine.from_config(config)
     app = build_app(engine, ServerSettings(served_model_names=[name], model_source=name))
     with BackgroundServer(app) as server:
-        return asyncio.run(_run(server.base_url, args))
+        return asyncio.run(_run(server.base_url, args, token_id_sets))

@@ -1,4 +1,4 @@
-"""The ``default`` sampler: logit bias, penalties, temperature, top-k/top-p/min-p, seeds, logprobs."""
+"""The ``default`` sampler: logit bias, penalties, constraint masks, temperature, top-k/top-p/min-p, seeds, logprobs."""
 
 from __future__ import annotations
 
@@ -6,12 +6,13 @@ import torch
 
 from pagedllm_core.hookspecs import hookimpl
 from pagedllm_core.sampling.logits_processors import (
+    apply_allowed_tokens,
     apply_logit_bias_and_bans,
     apply_min_p,
     apply_penalties,
     apply_top_k_top_p,
 )
-from pagedllm_core.sampling.sampler import Sampler, SamplerOutput, SamplingMetadata, score_tokens
+from pagedllm_core.sampling.sampler import Sampler, SamplerOutput, SamplingMetadata, score_sampled_tokens
 
 
 class DefaultSampler(Sampler):
@@ -32,12 +33,17 @@ class DefaultSampler(Sampler):
         return self._generator
 
     def sample(self, logits: torch.Tensor, metadata: SamplingMetadata) -> SamplerOutput:
-        raw_logprobs = logits.log_softmax(dim=-1)
-        logits = apply_penalties(apply_logit_bias_and_bans(logits.clone(), metadata), metadata)
-        token_ids = logits.argmax(dim=-1)
+        # Bias, bans and constraint masks write into their input; the raw logits must survive for scoring.
+        edits_in_place = any(
+            edit is not None for edit in (metadata.logit_bias, metadata.banned_tokens, metadata.allowed_tokens)
+        )
+        processed = apply_penalties(apply_logit_bias_and_bans(logits.clone() if edits_in_place else logits, metadata),
+                                    metadata)
+        processed = apply_allowed_tokens(processed, metadata)
+        token_ids = processed.argmax(dim=-1)
         if not metadata.all_greedy:
-            token_ids = torch.where(metadata.temperature > 0, self._draw(logits, metadata), token_ids)
-        return score_tokens(raw_logprobs, token_ids, metadata.max_num_logprobs)
+            token_ids = torch.where(metadata.temperature > 0, self._draw(processed, metadata), token_ids)
+        return score_sampled_tokens(logits, token_ids, metadata.max_num_logprobs)
 
     def _draw(self, logits: torch.Tensor, metadata: SamplingMetadata) -> torch.Tensor:
         temperature = torch.where(metadata.temperature > 0, metadata.temperature, 1.0)

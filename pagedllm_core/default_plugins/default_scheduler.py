@@ -13,9 +13,11 @@ class ContinuousBatchingScheduler(Scheduler):
     """Runs every running request each step, then admits waiting ones while budget and blocks allow.
 
     Running requests get their remaining tokens (one when decoding, a chunk of the prompt when
-    prefilling) under ``max_num_batched_tokens``. When the pool cannot hold a running request's next
+    prefilling) under ``max_num_batched_tokens``. A waiting request starts after the blocks of its
+    longest prefix found in the prefix cache. When the pool cannot hold a running request's next
     tokens, the most recently arrived running request is preempted: its blocks are freed and it goes
-    back to the front of the queue to be recomputed later, which gives identical results.
+    back to the front of the queue to be recomputed later, which gives identical results (and,
+    with prefix caching, usually finds its own freed blocks still cached).
     """
 
     def __init__(self, config, kv_cache_manager):
@@ -70,13 +72,16 @@ class ContinuousBatchingScheduler(Scheduler):
         # Admit new work only when nothing had to be preempted: the pool is known to be tight otherwise.
         while not output.preempted and self.waiting and token_budget > 0 and len(self.running) < self.config.max_num_seqs:
             request = self.waiting[0]
-            num_new_tokens = request.num_tokens - request.num_computed_tokens
+            cached_block_ids = self.kv_cache_manager.find_cached_blocks(request)
+            num_cached_tokens = len(cached_block_ids) * self.kv_cache_manager.block_size
+            num_new_tokens = request.num_tokens - num_cached_tokens
             if num_new_tokens > token_budget:
                 if not self.config.enable_chunked_prefill:
                     break
                 num_new_tokens = token_budget
-            if not self.kv_cache_manager.allocate_slots(request, num_new_tokens):
+            if not self.kv_cache_manager.allocate_slots(request, num_new_tokens, cached_block_ids):
                 break
+            request.num_computed_tokens = num_cached_tokens
             self.waiting.popleft()
             request.status = RequestStatus.RUNNING
             self.running.append(request)

@@ -21,6 +21,7 @@ from typing import Any, Protocol
 from pagedllm_core.errors import PagedLLMError
 from pagedllm_core.outputs import BeamSearchOutput, CompletionOutput, RequestOutput
 from pagedllm_core.sampling_params import BeamSearchParams, SamplingParams
+from pagedllm_core.structured_outputs import StructuredOutputsParams
 
 logger = logging.getLogger(__name__)
 
@@ -43,9 +44,13 @@ class SteppableEngine(Protocol):
 
     def beam_search(self, prompt: list[int], params: BeamSearchParams) -> BeamSearchOutput: ...
 
+    def precompile_structured_output(self, spec: StructuredOutputsParams) -> None: ...
+
     def has_unfinished_requests(self) -> bool: ...
 
     def kv_cache_stats(self) -> Any: ...
+
+    def prefix_cache_stats(self) -> Any: ...
 
     @property
     def num_running_requests(self) -> int: ...
@@ -62,6 +67,8 @@ class EngineStats:
     num_waiting_requests: int = 0
     num_used_blocks: int = 0
     num_blocks: int = 0
+    num_prefix_cache_queries: int = 0  # tokens looked up in the prefix cache since start
+    num_prefix_cache_hits: int = 0  # of those, tokens found cached
 
     @property
     def kv_cache_usage(self) -> float:
@@ -143,7 +150,8 @@ class _Stop:
 class AsyncLLMEngine:
     """Serves many concurrent asyncio callers from one ``LLMEngine`` stepped on a background thread.
 
-    ``add_request`` tokenizes text prompts in a worker thread (never on the step thread), waits for
+    ``add_request`` tokenizes text prompts and compiles structured-output constraints in worker
+    threads (never on the step thread, so other requests keep flowing), waits for
     the engine to accept or reject the request (a rejection raises the engine's ``ConfigError``)
     and returns the request's :class:`RequestStream`. If the loop dies, ``/health``-style checks
     see :meth:`check_health` raise and every open or new request gets :class:`EngineDeadError`.
@@ -184,6 +192,7 @@ class AsyncLLMEngine:
             prompt_token_ids = await asyncio.to_thread(self.tokenizer.encode, prompt)
         else:
             prompt_token_ids = list(prompt)
+        await self._precompile(sampling_params.structured_outputs)
         stream = RequestStream(request_id, self)
         accepted: concurrent.futures.Future = concurrent.futures.Future()
         self._submit(_Add(request_id, prompt_token_ids, sampling_params, stream, accepted))
@@ -200,9 +209,16 @@ class AsyncLLMEngine:
             prompt_token_ids = await asyncio.to_thread(self.tokenizer.encode, prompt)
         else:
             prompt_token_ids = list(prompt)
+        await self._precompile(params.structured_outputs)
         result: concurrent.futures.Future = concurrent.futures.Future()
         self._submit(_BeamSearch(request_id, prompt_token_ids, params, result))
         return await asyncio.wrap_future(result)
+
+    async def _precompile(self, spec: StructuredOutputsParams | None) -> None:
+        """Compile a request's constraint on a worker thread (bounded by the engine's compile timeout)."""
+        if spec is not None:
+            self.check_health()
+            await asyncio.to_thread(self.engine.precompile_structured_output, spec)
 
     def abort(self, request_ids: str | list[str]) -> None:
         """Abort these requests (unknown or finished ids are ignored); returns at once."""
@@ -313,8 +329,14 @@ class AsyncLLMEngine:
 
     def _snapshot(self) -> EngineStats:
         kv = self.engine.kv_cache_stats()
+        prefix = self.engine.prefix_cache_stats()
         return EngineStats(
-            self.engine.num_running_requests, self.engine.num_waiting_requests, kv.num_used_blocks, kv.num_blocks
+            self.engine.num_running_requests,
+            self.engine.num_waiting_requests,
+            kv.num_used_blocks,
+            kv.num_blocks,
+            prefix.num_queried_tokens,
+            prefix.num_hit_tokens,
         )
 
     def _die(self, error: EngineDeadError) -> None:

@@ -14,6 +14,7 @@ from pagedllm_core.engine.request import Request
 from pagedllm_core.engine.scheduler import ScheduledRequest, SchedulerOutput
 from pagedllm_core.errors import ConfigError
 from pagedllm_core.outputs import BeamSearchOutput, BeamSearchSequence
+from pagedllm_core.sampling.constraints import ConstraintState, unpack_token_bitmask
 from pagedllm_core.sampling_params import BeamSearchParams, SamplingParams
 
 # Called after every decode step with (blocks in use, blocks the beams' tables reference).
@@ -40,6 +41,8 @@ class BeamSearch:
     Candidates are scored as in Hugging Face's beam search: each step takes the ``2 * beam_width``
     best (beam, token) pairs by cumulative logprob; an EOS among the first ``beam_width`` finishes a
     hypothesis, the rest become the next beams. The engine must have no other requests running.
+    With a constraint, each beam carries its own automaton state: candidates are drawn from the
+    tokens it allows, and a beam whose output can only end becomes a finished hypothesis.
     """
 
     def __init__(
@@ -57,11 +60,18 @@ class BeamSearch:
         self.max_num_batched_tokens = max_num_batched_tokens
         self._ids = itertools.count()
 
-    def run(self, prompt_token_ids: list[int], params: BeamSearchParams, observe: BlockObserver | None = None) -> BeamSearchOutput:
+    def run(
+        self,
+        prompt_token_ids: list[int],
+        params: BeamSearchParams,
+        observe: BlockObserver | None = None,
+        constraint: ConstraintState | None = None,
+    ) -> BeamSearchOutput:
         root = Request(
             f"beam-{next(self._ids)}", prompt_token_ids, SamplingParams(max_tokens=params.max_tokens),
             params.max_tokens, frozenset(),
         )
+        root.constraint = constraint
         beams = [_Beam(root, 0.0)]
         try:
             logprobs = self._prefill(root, params.temperature)
@@ -70,7 +80,9 @@ class BeamSearch:
                 candidates = self._select(beams, logprobs, params, finished, len(prompt_token_ids))
                 if self._done(finished, candidates, params, step + 1):
                     break
-                beams = self._advance(beams, candidates)
+                beams = self._retire_completed(self._advance(beams, candidates), finished, params, len(prompt_token_ids))
+                if not beams:
+                    break
                 if step + 1 == params.max_tokens:
                     # Out of length: the live beams compete with the finished hypotheses.
                     finished.extend(
@@ -130,10 +142,15 @@ class BeamSearch:
     def _select(self, beams, logprobs, params, finished, prompt_length) -> list[tuple[int, int, float]]:
         """The next beams as (parent index, token, cumulative logprob); finished EOS hypotheses go to ``finished``."""
         vocab_size = logprobs.shape[-1]
+        if beams[0].request.constraint is not None:  # beams descend from one root: all or none are constrained
+            packed = torch.stack([beam.request.constraint.allowed_token_bitmask() for beam in beams])
+            logprobs = logprobs.masked_fill(~unpack_token_bitmask(packed.to(logprobs.device), vocab_size), float("-inf"))
         scores = logprobs + torch.tensor([beam.cum_logprob for beam in beams], device=logprobs.device).unsqueeze(-1)
         top_scores, top_indices = scores.flatten().topk(min(2 * params.beam_width, scores.numel()))
         candidates = []
         for rank, (score, flat_index) in enumerate(zip(top_scores.tolist(), top_indices.tolist())):
+            if score == float("-inf"):
+                break  # the constraints allow fewer tokens than candidates wanted
             parent, token = divmod(flat_index, vocab_size)
             if token in self.eos_token_ids and not params.ignore_eos:
                 if rank < params.beam_width:
@@ -180,4 +197,17 @@ class BeamSearch:
                 manager.free(beam.request)
         for request, (_, token, _) in zip(assigned, candidates):
             request.token_ids.append(token)
+            if request.constraint is not None:
+                request.constraint.accept_token(token)
         return [_Beam(request, score) for request, (_, _, score) in zip(assigned, candidates)]
+
+    def _retire_completed(self, beams: list[_Beam], finished: list[_Hypothesis], params, prompt_length: int) -> list[_Beam]:
+        """Beams whose constraint can only end become finished hypotheses; the others stay live."""
+        live = []
+        for beam in beams:
+            if beam.request.constraint is not None and beam.request.constraint.is_complete():
+                finished.append(self._hypothesis(beam.request.token_ids, prompt_length, beam.cum_logprob, params, "stop"))
+                self.kv_cache_manager.free(beam.request)
+            else:
+                live.append(beam)
+        return live

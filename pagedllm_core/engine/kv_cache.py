@@ -23,14 +23,18 @@ class KVCacheShape:
         return 2 * self.num_layers * block_size * self.num_kv_heads * self.head_size * element_size
 
 
-def num_blocks_for_budget(config: EngineConfig, shape: KVCacheShape, available_device_bytes: int | None) -> int:
-    """Blocks that fit the configured budget (and, on CUDA, the memory left after profiling)."""
+def num_blocks_for_budget(
+    config: EngineConfig, shape: KVCacheShape, available_device_bytes: int | None, max_model_len: int
+) -> int:
+    """Blocks that fit the configured budget (and, on CUDA, the memory left after profiling), but no
+    more than ``max_num_seqs`` sequences of ``max_model_len`` tokens could ever hold."""
     if config.num_kv_blocks is not None:
         return config.num_kv_blocks
     budget = int(config.kv_cache_memory)
     if available_device_bytes is not None:
         budget = min(budget, available_device_bytes)
-    return budget // shape.bytes_per_block(config.block_size)
+    max_useful_blocks = config.max_num_seqs * -(-max_model_len // config.block_size)
+    return min(budget // shape.bytes_per_block(config.block_size), max_useful_blocks)
 
 
 def allocate_kv_cache(num_blocks: int, block_size: int, shape: KVCacheShape, device: torch.device) -> torch.Tensor:

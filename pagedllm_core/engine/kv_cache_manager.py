@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pagedllm_core.engine.block_pool import BlockPool
+from pagedllm_core.engine.prefix_cache import PrefixCache, PrefixCacheStats
 from pagedllm_core.engine.request import Request
 
 
@@ -13,11 +14,18 @@ class KVCacheManager:
     ``block_table[p // block_size]`` at offset ``p % block_size``. Writing into a block that
     another request also references copies it first (copy-on-write); the copies a step needs are
     collected for the model runner, which performs them before running the model.
+
+    With prefix caching on, blocks full of computed tokens are named in a :class:`PrefixCache`
+    (checked each time the request is given more slots, and when it is freed), a waiting request
+    starts from the cached blocks of its longest known prefix (``find_cached_blocks``), and freed
+    named blocks stay findable until the pool hands them out again. Only a partial last block is
+    ever written, so a named (full) block is never the target of a write or a copy.
     """
 
-    def __init__(self, num_blocks: int, block_size: int):
+    def __init__(self, num_blocks: int, block_size: int, enable_prefix_caching: bool = True):
         self.block_size = block_size
         self.pool = BlockPool(num_blocks)
+        self.prefix_cache = PrefixCache(block_size) if enable_prefix_caching else None
         self.block_tables: dict[str, list[int]] = {}
         self._pending_copies: list[tuple[int, int]] = []
 
@@ -27,6 +35,7 @@ class KVCacheManager:
 
     @property
     def num_used_blocks(self) -> int:
+        """Blocks some sequence holds; cached blocks nobody holds count as free (they are evictable)."""
         return self.pool.num_used_blocks
 
     @property
@@ -34,36 +43,74 @@ class KVCacheManager:
         """Fraction of the pool in use."""
         return self.pool.num_used_blocks / self.pool.num_blocks
 
+    def prefix_cache_stats(self) -> PrefixCacheStats:
+        return self.prefix_cache.stats() if self.prefix_cache else PrefixCacheStats()
+
     def blocks_for_tokens(self, num_tokens: int) -> int:
         return -(-num_tokens // self.block_size)
 
-    def allocate_slots(self, request: Request, num_new_tokens: int) -> bool:
-        """Make room for ``num_new_tokens`` after the request's computed tokens; False if the pool is short."""
+    def find_cached_blocks(self, request: Request) -> list[int]:
+        """The cached blocks a waiting request can start from (whole blocks, never its last token)."""
+        return self.prefix_cache.find(request) if self.prefix_cache else []
+
+    def allocate_slots(self, request: Request, num_new_tokens: int, cached_block_ids: list[int] | None = None) -> bool:
+        """Make room for ``num_new_tokens`` after the request's computed tokens; False if the pool is short.
+
+        When admitting a waiting request, pass what ``find_cached_blocks`` returned (maybe nothing)
+        as ``cached_block_ids``: the request takes those blocks first and ``num_new_tokens`` count
+        after them; the caller then advances ``num_computed_tokens`` past them. On False nothing
+        is taken.
+        """
         block_table = self.block_tables.setdefault(request.request_id, [])
-        num_needed = self.blocks_for_tokens(request.num_computed_tokens + num_new_tokens) - len(block_table)
-        write_block_index = request.num_computed_tokens // self.block_size
+        if self.prefix_cache:
+            self.prefix_cache.cache_full_blocks(request, block_table)
+        hits = cached_block_ids or []
+        num_computed_tokens = request.num_computed_tokens + len(hits) * self.block_size
+        num_needed = max(self.blocks_for_tokens(num_computed_tokens + num_new_tokens) - len(block_table) - len(hits), 0)
+        write_block_index = num_computed_tokens // self.block_size
         needs_copy = write_block_index < len(block_table) and self.pool.ref_counts[block_table[write_block_index]] > 1
-        if not self.pool.can_allocate(max(num_needed, 0) + needs_copy):
+        # A hit on a block nobody holds takes it out of the free queue, like an allocation would.
+        num_free_hits = sum(1 for block_id in hits if self.pool.ref_counts[block_id] == 0)
+        if not self.pool.can_allocate(num_needed + needs_copy + num_free_hits):
             return False
+        if cached_block_ids is not None and self.prefix_cache:
+            self.prefix_cache.record_lookup(request, len(hits))
+        self.pool.acquire(hits)
+        block_table.extend(hits)
         if needs_copy:
             shared_block = block_table[write_block_index]
-            (private_block,) = self.pool.allocate(1)
+            (private_block,) = self._allocate(1)
             self.pool.release([shared_block])
             block_table[write_block_index] = private_block
             self._pending_copies.append((shared_block, private_block))
         if num_needed > 0:
-            block_table.extend(self.pool.allocate(num_needed))
+            block_table.extend(self._allocate(num_needed))
         return True
+
+    def _allocate(self, num_blocks: int) -> list[int]:
+        block_ids = self.pool.allocate(num_blocks)
+        if self.prefix_cache:
+            self.prefix_cache.evict(block_ids)
+        return block_ids
 
     def fork(self, parent: Request, child: Request) -> None:
         """Let ``child`` share every block ``parent`` holds (e.g. a prompt sampled n times)."""
         block_table = self.block_tables.get(parent.request_id, [])
         self.pool.share(block_table)
         self.block_tables[child.request_id] = list(block_table)
+        if self.prefix_cache:
+            self.prefix_cache.fork(parent, child)
 
     def free(self, request: Request) -> None:
-        """Release the request's blocks (on finish, abort or preemption)."""
-        self.pool.release(self.block_tables.pop(request.request_id, []))
+        """Release the request's blocks (on finish, abort or preemption), naming its full ones first.
+
+        The tail is released first, so it is evicted before the head that other prompts may share.
+        """
+        block_table = self.block_tables.pop(request.request_id, [])
+        if self.prefix_cache:
+            self.prefix_cache.cache_full_blocks(request, block_table)
+            self.prefix_cache.forget(request)
+        self.pool.release(block_table[::-1])
 
     def take_pending_copies(self) -> list[tuple[int, int]]:
         """The (source, destination) block copies the runner must do before this step's forward."""

@@ -13,13 +13,17 @@ from pagedllm_core.engine.beam_search import BeamSearch, BlockObserver
 from pagedllm_core.engine.kv_cache_manager import KVCacheManager
 from pagedllm_core.engine.model_setup import LoadedModel, load_model_for_engine
 from pagedllm_core.engine.model_runner import StepResult, TokenLogprobs
+from pagedllm_core.engine.prefix_cache import PrefixCacheStats
 from pagedllm_core.engine.request import Request, RequestStatus
 from pagedllm_core.engine.request_state import RequestState
 from pagedllm_core.engine.scheduler import SchedulerOutput
+from pagedllm_core.engine.structured_outputs import ConstraintCompiler
 from pagedllm_core.errors import ConfigError
 from pagedllm_core.outputs import BeamSearchOutput, RequestOutput
 from pagedllm_core.registry import PluginKind, Registry, default_registry
+from pagedllm_core.sampling.constraints import ConstraintState
 from pagedllm_core.sampling_params import BeamSearchParams, SamplingParams
+from pagedllm_core.structured_outputs import StructuredOutputsParams
 
 
 @dataclass
@@ -31,6 +35,8 @@ class KVCacheStats:
     # Blocks the running sequences' tables reference, counting a shared block once per holder.
     num_referenced_blocks: int
     block_size: int
+    # Tokens whose keys and values are in the cache, summed over unfinished sequences like the above.
+    num_computed_tokens: int
 
     @property
     def usage(self) -> float:
@@ -50,7 +56,9 @@ class LLMEngine:
         self.loaded: LoadedModel = load_model_for_engine(config, registry)
         self.tokenizer = self.loaded.tokenizer
         self.max_model_len = self.loaded.max_model_len
-        self.kv_cache_manager = KVCacheManager(self.loaded.num_kv_blocks, config.block_size)
+        self.kv_cache_manager = KVCacheManager(
+            self.loaded.num_kv_blocks, config.block_size, enable_prefix_caching=config.enable_prefix_caching
+        )
         self.scheduler = registry.resolve(PluginKind.SCHEDULER, config.scheduler)(config, self.kv_cache_manager)
         self.runner = self.loaded.runner
         self._states: dict[str, RequestState] = {}
@@ -58,6 +66,14 @@ class LLMEngine:
         self._decode_token = functools.lru_cache(maxsize=65536)(self._decode_one)
         self._beam_search = BeamSearch(
             self.runner, self.kv_cache_manager, self.tokenizer, self.loaded.eos_token_ids, config.max_num_batched_tokens
+        )
+        self.constraint_compiler = ConstraintCompiler(
+            registry,
+            config.structured_outputs_backend,
+            self.tokenizer,
+            self.loaded.vocab_size,
+            self.loaded.eos_token_ids,
+            config.structured_outputs_compile_timeout,
         )
 
     def _decode_one(self, token_id: int) -> str:
@@ -71,6 +87,7 @@ class LLMEngine:
             raise ConfigError(f"request id {request_id!r} is already in use")
         prompt_token_ids = self.tokenizer.encode(prompt) if isinstance(prompt, str) else list(prompt)
         max_output_tokens = self._validate(prompt_token_ids, sampling_params)
+        constraint = self._new_constraint_state(sampling_params.structured_outputs)
         first = Request(
             str(next(self._sequence_counter)),
             prompt_token_ids,
@@ -79,6 +96,7 @@ class LLMEngine:
             self.loaded.eos_token_ids,
             group_id=request_id,
         )
+        first.constraint = constraint
         prompt_text = prompt if isinstance(prompt, str) else None
         self._states[request_id] = RequestState(request_id, prompt_text, first, self.tokenizer, self._decode_token)
         self.scheduler.add_request(first)
@@ -91,7 +109,16 @@ class LLMEngine:
             raise ConfigError("beam search needs an idle engine; finish or abort the running requests first")
         prompt_token_ids = self.tokenizer.encode(prompt) if isinstance(prompt, str) else list(prompt)
         self._validate(prompt_token_ids, SamplingParams(max_tokens=params.max_tokens))
-        return self._beam_search.run(prompt_token_ids, params, observe)
+        constraint = self._new_constraint_state(params.structured_outputs)
+        return self._beam_search.run(prompt_token_ids, params, observe, constraint)
+
+    def precompile_structured_output(self, spec: StructuredOutputsParams) -> None:
+        """Compile ``spec`` into the constraint cache now, from any thread, so that adding a request
+        with it costs nothing on the stepping thread; raises the compile error."""
+        self.constraint_compiler.compile(spec)
+
+    def _new_constraint_state(self, spec: StructuredOutputsParams | None) -> ConstraintState | None:
+        return None if spec is None else self.constraint_compiler.compile(spec).new_state()
 
     def _validate(self, prompt_token_ids: list[int], params: SamplingParams) -> int:
         """Check the request against the model; returns its output-token limit."""
@@ -181,7 +208,12 @@ class LLMEngine:
             manager.num_used_blocks,
             sum(len(table) for table in manager.block_tables.values()),
             self.config.block_size,
+            sum(seq.num_computed_tokens for state in self._states.values() for seq in state.unfinished_requests),
         )
+
+    def prefix_cache_stats(self) -> PrefixCacheStats:
+        """Prefix cache queries and hits in tokens since start (zeros when prefix caching is off)."""
+        return self.kv_cache_manager.prefix_cache_stats()
 
     @property
     def num_running_requests(self) -> int:

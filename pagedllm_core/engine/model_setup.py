@@ -72,8 +72,14 @@ def resolve_max_model_len(config: EngineConfig, model_context: int) -> int:
     return config.max_model_len
 
 
+# What ``attention_backend="auto"`` tries, fastest first, per device type; the torch reference runs anywhere.
+AUTO_ATTENTION_BACKENDS = {"cpu": ("cpu", "torch"), "cuda": ("cuda", "triton", "torch")}
+
+
 def build_attention(config: EngineConfig, registry: Registry, spec: AttentionSpec):
     """Instantiate the configured attention backend after it confirms it can run ``spec``."""
+    if config.attention_backend == "auto":
+        return _build_auto_attention(registry, spec)
     backend_class = registry.resolve(PluginKind.ATTENTION_BACKEND, config.attention_backend)
     reasons = backend_class.unsupported_reasons(spec)
     if reasons:
@@ -87,6 +93,27 @@ def build_attention(config: EngineConfig, registry: Registry, spec: AttentionSpe
             f"Backends that can: {', '.join(alternatives) or 'none'}"
         )
     return backend_class(spec)
+
+
+def _build_auto_attention(registry: Registry, spec: AttentionSpec):
+    """The first preferred backend that is installed, can run ``spec`` and starts (a kernel may fail to build)."""
+    installed = set(registry.names(PluginKind.ATTENTION_BACKEND))
+    candidates = [name for name in AUTO_ATTENTION_BACKENDS.get(spec.device.type, ("torch",)) if name in installed]
+    for name in candidates:
+        if _reasons_of(registry, name, spec):
+            continue
+        try:
+            backend = registry.resolve(PluginKind.ATTENTION_BACKEND, name)(spec)
+        except Exception as error:  # noqa: BLE001 - any start-up failure means: try the next backend
+            if name == candidates[-1]:
+                raise
+            logger.warning("attention backend %r failed to start (%s); trying the next one", name, error)
+            continue
+        logger.info("attention backend auto: using %r", name)
+        return backend
+    raise UnsupportedConfigError(
+        f"no installed attention backend can run this model on {spec.device.type} (tried {', '.join(candidates)})"
+    )
 
 
 def _reasons_of(registry: Registry, name: str, spec: AttentionSpec) -> list[str]:
@@ -140,7 +167,7 @@ def load_model_for_engine(config: EngineConfig, registry: Registry) -> LoadedMod
     tokenizer = loader.load_tokenizer(source, config)
 
     cache_shape = KVCacheShape(shape.num_layers, shape.num_kv_heads, shape.head_size, dtype)
-    num_blocks = num_blocks_for_budget(config, cache_shape, available_device_bytes(config, device))
+    num_blocks = num_blocks_for_budget(config, cache_shape, available_device_bytes(config, device), max_model_len)
     blocks_per_sequence = -(-max_model_len // config.block_size)
     if num_blocks < blocks_per_sequence:
         raise ConfigError(

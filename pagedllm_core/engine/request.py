@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import enum
 
+from pagedllm_core.sampling.constraints import ConstraintState
 from pagedllm_core.sampling_params import SamplingParams
 
 
@@ -54,6 +55,8 @@ class Request:
         self.stop_token_ids = set(sampling_params.stop_token_ids)
         if not sampling_params.ignore_eos:
             self.stop_token_ids |= eos_token_ids
+        # Where a structured-output request's output is in its automaton; the engine sets it.
+        self.constraint: ConstraintState | None = None
 
     @property
     def num_tokens(self) -> int:
@@ -98,13 +101,20 @@ class Request:
         child.token_ids = list(self.token_ids)
         child.num_computed_tokens = self.num_computed_tokens
         child.status = self.status
+        child.constraint = None if self.constraint is None else self.constraint.copy()
         return child
 
     def append_output_token(self, token_id: int) -> None:
-        """Add a sampled token and finish the sequence on a stop token or the length limit."""
+        """Add a sampled token and finish the sequence on a stop token, a completed constraint or the
+        length limit."""
         self.token_ids.append(token_id)
+        constraint_complete = self.constraint is not None and (
+            not self.constraint.accept_token(token_id) or self.constraint.is_complete()
+        )
         if token_id in self.stop_token_ids and self.num_output_tokens > self.sampling_params.min_tokens:
             self.status = RequestStatus.FINISHED_STOPPED
             self.stop_reason = token_id
+        elif constraint_complete:
+            self.status = RequestStatus.FINISHED_STOPPED
         elif self.num_output_tokens >= self.max_output_tokens:
             self.status = RequestStatus.FINISHED_LENGTH

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 import torch
 
 from pagedllm_core.engine.request import Request
+from pagedllm_core.sampling.constraints import unpack_token_bitmask
 from pagedllm_core.sampling.sampler import SamplingMetadata
 
 
@@ -46,6 +47,11 @@ def build_sampling_metadata(rows: list[SamplingRow], vocab_size: int, device: to
     if banned:
         rows_index, token_ids = zip(*banned)
         metadata.banned_tokens = (_longs(rows_index, device), _longs(token_ids, device))
+    constrained = [(i, row.request.constraint) for i, row in enumerate(rows) if row.request.constraint is not None]
+    if constrained:
+        rows_index, states = zip(*constrained)
+        packed = torch.stack([state.allowed_token_bitmask() for state in states]).to(device)
+        metadata.allowed_tokens = (_longs(rows_index, device), unpack_token_bitmask(packed, vocab_size))
     requested = [p.logprobs for p in params if p.logprobs is not None]
     metadata.max_num_logprobs = max(requested) if requested else None
     return metadata

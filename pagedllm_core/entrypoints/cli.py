@@ -57,6 +57,21 @@ BENCHMARKS = {
         "pagedllm_core.bench.attention:add_attention_arguments",
         "pagedllm_core.bench.attention:run_attention_bench",
     ),
+    "guided": (
+        "structured outputs: first and cached compile time, mask time per step, tok/s with and without a schema",
+        "pagedllm_core.bench.guided:add_guided_arguments",
+        "pagedllm_core.bench.guided:run_guided_bench",
+    ),
+    "throughput": (
+        "W1 offline throughput, with transformers' static batches as the baseline, roofline and KV waste",
+        "pagedllm_core.bench.throughput:add_throughput_arguments",
+        "pagedllm_core.bench.throughput:run_throughput_bench",
+    ),
+    "latency": (
+        "W4 single stream: time to first token and decode tokens/s, with transformers as the baseline",
+        "pagedllm_core.bench.latency:add_latency_arguments",
+        "pagedllm_core.bench.latency:run_latency_bench",
+    ),
 }
 
 

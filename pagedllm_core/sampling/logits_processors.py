@@ -18,6 +18,14 @@ def apply_logit_bias_and_bans(logits: torch.Tensor, metadata: SamplingMetadata) 
     return logits
 
 
+def apply_allowed_tokens(logits: torch.Tensor, metadata: SamplingMetadata) -> torch.Tensor:
+    """Set the logits of tokens a constrained row may not draw (structured outputs) to -inf."""
+    if metadata.allowed_tokens is not None:
+        rows, allowed = metadata.allowed_tokens
+        logits[rows] = logits[rows].masked_fill(~allowed, float("-inf"))
+    return logits
+
+
 def apply_penalties(logits: torch.Tensor, metadata: SamplingMetadata) -> torch.Tensor:
     """Repetition (over prompt and output), then frequency and presence (over the output) penalties."""
     if metadata.output_token_counts is None:

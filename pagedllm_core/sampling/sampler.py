@@ -31,6 +31,9 @@ class SamplingMetadata:
     # Sparse per-row additions and bans as (rows, token ids[, values]).
     logit_bias: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None
     banned_tokens: tuple[torch.Tensor, torch.Tensor] | None = None  # stop tokens before min_tokens
+    # Structured outputs: (rows, bool [len(rows), vocab] tokens each may draw); None when no row is constrained.
+    # Samplers must draw only allowed tokens; logprobs stay those of the raw distribution.
+    allowed_tokens: tuple[torch.Tensor, torch.Tensor] | None = None
     # The largest number of top logprobs any row asked for (None: nobody asked).
     max_num_logprobs: int | None = None
     # Rows whose request brought a seed draw from their own generator, so batch mates do not matter.
@@ -59,6 +62,15 @@ def score_tokens(logprobs: torch.Tensor, token_ids: torch.Tensor, num_top: int |
         if num_top:
             output.top_logprobs, output.top_token_ids = logprobs.topk(num_top, dim=-1)
     return output
+
+
+def score_sampled_tokens(logits: torch.Tensor, token_ids: torch.Tensor, num_top: int | None) -> SamplerOutput:
+    """:func:`score_tokens` under the raw distribution of ``logits``; when no ranks or top logprobs are
+    asked for, only the chosen tokens' logprobs are formed (no full ``[num_rows, vocab]`` log-softmax)."""
+    if num_top is not None:
+        return score_tokens(logits.log_softmax(dim=-1), token_ids, num_top)
+    chosen = logits.gather(-1, token_ids.unsqueeze(-1)).squeeze(-1) - logits.logsumexp(dim=-1)
+    return SamplerOutput(token_ids=token_ids, logprobs=chosen)
 
 
 class Sampler(ABC):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, disable_created_metrics, generate_latest
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
 from pagedllm_core.engine.async_engine import AsyncLLMEngine
 from pagedllm_core.outputs import RequestOutput
@@ -32,6 +32,13 @@ class _EngineCollector:
         )
         for name, documentation, value in gauges:
             yield GaugeMetricFamily(PREFIX + name, documentation, value=value)
+        # vLLM's names; the hit rate over any window is rate(hits) / rate(queries).
+        counters = (
+            ("prefix_cache_queries", "Tokens of admitted requests looked up in the prefix cache.", stats.num_prefix_cache_queries),
+            ("prefix_cache_hits", "Looked-up tokens found in the prefix cache.", stats.num_prefix_cache_hits),
+        )
+        for name, documentation, value in counters:
+            yield CounterMetricFamily(PREFIX + name, documentation, value=value)
 
 
 class ServerMetrics:

@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from pagedllm_core.sampling_params import BeamSearchParams, SamplingParams
 from pagedllm_core.server.errors import InvalidRequestError, UnsupportedParameterError
 from pagedllm_core.server.settings import ServerLimits
+from pagedllm_core.server.structured_outputs import StructuredOutputFields
 
 # Request fields passed to SamplingParams under the same name when the client sets them.
 SAMPLING_FIELDS = (
@@ -35,6 +36,7 @@ SAMPLING_FIELDS = (
     "ignore_eos",
     "include_stop_str_in_output",
     "skip_special_tokens",
+    "cache_salt",
 )
 
 
@@ -45,8 +47,8 @@ class StreamOptions(BaseModel):
     continuous_usage_stats: bool = Field(False, description="vLLM extension: 'usage' on every chunk.")
 
 
-class GenerationRequest(BaseModel):
-    """Fields shared by completion and chat requests."""
+class GenerationRequest(StructuredOutputFields):
+    """Fields shared by completion and chat requests (structured-output ones included)."""
 
     model_config = ConfigDict(extra="allow")
 
@@ -73,12 +75,17 @@ class GenerationRequest(BaseModel):
     skip_special_tokens: bool | None = None
     use_beam_search: bool = Field(False, description="Beam search with n beams, returned best first (not streamed).")
     length_penalty: float = Field(1.0, description="With use_beam_search: rank by cum_logprob / length ** this.")
+    cache_salt: str | None = Field(
+        None, min_length=1, description="Only requests with the same salt share prefix-cached KV blocks."
+    )
 
     logprobs_field: ClassVar[str] = "logprobs"  # the field that asks for top logprobs
 
     def sampling_values(self) -> dict[str, Any]:
         """The ``SamplingParams`` keywords this request sets (subclasses add theirs)."""
-        return {name: getattr(self, name) for name in SAMPLING_FIELDS if getattr(self, name) is not None}
+        values = {name: getattr(self, name) for name in SAMPLING_FIELDS if getattr(self, name) is not None}
+        values["structured_outputs"] = self.structured_outputs_params()
+        return values
 
     def to_sampling_params(self, limits: ServerLimits) -> SamplingParams:
         """Check the request against the server's limits and build its ``SamplingParams``.
@@ -124,6 +131,7 @@ class GenerationRequest(BaseModel):
             ignore_eos=bool(self.ignore_eos),
             temperature=self.temperature or 0.0,
             length_penalty=self.length_penalty,
+            structured_outputs=self.structured_outputs_params(),
         )
 
     @property
@@ -221,7 +229,6 @@ class ChatCompletionRequest(GenerationRequest):
     max_completion_tokens: int | None = Field(None, ge=1, description="Most tokens to generate; default: fill the context.")
     logprobs: bool | None = Field(False, description="Return the log-probability of each generated token.")
     top_logprobs: int | None = Field(None, ge=0, description="With logprobs: this many most likely tokens per position.")
-    response_format: dict[str, Any] | None = None
     tools: list[dict[str, Any]] | None = None
     tool_choice: str | dict[str, Any] | None = None
     functions: list[dict[str, Any]] | None = None
@@ -249,8 +256,6 @@ class ChatCompletionRequest(GenerationRequest):
             raise UnsupportedParameterError("tools", "tool calling")
         if self.tool_choice not in (None, "none", "auto"):
             raise UnsupportedParameterError("tool_choice", "tool calling")
-        if self.response_format and self.response_format.get("type", "text") != "text":
-            raise UnsupportedParameterError("response_format", f"response_format {self.response_format.get('type')!r}")
         if self.chat_template is not None:
             raise UnsupportedParameterError("chat_template", "a per-request chat_template")
         if self.top_logprobs is not None and not self.logprobs:

@@ -9,7 +9,7 @@ EOS = 99
 
 def make_scheduler(num_blocks=16, block_size=4, **settings):
     config = EngineConfig.build(block_size=block_size, **settings)
-    manager = KVCacheManager(num_blocks, block_size)
+    manager = KVCacheManager(num_blocks, block_size, enable_prefix_caching=config.enable_prefix_caching)
     return ContinuousBatchingScheduler(config, manager), manager
 
 

@@ -90,3 +90,25 @@ def test_auto_dtype_avoids_emulated_bfloat16_on_the_cpu(monkeypatch):
     assert model_setup.fit_dtype_to_device(explicit, torch.bfloat16, cpu) == torch.bfloat16
     monkeypatch.setattr(model_setup, "cpu_has_native_bfloat16", lambda: True)
     assert model_setup.fit_dtype_to_device(auto, torch.bfloat16, cpu) == torch.bfloat16
+
+
+def test_auto_backend_takes_the_compiled_cpu_backend_when_installed(tiny_model_dir):
+    pytest.importorskip("pagedllm_attention_cpu")
+    from pagedllm_attention_cpu.backend import CpuAttentionBackend
+
+    llm = LLM(model=str(tiny_model_dir("LlamaForCausalLM")), dtype="float32")
+    assert isinstance(llm.llm_engine.runner.attention, CpuAttentionBackend)
+
+
+def test_auto_backend_falls_back_when_the_preferred_one_cannot_start(tiny_model_dir, monkeypatch, caplog):
+    pytest.importorskip("pagedllm_attention_cpu")
+    from pagedllm_attention_cpu.backend import CpuAttentionBackend
+    from pagedllm_core.default_plugins.torch_attention import TorchAttentionBackend
+
+    def fail_to_build(self, spec):
+        raise RuntimeError("no compiler today")
+
+    monkeypatch.setattr(CpuAttentionBackend, "__init__", fail_to_build)
+    llm = LLM(model=str(tiny_model_dir("LlamaForCausalLM")), dtype="float32")
+    assert isinstance(llm.llm_engine.runner.attention, TorchAttentionBackend)
+    assert "'cpu' failed to start (no compiler today)" in caplog.text

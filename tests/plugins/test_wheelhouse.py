@@ -20,6 +20,7 @@ import pytest
 REPO_ROOT = Path(__file__).resolve().parents[2]
 PLUGIN_DISTRIBUTIONS = {
     "attention_triton": "pagedllm-attention-triton",
+    "attention_cpu": "pagedllm-attention-cpu",
     "attention_cuda": "pagedllm-attention-cuda",
     "guided_json": "pagedllm-guided-json",
     "lora": "pagedllm-lora",

@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 from dataclasses import dataclass
 
+from pagedllm_core.engine.prefix_cache import PrefixCacheStats
 from pagedllm_core.errors import ConfigError
 from pagedllm_core.outputs import CompletionOutput, RequestOutput
 
@@ -91,6 +92,9 @@ class FakeEngine:
 
     def kv_cache_stats(self) -> FakeKVStats:
         return FakeKVStats(num_blocks=100, num_used_blocks=len(self.requests))
+
+    def prefix_cache_stats(self) -> PrefixCacheStats:
+        return PrefixCacheStats(num_queried_tokens=10, num_hit_tokens=4)
 
     @property
     def num_running_requests(self) -> int:

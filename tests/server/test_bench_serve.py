@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import math
+
+import pytest
 
 from pagedllm_core.bench.serve import add_serve_bench_arguments, run_serve_bench
+from pagedllm_core.errors import ConfigError
 
 
 def parse(*argv: str) -> argparse.Namespace:
@@ -36,3 +40,38 @@ def test_bench_serve_reports_failures(server):
     report = run_serve_bench(parse("--base-url", server.base_url, "--num-prompts", "2", "--output-len", "10000",
                                    "--input-len", "4"))
     assert "| successful requests | 0 of 2 |" in report and "errors: HTTP 400" in report
+
+
+def test_bench_serve_runs_every_rate_with_a_column_each(server):
+    report = run_serve_bench(
+        parse("--base-url", server.base_url, "--num-prompts", "3", "--request-rate", "inf,40", "--input-len", "8",
+              "--output-len", "4")
+    )
+    assert "| metric | rate inf/s | rate 40/s |" in report
+    assert "| successful requests | 3 of 3 | 3 of 3 |" in report
+    assert "| mean output tokens | 4.0 | 4.0 |" in report
+
+
+def test_bench_serve_sends_w3_token_ids_from_the_models_tokenizer(server, tiny_model, tmp_path):
+    plot = tmp_path / "serve.png"
+    report = run_serve_bench(
+        parse("--base-url", server.base_url, "--dataset", "random-ids", "--model", str(tiny_model),
+              "--num-prompts", "4", "--request-rates", "inf,20", "--input-len", "24", "--output-len", "3",
+              "--plot", str(plot))
+    )
+    assert "input 24 random token ids" in report
+    assert "| mean prompt tokens | 24.0 | 24.0 |" in report  # token ids reach the engine as they are
+    assert f"![serving: throughput and latency by rate]({plot})" in report and plot.is_file()
+
+
+def test_bench_serve_token_ids_need_the_completions_endpoint(server, tiny_model):
+    with pytest.raises(ConfigError, match="completions"):
+        run_serve_bench(parse("--base-url", server.base_url, "--dataset", "random-ids", "--endpoint", "chat",
+                              "--model", str(tiny_model)))
+
+
+def test_request_rates_are_parsed_and_checked():
+    assert parse("--request-rate", "inf,4,1").request_rate == [math.inf, 4.0, 1.0]
+    assert parse().request_rate == [math.inf]
+    with pytest.raises(SystemExit):
+        parse("--request-rate", "0")

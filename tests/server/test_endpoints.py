@@ -39,6 +39,8 @@ def test_metrics(client, http):
     assert samples["pagedllm:time_to_first_token_seconds_count"] >= 1
     assert samples["pagedllm:inter_token_latency_seconds_count"] >= 3
     assert samples["pagedllm:engine_healthy"] == 1
+    assert samples["pagedllm:prefix_cache_queries_total"] >= 2
+    assert 0 <= samples["pagedllm:prefix_cache_hits_total"] <= samples["pagedllm:prefix_cache_queries_total"]
 
 
 def test_tokenize_round_trip(http):

@@ -51,7 +51,7 @@ CHAT_CASES = {
         "messages.0.content",
     ),
     "tools": ({"messages": USER, "tools": [{"type": "function", "function": {"name": "f"}}]}, 400, "tools"),
-    "json-response-format": ({"messages": USER, "response_format": {"type": "json_object"}}, 400, "response_format"),
+    "unknown-response-format": ({"messages": USER, "response_format": {"type": "grammar"}}, 400, "response_format.type"),
     "per-request-chat-template": ({"messages": USER, "chat_template": "{{ 1 }}"}, 400, "chat_template"),
     "top-logprobs-without-logprobs": ({"messages": USER, "top_logprobs": 2}, 400, "top_logprobs"),
     "top-logprobs-over-limit": ({"messages": USER, "logprobs": True, "top_logprobs": 6}, 400, "top_logprobs"),

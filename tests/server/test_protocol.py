@@ -41,6 +41,14 @@ def test_fields_map_through():
     assert params.ignore_eos and params.include_stop_str_in_output and not params.skip_special_tokens
 
 
+def test_cache_salt_reaches_sampling_params_on_both_endpoints_and_must_not_be_empty():
+    assert CompletionRequest(prompt="x", cache_salt="tenant-a").to_sampling_params(LIMITS).cache_salt == "tenant-a"
+    chat = ChatCompletionRequest(messages=[{"role": "user", "content": "x"}], cache_salt="tenant-b")
+    assert chat.to_sampling_params(LIMITS).cache_salt == "tenant-b"
+    with pytest.raises(ValueError, match="cache_salt"):
+        CompletionRequest(prompt="x", cache_salt="")
+
+
 @pytest.mark.parametrize(
     "values, logprobs",
     [({}, None), ({"logprobs": True}, 0), ({"logprobs": True, "top_logprobs": 3}, 3)],

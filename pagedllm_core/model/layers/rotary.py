@@ -73,14 +73,21 @@ class RotaryEmbedding(nn.Module):
     def from_config(cls, hf_config, head_size: int) -> RotaryEmbedding:
         return cls(head_size, hf_config.max_position_embeddings, rope_parameters(hf_config))
 
+    def embed(self, positions: torch.Tensor, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+        """cos and sin ``[num_tokens, 1, head_size // 2]`` of ``positions``; looked up once per step and
+        shared by every layer."""
+        return self.cos[positions].to(dtype)[:, None, :], self.sin[positions].to(dtype)[:, None, :]
+
+    def rotate(
+        self, query: torch.Tensor, key: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        # query: [num_tokens, num_heads * head_size]; key: [num_tokens, num_kv_heads * head_size]
+        return self._rotate(query, cos, sin), self._rotate(key, cos, sin)
+
     def forward(
         self, positions: torch.Tensor, query: torch.Tensor, key: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        # positions: [num_tokens]; query: [num_tokens, num_heads * head_size];
-        # key: [num_tokens, num_kv_heads * head_size]
-        cos = self.cos[positions].to(query.dtype)[:, None, :]
-        sin = self.sin[positions].to(query.dtype)[:, None, :]
-        return self._rotate(query, cos, sin), self._rotate(key, cos, sin)
+        return self.rotate(query, key, *self.embed(positions, query.dtype))
 
     def _rotate(self, heads: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
         num_tokens = heads.shape[0]

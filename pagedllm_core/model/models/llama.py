@@ -51,10 +51,10 @@ class LlamaAttention(nn.Module):
         self.rotary = rotary
         self.attn = PagedAttention(backend, layer_index, shape.num_heads, shape.num_kv_heads, shape.head_size)
 
-    def forward(self, positions, hidden_states, kv_caches, metadata):
+    def forward(self, position_embeddings, hidden_states, kv_caches, metadata):
         # hidden_states: [num_tokens, hidden_size] -> q: [num_tokens, q_size], k/v: [num_tokens, kv_size]
         query, key, value = self.qkv_proj.split(self.qkv_proj(hidden_states))
-        query, key = self.rotary(positions, query, key)
+        query, key = self.rotary.rotate(query, key, *position_embeddings)
         return self.o_proj(self.attn(query, key, value, kv_caches, metadata))
 
 
@@ -84,9 +84,9 @@ class LlamaDecoderLayer(nn.Module):
         self.post_attention_layernorm = RMSNorm(hf_config.hidden_size, hf_config.rms_norm_eps)
         self.mlp = LlamaMLP(hf_config, biases.mlp)
 
-    def forward(self, positions, hidden_states, kv_caches, metadata):
+    def forward(self, position_embeddings, hidden_states, kv_caches, metadata):
         hidden_states = hidden_states + self.self_attn(
-            positions, self.input_layernorm(hidden_states), kv_caches, metadata
+            position_embeddings, self.input_layernorm(hidden_states), kv_caches, metadata
         )
         return hidden_states + self.mlp(self.post_attention_layernorm(hidden_states))
 
@@ -97,7 +97,7 @@ class LlamaModel(nn.Module):
     def __init__(self, hf_config, backend: AttentionBackend, biases: ProjectionBiases):
         super().__init__()
         self.embed_tokens = nn.Embedding(hf_config.vocab_size, hf_config.hidden_size)
-        rotary = RotaryEmbedding.from_config(hf_config, attention_shape(hf_config).head_size)
+        self.rotary = rotary = RotaryEmbedding.from_config(hf_config, attention_shape(hf_config).head_size)
         self.layers = nn.ModuleList(
             LlamaDecoderLayer(hf_config, backend, index, rotary, biases) for index in range(hf_config.num_hidden_layers)
         )
@@ -106,8 +106,9 @@ class LlamaModel(nn.Module):
     def forward(self, input_ids, positions, kv_caches, metadata):
         # input_ids, positions: [num_tokens] -> hidden_states: [num_tokens, hidden_size]
         hidden_states = self.embed_tokens(input_ids)
+        position_embeddings = self.rotary.embed(positions, hidden_states.dtype)
         for layer in self.layers:
-            hidden_states = layer(positions, hidden_states, kv_caches, metadata)
+            hidden_states = layer(position_embeddings, hidden_states, kv_caches, metadata)
         return self.norm(hidden_states)
 
 

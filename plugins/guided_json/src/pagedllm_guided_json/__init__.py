@@ -1,7 +1,17 @@
-"""pagedllm plugin for JSON-schema guided decoding.
+"""pagedllm plugin: structured outputs (JSON schema, JSON object, regex, choice) with outlines-core.
 
-It will register an ``output_constraint`` named ``json_schema``: a per-request logits processor
-that compiles the request's JSON schema with outlines-core into a token automaton and masks every
-token that would leave it. Until that lands it registers nothing, so installing it changes no
-behaviour.
+It registers the output-constraint backend ``outlines`` by its ``"module:Class"`` path, so loading
+the plugin imports nothing heavy; outlines-core is imported when a request first asks for
+structured output.
 """
+
+from pagedllm_core.hookspecs import hookimpl
+
+
+@hookimpl
+def register_output_constraints(register):
+    register(
+        "outlines",
+        "pagedllm_guided_json.backend:OutlinesBackend",
+        "JSON schema / JSON object / regex / choice guidance, compiled to token automata by outlines-core",
+    )

@@ -1,0 +1,136 @@
+"""The ``cpu`` attention backend: a compiled decode kernel plus per-sequence SDPA for prompt chunks."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import shutil
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from pagedllm_core.attention.backend import AttentionBackend, AttentionSpec
+from pagedllm_core.attention.metadata import AttentionMetadata
+from pagedllm_core.attention.reference import write_kv_cache
+
+SUPPORTED_KV_CACHE_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
+
+
+@dataclass
+class DecodeRows:
+    """The step's sequences that run one new token, as the kernel takes them."""
+
+    token_index: torch.Tensor  # [num_rows] int64, the row of each one's token in the step
+    block_tables: torch.Tensor  # [num_rows, max_blocks] int32
+    seq_lens: torch.Tensor  # [num_rows] int32
+
+
+@dataclass
+class PromptChunk:
+    """A sequence that runs several new tokens (a prompt or a chunk of one)."""
+
+    tokens: slice  # its rows in the step
+    seq_len: int  # context length including the chunk
+    block_ids: torch.Tensor  # [num_blocks] int64, the blocks holding its context
+
+
+@dataclass
+class StepPlan:
+    decode: DecodeRows | None
+    chunks: list[PromptChunk]
+
+
+class CpuAttentionBackend(AttentionBackend):
+    """Decode rows go to a C++ kernel that reads keys and values in place from the paged cache,
+    parallel over (sequence, KV head); prompt chunks go to ``scaled_dot_product_attention`` one
+    sequence at a time, on the chunk's own keys when it has no earlier context and on its gathered
+    blocks otherwise. Nothing is padded to the step's longest sequence.
+    """
+
+    @classmethod
+    def unsupported_reasons(cls, spec: AttentionSpec) -> list[str]:
+        reasons = []
+        compiler = os.environ.get("CXX", "c++")
+        if shutil.which(compiler) is None:
+            reasons.append(f"no C++ compiler ({compiler}) to build the kernel; install g++ or set CXX")
+        if importlib.util.find_spec("ninja") is None:
+            reasons.append("ninja is not installed (pip install ninja)")
+        if spec.device.type != "cpu":
+            reasons.append(f"device {spec.device.type} unsupported (cpu only)")
+        if spec.kv_cache_dtype not in SUPPORTED_KV_CACHE_DTYPES:
+            allowed = ", ".join(str(dtype) for dtype in SUPPORTED_KV_CACHE_DTYPES)
+            reasons.append(f"KV cache dtype {spec.kv_cache_dtype} unsupported ({allowed} are)")
+        if spec.num_heads % spec.num_kv_heads:
+            reasons.append(f"{spec.num_heads} query heads do not divide into {spec.num_kv_heads} KV head groups")
+        return reasons
+
+    def __init__(self, spec: AttentionSpec):
+        super().__init__(spec)
+        from pagedllm_attention_cpu.kernels import load_kernels
+
+        self._kernels = load_kernels()
+
+    def prepare(self, metadata: AttentionMetadata) -> None:
+        query_start = metadata.query_start_loc.tolist()
+        seq_lens = metadata.seq_lens.tolist()
+        decode_seqs, chunks = [], []
+        for seq, seq_len in enumerate(seq_lens):
+            start, end = query_start[seq], query_start[seq + 1]
+            if end - start == 1:
+                decode_seqs.append(seq)
+            else:
+                num_blocks = -(-seq_len // self.spec.block_size)
+                block_ids = metadata.block_tables[seq, :num_blocks].long()
+                chunks.append(PromptChunk(slice(start, end), seq_len, block_ids))
+        decode = None
+        if decode_seqs:
+            index = torch.tensor(decode_seqs, dtype=torch.int64)
+            decode = DecodeRows(
+                token_index=metadata.query_start_loc[:-1].long()[index],
+                block_tables=metadata.block_tables[index].contiguous(),
+                seq_lens=metadata.seq_lens[index].contiguous(),
+            )
+        metadata.backend_data = StepPlan(decode, chunks)
+
+    def forward(self, query, key, value, kv_cache, metadata):
+        write_kv_cache(key, value, kv_cache, metadata.slot_mapping)
+        plan: StepPlan = metadata.backend_data
+        query = query.contiguous()
+        output = torch.empty_like(query)
+        if plan.decode is not None:
+            decode = plan.decode
+            self._kernels.paged_decode(
+                output, query, kv_cache[0], kv_cache[1], decode.token_index, decode.block_tables, decode.seq_lens,
+                self.spec.scale,
+            )
+        for chunk in plan.chunks:
+            output[chunk.tokens] = self._attend_chunk(query[chunk.tokens], key[chunk.tokens], value[chunk.tokens],
+                                                      kv_cache, chunk)
+        return output
+
+    def _attend_chunk(self, query, key, value, kv_cache, chunk: PromptChunk) -> torch.Tensor:
+        # query: [chunk_len, num_heads, head_size] -> [chunk_len, num_heads, head_size]
+        chunk_len = query.shape[0]
+        if chunk.seq_len == chunk_len:
+            context_keys, context_values, mask, causal = key, value, None, True
+        else:
+            num_kv_heads, head_size = kv_cache.shape[-2:]
+            context_keys = kv_cache[0][chunk.block_ids].view(-1, num_kv_heads, head_size)[: chunk.seq_len]
+            context_values = kv_cache[1][chunk.block_ids].view(-1, num_kv_heads, head_size)[: chunk.seq_len]
+            # Query r sits at position seq_len - chunk_len + r and sees keys up to it.
+            positions = torch.arange(chunk.seq_len)
+            mask = positions[None, :] <= (chunk.seq_len - chunk_len + torch.arange(chunk_len))[:, None]
+            causal = False
+        # A leading batch dimension: torch's fused CPU kernel takes only 4-d inputs (3-d ones fall
+        # back to the unfused path, which is an order of magnitude slower).
+        output = F.scaled_dot_product_attention(
+            query.transpose(0, 1)[None],
+            context_keys.transpose(0, 1).to(query.dtype)[None],
+            context_values.transpose(0, 1).to(query.dtype)[None],
+            attn_mask=mask,
+            is_causal=causal,
+            scale=self.spec.scale,
+            enable_gqa=self.spec.num_heads != self.spec.num_kv_heads,
+        )
+        return output[0].transpose(0, 1)

@@ -1,0 +1,167 @@
+// Paged attention for decode rows (one new token per sequence) on the CPU.
+//
+// Each (sequence, KV head) pair is one task: its query heads' scores against every key of the
+// sequence are computed straight from the paged cache (no gather into a padded copy), softmaxed,
+// and used to sum the values. Keys and values are read once per step, which is what bounds decode
+// attention on a CPU. Accumulation is in float32 whatever the cache dtype.
+
+#include <torch/extension.h>
+#include <ATen/Parallel.h>
+
+#include <algorithm>
+#include <cmath>
+#include <limits>
+#include <vector>
+
+#if defined(__AVX2__) && defined(__FMA__)
+#include <immintrin.h>
+#endif
+
+namespace {
+
+template <typename scalar_t>
+inline float dot(const float* query, const scalar_t* key, int64_t head_size) {
+  float sum = 0.f;
+#pragma omp simd reduction(+ : sum)
+  for (int64_t d = 0; d < head_size; ++d) sum += query[d] * static_cast<float>(key[d]);
+  return sum;
+}
+
+#if defined(__AVX2__) && defined(__FMA__)
+// float32 keys with a head size that is a multiple of 16: two accumulators halve the FMA latency chain.
+template <>
+inline float dot<float>(const float* query, const float* key, int64_t head_size) {
+  if (head_size % 16) {
+    float sum = 0.f;
+    for (int64_t d = 0; d < head_size; ++d) sum += query[d] * key[d];
+    return sum;
+  }
+  __m256 even = _mm256_setzero_ps(), odd = _mm256_setzero_ps();
+  for (int64_t d = 0; d < head_size; d += 16) {
+    even = _mm256_fmadd_ps(_mm256_loadu_ps(query + d), _mm256_loadu_ps(key + d), even);
+    odd = _mm256_fmadd_ps(_mm256_loadu_ps(query + d + 8), _mm256_loadu_ps(key + d + 8), odd);
+  }
+  const __m256 both = _mm256_add_ps(even, odd);
+  __m128 half = _mm_add_ps(_mm256_castps256_ps128(both), _mm256_extractf128_ps(both, 1));
+  half = _mm_add_ps(half, _mm_movehl_ps(half, half));
+  half = _mm_add_ss(half, _mm_movehdup_ps(half));
+  return _mm_cvtss_f32(half);
+}
+#endif
+
+template <typename scalar_t>
+inline void add_scaled(float* accumulator, const scalar_t* value, float weight, int64_t head_size) {
+#pragma omp simd
+  for (int64_t d = 0; d < head_size; ++d) accumulator[d] += weight * static_cast<float>(value[d]);
+}
+
+template <typename scalar_t>
+void paged_decode_kernel(
+    torch::Tensor& output, const torch::Tensor& query, const torch::Tensor& key_cache,
+    const torch::Tensor& value_cache, const torch::Tensor& token_index, const torch::Tensor& block_tables,
+    const torch::Tensor& seq_lens, double scale) {
+  const int64_t num_rows = token_index.size(0);
+  const int64_t num_heads = query.size(1);
+  const int64_t head_size = query.size(2);
+  const int64_t block_size = key_cache.size(1);
+  const int64_t num_kv_heads = key_cache.size(2);
+  const int64_t group_size = num_heads / num_kv_heads;
+  const int64_t max_blocks = block_tables.size(1);
+
+  // Strides of the cache [num_blocks, block_size, num_kv_heads, head_size] (contiguous).
+  const int64_t block_stride = block_size * num_kv_heads * head_size;
+  const int64_t token_stride = num_kv_heads * head_size;
+
+  const scalar_t* query_data = query.data_ptr<scalar_t>();
+  const scalar_t* key_data = key_cache.data_ptr<scalar_t>();
+  const scalar_t* value_data = value_cache.data_ptr<scalar_t>();
+  scalar_t* output_data = output.data_ptr<scalar_t>();
+  const int64_t* token_data = token_index.data_ptr<int64_t>();
+  const int32_t* table_data = block_tables.data_ptr<int32_t>();
+  const int32_t* seq_len_data = seq_lens.data_ptr<int32_t>();
+  const float softmax_scale = static_cast<float>(scale);
+
+  // One task per sequence: its positions are visited in order, all KV heads of a position together,
+  // so every block is read front to back exactly once for keys and once for values.
+  at::parallel_for(0, num_rows, 1, [&](int64_t begin, int64_t end) {
+    std::vector<float> queries(num_heads * head_size);
+    std::vector<float> accumulators(num_heads * head_size);
+    std::vector<float> normalisers(num_heads);
+    std::vector<float> scores;
+    for (int64_t row = begin; row < end; ++row) {
+      const int64_t token = token_data[row];
+      const int64_t seq_len = seq_len_data[row];
+      const int32_t* block_table = table_data + row * max_blocks;
+      scores.resize(num_heads * seq_len);
+
+      const scalar_t* q = query_data + token * num_heads * head_size;
+      for (int64_t i = 0; i < num_heads * head_size; ++i) queries[i] = static_cast<float>(q[i]) * softmax_scale;
+
+      // scores[head * seq_len + position] = q_head . k_position (of the head's KV group)
+      for (int64_t block_index = 0, position = 0; position < seq_len; ++block_index) {
+        const scalar_t* block_keys = key_data + block_table[block_index] * block_stride;
+        for (int64_t offset = 0; offset < block_size && position < seq_len; ++offset, ++position) {
+          const scalar_t* keys = block_keys + offset * token_stride;
+          for (int64_t head = 0; head < num_heads; ++head) {
+            scores[head * seq_len + position] =
+                dot(&queries[head * head_size], keys + (head / group_size) * head_size, head_size);
+          }
+        }
+      }
+
+      // Softmax per head; the normaliser is applied once at the end.
+      for (int64_t head = 0; head < num_heads; ++head) {
+        float* head_scores = &scores[head * seq_len];
+        const float maximum = *std::max_element(head_scores, head_scores + seq_len);
+        float total = 0.f;
+        for (int64_t position = 0; position < seq_len; ++position) {
+          head_scores[position] = std::exp(head_scores[position] - maximum);
+          total += head_scores[position];
+        }
+        normalisers[head] = 1.f / total;
+      }
+
+      std::fill(accumulators.begin(), accumulators.end(), 0.f);
+      for (int64_t block_index = 0, position = 0; position < seq_len; ++block_index) {
+        const scalar_t* block_values = value_data + block_table[block_index] * block_stride;
+        for (int64_t offset = 0; offset < block_size && position < seq_len; ++offset, ++position) {
+          const scalar_t* values = block_values + offset * token_stride;
+          for (int64_t head = 0; head < num_heads; ++head) {
+            add_scaled(&accumulators[head * head_size], values + (head / group_size) * head_size,
+                       scores[head * seq_len + position], head_size);
+          }
+        }
+      }
+
+      scalar_t* out = output_data + token * num_heads * head_size;
+      for (int64_t i = 0; i < num_heads * head_size; ++i) {
+        out[i] = static_cast<scalar_t>(accumulators[i] * normalisers[i / head_size]);
+      }
+    }
+  });
+}
+
+}  // namespace
+
+// Fills output[token_index[i]] for each decode row i; every other row of output is left as is.
+void paged_decode(
+    torch::Tensor output, torch::Tensor query, torch::Tensor key_cache, torch::Tensor value_cache,
+    torch::Tensor token_index, torch::Tensor block_tables, torch::Tensor seq_lens, double scale) {
+  TORCH_CHECK(query.is_contiguous() && output.is_contiguous(), "query and output must be contiguous");
+  TORCH_CHECK(key_cache.is_contiguous() && value_cache.is_contiguous(), "the KV cache must be contiguous");
+  TORCH_CHECK(query.scalar_type() == key_cache.scalar_type() && query.scalar_type() == output.scalar_type(),
+              "query, output and KV cache must share a dtype");
+  TORCH_CHECK(token_index.scalar_type() == at::kLong, "token_index must be int64");
+  TORCH_CHECK(block_tables.scalar_type() == at::kInt && seq_lens.scalar_type() == at::kInt,
+              "block_tables and seq_lens must be int32");
+  TORCH_CHECK(block_tables.is_contiguous() && seq_lens.is_contiguous() && token_index.is_contiguous(),
+              "index tensors must be contiguous");
+  TORCH_CHECK(query.size(1) % key_cache.size(2) == 0, "query heads must divide into KV head groups");
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, query.scalar_type(), "paged_decode", [&] {
+    paged_decode_kernel<scalar_t>(output, query, key_cache, value_cache, token_index, block_tables, seq_lens, scale);
+  });
+}
+
+PYBIND11_MODULE(TORCH_EXTENSION_NAME, module) {
+  module.def("paged_decode", &paged_decode, "Paged attention of one new token per sequence (CPU)");
+}
