@@ -65,6 +65,12 @@ class EngineConfig(BaseModel):
         30.0, gt=0, description="Seconds a request waits for its JSON schema or regex to compile before a 400."
     )
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto picks cuda when available.")
+    num_cpu_threads: int | None = Field(
+        None,
+        ge=1,
+        description="On CPU: torch's intra-op threads for the model (process-wide); None keeps torch's choice, one "
+        "per core. Fewer threads than cores leaves a core to the server and other processes.",
+    )
     seed: int = Field(0, ge=0, description="Seed of the engine's random generator (requests may bring their own).")
 
     @model_validator(mode="after")

@@ -145,6 +145,8 @@ def eos_token_ids(tokenizer, hf_config) -> frozenset[int]:
 
 def load_model_for_engine(config: EngineConfig, registry: Registry) -> LoadedModel:
     device = resolve_device(config.device)
+    if device.type == "cpu" and config.num_cpu_threads is not None:
+        torch.set_num_threads(config.num_cpu_threads)
     source = loader.resolve_model_source(config)
     hf_config = loader.load_hf_config(source)
     dtype = fit_dtype_to_device(config, loader.resolve_dtype(config.dtype, hf_config, source), device)
