@@ -27,7 +27,7 @@ def test_every_request_generates_exactly_output_len_tokens_under_preemption(engi
     assert engine.scheduler.num_preemptions > 0  # 6 sequences of up to 47 tokens share 96 slots
     assert kv_usage.num_steps > 0 and 0 < kv_usage.peak_usage <= 1 and 0 < kv_usage.mean_usage <= kv_usage.peak_usage
     assert 0 <= kv_usage.waste < 1
-    assert 1 <= kv_usage.peak_running_sequences <= 6
+    assert 2 <= kv_usage.peak_running_sequences <= 6  # the pool holds at least two whole sequences
     stats = engine.kv_cache_stats()
     assert stats.num_referenced_blocks == 0 and stats.num_computed_tokens == 0
 

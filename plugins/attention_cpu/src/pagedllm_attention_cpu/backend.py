@@ -72,25 +72,23 @@ class CpuAttentionBackend(AttentionBackend):
         self._kernels = load_kernels()
 
     def prepare(self, metadata: AttentionMetadata) -> None:
-        query_start = metadata.query_start_loc.tolist()
-        seq_lens = metadata.seq_lens.tolist()
-        decode_seqs, chunks = [], []
-        for seq, seq_len in enumerate(seq_lens):
-            start, end = query_start[seq], query_start[seq + 1]
-            if end - start == 1:
-                decode_seqs.append(seq)
-            else:
-                num_blocks = -(-seq_len // self.spec.block_size)
-                block_ids = metadata.block_tables[seq, :num_blocks].long()
-                chunks.append(PromptChunk(slice(start, end), seq_len, block_ids))
+        # Decode rows are picked with tensor ops; only the (few) prompt chunks are visited one by one.
+        query_start = metadata.query_start_loc.long()
+        is_decode = query_start[1:] - query_start[:-1] == 1
         decode = None
-        if decode_seqs:
-            index = torch.tensor(decode_seqs, dtype=torch.int64)
+        if bool(is_decode.any()):
+            index = is_decode.nonzero().squeeze(-1)
             decode = DecodeRows(
-                token_index=metadata.query_start_loc[:-1].long()[index],
+                token_index=query_start[:-1][index],
                 block_tables=metadata.block_tables[index].contiguous(),
                 seq_lens=metadata.seq_lens[index].contiguous(),
             )
+        chunks = []
+        for seq in (~is_decode).nonzero().squeeze(-1).tolist():
+            seq_len = int(metadata.seq_lens[seq])
+            num_blocks = -(-seq_len // self.spec.block_size)
+            tokens = slice(int(query_start[seq]), int(query_start[seq + 1]))
+            chunks.append(PromptChunk(tokens, seq_len, metadata.block_tables[seq, :num_blocks].long()))
         metadata.backend_data = StepPlan(decode, chunks)
 
     def forward(self, query, key, value, kv_cache, metadata):
