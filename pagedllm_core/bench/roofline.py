@@ -16,6 +16,7 @@ from torch import nn
 
 from pagedllm_core.bench.workloads import Workload
 from pagedllm_core.model.attention_shape import attention_shape
+from pagedllm_core.model.layers.linear import PrepackedLinear
 
 
 @dataclass(frozen=True)
@@ -70,11 +71,11 @@ class ModelFlops:
     @classmethod
     def of_model(cls, model: nn.Module, hf_config) -> ModelFlops:
         """Count the weights of ``model``'s linear layers; its ``lm_head`` is the vocabulary projection."""
-        linear_layers = [module for module in model.modules() if isinstance(module, nn.Linear)]
-        num_vocab_weights = model.lm_head.weight.numel()
+        linear_layers = [module for module in model.modules() if isinstance(module, (nn.Linear, PrepackedLinear))]
+        num_vocab_weights = model.lm_head.in_features * model.lm_head.out_features
         shape = attention_shape(hf_config)
         return cls(
-            num_body_weights=sum(layer.weight.numel() for layer in linear_layers) - num_vocab_weights,
+            num_body_weights=sum(layer.in_features * layer.out_features for layer in linear_layers) - num_vocab_weights,
             num_vocab_weights=num_vocab_weights,
             num_layers=shape.num_layers,
             num_heads=shape.num_heads,

@@ -16,6 +16,7 @@ from pagedllm_core.engine.kv_cache import KVCacheShape, allocate_kv_cache, num_b
 from pagedllm_core.engine.model_runner import ModelRunner
 from pagedllm_core.errors import ConfigError, UnsupportedConfigError
 from pagedllm_core.model import loader
+from pagedllm_core.model.layers.linear import prepack_linear_layers
 from pagedllm_core.registry import PluginKind, Registry
 
 logger = logging.getLogger(__name__)
@@ -60,6 +61,12 @@ def fit_dtype_to_device(config: EngineConfig, dtype: torch.dtype, device: torch.
         return dtype
     logger.info("dtype auto: this CPU has no native bfloat16 matmuls, so the model runs in float32")
     return torch.float32
+
+
+def prepacks_linear_weights(device: torch.device, dtype: torch.dtype) -> bool:
+    """Whether the model's linear layers run from oneDNN-prepacked weights: on a CPU, in float32, or
+    in bfloat16 where the CPU has native bfloat16 (oneDNN refuses to pack it otherwise)."""
+    return device.type == "cpu" and (dtype == torch.float32 or (dtype == torch.bfloat16 and cpu_has_native_bfloat16()))
 
 
 def resolve_max_model_len(config: EngineConfig, model_context: int) -> int:
@@ -166,6 +173,8 @@ def load_model_for_engine(config: EngineConfig, registry: Registry) -> LoadedMod
     model = loader.build_model(hf_config, attention, dtype, device)
     loader.load_weights(model, source, hf_config)
     model.eval()
+    if prepacks_linear_weights(device, dtype):
+        logger.info("prepacked %d linear layers for oneDNN", prepack_linear_layers(model))
     tokenizer = loader.load_tokenizer(source, config)
 
     cache_shape = KVCacheShape(shape.num_layers, shape.num_kv_heads, shape.head_size, dtype)

@@ -1,12 +1,26 @@
-"""A linear layer that computes several projections of one input in a single matmul."""
+"""Linear layers: several projections of one input in a single matmul, and weights prepacked for the CPU."""
 
 from __future__ import annotations
+
+import logging
 
 import torch
 from torch import nn
 
+logger = logging.getLogger(__name__)
 
-class MergedLinear(nn.Linear):
+
+class SplitsOutput:
+    """A layer whose output stacks several projections (q/k/v, gate/up) along its last dimension."""
+
+    output_sizes: list[int]
+
+    def split(self, output: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        # output: [num_tokens, sum(output_sizes)] -> one [num_tokens, size] view per projection
+        return output.split(self.output_sizes, dim=-1)
+
+
+class MergedLinear(SplitsOutput, nn.Linear):
     """Projections of the same input (q/k/v, gate/up) stacked along the output dimension.
 
     Checkpoints store each projection separately; :meth:`load_shard` copies one of them into its
@@ -27,6 +41,47 @@ class MergedLinear(nn.Linear):
             )
         rows.copy_(tensor)
 
-    def split(self, output: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        # output: [num_tokens, sum(output_sizes)] -> one [num_tokens, size] view per projection
-        return output.split(self.output_sizes, dim=-1)
+
+class PrepackedLinear(SplitsOutput, nn.Module):
+    """``x @ W.T + b`` through oneDNN, with ``W`` reordered once into oneDNN's blocked layout.
+
+    torch's ``nn.Linear`` on a CPU calls MKL's sgemm, which re-reads the weight in its plain layout
+    on every call; the skinny matmuls of decoding (a few to a few hundred rows against 576-49,152
+    columns) run markedly faster from the prepacked layout (docs/benchmarks.md, "Where the time
+    goes"). The packed tensor is opaque: only ``torch.ops.mkldnn._linear_pointwise`` can read it.
+    """
+
+    def __init__(self, linear: nn.Linear):
+        super().__init__()
+        self.in_features = linear.in_features
+        self.out_features = linear.out_features
+        self.output_sizes = list(getattr(linear, "output_sizes", [linear.out_features]))
+        self.register_buffer("packed_weight", torch.ops.mkldnn._reorder_linear_weight(linear.weight.detach()))
+        self.bias = linear.bias
+
+    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        # hidden_states: [..., in_features] -> [..., out_features]
+        rows = hidden_states.reshape(-1, self.in_features)
+        output = torch.ops.mkldnn._linear_pointwise(rows, self.packed_weight, self.bias, "none", [], "")
+        return output.view(*hidden_states.shape[:-1], self.out_features)
+
+
+def prepack_linear_layers(model: nn.Module) -> int:
+    """Swap every dense linear layer of a loaded CPU ``model`` for a :class:`PrepackedLinear`; returns how many.
+
+    Quantized and other custom projection modules are left alone. A tied ``lm_head`` gets its own
+    packed copy while the embedding keeps the plain weight. oneDNN packs float32 on any x86 CPU,
+    bfloat16 only where the CPU has native bfloat16 instructions.
+    """
+    if not torch.backends.mkldnn.is_available():
+        logger.info("torch was built without oneDNN: linear layers keep torch's matmul")
+        return 0
+    targets = [
+        (parent, name, child)
+        for parent in model.modules()
+        for name, child in parent.named_children()
+        if type(child) in (nn.Linear, MergedLinear)
+    ]
+    for parent, name, child in targets:
+        setattr(parent, name, PrepackedLinear(child))
+    return len(targets)
