@@ -204,6 +204,14 @@ def ours_prompts_fingerprints(model: Path, num_prompts: int, num_iters: int, num
     }
 
 
+def latency_figures(text: str) -> dict[str, float]:
+    """TTFT and decode speed from ``pagedllm bench latency``'s table."""
+    return {
+        "ttft_median_ms": float(table_cell(text, "system", "pagedllm", "TTFT p50 (ms)")),
+        "decode_tokens_per_s_median": float(table_cell(text, "system", "pagedllm", "decode tok/s p50")),
+    }
+
+
 def _ratio(ours: float, theirs: float) -> str:
     return f"{ours / theirs:.2f}x" if theirs else "-"
 
@@ -246,6 +254,11 @@ def build_markdown(args, results: dict, modes: list[VllmMode], commands: list[st
             lambda r: r["W4"]["ttft_median_s"] * 1e3 if "W4" in r else None, ".1f")
         row("", "decode tok/s", "higher", ours["W4"]["decode_tokens_per_s_median"],
             lambda r: r.get("W4", {}).get("decode_tokens_per_s_median"), ".1f")
+    if "W4-gguf" in ours:
+        row("W4, pagedllm on the GGUF's blocks", "TTFT (ms)", "lower", ours["W4-gguf"]["ttft_median_ms"],
+            lambda r: r["W4"]["ttft_median_s"] * 1e3 if "W4" in r else None, ".1f")
+        row("", "decode tok/s", "higher", ours["W4-gguf"]["decode_tokens_per_s_median"],
+            lambda r: r.get("W4", {}).get("decode_tokens_per_s_median"), ".1f")
     if "W3" in ours:
         for rate, figures in ours["W3"].items():
             label = f"W3 rate {rate}/s ({args.serve_num_prompts} requests)"
@@ -266,6 +279,10 @@ def build_markdown(args, results: dict, modes: list[VllmMode], commands: list[st
         *(f"- vLLM {mode.name}: {mode.description}." for mode in modes),
         f"- pagedllm: dtype {args.dtype}, KV cache {args.kv_cache_gib} GiB, its defaults otherwise; torch's "
         "default thread count (see the line below the table); W3 through `pagedllm serve` in its own process.",
+        "- W4 on the GGUF's blocks: pagedllm loads the default model's Q4_1 GGUF itself, the file the converted "
+        "directory was dequantized from (the same weight values), and its `gguf` quantization reads the blocks in "
+        "steps of up to four rows; vLLM's figures are those of the converted directory." if "W4-gguf" in ours else
+        "- W4 on the GGUF's blocks not run (pass --gguf-w4).",
         "- W3: both servers loaded by the same client, `pagedllm bench serve --dataset random-ids`, "
         f"vLLM in its {args.serve_mode} configuration." if args.serve else "- W3 not run (pass --serve).",
         f"- Prompts checked equal on both sides (sha256 prefixes {results['prompts_sha256']}).",
@@ -294,6 +311,8 @@ def main() -> None:
                         help="vLLM configuration of the W3 server (default: default, as `vllm serve` runs)")
     parser.add_argument("--serve-num-prompts", type=int, default=200, help="W3 requests per rate (default: 200)")
     parser.add_argument("--request-rates", default="inf,4,1", help="W3 rates (default: inf,4,1)")
+    parser.add_argument("--gguf-w4", action="store_true",
+                        help="also run pagedllm's W4 on the default GGUF file, reading its Q4_1 blocks")
     parser.add_argument("--skip-ours", action="store_true", help="run only vLLM's side (testing the harness)")
     parser.add_argument("--out-dir", type=Path, default=ROOT / "bench_out" / "vllm_compare",
                         help="logs and results.json (default: bench_out/vllm_compare)")
@@ -336,10 +355,13 @@ def main() -> None:
             ours_bin, "bench", "latency", "--num-iters", str(args.num_iters), "--num-warmup", str(args.num_warmup),
             "--no-baseline", *engine_flags,
         ])
-        results["pagedllm"]["W4"] = {
-            "ttft_median_ms": float(table_cell(text, "system", "pagedllm", "TTFT p50 (ms)")),
-            "decode_tokens_per_s_median": float(table_cell(text, "system", "pagedllm", "decode tok/s p50")),
-        }
+        results["pagedllm"]["W4"] = latency_figures(text)
+        if args.gguf_w4:
+            text = runner.run("pagedllm-W4-gguf", [
+                ours_bin, "bench", "latency", "--num-iters", str(args.num_iters), "--num-warmup", str(args.num_warmup),
+                "--no-baseline", "--dtype", args.dtype, "--kv-cache-memory", f"{args.kv_cache_gib}GiB",
+            ])
+            results["pagedllm"]["W4-gguf"] = latency_figures(text)
 
     if args.serve:
         client = [ours_bin, "bench", "serve", "--dataset", "random-ids", "--model", model,

@@ -56,6 +56,12 @@ class EngineConfig(BaseModel):
         description="Registered attention backend name; auto takes the fastest installed one that can run the "
         "model on its device (cpu, then torch on CPU; cuda, then triton, then torch on CUDA).",
     )
+    quantization: str = Field(
+        "auto",
+        min_length=1,
+        description="Registered quantization method for the linear layers; auto runs a quantized checkpoint from "
+        "its own blocks when an installed method can (gguf on CPU), none keeps dense weights.",
+    )
     sampler: str = Field("default", min_length=1, description="Registered sampler name.")
     scheduler: str = Field("default", min_length=1, description="Registered scheduler name.")
     structured_outputs_backend: str = Field(

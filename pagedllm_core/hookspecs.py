@@ -80,13 +80,14 @@ def register_schedulers(register: RegisterFn) -> None:
 
 @hookspec
 def register_quantizers(register: RegisterFn) -> None:
-    """Register weight quantization methods (AWQ, ...).
+    """Register weight quantization methods (GGUF blocks, AWQ, ...).
 
     Called once when the registry is built. Each target is a
-    :class:`pagedllm_core.model.quantization.QuantizationMethod` subclass, which will be asked for
-    the module of each projection a model builds. The engine does not select quantizers yet (the
-    AWQ plugin's issue adds the ``quantization`` setting and the model wiring); registrations are
-    listed by ``pagedllm plugins`` meanwhile.
+    :class:`pagedllm_core.model.quantization.QuantizationMethod` subclass. The engine picks the one
+    named by ``EngineConfig.quantization`` (default ``"auto"``: the checkpoint's own format when an
+    installed method can run it, see ``engine.model_setup.AUTO_QUANTIZATION``; ``"none"`` keeps
+    dense weights), asks its ``unsupported_reasons(target)``, builds it with the checkpoint, dtype
+    and device, and calls ``process_weights_after_loading(model)`` once the weights are loaded.
 
     :param register: call ``register(name, target, description)`` once per method.
     :returns: nothing; results are collected through ``register``.

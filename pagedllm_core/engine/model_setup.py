@@ -17,6 +17,7 @@ from pagedllm_core.engine.model_runner import ModelRunner
 from pagedllm_core.errors import ConfigError, UnsupportedConfigError
 from pagedllm_core.model import loader
 from pagedllm_core.model.layers.linear import prepack_linear_layers
+from pagedllm_core.model.quantization import QuantizationTarget
 from pagedllm_core.registry import PluginKind, Registry
 
 logger = logging.getLogger(__name__)
@@ -130,6 +131,29 @@ def _reasons_of(registry: Registry, name: str, spec: AttentionSpec) -> list[str]
         return [str(error)]
 
 
+# What ``quantization="auto"`` runs, by checkpoint format, when that method is installed and can run the model.
+AUTO_QUANTIZATION = {"gguf": "gguf"}
+
+
+def build_quantization(config: EngineConfig, registry: Registry, target: QuantizationTarget):
+    """The configured quantization method, built for ``target``; None for dense weights."""
+    name = config.quantization
+    if name == "auto":
+        name = AUTO_QUANTIZATION.get("gguf" if target.source.is_gguf else "dense", "none")
+        if name not in registry.names(PluginKind.QUANTIZER):
+            return None
+    if name == "none":
+        return None
+    method_class = registry.resolve(PluginKind.QUANTIZER, name)
+    reasons = method_class.unsupported_reasons(target)
+    if reasons and config.quantization == "auto":
+        logger.info("quantization auto: not using %r (%s)", name, "; ".join(reasons))
+        return None
+    if reasons:
+        raise UnsupportedConfigError(f"quantization {name!r} cannot run this model: {'; '.join(reasons)}")
+    return method_class(target)
+
+
 def available_device_bytes(config: EngineConfig, device: torch.device) -> int | None:
     """On CUDA: what the KV cache may take of the device after the weights (and a margin for activations)."""
     if device.type != "cuda":
@@ -173,6 +197,11 @@ def load_model_for_engine(config: EngineConfig, registry: Registry) -> LoadedMod
     model = loader.build_model(hf_config, attention, dtype, device)
     loader.load_weights(model, source, hf_config)
     model.eval()
+    quantization = build_quantization(config, registry, QuantizationTarget(source, hf_config, dtype, device))
+    if quantization is not None:
+        logger.info(
+            "quantization %r runs %d linear layers", config.quantization, quantization.process_weights_after_loading(model)
+        )
     if prepacks_linear_weights(device, dtype):
         logger.info("prepacked %d linear layers for oneDNN", prepack_linear_layers(model))
     tokenizer = loader.load_tokenizer(source, config)

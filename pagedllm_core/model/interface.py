@@ -18,6 +18,10 @@ class CausalLM(Protocol):
     ``attention.forward(q, k, v, kv_caches[layer_index], metadata)``.
     """
 
+    merged_projections: dict[str, tuple[str, int]]
+    """Checkpoint projection name -> (name of the merged layer holding it, its index there), e.g.
+    ``{"q_proj": ("qkv_proj", 0)}``."""
+
     def forward(
         self,
         input_ids: torch.Tensor,

@@ -25,6 +25,7 @@ PLUGIN_DISTRIBUTIONS = {
     "guided_json": "pagedllm-guided-json",
     "lora": "pagedllm-lora",
     "quant_awq": "pagedllm-quant-awq",
+    "quant_gguf": "pagedllm-quant-gguf",
 }
 
 PROBE = """

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 
@@ -20,8 +21,7 @@ class RMSNorm(nn.Module):
 
     def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
         # hidden_states: [num_tokens, hidden_size]
-        input_dtype = hidden_states.dtype
-        hidden_states = hidden_states.float()
-        variance = hidden_states.pow(2).mean(-1, keepdim=True)
-        hidden_states = hidden_states * torch.rsqrt(variance + self.eps)
-        return self.weight * hidden_states.to(input_dtype)
+        if hidden_states.dtype == torch.float32:
+            return F.rms_norm(hidden_states, self.weight.shape, self.weight, self.eps)
+        normalized = F.rms_norm(hidden_states.float(), self.weight.shape, eps=self.eps)
+        return self.weight * normalized.to(hidden_states.dtype)

@@ -78,20 +78,18 @@ class RotaryEmbedding(nn.Module):
         shared by every layer."""
         return self.cos[positions].to(dtype)[:, None, :], self.sin[positions].to(dtype)[:, None, :]
 
-    def rotate(
-        self, query: torch.Tensor, key: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        # query: [num_tokens, num_heads * head_size]; key: [num_tokens, num_kv_heads * head_size]
-        return self._rotate(query, cos, sin), self._rotate(key, cos, sin)
+    def rotate_heads(self, heads: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+        """Rotate every head of ``heads`` ``[num_tokens, num_heads * head_size]`` (a strided view is fine:
+        queries and keys side by side in a fused projection's output are rotated in one pass)."""
+        num_tokens = heads.shape[0]
+        # first/second: [num_tokens, num_heads, head_size // 2]
+        first, second = heads.unflatten(-1, (-1, self.head_size)).chunk(2, dim=-1)
+        rotated = torch.cat((first * cos - second * sin, second * cos + first * sin), dim=-1)
+        return rotated.view(num_tokens, -1)
 
     def forward(
         self, positions: torch.Tensor, query: torch.Tensor, key: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.rotate(query, key, *self.embed(positions, query.dtype))
-
-    def _rotate(self, heads: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-        num_tokens = heads.shape[0]
-        # first/second: [num_tokens, num_heads, head_size // 2]
-        first, second = heads.view(num_tokens, -1, self.head_size).chunk(2, dim=-1)
-        rotated = torch.cat((first * cos - second * sin, second * cos + first * sin), dim=-1)
-        return rotated.view(num_tokens, -1)
+        # query: [num_tokens, num_heads * head_size]; key: [num_tokens, num_kv_heads * head_size]
+        cos, sin = self.embed(positions, query.dtype)
+        return self.rotate_heads(query, cos, sin), self.rotate_heads(key, cos, sin)

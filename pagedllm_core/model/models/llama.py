@@ -47,14 +47,20 @@ class LlamaAttention(nn.Module):
         q_size = shape.num_heads * shape.head_size
         kv_size = shape.num_kv_heads * shape.head_size
         self.qkv_proj = MergedLinear(hf_config.hidden_size, [q_size, kv_size, kv_size], bias=biases.qkv)
+        self.query_key_sizes = [q_size, kv_size]
         self.o_proj = nn.Linear(q_size, hf_config.hidden_size, bias=biases.output)
         self.rotary = rotary
         self.attn = PagedAttention(backend, layer_index, shape.num_heads, shape.num_kv_heads, shape.head_size)
 
     def forward(self, position_embeddings, hidden_states, kv_caches, metadata):
         # hidden_states: [num_tokens, hidden_size] -> q: [num_tokens, q_size], k/v: [num_tokens, kv_size]
-        query, key, value = self.qkv_proj.split(self.qkv_proj(hidden_states))
-        query, key = self.rotary.rotate(query, key, *position_embeddings)
+        qkv = self.qkv_proj(hidden_states)
+        # q and k sit side by side in the fused output: one rotation covers both.
+        query_key_size = sum(self.query_key_sizes)
+        query, key = self.rotary.rotate_heads(qkv[:, :query_key_size], *position_embeddings).split(
+            self.query_key_sizes, dim=-1
+        )
+        value = qkv[:, query_key_size:]
         return self.o_proj(self.attn(query, key, value, kv_caches, metadata))
 
 
@@ -115,6 +121,8 @@ class LlamaModel(nn.Module):
 class LlamaForCausalLM(nn.Module):
     """Llama (1, 2, 3.x), SmolLM and Mistral: a :class:`~pagedllm_core.model.interface.CausalLM`."""
 
+    merged_projections = MERGED_PROJECTIONS
+
     @classmethod
     def projection_biases(cls, hf_config) -> ProjectionBiases:
         attention_bias = getattr(hf_config, "attention_bias", False)
@@ -141,7 +149,7 @@ class LlamaForCausalLM(nn.Module):
         return self.lm_head(hidden_states).float()
 
     def load_weights(self, weights: Iterable[tuple[str, torch.Tensor]]) -> None:
-        load_named_tensors(self, weights, MERGED_PROJECTIONS)
+        load_named_tensors(self, weights, self.merged_projections)
 
 
 MistralForCausalLM = LlamaForCausalLM

@@ -109,6 +109,8 @@ class OPTModel(nn.Module):
 class OPTForCausalLM(nn.Module):
     """OPT (125m to 66b): a :class:`~pagedllm_core.model.interface.CausalLM`."""
 
+    merged_projections = MERGED_PROJECTIONS
+
     def __init__(self, hf_config, attention: AttentionBackend):
         super().__init__()
         self.model = OPTModel(hf_config, attention)
@@ -135,4 +137,4 @@ class OPTForCausalLM(nn.Module):
     def load_weights(self, weights: Iterable[tuple[str, torch.Tensor]]) -> None:
         # The original facebook/opt-* checkpoints name the decoder without the "model." prefix.
         renamed = ((f"model.{name}" if name.startswith("decoder.") else name, tensor) for name, tensor in weights)
-        load_named_tensors(self, renamed, MERGED_PROJECTIONS)
+        load_named_tensors(self, renamed, self.merged_projections)
