@@ -10,14 +10,14 @@ from torch import nn
 from pagedllm_core.model.layers.linear import SplitsOutput
 
 # Steps with at most this many rows read the blocks; bigger ones are compute-bound and the dense
-# float32 matmul is faster (measured crossover, docs/quantization.md).
-MAX_BLOCK_ROWS = 4
+# float32 matmul is faster (decode steps of the default model, docs/quantization.md).
+MAX_BLOCK_ROWS = 16
 
 
 class GGUFLinear(SplitsOutput, nn.Module):
     """``x @ W.T + b`` from the quantized blocks for small steps, from the dense layer otherwise.
 
-    A decode step of one or a few sequences is bound by reading weights from memory: the blocks
+    A decode step of up to a dozen or so sequences is bound by reading weights from memory: the blocks
     hold 4.5-8.5 bits per weight against float32's 32. Both paths compute with the same weight
     values (the blocks dequantize bit for bit to the dense weight) and differ only in summation order.
     """
