@@ -66,6 +66,17 @@ class PrepackedLinear(SplitsOutput, nn.Module):
         return output.view(*hidden_states.shape[:-1], self.out_features)
 
 
+def dense_linear_layers(model: nn.Module) -> list[tuple[str, nn.Module, str, nn.Linear]]:
+    """Every plain ``nn.Linear`` or :class:`MergedLinear` of ``model`` as ``(parent name, parent,
+    attribute name, layer)``, so a caller can swap the layer for another module."""
+    return [
+        (parent_name, parent, name, child)
+        for parent_name, parent in model.named_modules()
+        for name, child in parent.named_children()
+        if type(child) in (nn.Linear, MergedLinear)
+    ]
+
+
 def prepack_linear_layers(model: nn.Module) -> int:
     """Swap every dense linear layer of a loaded CPU ``model`` for a :class:`PrepackedLinear`; returns how many.
 
@@ -76,12 +87,7 @@ def prepack_linear_layers(model: nn.Module) -> int:
     if not torch.backends.mkldnn.is_available():
         logger.info("torch was built without oneDNN: linear layers keep torch's matmul")
         return 0
-    targets = [
-        (parent, name, child)
-        for parent in model.modules()
-        for name, child in parent.named_children()
-        if type(child) in (nn.Linear, MergedLinear)
-    ]
-    for parent, name, child in targets:
-        setattr(parent, name, PrepackedLinear(child))
+    targets = dense_linear_layers(model)
+    for _, parent, name, layer in targets:
+        setattr(parent, name, PrepackedLinear(layer))
     return len(targets)

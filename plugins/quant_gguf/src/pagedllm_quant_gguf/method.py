@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from pagedllm_core.model.gguf_parse_cache import reuse_gguf_parses
-from pagedllm_core.model.layers.linear import MergedLinear
+from pagedllm_core.model.layers.linear import MergedLinear, dense_linear_layers
 from pagedllm_core.model.quantization import QuantizationMethod, QuantizationTarget
 from pagedllm_quant_gguf.blocks import SUPPORTED_QUANT_TYPES, dequantize
 from pagedllm_quant_gguf.layer import GGUFLinear
@@ -53,19 +53,16 @@ class GGUFQuantization(QuantizationMethod):
         name_map = gguf.get_tensor_name_map(_architecture(reader), self.target.hf_config.num_hidden_layers)
         owners = {id(parameter): name for name, parameter in model.named_parameters()}
         swapped = 0
-        for parent_name, parent in list(model.named_modules()):
-            for name, layer in list(parent.named_children()):
-                if type(layer) not in (nn.Linear, MergedLinear):
-                    continue
-                layer_name = f"{parent_name}.{name}" if parent_name else name
-                checkpoint_names = _checkpoint_weight_names(model, layer_name, layer, owners[id(layer.weight)])
-                found = _matching_blocks(layer, [_gguf_tensor(tensors, name_map, names) for names in checkpoint_names])
-                if found is None:
-                    logger.debug("gguf: %s stays dense", layer_name)
-                    continue
-                blocks, quant_type = found
-                setattr(parent, name, GGUFLinear(layer, blocks, quant_type, self._kernels))
-                swapped += 1
+        for parent_name, parent, name, layer in dense_linear_layers(model):
+            layer_name = f"{parent_name}.{name}" if parent_name else name
+            checkpoint_names = _checkpoint_weight_names(model, layer_name, layer, owners[id(layer.weight)])
+            found = _matching_blocks(layer, [_gguf_tensor(tensors, name_map, names) for names in checkpoint_names])
+            if found is None:
+                logger.debug("gguf: %s stays dense", layer_name)
+                continue
+            blocks, quant_type = found
+            setattr(parent, name, GGUFLinear(layer, blocks, quant_type, self._kernels))
+            swapped += 1
         return swapped
 
 
