@@ -55,7 +55,11 @@ def test_rotary_embedding_matches_transformers_bit_for_bit(dtype):
     query = torch.randn(len(positions), 4 * HEAD_SIZE, dtype=dtype)
     key = torch.randn(len(positions), 2 * HEAD_SIZE, dtype=dtype)
 
-    rotated_query, rotated_key = RotaryEmbedding.from_config(config, HEAD_SIZE)(positions, query, key)
+    # As the Llama layers do: q and k side by side in a fused projection's output, rotated in one pass.
+    fused = torch.cat((query, key, torch.randn_like(key)), dim=-1)
+    rotary = RotaryEmbedding.from_config(config, HEAD_SIZE)
+    rotated = rotary.rotate_heads(fused[:, : query.shape[1] + key.shape[1]], *rotary.embed(positions, dtype))
+    rotated_query, rotated_key = rotated.split([query.shape[1], key.shape[1]], dim=-1)
 
     cos, sin = LlamaRotaryEmbedding(config)(query, positions[None])
     # transformers' layout: [batch, heads, tokens, head_size]

@@ -86,10 +86,3 @@ class RotaryEmbedding(nn.Module):
         first, second = heads.unflatten(-1, (-1, self.head_size)).chunk(2, dim=-1)
         rotated = torch.cat((first * cos - second * sin, second * cos + first * sin), dim=-1)
         return rotated.view(num_tokens, -1)
-
-    def forward(
-        self, positions: torch.Tensor, query: torch.Tensor, key: torch.Tensor
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        # query: [num_tokens, num_heads * head_size]; key: [num_tokens, num_kv_heads * head_size]
-        cos, sin = self.embed(positions, query.dtype)
-        return self.rotate_heads(query, cos, sin), self.rotate_heads(key, cos, sin)
