@@ -24,6 +24,11 @@ class EngineConfig(BaseModel):
     dtype: Literal["auto", "bfloat16", "float16", "float32"] = Field(
         "auto", description="Weight and activation dtype; auto takes the checkpoint's (bfloat16 for GGUF)."
     )
+    kv_cache_dtype: Literal["auto", "bfloat16", "float16", "float32"] = Field(
+        "auto",
+        description="Dtype the KV cache keeps keys and values in; auto takes the model's dtype. Other values need an "
+        "attention backend that declares them (FP8 arrives with the quantization plugins).",
+    )
     max_model_len: int | None = Field(
         None, ge=1, description="Longest prompt + output in tokens; defaults to the model's context length."
     )

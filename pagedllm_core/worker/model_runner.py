@@ -93,8 +93,8 @@ class ModelRunner:
         return scheduled
 
     def _copy_blocks(self, block_copies: list[tuple[int, int]]) -> None:
-        for source, destination in block_copies:
-            self.kv_cache[:, :, destination] = self.kv_cache[:, :, source]
+        if block_copies:
+            self.attention.copy_blocks(self.kv_cache, block_copies)
 
     def _forward(self, scheduled) -> tuple[torch.Tensor, list[int]]:
         input_ids, positions, metadata, query_start = self._prepare_inputs(scheduled)

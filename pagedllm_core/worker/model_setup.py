@@ -27,16 +27,12 @@ def prepacks_linear_weights(device: torch.device, dtype: torch.dtype) -> bool:
     return device.type == "cpu" and (dtype == torch.float32 or (dtype == torch.bfloat16 and cpu_has_native_bfloat16()))
 
 
-# What ``attention_backend="auto"`` tries, fastest first, per device type; the torch reference runs anywhere.
-AUTO_ATTENTION_BACKENDS = {"cpu": ("cpu", "torch"), "cuda": ("cuda", "triton", "torch")}
-
-
 def build_attention(config: EngineConfig, registry: Registry, spec: AttentionSpec):
     """Instantiate the configured attention backend after it confirms it can run ``spec``."""
     if config.attention_backend == "auto":
         return _build_auto_attention(registry, spec)
     backend_class = registry.resolve(PluginKind.ATTENTION_BACKEND, config.attention_backend)
-    reasons = backend_class.unsupported_reasons(spec)
+    reasons = backend_reasons(backend_class, spec)
     if reasons:
         alternatives = [
             name
@@ -52,8 +48,7 @@ def build_attention(config: EngineConfig, registry: Registry, spec: AttentionSpe
 
 def _build_auto_attention(registry: Registry, spec: AttentionSpec):
     """The first preferred backend that is installed, can run ``spec`` and starts (a kernel may fail to build)."""
-    installed = set(registry.names(PluginKind.ATTENTION_BACKEND))
-    candidates = [name for name in AUTO_ATTENTION_BACKENDS.get(spec.device.type, ("torch",)) if name in installed]
+    candidates = registry.auto_candidates(PluginKind.ATTENTION_BACKEND, spec.device.type)
     for name in candidates:
         if _reasons_of(registry, name, spec):
             continue
@@ -73,31 +68,43 @@ def _build_auto_attention(registry: Registry, spec: AttentionSpec):
 
 def _reasons_of(registry: Registry, name: str, spec: AttentionSpec) -> list[str]:
     try:
-        return registry.resolve(PluginKind.ATTENTION_BACKEND, name).unsupported_reasons(spec)
+        return backend_reasons(registry.resolve(PluginKind.ATTENTION_BACKEND, name), spec)
     except ConfigError as error:
         return [str(error)]
 
 
-# What ``quantization="auto"`` runs, by checkpoint format, when that method is installed and can run the model.
-AUTO_QUANTIZATION = {"gguf": "gguf"}
+def backend_reasons(backend_class, spec: AttentionSpec) -> list[str]:
+    """The backend's own reasons, and whether it can keep the KV cache in ``spec.kv_cache_dtype``."""
+    reasons = list(backend_class.unsupported_reasons(spec))
+    supported = backend_class.supported_kv_cache_dtypes(spec.model_dtype)
+    if spec.kv_cache_dtype not in supported:
+        names = ", ".join(str(dtype).removeprefix("torch.") for dtype in supported)
+        reasons.append(
+            f"kv_cache_dtype {str(spec.kv_cache_dtype).removeprefix('torch.')} is not supported "
+            f"(with a {str(spec.model_dtype).removeprefix('torch.')} model it keeps: {names})"
+        )
+    return reasons
 
 
 def build_quantization(config: EngineConfig, registry: Registry, target: QuantizationTarget):
-    """The configured quantization method, built for ``target``; None for dense weights."""
-    name = config.quantization
-    if name == "auto":
-        name = AUTO_QUANTIZATION.get("gguf" if target.source.is_gguf else "dense", "none")
-        if name not in registry.names(PluginKind.QUANTIZER):
-            return None
-    if name == "none":
+    """The configured quantization method, built for ``target``; None for dense weights.
+
+    ``auto`` takes the highest-priority method registered for the checkpoint's format that can run it."""
+    if config.quantization == "none":
         return None
-    method_class = registry.resolve(PluginKind.QUANTIZER, name)
+    if config.quantization == "auto":
+        checkpoint_format = "gguf" if target.source.is_gguf else "dense"
+        for name in registry.auto_candidates(PluginKind.QUANTIZER, checkpoint_format):
+            method_class = registry.resolve(PluginKind.QUANTIZER, name)
+            reasons = method_class.unsupported_reasons(target)
+            if not reasons:
+                return method_class(target)
+            logger.info("quantization auto: not using %r (%s)", name, "; ".join(reasons))
+        return None
+    method_class = registry.resolve(PluginKind.QUANTIZER, config.quantization)
     reasons = method_class.unsupported_reasons(target)
-    if reasons and config.quantization == "auto":
-        logger.info("quantization auto: not using %r (%s)", name, "; ".join(reasons))
-        return None
     if reasons:
-        raise UnsupportedConfigError(f"quantization {name!r} cannot run this model: {'; '.join(reasons)}")
+        raise UnsupportedConfigError(f"quantization {config.quantization!r} cannot run this model: {'; '.join(reasons)}")
     return method_class(target)
 
 
@@ -130,8 +137,9 @@ def load_model_runner(config: EngineConfig, registry: Registry, info: ModelInfo)
         head_size=shape.head_size,
         scale=shape.scale,
         block_size=config.block_size,
-        kv_cache_dtype=dtype,
+        kv_cache_dtype=dtype if config.kv_cache_dtype == "auto" else getattr(torch, config.kv_cache_dtype),
         device=device,
+        dtype=dtype,
     )
     attention = build_attention(config, registry, spec)
     model = loader.build_model(hf_config, attention, dtype, device)
@@ -146,7 +154,7 @@ def load_model_runner(config: EngineConfig, registry: Registry, info: ModelInfo)
         logger.info("prepacked %d linear layers for oneDNN", prepack_linear_layers(model))
 
     max_model_len = info.max_model_len
-    cache_shape = KVCacheShape(shape.num_layers, shape.num_kv_heads, shape.head_size, dtype)
+    cache_shape = KVCacheShape(shape.num_layers, shape.num_kv_heads, shape.head_size, spec.kv_cache_dtype)
     num_blocks = num_blocks_for_budget(config, cache_shape, available_device_bytes(config, device), max_model_len)
     blocks_per_sequence = -(-max_model_len // config.block_size)
     if num_blocks < blocks_per_sequence:
@@ -155,7 +163,7 @@ def load_model_runner(config: EngineConfig, registry: Registry, info: ModelInfo)
             f"max_model_len={max_model_len} needs {blocks_per_sequence}; raise kv_cache_memory "
             f"(each block takes {cache_shape.bytes_per_block(config.block_size)} bytes) or lower max_model_len"
         )
-    kv_cache = allocate_kv_cache(num_blocks, config.block_size, cache_shape, device)
+    kv_cache = allocate_kv_cache(num_blocks, config.block_size, cache_shape, device, type(attention))
     logger.info(
         "KV cache: %d blocks of %d tokens (%.1f MiB, %d tokens)",
         num_blocks, config.block_size, kv_cache.numel() * kv_cache.element_size() / 2**20, num_blocks * config.block_size,

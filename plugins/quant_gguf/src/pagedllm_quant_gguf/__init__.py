@@ -13,4 +13,5 @@ def register_quantizers(register):
         "gguf",
         "pagedllm_quant_gguf.method:GGUFQuantization",
         "GGUF Q4_0/Q4_1/Q8_0 blocks read in place by a C++ kernel for small steps (CPU, float32)",
+        auto_priority={"gguf": 10},
     )
