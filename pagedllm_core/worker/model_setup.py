@@ -89,23 +89,45 @@ def backend_reasons(backend_class, spec: AttentionSpec) -> list[str]:
 def build_quantization(config: EngineConfig, registry: Registry, target: QuantizationTarget):
     """The configured quantization method, built for ``target``; None for dense weights.
 
-    ``auto`` takes the highest-priority method registered for the checkpoint's format that can run it."""
+    ``auto`` takes the highest-priority method registered for the checkpoint's format that can run it;
+    a checkpoint that only a quantization method can load (its config names one) fails without one."""
     if config.quantization == "none":
         return None
     if config.quantization == "auto":
-        checkpoint_format = "gguf" if target.source.is_gguf else "dense"
+        checkpoint_format = quantization_format(target)
+        reasons_by_method = {}
         for name in registry.auto_candidates(PluginKind.QUANTIZER, checkpoint_format):
             method_class = registry.resolve(PluginKind.QUANTIZER, name)
             reasons = method_class.unsupported_reasons(target)
             if not reasons:
                 return method_class(target)
+            reasons_by_method[name] = reasons
             logger.info("quantization auto: not using %r (%s)", name, "; ".join(reasons))
-        return None
+        if checkpoint_format in ("dense", "gguf"):
+            return None  # both load as dense weights too
+        tried = "; ".join(f"{name}: {', '.join(reasons)}" for name, reasons in reasons_by_method.items())
+        raise UnsupportedConfigError(
+            f"the checkpoint is quantized as {checkpoint_format!r} and no installed quantization method can run it"
+            + (f" ({tried})" if tried else f"; install one (e.g. pip install 'pagedllm[{checkpoint_format}]')")
+        )
     method_class = registry.resolve(PluginKind.QUANTIZER, config.quantization)
     reasons = method_class.unsupported_reasons(target)
     if reasons:
         raise UnsupportedConfigError(f"quantization {config.quantization!r} cannot run this model: {'; '.join(reasons)}")
     return method_class(target)
+
+
+def quantization_format(target: QuantizationTarget) -> str:
+    """How the checkpoint stores its weights: ``gguf``, the ``quant_method`` its config names (``awq``,
+    ``gptq``, ``fp8``, ``compressed-tensors``, ...), or ``dense``."""
+    if target.source.is_gguf:
+        return "gguf"
+    quantization_config = getattr(target.hf_config, "quantization_config", None)
+    if quantization_config is None:
+        return "dense"
+    if not isinstance(quantization_config, dict):
+        quantization_config = quantization_config.to_dict()
+    return str(quantization_config.get("quant_method", "unknown")).lower()
 
 
 def available_device_bytes(config: EngineConfig, device: torch.device) -> int | None:
@@ -142,10 +164,10 @@ def load_model_runner(config: EngineConfig, registry: Registry, info: ModelInfo)
         dtype=dtype,
     )
     attention = build_attention(config, registry, spec)
-    model = loader.build_model(hf_config, attention, dtype, device)
+    quantization = build_quantization(config, registry, QuantizationTarget(info.source, hf_config, dtype, device))
+    model = loader.build_model(hf_config, attention, dtype, device, quantization)
     loader.load_weights(model, info.source, hf_config)
     model.eval()
-    quantization = build_quantization(config, registry, QuantizationTarget(info.source, hf_config, dtype, device))
     if quantization is not None:
         logger.info(
             "quantization %r runs %d linear layers", config.quantization, quantization.process_weights_after_loading(model)
