@@ -49,13 +49,16 @@ class AsyncEmbeddingEngine:
         """Load the model for ``config`` (an ``EngineConfig``) and ``pooling`` (a ``PoolingConfig``)."""
         return cls(EmbeddingEngine(config, pooling))
 
-    async def tokenize(self, prompt: str | list[int], truncate_prompt_tokens: int | None = None) -> list[int]:
-        return await asyncio.to_thread(self.engine.tokenize, prompt, truncate_prompt_tokens)
+    def tokenize(self, prompt: str | list[int], truncate_prompt_tokens: int | None = None) -> list[int]:
+        """:meth:`EmbeddingEngine.tokenize`; safe from worker threads (it does not touch the model)."""
+        return self.engine.tokenize(prompt, truncate_prompt_tokens)
+
+    def check_params(self, params: PoolingParams) -> None:
+        self.engine.check_params(params)
 
     async def embed(self, prompts: list[list[int]], params: PoolingParams) -> list[list[float]]:
         """Embeddings of tokenized prompts; cancelling the caller drops those not yet started."""
         self.check_health()
-        self.engine.check_params(params)
         jobs = [_Job(token_ids, params, concurrent.futures.Future()) for token_ids in prompts]
         for job in jobs:
             self._jobs.put(job)

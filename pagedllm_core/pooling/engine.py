@@ -45,6 +45,8 @@ class EmbeddingEngine:
     def tokenize(self, prompt: str | list[int], truncate_prompt_tokens: int | None = None) -> list[int]:
         """A prompt's token ids, keeping the last ``truncate_prompt_tokens`` when given; a ConfigError
         for an empty prompt, token ids outside the vocabulary, or a prompt over ``max_model_len``."""
+        if not prompt:
+            raise ConfigError("a prompt to embed must not be empty")
         token_ids = self.tokenizer.encode(prompt) if isinstance(prompt, str) else list(prompt)
         if not token_ids:
             raise ConfigError("a prompt to embed must not be empty")
