@@ -20,6 +20,7 @@ from pagedllm_core.engine.model_setup import (
 from pagedllm_core.errors import ConfigError
 from pagedllm_core.model import loader
 from pagedllm_core.model.layers.linear import prepack_linear_layers
+from pagedllm_core.model.source import ModelSource
 from pagedllm_core.pooling.attention import PromptAttention
 from pagedllm_core.pooling.config import PoolingConfig
 from pagedllm_core.pooling.pooler import Pooler
@@ -32,6 +33,7 @@ logger = logging.getLogger(__name__)
 class EmbeddingModel:
     """A loaded embedding model and what requests are checked against."""
 
+    source: ModelSource
     model: nn.Module
     attention: PromptAttention
     pooler: Pooler
@@ -71,6 +73,7 @@ def load_embedding_model(config: EngineConfig, pooling: PoolingConfig) -> Embedd
     context = loader.context_length(hf_config)
     logger.info("embedding model: %s pooling, normalize=%s, %s", pooler.pooling_type.value, pooler.normalize, dtype)
     return EmbeddingModel(
+        source=source,
         model=model,
         attention=attention,
         pooler=pooler,
