@@ -23,7 +23,9 @@ class _PaddedBatch:
 
     token_seq: torch.Tensor  # [num_tokens]
     token_row: torch.Tensor  # [num_tokens]
-    mask: torch.Tensor  # [num_seqs, 1, max_len, max_len] True where attention is allowed
+    # [num_seqs, 1, max_len, max_len] True where attention is allowed; None when no sequence is padded
+    # (SDPA then takes its fused path, which never materializes the mask)
+    mask: torch.Tensor | None
 
 
 class PromptAttention(AttentionBackend):
@@ -39,6 +41,9 @@ class PromptAttention(AttentionBackend):
         device = lengths.device
         token_seq = torch.repeat_interleave(torch.arange(lengths.shape[0], device=device), lengths)
         token_row = torch.arange(token_seq.shape[0], device=device) - starts[token_seq]
+        if metadata.num_tokens == metadata.num_seqs * metadata.max_query_len:
+            metadata.backend_data = _PaddedBatch(token_seq, token_row, None)
+            return
         positions = torch.arange(metadata.max_query_len, device=device)
         # keys beyond a sequence's length are padding; padding query rows still see key 0 (no NaN rows)
         mask = (positions[None, None, :] < lengths[:, None, None]).expand(-1, metadata.max_query_len, -1)
@@ -62,6 +67,7 @@ class PromptAttention(AttentionBackend):
             padded(key),
             padded(value),
             attn_mask=batch.mask,
+            is_causal=self.causal and batch.mask is None,
             scale=self.spec.scale,
             enable_gqa=query.shape[1] != key.shape[1],
         )

@@ -64,7 +64,15 @@ def load_embedding_model(config: EngineConfig, pooling: PoolingConfig) -> Embedd
     pooler, trained_length = resolve_pooler(pooling, source, hf_config)
     dtype = fit_dtype_to_device(config, loader.resolve_dtype(config.dtype, hf_config, source), device)
     shape = loader.attention_shape(hf_config)
-    spec = AttentionSpec(shape.num_heads, shape.num_kv_heads, shape.head_size, shape.scale, config.block_size, dtype, device)
+    spec = AttentionSpec(
+        num_heads=shape.num_heads,
+        num_kv_heads=shape.num_kv_heads,
+        head_size=shape.head_size,
+        scale=shape.scale,
+        block_size=config.block_size,  # unused: no KV cache
+        kv_cache_dtype=dtype,
+        device=device,
+    )
     attention = PromptAttention(spec, causal=not is_encoder(hf_config))
     model = loader.build_model(hf_config, attention, dtype, device)
     loader.load_weights(model, source, hf_config)

@@ -32,21 +32,23 @@ def _metadata(lengths: list[int]) -> AttentionMetadata:
 
 
 @pytest.mark.parametrize("causal", [True, False])
-def test_prompt_attention_matches_attention_per_sequence(causal):
+@pytest.mark.parametrize("lengths", [LENGTHS, [4, 4]], ids=["padded", "equal-lengths"])
+def test_prompt_attention_matches_attention_per_sequence(causal, lengths):
     torch.manual_seed(0)
     num_heads, num_kv_heads, head_size = 4, 2, 8
     spec = AttentionSpec(num_heads, num_kv_heads, head_size, head_size**-0.5, 16, torch.float32, torch.device("cpu"))
     backend = PromptAttention(spec, causal=causal)
-    num_tokens = sum(LENGTHS)
+    num_tokens = sum(lengths)
     query = torch.randn(num_tokens, num_heads, head_size)
     key, value = torch.randn(2, num_tokens, num_kv_heads, head_size)
-    metadata = _metadata(LENGTHS)
+    metadata = _metadata(lengths)
 
     backend.prepare(metadata)
     output = backend.forward(query, key, value, None, metadata)
 
+    assert (metadata.backend_data.mask is None) == (len(set(lengths)) == 1)
     start = 0
-    for length in LENGTHS:
+    for length in lengths:
         rows = slice(start, start + length)
         expected = F.scaled_dot_product_attention(
             query[rows].transpose(0, 1), key[rows].transpose(0, 1), value[rows].transpose(0, 1),
