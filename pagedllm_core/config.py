@@ -70,6 +70,11 @@ class EngineConfig(BaseModel):
     structured_outputs_compile_timeout: float = Field(
         30.0, gt=0, description="Seconds a request waits for its JSON schema or regex to compile before a 400."
     )
+    distributed_executor_backend: Literal["uni", "mp"] = Field(
+        "uni",
+        description="How the engine runs its worker: uni in the engine's own process; mp in a worker process the "
+        "engine starts, sent each step as a message over a pipe (the process ends with the engine).",
+    )
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto picks cuda when available.")
     num_cpu_threads: int | None = Field(
         None,

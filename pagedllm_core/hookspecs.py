@@ -40,7 +40,7 @@ def register_attention_backends(register: RegisterFn) -> None:
     Called once when the registry is built. Each target is an
     :class:`pagedllm_core.attention.backend.AttentionBackend` subclass. The engine instantiates the
     one named by ``EngineConfig.attention_backend`` (default ``"auto"``: the fastest installed backend for
-    the device, see ``engine.model_setup.AUTO_ATTENTION_BACKENDS``) once per model, after
+    the device, see ``worker.model_setup.AUTO_ATTENTION_BACKENDS``) once per model, after
     asking its ``unsupported_reasons(spec)`` whether it can run the model's head size, dtype and
     device; every attention layer then calls its ``forward`` on each step.
 
@@ -85,7 +85,7 @@ def register_quantizers(register: RegisterFn) -> None:
     Called once when the registry is built. Each target is a
     :class:`pagedllm_core.model.quantization.QuantizationMethod` subclass. The engine picks the one
     named by ``EngineConfig.quantization`` (default ``"auto"``: the checkpoint's own format when an
-    installed method can run it, see ``engine.model_setup.AUTO_QUANTIZATION``; ``"none"`` keeps
+    installed method can run it, see ``worker.model_setup.AUTO_QUANTIZATION``; ``"none"`` keeps
     dense weights), asks its ``unsupported_reasons(target)``, builds it with the checkpoint, dtype
     and device, and calls ``process_weights_after_loading(model)`` once the weights are loaded.
 

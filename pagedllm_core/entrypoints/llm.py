@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import itertools
+import weakref
 from collections.abc import Sequence
 from typing import Any
 
 from tqdm.auto import tqdm
 
 from pagedllm_core.config import EngineConfig
+from pagedllm_core.engine.beam_search import beam_score
 from pagedllm_core.engine.llm_engine import LLMEngine
 from pagedllm_core.errors import ConfigError
-from pagedllm_core.outputs import BeamSearchOutput, RequestOutput
+from pagedllm_core.outputs import BeamSearchOutput, BeamSearchSequence, RequestOutput
 from pagedllm_core.pooling.config import PoolerConfig, PoolingConfig
 from pagedllm_core.pooling.engine import EmbeddingEngine
 from pagedllm_core.pooling.loading import detect_task
@@ -46,11 +48,13 @@ class LLM:
         config = EngineConfig.build(model=model, **engine_settings)
         pooling = PoolingConfig.build(task, override_pooler_config)
         self.task = detect_task(config, pooling)
+        self._request_counter = itertools.count()
         if self.task == "embed":
             self.llm_engine = EmbeddingEngine(config, pooling)
-        else:
-            self.llm_engine = LLMEngine(config)
-        self._request_counter = itertools.count()
+            return
+        self.llm_engine = LLMEngine(config)
+        # Worker processes (distributed_executor_backend="mp") end when this object goes away.
+        weakref.finalize(self, self.llm_engine.shutdown)
 
     def get_tokenizer(self):
         return self.llm_engine.tokenizer
@@ -70,28 +74,32 @@ class LLM:
         if isinstance(prompts, (str, dict)):
             prompts = [prompts]
         params = _one_per_prompt(sampling_params, SamplingParams, len(prompts))
-        request_ids = []
-        try:
-            for prompt, prompt_params in zip(prompts, params):
-                request_id = str(next(self._request_counter))
-                self.llm_engine.add_request(request_id, _prompt_value(prompt), prompt_params)
-                request_ids.append(request_id)
-        except Exception:
-            self.llm_engine.abort_request(request_ids)
-            raise
-        return self._run_engine(request_ids, use_tqdm)
+        return self._run_requests([_prompt_value(prompt) for prompt in prompts], params, use_tqdm, "Generating")
 
     def beam_search(
         self, prompts: PromptInput | Sequence[PromptInput], params: BeamSearchParams, use_tqdm: bool = False
     ) -> list[BeamSearchOutput]:
-        """Beam search for each prompt; per prompt, the ``beam_width`` best beams, best first."""
+        """Beam search for each prompt; per prompt, the ``beam_width`` best beams, best first.
+
+        The prompts' beams run together, batched like any other requests."""
         self._check_task("generate", "beam_search")
         if isinstance(prompts, (str, dict)):
             prompts = [prompts]
         values = [_prompt_value(prompt) for prompt in prompts]
+        outputs = self._run_requests(values, [params] * len(values), use_tqdm, "Beam search")
+        tokenizer = self.llm_engine.tokenizer
         return [
-            self.llm_engine.beam_search(value, params)
-            for value in tqdm(values, desc="Beam search", disable=not use_tqdm, unit="prompt")
+            BeamSearchOutput([
+                BeamSearchSequence(
+                    tokens=[*output.prompt_token_ids, *beam.token_ids],
+                    text=tokenizer.decode([*output.prompt_token_ids, *beam.token_ids], skip_special_tokens=True),
+                    cum_logprob=beam.cumulative_logprob,
+                    score=beam_score(beam.cumulative_logprob, len(beam.token_ids), params.length_penalty),
+                    finish_reason=beam.finish_reason,
+                )
+                for beam in output.outputs
+            ])
+            for output in outputs
         ]
 
     def chat(
@@ -145,9 +153,19 @@ class LLM:
         if self.task != task:
             raise ConfigError(f"LLM.{method}() needs a model loaded with task={task!r}; this one has task={self.task!r}")
 
-    def _run_engine(self, request_ids: list[str], use_tqdm: bool) -> list[RequestOutput]:
+    def _run_requests(self, prompts: list[str | list[int]], params: list, use_tqdm: bool, description: str):
+        """Add one request per prompt, step until all finished; outputs in input order."""
+        request_ids = []
+        try:
+            for prompt, prompt_params in zip(prompts, params):
+                request_id = str(next(self._request_counter))
+                self.llm_engine.add_request(request_id, prompt, prompt_params)
+                request_ids.append(request_id)
+        except Exception:
+            self.llm_engine.abort_request(request_ids)
+            raise
         finished: dict[str, RequestOutput] = {}
-        with tqdm(total=len(request_ids), desc="Generating", disable=not use_tqdm, unit="req") as progress:
+        with tqdm(total=len(request_ids), desc=description, disable=not use_tqdm, unit="req") as progress:
             try:
                 while self.llm_engine.has_unfinished_requests():
                     for output in self.llm_engine.step():

@@ -11,20 +11,16 @@ from torch import nn
 
 from pagedllm_core.attention.backend import AttentionSpec
 from pagedllm_core.config import EngineConfig
-from pagedllm_core.engine.model_setup import (
-    fit_dtype_to_device,
-    prepacks_linear_weights,
-    resolve_device,
-    resolve_max_model_len,
-)
 from pagedllm_core.errors import ConfigError
 from pagedllm_core.model import loader
 from pagedllm_core.model.layers.linear import prepack_linear_layers
+from pagedllm_core.model.model_info import resolve_model_info
 from pagedllm_core.model.source import ModelSource
 from pagedllm_core.pooling.attention import PromptAttention
 from pagedllm_core.pooling.config import PoolingConfig
 from pagedllm_core.pooling.pooler import Pooler
 from pagedllm_core.pooling.task import is_encoder, resolve_pooler, resolve_task
+from pagedllm_core.worker.model_setup import prepacks_linear_weights
 
 logger = logging.getLogger(__name__)
 
@@ -54,15 +50,13 @@ def detect_task(config: EngineConfig, pooling: PoolingConfig) -> str:
 
 
 def load_embedding_model(config: EngineConfig, pooling: PoolingConfig) -> EmbeddingModel:
-    device = resolve_device(config.device)
+    info = resolve_model_info(config)
+    source, hf_config, dtype, device = info.source, info.hf_config, info.dtype, info.device
     if device.type == "cpu" and config.num_cpu_threads is not None:
         torch.set_num_threads(config.num_cpu_threads)
-    source = loader.resolve_model_source(config)
-    hf_config = loader.load_hf_config(source)
     if resolve_task(pooling, source, hf_config) != "embed":
         raise ConfigError(f"model {source.name!r} does not serve task 'embed' with task={pooling.task!r}")
     pooler, trained_length = resolve_pooler(pooling, source, hf_config)
-    dtype = fit_dtype_to_device(config, loader.resolve_dtype(config.dtype, hf_config, source), device)
     shape = loader.attention_shape(hf_config)
     spec = AttentionSpec(
         num_heads=shape.num_heads,
@@ -78,7 +72,10 @@ def load_embedding_model(config: EngineConfig, pooling: PoolingConfig) -> Embedd
     loader.load_weights(model, source, hf_config)
     if prepacks_linear_weights(device, dtype):
         prepack_linear_layers(model)
-    context = loader.context_length(hf_config)
+    # Without --max-model-len, the longest input the checkpoint was trained for, when it says.
+    max_model_len = info.max_model_len
+    if config.max_model_len is None and trained_length:
+        max_model_len = min(max_model_len, trained_length)
     logger.info("embedding model: %s pooling, normalize=%s, %s", pooler.pooling_type.value, pooler.normalize, dtype)
     return EmbeddingModel(
         source=source,
@@ -88,7 +85,7 @@ def load_embedding_model(config: EngineConfig, pooling: PoolingConfig) -> Embedd
         tokenizer=loader.load_tokenizer(source, config),
         num_layers=shape.num_layers,
         hidden_size=hf_config.hidden_size,
-        max_model_len=resolve_max_model_len(config, min(context, trained_length or context)),
+        max_model_len=max_model_len,
         matryoshka_dimensions=_matryoshka_dimensions(hf_config),
         device=device,
     )

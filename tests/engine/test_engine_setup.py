@@ -14,7 +14,7 @@ def test_out_of_tree_backend_is_selected_by_name_and_used(tiny_model_dir):
     directory = str(tiny_model_dir("LlamaForCausalLM"))
     calls_before = ExampleAttentionBackend.num_forward_calls
     example = LLM(model=directory, dtype="float32", attention_backend="example")
-    assert isinstance(example.llm_engine.runner.attention, ExampleAttentionBackend)
+    assert isinstance(example.llm_engine.executor.worker.model_runner.attention, ExampleAttentionBackend)
     tokens = example.generate("Hello there", GREEDY, use_tqdm=False)[0].outputs[0].token_ids
     assert ExampleAttentionBackend.num_forward_calls > calls_before
     reference = LLM(model=directory, dtype="float32").generate("Hello there", GREEDY, use_tqdm=False)
@@ -81,7 +81,7 @@ def test_auto_dtype_avoids_emulated_bfloat16_on_the_cpu(monkeypatch):
     import torch
 
     from pagedllm_core.config import EngineConfig
-    from pagedllm_core.engine import model_setup
+    from pagedllm_core.model import model_info as model_setup
 
     cpu = torch.device("cpu")
     auto, explicit = EngineConfig.build(dtype="auto"), EngineConfig.build(dtype="bfloat16")
@@ -97,7 +97,7 @@ def test_auto_backend_takes_the_compiled_cpu_backend_when_installed(tiny_model_d
     from pagedllm_attention_cpu.backend import CpuAttentionBackend
 
     llm = LLM(model=str(tiny_model_dir("LlamaForCausalLM")), dtype="float32")
-    assert isinstance(llm.llm_engine.runner.attention, CpuAttentionBackend)
+    assert isinstance(llm.llm_engine.executor.worker.model_runner.attention, CpuAttentionBackend)
 
 
 def test_auto_backend_falls_back_when_the_preferred_one_cannot_start(tiny_model_dir, monkeypatch, caplog):
@@ -110,5 +110,5 @@ def test_auto_backend_falls_back_when_the_preferred_one_cannot_start(tiny_model_
 
     monkeypatch.setattr(CpuAttentionBackend, "__init__", fail_to_build)
     llm = LLM(model=str(tiny_model_dir("LlamaForCausalLM")), dtype="float32")
-    assert isinstance(llm.llm_engine.runner.attention, TorchAttentionBackend)
+    assert isinstance(llm.llm_engine.executor.worker.model_runner.attention, TorchAttentionBackend)
     assert "'cpu' failed to start (no compiler today)" in caplog.text

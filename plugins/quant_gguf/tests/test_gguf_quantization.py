@@ -23,7 +23,7 @@ def llms():
 
 
 def model_of(llm):
-    return llm.llm_engine.loaded.runner.model
+    return llm.llm_engine.executor.worker.model_runner.model
 
 
 def test_auto_runs_every_linear_layer_from_its_blocks(llms):

@@ -1,21 +1,19 @@
-"""Engine start-up: load the model, pick the plugins, size the KV pool, build the runner."""
+"""Worker start-up: pick the plugins, load the model, size the KV pool, build the runner."""
 
 from __future__ import annotations
 
-import functools
 import logging
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any
 
 import torch
 
 from pagedllm_core.attention.backend import AttentionSpec
 from pagedllm_core.config import EngineConfig
-from pagedllm_core.engine.kv_cache import KVCacheShape, allocate_kv_cache, num_blocks_for_budget
-from pagedllm_core.engine.model_runner import ModelRunner
+from pagedllm_core.worker.kv_cache import KVCacheShape, allocate_kv_cache, num_blocks_for_budget
+from pagedllm_core.worker.model_runner import ModelRunner
 from pagedllm_core.errors import ConfigError, UnsupportedConfigError
 from pagedllm_core.model import loader
+from pagedllm_core.model.model_info import ModelInfo, cpu_has_native_bfloat16
 from pagedllm_core.model.layers.linear import prepack_linear_layers
 from pagedllm_core.model.quantization import QuantizationTarget
 from pagedllm_core.registry import PluginKind, Registry
@@ -23,61 +21,10 @@ from pagedllm_core.registry import PluginKind, Registry
 logger = logging.getLogger(__name__)
 
 
-@dataclass
-class LoadedModel:
-    """Everything the engine gets from start-up."""
-
-    runner: ModelRunner
-    tokenizer: Any
-    hf_config: Any
-    dtype: torch.dtype
-    max_model_len: int
-    num_kv_blocks: int
-    eos_token_ids: frozenset[int]
-    vocab_size: int
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise ConfigError("device: 'cuda' was requested but no CUDA device is available; use 'cpu' or 'auto'")
-    return torch.device(name)
-
-
-@functools.cache
-def cpu_has_native_bfloat16() -> bool:
-    """Whether this CPU multiplies bfloat16 in hardware (AMX or AVX-512 BF16); without it torch
-    emulates bfloat16 matmuls, which is many times slower than float32."""
-    try:
-        flags = Path("/proc/cpuinfo").read_text().split()
-    except OSError:
-        return False
-    return "amx_bf16" in flags or "avx512_bf16" in flags
-
-
-def fit_dtype_to_device(config: EngineConfig, dtype: torch.dtype, device: torch.device) -> torch.dtype:
-    """With ``dtype="auto"``, run in float32 on a CPU that has no fast half-precision matmuls."""
-    if config.dtype != "auto" or device.type != "cpu" or dtype == torch.float32 or cpu_has_native_bfloat16():
-        return dtype
-    logger.info("dtype auto: this CPU has no native bfloat16 matmuls, so the model runs in float32")
-    return torch.float32
-
-
 def prepacks_linear_weights(device: torch.device, dtype: torch.dtype) -> bool:
     """Whether the model's linear layers run from oneDNN-prepacked weights: on a CPU, in float32, or
     in bfloat16 where the CPU has native bfloat16 (oneDNN refuses to pack it otherwise)."""
     return device.type == "cpu" and (dtype == torch.float32 or (dtype == torch.bfloat16 and cpu_has_native_bfloat16()))
-
-
-def resolve_max_model_len(config: EngineConfig, model_context: int) -> int:
-    if config.max_model_len is None:
-        return model_context
-    if config.max_model_len > model_context:
-        raise ConfigError(
-            f"max_model_len ({config.max_model_len}) exceeds the model's context length ({model_context})"
-        )
-    return config.max_model_len
 
 
 # What ``attention_backend="auto"`` tries, fastest first, per device type; the torch reference runs anywhere.
@@ -163,27 +110,20 @@ def available_device_bytes(config: EngineConfig, device: torch.device) -> int | 
     return max(int(total * config.gpu_memory_utilization) - in_use, 0)
 
 
-def eos_token_ids(tokenizer, hf_config) -> frozenset[int]:
-    """The tokenizer's EOS plus every EOS the model config lists (some models end turns with several)."""
-    ids = set()
-    for value in (tokenizer.eos_token_id, getattr(hf_config, "eos_token_id", None)):
-        if isinstance(value, int):
-            ids.add(value)
-        elif isinstance(value, (list, tuple)):
-            ids.update(value)
-    return frozenset(ids)
+@dataclass
+class LoadedRunner:
+    """What a worker's start-up gives it: the runner over the model and its KV pool."""
+
+    runner: ModelRunner
+    num_kv_blocks: int
 
 
-def load_model_for_engine(config: EngineConfig, registry: Registry) -> LoadedModel:
-    device = resolve_device(config.device)
+def load_model_runner(config: EngineConfig, registry: Registry, info: ModelInfo) -> LoadedRunner:
+    """Build and load the model, size and allocate the KV pool, and build the runner over them."""
+    device, dtype, hf_config = info.device, info.dtype, info.hf_config
     if device.type == "cpu" and config.num_cpu_threads is not None:
         torch.set_num_threads(config.num_cpu_threads)
-    source = loader.resolve_model_source(config)
-    hf_config = loader.load_hf_config(source)
-    dtype = fit_dtype_to_device(config, loader.resolve_dtype(config.dtype, hf_config, source), device)
-    max_model_len = resolve_max_model_len(config, loader.context_length(hf_config))
     shape = loader.attention_shape(hf_config)
-
     spec = AttentionSpec(
         num_heads=shape.num_heads,
         num_kv_heads=shape.num_kv_heads,
@@ -195,17 +135,17 @@ def load_model_for_engine(config: EngineConfig, registry: Registry) -> LoadedMod
     )
     attention = build_attention(config, registry, spec)
     model = loader.build_model(hf_config, attention, dtype, device)
-    loader.load_weights(model, source, hf_config)
+    loader.load_weights(model, info.source, hf_config)
     model.eval()
-    quantization = build_quantization(config, registry, QuantizationTarget(source, hf_config, dtype, device))
+    quantization = build_quantization(config, registry, QuantizationTarget(info.source, hf_config, dtype, device))
     if quantization is not None:
         logger.info(
             "quantization %r runs %d linear layers", config.quantization, quantization.process_weights_after_loading(model)
         )
     if prepacks_linear_weights(device, dtype):
         logger.info("prepacked %d linear layers for oneDNN", prepack_linear_layers(model))
-    tokenizer = loader.load_tokenizer(source, config)
 
+    max_model_len = info.max_model_len
     cache_shape = KVCacheShape(shape.num_layers, shape.num_kv_heads, shape.head_size, dtype)
     num_blocks = num_blocks_for_budget(config, cache_shape, available_device_bytes(config, device), max_model_len)
     blocks_per_sequence = -(-max_model_len // config.block_size)
@@ -221,15 +161,7 @@ def load_model_for_engine(config: EngineConfig, registry: Registry) -> LoadedMod
         num_blocks, config.block_size, kv_cache.numel() * kv_cache.element_size() / 2**20, num_blocks * config.block_size,
     )
     sampler = registry.resolve(PluginKind.SAMPLER, config.sampler)(config)
-    vocab_size = hf_config.vocab_size
-    runner = ModelRunner(model, attention, sampler, kv_cache, config.block_size, vocab_size, device)
-    return LoadedModel(
-        runner=runner,
-        tokenizer=tokenizer,
-        hf_config=hf_config,
-        dtype=dtype,
-        max_model_len=max_model_len,
-        num_kv_blocks=num_blocks,
-        eos_token_ids=eos_token_ids(tokenizer, hf_config),
-        vocab_size=vocab_size,
+    runner = ModelRunner(
+        model, attention, sampler, kv_cache, config.block_size, info.vocab_size, max_model_len, device
     )
+    return LoadedRunner(runner, num_blocks)
