@@ -56,7 +56,8 @@ def run_embed_bench(args: argparse.Namespace) -> str:
     from pagedllm_core.entrypoints.llm import LLM
 
     pooling = pooling_config_from_args(args)
-    llm = LLM(task=pooling.task, override_pooler_config=pooling.override_pooler_config, **engine_settings_from_args(args))
+    settings = engine_settings_from_args(args)
+    llm = LLM(task=pooling.task, override_pooler_config=pooling.override_pooler_config, **settings)
     texts = sentences(args.num_prompts, args.max_words, args.workload_seed)
     num_tokens = sum(len(llm.get_tokenizer().encode(text)) for text in texts)
 
@@ -71,7 +72,7 @@ def run_embed_bench(args: argparse.Namespace) -> str:
     elif args.baseline:
         from sentence_transformers import SentenceTransformer
 
-        model = SentenceTransformer(str(directory), device="cpu", local_files_only=True)
+        model = SentenceTransformer(str(directory), device=str(llm.llm_engine.loaded.device), local_files_only=True)
 
         def baseline(batch: list[str]) -> torch.Tensor:
             return torch.tensor(model.encode(batch, batch_size=args.baseline_batch_size, show_progress_bar=False))
