@@ -140,3 +140,15 @@ def test_dimensions_on_a_matryoshka_model(matryoshka_server):
     assert cut.shape == (64,) and np.isclose(np.linalg.norm(cut), 1)
     assert np.allclose(cut, full[:64] / np.linalg.norm(full[:64]), atol=1e-6)
     assert refused.status_code == 400 and "this model allows [64, 128]" in refused.json()["error"]["message"]
+
+
+def test_concurrent_requests_get_their_own_answers(http, embedding_engine):
+    from concurrent.futures import ThreadPoolExecutor
+
+    texts = [f"request number {index} about {'rivers ' * index}" for index in range(12)]
+    alone = [embed(http, input=text).json()["data"][0]["embedding"] for text in texts]
+    with ThreadPoolExecutor(max_workers=12) as pool:
+        together = list(pool.map(lambda text: embed(http, input=text).json()["data"][0]["embedding"], texts))
+    assert np.allclose(together, alone, atol=1e-5)
+    stats = embedding_engine.stats()
+    assert stats.num_running_requests == stats.num_waiting_requests == 0
