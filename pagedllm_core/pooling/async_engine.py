@@ -90,17 +90,8 @@ class AsyncEmbeddingEngine:
                 jobs.append(self._jobs.get())
             stopping = None in jobs
             live = [job for job in jobs if job is not None and job.result.set_running_or_notify_cancel()]
-            self._num_running = len(live)
-            try:
-                embeddings = self.engine.embed([job.token_ids for job in live], [job.params for job in live])
-            except Exception as error:  # noqa: BLE001 - the batch's callers get the error; the loop goes on
-                logger.exception("embedding batch failed")
-                for job in live:
-                    job.result.set_exception(error)
-            else:
-                for job, embedding in zip(live, embeddings):
-                    job.result.set_result(embedding)
-            self._num_running = 0
+            if live:
+                self._run_batch(live)
             if stopping:
                 break
         self._dead_error = EngineDeadError("the embedding engine has been shut down")
@@ -108,3 +99,17 @@ class AsyncEmbeddingEngine:
             job = self._jobs.get()
             if job is not None and job.result.set_running_or_notify_cancel():
                 job.result.set_exception(self._dead_error)
+
+    def _run_batch(self, jobs: list[_Job]) -> None:
+        self._num_running = len(jobs)
+        try:
+            embeddings = self.engine.embed([job.token_ids for job in jobs], [job.params for job in jobs])
+        except Exception as error:  # noqa: BLE001 - the batch's callers get the error; the loop goes on
+            logger.exception("embedding batch failed")
+            for job in jobs:
+                job.result.set_exception(error)
+        else:
+            for job, embedding in zip(jobs, embeddings):
+                job.result.set_result(embedding)
+        finally:
+            self._num_running = 0
