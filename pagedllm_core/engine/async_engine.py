@@ -48,6 +48,8 @@ class SteppableEngine(Protocol):
 
     def has_unfinished_requests(self) -> bool: ...
 
+    def shutdown(self) -> None: ...
+
     def kv_cache_stats(self) -> Any: ...
 
     def prefix_cache_stats(self) -> Any: ...
@@ -228,12 +230,15 @@ class AsyncLLMEngine:
             raise EngineDeadError(str(self._dead_error))
 
     def shutdown(self, timeout: float | None = None) -> None:
-        """Stop the loop after its current step; open streams get :class:`EngineDeadError`."""
+        """Stop the loop after its current step, then the engine's workers; open streams get
+        :class:`EngineDeadError`."""
         try:
             self._submit(_Stop())
         except EngineDeadError:
             pass
         self._thread.join(timeout)
+        if not self._thread.is_alive():
+            self.engine.shutdown()
 
     def _submit(self, command: _Add | _Abort | _Stop) -> None:
         with self._lock:

@@ -67,6 +67,11 @@ BENCHMARKS = {
         "pagedllm_core.bench.throughput:add_throughput_arguments",
         "pagedllm_core.bench.throughput:run_throughput_bench",
     ),
+    "step": (
+        "the engine's time per decode step outside the model (schedule, inputs, sampling, outputs) at 1-256 sequences",
+        "pagedllm_core.bench.step:add_step_arguments",
+        "pagedllm_core.bench.step:run_step_bench",
+    ),
     "embed": (
         "embedding throughput of LLM.embed, with sentence-transformers as the baseline",
         "pagedllm_core.bench.embed:add_embed_arguments",

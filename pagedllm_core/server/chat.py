@@ -6,7 +6,7 @@ from collections.abc import AsyncIterator
 
 from fastapi import APIRouter, Request
 
-from pagedllm_core.server.generation import BeamSearchGeneration, Generation
+from pagedllm_core.server.generation import Generation
 from pagedllm_core.server.logprobs import chat_logprobs
 from pagedllm_core.server.protocol import ChatCompletionRequest
 from pagedllm_core.server.responses import (
@@ -34,8 +34,7 @@ async def create_chat_completion(body: ChatCompletionRequest, request: Request, 
     )
     chat = _Chat(server, body, model, len(prompt_token_ids), params.logprobs)
     if body.use_beam_search:
-        with await BeamSearchGeneration.start(server, [prompt_token_ids], body) as generation:
-            return await chat.respond(generation)
+        params = body.beam_search_params_per_prompt(server.settings.limits, server.engine.max_model_len, [prompt_token_ids])
     generation = await Generation.start(server, [prompt_token_ids], params)
     if body.stream:
         return sse_response(chat.stream(generation), on_close=generation.close)

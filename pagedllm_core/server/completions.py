@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator
 from fastapi import APIRouter, Request
 
 from pagedllm_core.outputs import RequestOutput
-from pagedllm_core.server.generation import BeamSearchGeneration, Generation
+from pagedllm_core.server.generation import Generation
 from pagedllm_core.server.logprobs import completion_logprobs
 from pagedllm_core.server.protocol import CompletionRequest
 from pagedllm_core.server.responses import (
@@ -32,8 +32,7 @@ async def create_completion(body: CompletionRequest, request: Request, server: S
     completion = _Completion(server, body, model, prompts, params.logprobs)
     prompt_token_ids = [prompt.token_ids for prompt in prompts]
     if body.use_beam_search:
-        with await BeamSearchGeneration.start(server, prompt_token_ids, body) as generation:
-            return await completion.respond(generation)
+        params = body.beam_search_params_per_prompt(server.settings.limits, server.engine.max_model_len, prompt_token_ids)
     generation = await Generation.start(server, prompt_token_ids, params)
     if body.stream:
         return sse_response(completion.stream(generation), on_close=generation.close)

@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator
 
 from pagedllm_core.engine.async_engine import RequestStream
 from pagedllm_core.outputs import RequestOutput
-from pagedllm_core.sampling_params import SamplingParams
+from pagedllm_core.sampling_params import BeamSearchParams, SamplingParams
 from pagedllm_core.server.protocol import GenerationRequest
 from pagedllm_core.server.errors import RequestTimeoutError
 from pagedllm_core.server.metrics import RequestTracker
@@ -29,12 +29,19 @@ class Generation:
         self.deadline = None if timeout is None else asyncio.get_running_loop().time() + timeout
 
     @classmethod
-    async def start(cls, server: ServerState, prompts: list[list[int]], params: SamplingParams) -> Generation:
-        """Add every prompt to the engine; if any is rejected, abort the others and raise its error."""
+    async def start(
+        cls, server: ServerState, prompts: list[list[int]], params: SamplingParams | list[BeamSearchParams]
+    ) -> Generation:
+        """Add every prompt to the engine (with one ``SamplingParams`` for all, or a beam search each);
+        if any is rejected, abort the others and raise its error."""
         base_id = uuid.uuid4().hex
         trackers = [server.metrics.new_request() for _ in prompts]
+        params_per_prompt = params if isinstance(params, list) else [params] * len(prompts)
         added = await asyncio.gather(
-            *(server.engine.add_request(f"{base_id}-{i}", ids, params) for i, ids in enumerate(prompts)),
+            *(
+                server.engine.add_request(f"{base_id}-{i}", ids, prompt_params)
+                for i, (ids, prompt_params) in enumerate(zip(prompts, params_per_prompt))
+            ),
             return_exceptions=True,
         )
         streams = [item for item in added if isinstance(item, RequestStream)]
@@ -87,41 +94,3 @@ class Generation:
         async for index, output in self.outputs():
             finals[index] = output
         return finals
-
-
-class BeamSearchGeneration:
-    """Beam search for each prompt (``use_beam_search``): answered whole, never streamed."""
-
-    def __init__(self, outputs: list[RequestOutput]):
-        self._outputs = outputs
-
-    @classmethod
-    async def start(cls, server: ServerState, prompts: list[list[int]], body: GenerationRequest) -> BeamSearchGeneration:
-        base_id = uuid.uuid4().hex
-        max_model_len = server.engine.max_model_len
-        searches = [
-            server.engine.beam_search(
-                f"{base_id}-{i}", ids, body.to_beam_search_params(server.settings.limits, max_model_len - len(ids))
-            )
-            for i, ids in enumerate(prompts)
-        ]
-        timeout = server.settings.limits.request_timeout
-        try:
-            outputs = await asyncio.wait_for(asyncio.gather(*searches), timeout)
-        except TimeoutError:
-            raise RequestTimeoutError(timeout) from None
-        for output in outputs:
-            server.metrics.new_request().observe(output)
-        return cls(outputs)
-
-    async def final_outputs(self) -> list[RequestOutput]:
-        return self._outputs
-
-    def close(self) -> None:
-        """Nothing to abort: the beam searches have finished."""
-
-    def __enter__(self) -> BeamSearchGeneration:
-        return self
-
-    def __exit__(self, *exc_info) -> None:
-        self.close()

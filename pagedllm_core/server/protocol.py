@@ -73,7 +73,9 @@ class GenerationRequest(StructuredOutputFields):
     stop_token_ids: list[int] | None = Field(None, description="Token ids that end generation.")
     include_stop_str_in_output: bool | None = None
     skip_special_tokens: bool | None = None
-    use_beam_search: bool = Field(False, description="Beam search with n beams, returned best first (not streamed).")
+    use_beam_search: bool = Field(
+        False, description="Beam search with n beams, returned best first (streamed as one chunk per beam when it ends)."
+    )
     length_penalty: float = Field(1.0, description="With use_beam_search: rank by cum_logprob / length ** this.")
     cache_salt: str | None = Field(
         None, min_length=1, description="Only requests with the same salt share prefix-cached KV blocks."
@@ -111,11 +113,15 @@ class GenerationRequest(StructuredOutputFields):
         """The requested output length (None: fill the context)."""
         return self.max_tokens
 
+    def beam_search_params_per_prompt(
+        self, limits: ServerLimits, max_model_len: int, prompts: list[list[int]]
+    ) -> list[BeamSearchParams]:
+        """One beam search per prompt, each bounded by the context its prompt leaves."""
+        return [self.to_beam_search_params(limits, max_model_len - len(ids)) for ids in prompts]
+
     def to_beam_search_params(self, limits: ServerLimits, room: int) -> BeamSearchParams:
         """Beam search settings for a prompt leaving ``room`` tokens of context; ``n`` is the beam width."""
         self.check_supported()
-        if self.stream:
-            raise UnsupportedParameterError("stream", "streaming with use_beam_search")
         if self.n > limits.max_n:
             raise InvalidRequestError(f"n must be at most {limits.max_n} on this server", param="n")
         if getattr(self, self.logprobs_field) is not None:
