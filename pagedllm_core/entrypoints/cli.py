@@ -72,6 +72,11 @@ BENCHMARKS = {
         "pagedllm_core.bench.step:add_step_arguments",
         "pagedllm_core.bench.step:run_step_bench",
     ),
+    "embed": (
+        "embedding throughput of LLM.embed, with sentence-transformers as the baseline",
+        "pagedllm_core.bench.embed:add_embed_arguments",
+        "pagedllm_core.bench.embed:run_embed_bench",
+    ),
     "latency": (
         "W4 single stream: time to first token and decode tokens/s, with transformers as the baseline",
         "pagedllm_core.bench.latency:add_latency_arguments",

@@ -8,7 +8,8 @@ from contextlib import asynccontextmanager
 from fastapi import Depends, FastAPI
 
 from pagedllm_core.engine.async_engine import AsyncLLMEngine
-from pagedllm_core.server import chat, completions, info, tokenization
+from pagedllm_core.pooling.async_engine import AsyncEmbeddingEngine
+from pagedllm_core.server import chat, completions, embeddings, info, tokenization
 from pagedllm_core.server.auth import require_api_key
 from pagedllm_core.server.body_limit import BodySizeLimitMiddleware
 from pagedllm_core.server.errors import install_error_handlers
@@ -16,14 +17,18 @@ from pagedllm_core.server.metrics import ServerMetrics
 from pagedllm_core.server.responses import pagedllm_version
 from pagedllm_core.server.settings import ServerSettings
 from pagedllm_core.server.state import ServerState
+from pagedllm_core.server.tasks import require_task
 
 
-def build_app(engine: AsyncLLMEngine, settings: ServerSettings, shutdown_engine: bool = True) -> FastAPI:
+def build_app(
+    engine: AsyncLLMEngine | AsyncEmbeddingEngine, settings: ServerSettings, shutdown_engine: bool = True
+) -> FastAPI:
     """An OpenAI-compatible app serving ``engine``.
 
     ``/health``, ``/version`` and ``/metrics`` are open; the ``/v1`` routes and the tokenizer
     routes need the API key when one is set. With ``shutdown_engine`` the engine loop stops when
-    the app shuts down.
+    the app shuts down. ``settings.task`` says which engine it is: completions and chat answer a
+    generating engine, ``/v1/embeddings`` an embedding one; the others get a 400.
     """
 
     @asynccontextmanager
@@ -36,8 +41,11 @@ def build_app(engine: AsyncLLMEngine, settings: ServerSettings, shutdown_engine:
     app.state.server = ServerState(engine, settings, ServerMetrics(engine))
     app.include_router(info.ops_router)
     protected = [Depends(require_api_key)]
-    for router in (info.models_router, completions.router, chat.router, tokenization.router):
+    for router in (info.models_router, tokenization.router):
         app.include_router(router, dependencies=protected)
+    for router in (completions.router, chat.router):
+        app.include_router(router, dependencies=[*protected, Depends(require_task("generate"))])
+    app.include_router(embeddings.router, dependencies=[*protected, Depends(require_task("embed"))])
     install_error_handlers(app)
     app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.limits.max_request_body_bytes)
     return app

@@ -10,7 +10,12 @@ from pathlib import Path
 from pydantic import ByteSize, TypeAdapter, ValidationError
 
 from pagedllm_core.config import EngineConfig
-from pagedllm_core.entrypoints.engine_args import add_engine_arguments, engine_settings_from_args
+from pagedllm_core.entrypoints.engine_args import (
+    add_engine_arguments,
+    add_pooling_arguments,
+    engine_settings_from_args,
+    pooling_config_from_args,
+)
 from pagedllm_core.errors import ConfigError
 from pagedllm_core.server.settings import ServerLimits, ServerSettings
 
@@ -55,6 +60,7 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
     )
     group.add_argument("--uvicorn-log-level", choices=_LOG_LEVELS, default="info", help="uvicorn's log level")
     add_engine_arguments(parser)
+    add_pooling_arguments(parser)
 
 
 def engine_config_from_serve_args(args: argparse.Namespace) -> EngineConfig:
@@ -66,7 +72,7 @@ def engine_config_from_serve_args(args: argparse.Namespace) -> EngineConfig:
     return EngineConfig.build(**settings)
 
 
-def server_settings_from_args(args: argparse.Namespace, config: EngineConfig) -> ServerSettings:
+def server_settings_from_args(args: argparse.Namespace, config: EngineConfig, task: str = "generate") -> ServerSettings:
     limits = {}
     if args.max_request_body_size is not None:
         try:
@@ -87,6 +93,7 @@ def server_settings_from_args(args: argparse.Namespace, config: EngineConfig) ->
             api_key=args.api_key or os.environ.get(API_KEY_ENV) or None,
             chat_template=_read_chat_template(args.chat_template),
             limits=ServerLimits(**limits),
+            task=task,
         )
     except ValidationError as error:
         raise ConfigError(f"invalid server settings: {error}") from None
@@ -108,11 +115,18 @@ def run_server(args: argparse.Namespace) -> None:
     import uvicorn
 
     from pagedllm_core.engine.async_engine import AsyncLLMEngine
+    from pagedllm_core.pooling.async_engine import AsyncEmbeddingEngine
+    from pagedllm_core.pooling.loading import detect_task
     from pagedllm_core.server.app import build_app
 
     config = engine_config_from_serve_args(args)
-    settings = server_settings_from_args(args, config)
-    engine = AsyncLLMEngine.from_config(config)
+    pooling = pooling_config_from_args(args)
+    task = detect_task(config, pooling)
+    settings = server_settings_from_args(args, config, task)
+    if task == "embed":
+        engine = AsyncEmbeddingEngine.from_config(config, pooling)
+    else:
+        engine = AsyncLLMEngine.from_config(config)
     app = build_app(engine, settings)
     logger.info("serving %s on http://%s:%d", settings.served_model_names[0], args.host, args.port)
     uvicorn.run(app, host=args.host, port=args.port, log_level=args.uvicorn_log_level)

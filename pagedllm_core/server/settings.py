@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import BaseModel, ConfigDict, Field
 
 
@@ -30,3 +32,6 @@ class ServerSettings(BaseModel):
     api_key: str | None = Field(None, description="When set, /v1 and tokenizer routes need 'Bearer <key>'.")
     chat_template: str | None = Field(None, description="Jinja chat template replacing the tokenizer's.")
     limits: ServerLimits = Field(default_factory=ServerLimits)
+    task: Literal["generate", "embed"] = Field(
+        "generate", description="What the engine serves: generation routes, or /v1/embeddings."
+    )
