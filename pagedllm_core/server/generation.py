@@ -10,7 +10,7 @@ from pagedllm_core.engine.async_engine import RequestStream
 from pagedllm_core.outputs import RequestOutput
 from pagedllm_core.sampling_params import SamplingParams
 from pagedllm_core.server.protocol import GenerationRequest
-from pagedllm_core.server.errors import RequestTimeoutError
+from pagedllm_core.server.errors import ContextLengthExceededError, RequestTimeoutError
 from pagedllm_core.server.metrics import RequestTracker
 from pagedllm_core.server.state import ServerState
 
@@ -31,6 +31,8 @@ class Generation:
     @classmethod
     async def start(cls, server: ServerState, prompts: list[list[int]], params: SamplingParams) -> Generation:
         """Add every prompt to the engine; if any is rejected, abort the others and raise its error."""
+        for token_ids in prompts:
+            ContextLengthExceededError.check(server.engine.max_model_len, len(token_ids), params.max_tokens)
         base_id = uuid.uuid4().hex
         trackers = [server.metrics.new_request() for _ in prompts]
         added = await asyncio.gather(
@@ -99,6 +101,8 @@ class BeamSearchGeneration:
     async def start(cls, server: ServerState, prompts: list[list[int]], body: GenerationRequest) -> BeamSearchGeneration:
         base_id = uuid.uuid4().hex
         max_model_len = server.engine.max_model_len
+        for token_ids in prompts:
+            ContextLengthExceededError.check(max_model_len, len(token_ids), body.max_new_tokens())
         searches = [
             server.engine.beam_search(
                 f"{base_id}-{i}", ids, body.to_beam_search_params(server.settings.limits, max_model_len - len(ids))
