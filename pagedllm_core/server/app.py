@@ -14,6 +14,7 @@ from pagedllm_core.server.body_limit import BodySizeLimitMiddleware
 from pagedllm_core.server.errors import install_error_handlers
 from pagedllm_core.server.metrics import ServerMetrics
 from pagedllm_core.server.responses import pagedllm_version
+from pagedllm_core.server.responses_api import route as responses_api
 from pagedllm_core.server.settings import ServerSettings
 from pagedllm_core.server.state import ServerState
 
@@ -36,7 +37,7 @@ def build_app(engine: AsyncLLMEngine, settings: ServerSettings, shutdown_engine:
     app.state.server = ServerState(engine, settings, ServerMetrics(engine))
     app.include_router(info.ops_router)
     protected = [Depends(require_api_key)]
-    for router in (info.models_router, completions.router, chat.router, tokenization.router):
+    for router in (info.models_router, completions.router, chat.router, responses_api.router, tokenization.router):
         app.include_router(router, dependencies=protected)
     install_error_handlers(app)
     app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.limits.max_request_body_bytes)
