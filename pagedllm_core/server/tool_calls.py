@@ -51,7 +51,10 @@ class ToolCallReader:
 
 class ToolCallStream:
     """One streamed choice: sends text as content until a tool-call section begins, then each call
-    once it is complete (a first piece with its id and name, a second with its arguments).
+    in one piece (id, name and arguments) once it is complete.
+
+    A chunk holds at most one piece per call: the openai client's stream accumulator would drop a
+    second piece with the same index in the chunk that opens a call.
 
     Text that might begin a section is held back until it is clear; a section that never parses
     is sent as content when the choice ends.
@@ -77,9 +80,7 @@ class ToolCallStream:
         content = self._content_up_to(text, self.section_start)
         section = text[self.section_start :]
         found = self.parser.parse_section(section, final)
-        pieces = []
-        for call in found.calls[self.num_calls :]:
-            pieces += self._call_pieces(call)
+        pieces = [self._call_piece(call) for call in found.calls[self.num_calls :]]
         if final:
             rest = section[found.end :] if found.calls else section
             if rest.strip():
@@ -91,16 +92,14 @@ class ToolCallStream:
         self.num_content_chars = max(self.num_content_chars, end)
         return content
 
-    def _call_pieces(self, call: FunctionCall) -> list[ToolCallDelta]:
-        index = self.num_calls
+    def _call_piece(self, call: FunctionCall) -> ToolCallDelta:
         self.num_calls += 1
-        opening = ToolCallDelta(
-            index=index,
+        return ToolCallDelta(
+            index=self.num_calls - 1,
             id=self.parser.new_call_id(),
             type="function",
-            function=FunctionCallDelta(name=call.name, arguments=""),
+            function=FunctionCallDelta(name=call.name, arguments=call.arguments),
         )
-        return [opening, ToolCallDelta(index=index, function=FunctionCallDelta(arguments=call.arguments))]
 
 
 class NamedArgumentsStream(ToolCallStream):
@@ -110,19 +109,15 @@ class NamedArgumentsStream(ToolCallStream):
     parser: NamedFunctionCall
 
     def feed(self, text: str, final: bool) -> StreamPiece:
-        pieces = []
-        if not self.called:
-            self.num_calls = 1
-            pieces.append(
-                ToolCallDelta(
-                    index=0,
-                    id=self.parser.new_call_id(),
-                    type="function",
-                    function=FunctionCallDelta(name=self.parser.function_name, arguments=""),
-                )
-            )
         arguments = text[self.num_content_chars :]
         self.num_content_chars = len(text)
-        if arguments:
-            pieces.append(ToolCallDelta(index=0, function=FunctionCallDelta(arguments=arguments)))
-        return StreamPiece(tool_calls=pieces)
+        if self.called:
+            return StreamPiece(tool_calls=[ToolCallDelta(index=0, function=FunctionCallDelta(arguments=arguments))])
+        self.num_calls = 1
+        opening = ToolCallDelta(
+            index=0,
+            id=self.parser.new_call_id(),
+            type="function",
+            function=FunctionCallDelta(name=self.parser.function_name, arguments=arguments),
+        )
+        return StreamPiece(tool_calls=[opening])
