@@ -7,7 +7,6 @@ from collections.abc import AsyncIterator
 
 from fastapi import APIRouter, Request
 
-from pagedllm_core.sampling_params import SamplingParams
 from pagedllm_core.server.generation import BeamSearchGeneration, Generation
 from pagedllm_core.server.logprobs import chat_logprobs
 from pagedllm_core.server.protocol import ChatCompletionRequest
@@ -32,7 +31,10 @@ router = APIRouter()
 async def create_chat_completion(body: ChatCompletionRequest, request: Request, server: Server):
     model = server.check_model(body.model)
     tool_reader = body.tool_call_reader(server.settings)
-    params = _keep_tool_markers(body.to_sampling_params(server.settings.limits), body, tool_reader)
+    keep_special_tokens = _keeps_tool_markers(body, tool_reader)
+    params = body.to_sampling_params(server.settings.limits)
+    if keep_special_tokens:
+        params = dataclasses.replace(params, skip_special_tokens=False)
     prompt_token_ids = await server.render_chat(
         body.messages,
         body.add_generation_prompt,
@@ -40,7 +42,7 @@ async def create_chat_completion(body: ChatCompletionRequest, request: Request, 
         body.chat_template_kwargs,
         body.template_tools(),
     )
-    chat = _Chat(server, body, model, len(prompt_token_ids), params.logprobs, tool_reader)
+    chat = _Chat(server, body, model, len(prompt_token_ids), params.logprobs, tool_reader, keep_special_tokens)
     if body.use_beam_search:
         with await BeamSearchGeneration.start(server, [prompt_token_ids], body) as generation:
             return await chat.respond(generation)
@@ -51,13 +53,9 @@ async def create_chat_completion(body: ChatCompletionRequest, request: Request, 
         return await cancel_on_disconnect(request, chat.respond(generation))
 
 
-def _keep_tool_markers(
-    params: SamplingParams, body: ChatCompletionRequest, tool_reader: ToolCallReader | None
-) -> SamplingParams:
-    """Keep special tokens in the text when the tool parser looks for one (unless the client chose)."""
-    if tool_reader is None or not tool_reader.parser.needs_special_tokens or body.skip_special_tokens is not None:
-        return params
-    return dataclasses.replace(params, skip_special_tokens=False)
+def _keeps_tool_markers(body: ChatCompletionRequest, tool_reader: ToolCallReader | None) -> bool:
+    """Whether special tokens stay in the text because the tool parser looks for one (unless the client chose)."""
+    return tool_reader is not None and tool_reader.parser.needs_special_tokens and body.skip_special_tokens is None
 
 
 class _Chat:
@@ -71,6 +69,7 @@ class _Chat:
         num_prompt_tokens: int,
         logprobs: int | None,
         tool_reader: ToolCallReader | None,
+        drop_stop_token_text: bool = False,
     ):
         self.server = server
         self.body = body
@@ -78,12 +77,19 @@ class _Chat:
         self.num_prompt_tokens = num_prompt_tokens
         self.num_logprobs = logprobs
         self.tool_reader = tool_reader
+        self.drop_stop_token_text = drop_stop_token_text
         self.response_id = new_response_id("chatcmpl")
 
     def _logprobs(self, token_ids, positions):
         if self.num_logprobs is None or positions is None:
             return None
         return chat_logprobs(self.server.engine.tokenizer, token_ids, positions, self.num_logprobs)
+
+    def _visible(self, text: str, finish_reason: str | None, stop_reason: int | str | None) -> str:
+        """The text without the stop token that ended it, which kept special tokens would show."""
+        if self.drop_stop_token_text and finish_reason == "stop" and isinstance(stop_reason, int):
+            return text.removesuffix(self.server.engine.tokenizer.decode([stop_reason]))
+        return text
 
     def _message(self, text: str) -> ChoiceMessage:
         return ChoiceMessage(text, []) if self.tool_reader is None else self.tool_reader.message(text)
@@ -92,7 +98,7 @@ class _Chat:
         (output,) = await generation.final_outputs()
         choices = []
         for completion in sorted(output.outputs, key=lambda completion: completion.index):
-            message = self._message(completion.text)
+            message = self._message(self._visible(completion.text, completion.finish_reason, completion.stop_reason))
             choices.append(
                 ChatChoice(
                     index=completion.index,
@@ -125,6 +131,8 @@ class _Chat:
                 texts[delta.index] += delta.text
                 tool_stream = tool_streams[delta.index]
                 finish_reason = delta.finish_reason
+                if finish_reason is not None:
+                    texts[delta.index] = self._visible(texts[delta.index], finish_reason, delta.stop_reason)
                 if tool_stream is None:
                     chat_delta = ChatDelta(content=delta.text or None)
                 else:

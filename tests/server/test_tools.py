@@ -13,6 +13,7 @@ from pagedllm_core.config import EngineConfig
 from pagedllm_core.engine.async_engine import AsyncLLMEngine
 from pagedllm_core.server.app import build_app
 from pagedllm_core.server.background import BackgroundServer
+from pagedllm_core.testing import EOS_TOKEN_ID
 from tests.server.conftest import MODEL_NAME, settings, wait_until_idle
 from tests.server.test_errors import assert_error
 
@@ -264,3 +265,17 @@ def test_server_flags_are_checked():
         ServerSettings(served_model_names=["m"], model_source="m", enable_auto_tool_choice=True)
     with pytest.raises(ValueError, match="hermes, llama3_json, mistral"):
         ServerSettings(served_model_names=["m"], model_source="m", tool_call_parser="qwen")
+
+
+def test_special_token_markers_are_kept_but_not_the_stop_token(engine, long_model):
+    """llama3_json looks for <|python_tag|>, so special tokens stay in the text; the stop token that
+    ended the output still does not show, unless the client asked for special tokens itself."""
+    with serve(engine, long_model, tool_call_parser="llama3_json", enable_auto_tool_choice=True) as server:
+        client = openai_client(server)
+        request = dict(model=MODEL_NAME, messages=USER, tools=TOOLS, max_tokens=5, logit_bias={str(EOS_TOKEN_ID): 100})
+        (choice,) = client.chat.completions.create(**request).choices
+        assert choice.finish_reason == "stop" and not choice.message.content
+        (choice,) = client.chat.completions.create(**request, extra_body={"skip_special_tokens": False}).choices
+        assert choice.message.content == engine.tokenizer.decode([EOS_TOKEN_ID])
+        chunks = list(client.chat.completions.create(**request, stream=True))
+        assert not "".join(chunk.choices[0].delta.content or "" for chunk in chunks if chunk.choices)
