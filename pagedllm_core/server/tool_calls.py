@@ -103,8 +103,8 @@ class ToolCallStream:
 
 
 class NamedArgumentsStream(ToolCallStream):
-    """A named ``tool_choice``: the whole output is the one call's arguments, so it is sent as it
-    is generated, after a first piece with the call's id and name."""
+    """A named ``tool_choice``: the whole output is the one call's arguments, so they are sent as
+    they are generated; the first piece also carries the call's id and name."""
 
     parser: NamedFunctionCall
 
@@ -112,6 +112,8 @@ class NamedArgumentsStream(ToolCallStream):
         arguments = text[self.num_content_chars :]
         self.num_content_chars = len(text)
         if self.called:
+            if not arguments:
+                return StreamPiece()
             return StreamPiece(tool_calls=[ToolCallDelta(index=0, function=FunctionCallDelta(arguments=arguments))])
         self.num_calls = 1
         opening = ToolCallDelta(

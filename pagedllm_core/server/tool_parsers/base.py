@@ -109,6 +109,17 @@ def decode_json(text: str, position: int) -> tuple[Any, int] | None:
         return None
 
 
+def decode_call(text: str, position: int) -> tuple[FunctionCall, int] | None:
+    """The ``{"name": ..., "arguments" | "parameters": {...}}`` object starting at ``position`` as a
+    call, and where it ends; None if it is not one (or not complete yet)."""
+    decoded = decode_json(text, position)
+    if decoded is None or not isinstance(decoded[0], dict):
+        return None
+    value, end = decoded
+    call = FunctionCall.of(value.get("name"), value.get("arguments", value.get("parameters")))
+    return None if call is None else (call, end)
+
+
 def skip_whitespace(text: str, position: int) -> int:
     while position < len(text) and text[position].isspace():
         position += 1
@@ -120,11 +131,8 @@ def parse_json_array_calls(section: str, position: int) -> SectionCalls:
     array gives the objects complete so far."""
     calls: list[FunctionCall] = []
     end = 0
-    while (decoded := decode_json(section, position)) is not None and isinstance(decoded[0], dict):
-        value, position = decoded
-        call = FunctionCall.of(value.get("name"), value.get("arguments", value.get("parameters")))
-        if call is None:
-            break
+    while (decoded := decode_call(section, position)) is not None:
+        call, position = decoded
         calls.append(call)
         end = position
         position = skip_whitespace(section, position)

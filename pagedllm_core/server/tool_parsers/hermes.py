@@ -6,7 +6,7 @@ from pagedllm_core.server.tool_parsers.base import (
     FunctionCall,
     SectionCalls,
     ToolParser,
-    decode_json,
+    decode_call,
     marker_prefix_length,
     skip_whitespace,
 )
@@ -35,13 +35,10 @@ class HermesToolParser(ToolParser):
         calls: list[FunctionCall] = []
         end = 0
         while section.startswith(OPEN, position := skip_whitespace(section, end)):
-            decoded = decode_json(section, position + len(OPEN))
-            if decoded is None or not isinstance(decoded[0], dict):
+            decoded = decode_call(section, position + len(OPEN))
+            if decoded is None:
                 break
-            value, position = decoded
-            call = FunctionCall.of(value.get("name"), value.get("arguments", value.get("parameters")))
-            if call is None:
-                break
+            call, position = decoded
             position = skip_whitespace(section, position)
             if section.startswith(CLOSE, position):
                 position += len(CLOSE)

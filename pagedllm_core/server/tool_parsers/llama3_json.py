@@ -3,7 +3,7 @@ optionally after ``<|python_tag|>``."""
 
 from __future__ import annotations
 
-from pagedllm_core.server.tool_parsers.base import FunctionCall, SectionCalls, ToolParser, decode_json, skip_whitespace
+from pagedllm_core.server.tool_parsers.base import FunctionCall, SectionCalls, ToolParser, decode_call, skip_whitespace
 
 PYTHON_TAG = "<|python_tag|>"
 
@@ -28,11 +28,8 @@ class Llama3JsonToolParser(ToolParser):
         calls: list[FunctionCall] = []
         position = len(PYTHON_TAG) if section.startswith(PYTHON_TAG) else 0
         end = 0
-        while (decoded := decode_json(section, position)) is not None and isinstance(decoded[0], dict):
-            value, position = decoded
-            call = FunctionCall.of(value.get("name"), value.get("parameters", value.get("arguments")))
-            if call is None:
-                break
+        while (decoded := decode_call(section, position)) is not None:
+            call, position = decoded
             calls.append(call)
             end = position
             position = skip_whitespace(section, position)
