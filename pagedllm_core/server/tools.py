@@ -77,8 +77,8 @@ class ToolFields(BaseModel):
 
     @model_validator(mode="after")
     def _choice_needs_tools(self):
-        if not self.tools and self.tool_choice not in (None, "none"):
-            raise ValueError("tool_choice other than 'none' needs 'tools'")
+        if not self.tools and self.tool_choice not in (None, "none", "auto"):
+            raise ValueError("tool_choice 'required' or a named function needs 'tools'")
         if isinstance(self.tool_choice, NamedToolChoice):
             names = [tool.function.name for tool in self.tools]
             if self.tool_choice.function.name not in names:
@@ -90,9 +90,10 @@ class ToolFields(BaseModel):
 
     @property
     def effective_tool_choice(self) -> str | NamedToolChoice:
-        if self.tool_choice is not None:
-            return self.tool_choice
-        return "auto" if self.tools else "none"
+        """The choice that applies: without tools there is nothing to call ("auto" included)."""
+        if not self.tools:
+            return "none"
+        return self.tool_choice or "auto"
 
     def template_tools(self) -> list[dict[str, Any]] | None:
         """The tools as chat templates take them (``tools`` variable), or None."""

@@ -164,6 +164,11 @@ def test_streamed_forced_calls_add_up_to_the_whole(client, tool_choice):
     ]
 
 
+def test_auto_without_tools_is_a_plain_chat(http):
+    response = http.post("/v1/chat/completions", json={"messages": USER, "tool_choice": "auto", "max_tokens": 2})
+    assert response.status_code == 200 and response.json()["choices"][0]["message"]["tool_calls"] == []
+
+
 def test_tool_choice_none_answers_with_text(client):
     response = client.chat.completions.create(model=MODEL_NAME, messages=USER, tools=TOOLS, tool_choice="none", max_tokens=5)
     (choice,) = response.choices
