@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 
 import jsonschema
@@ -72,7 +73,7 @@ def test_stream_events_in_order_and_equal_to_the_whole(client):
 
 
 guided = pytest.mark.skipif(
-    pytest.importorskip("importlib").util.find_spec("pagedllm_guided_json") is None,
+    importlib.util.find_spec("pagedllm_guided_json") is None,
     reason="text.format json_schema needs the guided plugin",
 )
 

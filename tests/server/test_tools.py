@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 
 import httpx
@@ -117,7 +118,7 @@ def assert_calls_validate(tool_calls):
 
 
 guided = pytest.mark.skipif(
-    pytest.importorskip("importlib").util.find_spec("pagedllm_guided_json") is None,
+    importlib.util.find_spec("pagedllm_guided_json") is None,
     reason="forced tool choices need the guided plugin (pip install 'pagedllm[guided]')",
 )
 
