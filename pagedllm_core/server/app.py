@@ -15,6 +15,7 @@ from pagedllm_core.server.body_limit import BodySizeLimitMiddleware
 from pagedllm_core.server.errors import install_error_handlers
 from pagedllm_core.server.metrics import ServerMetrics
 from pagedllm_core.server.responses import pagedllm_version
+from pagedllm_core.server.responses_api import route as responses_api
 from pagedllm_core.server.settings import ServerSettings
 from pagedllm_core.server.state import ServerState
 from pagedllm_core.server.tasks import require_task
@@ -43,7 +44,7 @@ def build_app(
     protected = [Depends(require_api_key)]
     for router in (info.models_router, tokenization.router):
         app.include_router(router, dependencies=protected)
-    for router in (completions.router, chat.router):
+    for router in (completions.router, chat.router, responses_api.router):
         app.include_router(router, dependencies=[*protected, Depends(require_task("generate"))])
     app.include_router(embeddings.router, dependencies=[*protected, Depends(require_task("embed"))])
     install_error_handlers(app)

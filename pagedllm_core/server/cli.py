@@ -18,6 +18,7 @@ from pagedllm_core.entrypoints.engine_args import (
 )
 from pagedllm_core.errors import ConfigError
 from pagedllm_core.server.settings import ServerLimits, ServerSettings
+from pagedllm_core.server.tool_parsers import TOOL_PARSERS
 
 logger = logging.getLogger(__name__)
 
@@ -58,6 +59,14 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
         "--request-timeout", type=float, default=None,
         help=f"seconds before a request is aborted with 504; 0 for none (default: {limits['request_timeout'].default:g})",
     )
+    group.add_argument(
+        "--enable-auto-tool-choice", action="store_true",
+        help="let tool_choice 'auto' (the default with tools) find calls in the output; needs --tool-call-parser",
+    )
+    group.add_argument(
+        "--tool-call-parser", choices=sorted(TOOL_PARSERS), default=None,
+        help="how tool calls are written by the model: hermes (Qwen, Hermes, SmolLM2), llama3_json, mistral",
+    )
     group.add_argument("--uvicorn-log-level", choices=_LOG_LEVELS, default="info", help="uvicorn's log level")
     add_engine_arguments(parser)
     add_pooling_arguments(parser)
@@ -94,6 +103,8 @@ def server_settings_from_args(args: argparse.Namespace, config: EngineConfig, ta
             chat_template=_read_chat_template(args.chat_template),
             limits=ServerLimits(**limits),
             task=task,
+            tool_call_parser=args.tool_call_parser,
+            enable_auto_tool_choice=args.enable_auto_tool_choice,
         )
     except ValidationError as error:
         raise ConfigError(f"invalid server settings: {error}") from None

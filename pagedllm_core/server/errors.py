@@ -49,6 +49,34 @@ class UnsupportedParameterError(InvalidRequestError):
         super().__init__(f"{what} is not supported by this server", param=param, code="unsupported_parameter")
 
 
+class ContextLengthExceededError(InvalidRequestError):
+    """The prompt, or the prompt plus ``max_tokens``, does not fit the model's context (400).
+
+    The wording and code are vLLM's and OpenAI's, which clients match to tell this apart from other
+    400s (litellm's ``ContextWindowExceededError``, LangChain's context-overflow handling).
+    """
+
+    def __init__(self, max_model_len: int, num_prompt_tokens: int, max_tokens: int | None):
+        if max_tokens is None or num_prompt_tokens >= max_model_len:
+            message = (
+                f"This model's maximum context length is {max_model_len} tokens. However, your request has "
+                f"{num_prompt_tokens} input tokens. Please reduce the length of the input messages."
+            )
+        else:
+            message = (
+                f"'max_tokens' or 'max_completion_tokens' is too large: {max_tokens}. This model's maximum context "
+                f"length is {max_model_len} tokens and your request has {num_prompt_tokens} input tokens "
+                f"({max_tokens} > {max_model_len} - {num_prompt_tokens})."
+            )
+        super().__init__(message, code="context_length_exceeded")
+
+    @classmethod
+    def check(cls, max_model_len: int, num_prompt_tokens: int, max_tokens: int | None) -> None:
+        """Raise unless the prompt leaves room for ``max_tokens`` (None: at least one) generated tokens."""
+        if num_prompt_tokens + (max_tokens or 1) > max_model_len:
+            raise cls(max_model_len, num_prompt_tokens, max_tokens)
+
+
 class AuthenticationError(APIError):
     """The Bearer API key is missing or wrong (401)."""
 

@@ -9,8 +9,7 @@ from collections.abc import AsyncIterator
 from pagedllm_core.engine.async_engine import RequestStream
 from pagedllm_core.outputs import RequestOutput
 from pagedllm_core.sampling_params import BeamSearchParams, SamplingParams
-from pagedllm_core.server.protocol import GenerationRequest
-from pagedllm_core.server.errors import RequestTimeoutError
+from pagedllm_core.server.errors import ContextLengthExceededError, RequestTimeoutError
 from pagedllm_core.server.metrics import RequestTracker
 from pagedllm_core.server.state import ServerState
 
@@ -34,9 +33,11 @@ class Generation:
     ) -> Generation:
         """Add every prompt to the engine (with one ``SamplingParams`` for all, or a beam search each);
         if any is rejected, abort the others and raise its error."""
+        params_per_prompt = params if isinstance(params, list) else [params] * len(prompts)
+        for token_ids, prompt_params in zip(prompts, params_per_prompt):
+            ContextLengthExceededError.check(server.engine.max_model_len, len(token_ids), prompt_params.max_tokens)
         base_id = uuid.uuid4().hex
         trackers = [server.metrics.new_request() for _ in prompts]
-        params_per_prompt = params if isinstance(params, list) else [params] * len(prompts)
         added = await asyncio.gather(
             *(
                 server.engine.add_request(f"{base_id}-{i}", ids, prompt_params)

@@ -9,14 +9,18 @@ honour are rejected with a 400 naming the field.
 
 from __future__ import annotations
 
+import json
 from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from pagedllm_core.sampling_params import BeamSearchParams, SamplingParams
-from pagedllm_core.server.errors import InvalidRequestError, UnsupportedParameterError
+from pagedllm_core.server.errors import ContextLengthExceededError, InvalidRequestError, UnsupportedParameterError
+from pagedllm_core.server.responses import ToolCall
 from pagedllm_core.server.settings import ServerLimits
 from pagedllm_core.server.structured_outputs import StructuredOutputFields
+from pagedllm_core.server.tools import ToolFields
+from pagedllm_core.structured_outputs import StructuredOutputsParams
 
 # Request fields passed to SamplingParams under the same name when the client sets them.
 SAMPLING_FIELDS = (
@@ -117,6 +121,8 @@ class GenerationRequest(StructuredOutputFields):
         self, limits: ServerLimits, max_model_len: int, prompts: list[list[int]]
     ) -> list[BeamSearchParams]:
         """One beam search per prompt, each bounded by the context its prompt leaves."""
+        for ids in prompts:
+            ContextLengthExceededError.check(max_model_len, len(ids), self.max_new_tokens())
         return [self.to_beam_search_params(limits, max_model_len - len(ids)) for ids in prompts]
 
     def to_beam_search_params(self, limits: ServerLimits, room: int) -> BeamSearchParams:
@@ -199,13 +205,19 @@ class TextContentPart(BaseModel):
 
 
 class ChatMessage(BaseModel):
-    """One message of a conversation; ``developer`` is treated as ``system``."""
+    """One message of a conversation; ``developer`` is treated as ``system``.
+
+    An assistant message may carry ``tool_calls`` (its ``content`` then may be null); a ``tool``
+    message answers the call named by its ``tool_call_id``.
+    """
 
     model_config = ConfigDict(extra="allow")
 
-    role: Literal["system", "developer", "user", "assistant"]
-    content: str | list[TextContentPart]
+    role: Literal["system", "developer", "user", "assistant", "tool"]
+    content: str | list[TextContentPart] | None = None
     name: str | None = None
+    tool_calls: list[ToolCall] | None = None
+    tool_call_id: str | None = None
 
     @field_validator("content")
     @classmethod
@@ -216,16 +228,38 @@ class ChatMessage(BaseModel):
                     raise ValueError(f"only text content parts are supported, got type {part.type!r}")
         return content
 
-    def template_dict(self) -> dict[str, str]:
-        """The message as chat templates expect it."""
-        content = self.content if isinstance(self.content, str) else "\n".join(part.text for part in self.content)
-        message = {"role": "system" if self.role == "developer" else self.role, "content": content}
+    @model_validator(mode="after")
+    def _content_or_tool_calls(self) -> ChatMessage:
+        if self.content is None and not (self.role == "assistant" and self.tool_calls):
+            raise ValueError("content may only be null in an assistant message with tool_calls")
+        if self.role == "tool" and not self.tool_call_id:
+            raise ValueError("a tool message needs the tool_call_id of the call it answers")
+        return self
+
+    def template_dict(self) -> dict[str, Any]:
+        """The message as chat templates expect it (tool call arguments as objects, as HF templates read them)."""
+        content = self.content
+        if isinstance(content, list):
+            content = "\n".join(part.text for part in content)
+        message: dict[str, Any] = {"role": "system" if self.role == "developer" else self.role, "content": content}
         if self.name is not None:
             message["name"] = self.name
+        if self.tool_calls:
+            message["tool_calls"] = [_template_tool_call(call) for call in self.tool_calls]
+        if self.tool_call_id is not None:
+            message["tool_call_id"] = self.tool_call_id
         return message
 
 
-class ChatCompletionRequest(GenerationRequest):
+def _template_tool_call(call: ToolCall) -> dict[str, Any]:
+    try:
+        arguments = json.loads(call.function.arguments)
+    except json.JSONDecodeError:
+        arguments = call.function.arguments
+    return {"id": call.id, "type": "function", "function": {"name": call.function.name, "arguments": arguments}}
+
+
+class ChatCompletionRequest(GenerationRequest, ToolFields):
     """``POST /v1/chat/completions``."""
 
     logprobs_field: ClassVar[str] = "top_logprobs"
@@ -235,17 +269,12 @@ class ChatCompletionRequest(GenerationRequest):
     max_completion_tokens: int | None = Field(None, ge=1, description="Most tokens to generate; default: fill the context.")
     logprobs: bool | None = Field(False, description="Return the log-probability of each generated token.")
     top_logprobs: int | None = Field(None, ge=0, description="With logprobs: this many most likely tokens per position.")
-    tools: list[dict[str, Any]] | None = None
-    tool_choice: str | dict[str, Any] | None = None
-    functions: list[dict[str, Any]] | None = None
+    functions: list[dict[str, Any]] | None = Field(None, description="Not supported: OpenAI's older name; use tools.")
     # vLLM extensions
     add_generation_prompt: bool = Field(True, description="End the prompt with the assistant's turn header.")
     continue_final_message: bool = Field(False, description="Continue the last (assistant) message instead.")
     chat_template_kwargs: dict[str, Any] | None = Field(None, description="Extra variables for the chat template.")
     chat_template: str | None = Field(None, description="Not accepted: start the server with --chat-template.")
-
-    def template_messages(self) -> list[dict[str, str]]:
-        return [message.template_dict() for message in self.messages]
 
     def max_new_tokens(self) -> int | None:
         return self.max_completion_tokens or self.max_tokens
@@ -257,11 +286,22 @@ class ChatCompletionRequest(GenerationRequest):
             values["logprobs"] = self.top_logprobs or 0
         return values
 
+    def structured_outputs_params(self) -> StructuredOutputsParams | None:
+        """A forced tool choice's schema, or the structured-output field's constraint."""
+        schema = self.forced_tool_schema()
+        if schema is None:
+            return super().structured_outputs_params()
+        if self._requested():
+            raise InvalidRequestError(
+                "a tool_choice of 'required' or a named function cannot be combined with response_format or "
+                "structured_outputs",
+                param="tool_choice",
+            )
+        return StructuredOutputsParams(json=schema)
+
     def check_supported(self) -> None:
-        if self.tools or self.functions:
-            raise UnsupportedParameterError("tools", "tool calling")
-        if self.tool_choice not in (None, "none", "auto"):
-            raise UnsupportedParameterError("tool_choice", "tool calling")
+        if self.functions:
+            raise UnsupportedParameterError("functions", "'functions' (use 'tools')")
         if self.chat_template is not None:
             raise UnsupportedParameterError("chat_template", "a per-request chat_template")
         if self.top_logprobs is not None and not self.logprobs:

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from pagedllm_core.server.tool_parsers import check_tool_parser_name
 
 
 class ServerLimits(BaseModel):
@@ -35,3 +37,18 @@ class ServerSettings(BaseModel):
     task: Literal["generate", "embed"] = Field(
         "generate", description="What the engine serves: generation routes, or /v1/embeddings."
     )
+    tool_call_parser: str | None = Field(
+        None, description="How tool calls are read from outputs with tool_choice 'auto' (hermes, llama3_json, mistral)."
+    )
+    enable_auto_tool_choice: bool = Field(False, description="Allow tool_choice 'auto'; needs tool_call_parser.")
+
+    @field_validator("tool_call_parser")
+    @classmethod
+    def _known_parser(cls, name):
+        return name if name is None else check_tool_parser_name(name)
+
+    @model_validator(mode="after")
+    def _auto_needs_parser(self):
+        if self.enable_auto_tool_choice and self.tool_call_parser is None:
+            raise ValueError("--enable-auto-tool-choice needs --tool-call-parser")
+        return self
