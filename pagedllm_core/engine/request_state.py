@@ -33,16 +33,27 @@ class SequenceState:
         self._holdback = max((len(stop) for stop in params.stop_strings), default=1) - 1
 
     def add_token(self, token: TokenLogprobs | None, token_id: int) -> bool:
-        """Take the sequence's newest token; returns True when it completed a stop string."""
+        """Take the sequence's newest token; returns True when it completed a stop string.
+
+        The text of a stop token that ended the sequence stays out of the output (as in vLLM) unless
+        ``include_stop_str_in_output``; it shows otherwise when special tokens are kept."""
         if token is not None:
             self.cumulative_logprob += token.logprob
             if self.logprobs is not None:
                 self.logprobs.append(position_logprobs(token, self.decode_token))
-        if self.detokenizer is None:
+        if self.detokenizer is None or self._ended_by_stop_token(token_id):
             return False
         previous_length = len(self.text)
         self.text += self.detokenizer.add_tokens([token_id])
         return self._cut_at_stop_string(previous_length)
+
+    def _ended_by_stop_token(self, token_id: int) -> bool:
+        sequence = self.sequence
+        return (
+            sequence.status is SequenceStatus.FINISHED_STOPPED
+            and sequence.stop_reason == token_id
+            and not sequence.sampling_params.include_stop_str_in_output
+        )
 
     def _cut_at_stop_string(self, previous_length: int) -> bool:
         params = self.sequence.sampling_params

@@ -42,7 +42,7 @@ async def create_chat_completion(body: ChatCompletionRequest, request: Request, 
         body.chat_template_kwargs,
         body.template_tools(),
     )
-    chat = _Chat(server, body, model, len(prompt_token_ids), params.logprobs, tool_reader, keep_special_tokens)
+    chat = _Chat(server, body, model, len(prompt_token_ids), params.logprobs, tool_reader)
     if body.use_beam_search:
         params = body.beam_search_params_per_prompt(server.settings.limits, server.engine.max_model_len, [prompt_token_ids])
     generation = await Generation.start(server, [prompt_token_ids], params)
@@ -68,7 +68,6 @@ class _Chat:
         num_prompt_tokens: int,
         logprobs: int | None,
         tool_reader: ToolCallReader | None,
-        drop_stop_token_text: bool = False,
     ):
         self.server = server
         self.body = body
@@ -76,19 +75,12 @@ class _Chat:
         self.num_prompt_tokens = num_prompt_tokens
         self.num_logprobs = logprobs
         self.tool_reader = tool_reader
-        self.drop_stop_token_text = drop_stop_token_text
         self.response_id = new_response_id("chatcmpl")
 
     def _logprobs(self, token_ids, positions):
         if self.num_logprobs is None or positions is None:
             return None
         return chat_logprobs(self.server.engine.tokenizer, token_ids, positions, self.num_logprobs)
-
-    def _visible(self, text: str, finish_reason: str | None, stop_reason: int | str | None) -> str:
-        """The text without the stop token that ended it, which kept special tokens would show."""
-        if self.drop_stop_token_text and finish_reason == "stop" and isinstance(stop_reason, int):
-            return text.removesuffix(self.server.engine.tokenizer.decode([stop_reason]))
-        return text
 
     def _message(self, text: str) -> ChoiceMessage:
         return ChoiceMessage(text, []) if self.tool_reader is None else self.tool_reader.message(text)
@@ -97,7 +89,7 @@ class _Chat:
         (output,) = await generation.final_outputs()
         choices = []
         for completion in sorted(output.outputs, key=lambda completion: completion.index):
-            message = self._message(self._visible(completion.text, completion.finish_reason, completion.stop_reason))
+            message = self._message(completion.text)
             choices.append(
                 ChatChoice(
                     index=completion.index,
@@ -130,8 +122,6 @@ class _Chat:
                 texts[delta.index] += delta.text
                 tool_stream = tool_streams[delta.index]
                 finish_reason = delta.finish_reason
-                if finish_reason is not None:
-                    texts[delta.index] = self._visible(texts[delta.index], finish_reason, delta.stop_reason)
                 if tool_stream is None:
                     chat_delta = ChatDelta(content=delta.text or None)
                 else:

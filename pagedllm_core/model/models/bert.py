@@ -17,7 +17,7 @@ from pagedllm_core.errors import ModelLoadError
 from pagedllm_core.model.attention_shape import attention_shape
 from pagedllm_core.model.layers.activation import activation_function
 from pagedllm_core.model.layers.attention import PagedAttention
-from pagedllm_core.model.layers.linear import MergedLinear
+from pagedllm_core.model.layers.linear import LinearFactory
 from pagedllm_core.model.weight_loading import load_named_tensors
 
 MERGED_PROJECTIONS = {"query": ("qkv_proj", 0), "key": ("qkv_proj", 1), "value": ("qkv_proj", 2)}
@@ -54,13 +54,13 @@ class BertEmbeddings(nn.Module):
 class BertAttention(nn.Module):
     """Fused q/k/v projection, attention within each sequence (both directions), output projection."""
 
-    def __init__(self, hf_config, backend: AttentionBackend, layer_index: int):
+    def __init__(self, hf_config, backend: AttentionBackend, layer_index: int, linear: LinearFactory, prefix: str):
         super().__init__()
         shape = attention_shape(hf_config)
         hidden_size = hf_config.hidden_size
-        self.qkv_proj = MergedLinear(hidden_size, [hidden_size] * 3, bias=True)
+        self.qkv_proj = linear(f"{prefix}.qkv_proj", hidden_size, [hidden_size] * 3, True)
         self.attn = PagedAttention(backend, layer_index, shape.num_heads, shape.num_heads, shape.head_size)
-        self.out_proj = nn.Linear(hidden_size, hidden_size)
+        self.out_proj = linear(f"{prefix}.out_proj", hidden_size, hidden_size, True)
 
     def forward(self, hidden_states, kv_caches, metadata):
         # hidden_states: [num_tokens, hidden_size] -> q, k, v: [num_tokens, hidden_size]
@@ -71,14 +71,14 @@ class BertAttention(nn.Module):
 class BertLayer(nn.Module):
     """Post-norm residual block: ``norm(x + attention(x))``, then ``norm(x + mlp(x))``."""
 
-    def __init__(self, hf_config, backend: AttentionBackend, layer_index: int):
+    def __init__(self, hf_config, backend: AttentionBackend, layer_index: int, linear: LinearFactory, prefix: str):
         super().__init__()
         hidden_size, eps = hf_config.hidden_size, hf_config.layer_norm_eps
-        self.attention = BertAttention(hf_config, backend, layer_index)
+        self.attention = BertAttention(hf_config, backend, layer_index, linear, f"{prefix}.attention")
         self.attention_norm = nn.LayerNorm(hidden_size, eps=eps)
-        self.intermediate = nn.Linear(hidden_size, hf_config.intermediate_size)
+        self.intermediate = linear(f"{prefix}.intermediate", hidden_size, hf_config.intermediate_size, True)
         self.act = activation_function(hf_config.hidden_act)
-        self.output = nn.Linear(hf_config.intermediate_size, hidden_size)
+        self.output = linear(f"{prefix}.output", hf_config.intermediate_size, hidden_size, True)
         self.output_norm = nn.LayerNorm(hidden_size, eps=eps)
 
     def forward(self, hidden_states, kv_caches, metadata):
@@ -92,14 +92,17 @@ class BertModel(nn.Module):
 
     merged_projections = MERGED_PROJECTIONS
 
-    def __init__(self, hf_config, attention: AttentionBackend):
+    def __init__(self, hf_config, attention: AttentionBackend, linear: LinearFactory | None = None):
         super().__init__()
+        linear = linear or LinearFactory()
         if getattr(hf_config, "position_embedding_type", "absolute") != "absolute":
             raise ModelLoadError(
                 f"BERT position_embedding_type {hf_config.position_embedding_type!r} is not supported; only absolute"
             )
         self.embeddings = BertEmbeddings(hf_config)
-        self.layers = nn.ModuleList(BertLayer(hf_config, attention, index) for index in range(hf_config.num_hidden_layers))
+        self.layers = nn.ModuleList(
+            BertLayer(hf_config, attention, index, linear, f"layers.{index}") for index in range(hf_config.num_hidden_layers)
+        )
 
     def forward(
         self,
