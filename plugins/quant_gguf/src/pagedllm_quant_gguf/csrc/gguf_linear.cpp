@@ -1,19 +1,31 @@
-// x @ W.T (+ bias) on the CPU with W kept in ggml quantized blocks (Q4_0, Q4_1, Q8_0).
+// x @ W.T (+ bias) on the CPU with W kept in ggml quantized blocks (Q4_0, Q4_1, Q8_0, Q4_K, Q5_K, Q6_K).
 //
-// Layout: row n of `blocks` is output feature n, K / 32 consecutive blocks of 32 weights:
+// Layout: row n of `blocks` is output feature n, consecutive blocks of 32 weights, or of 256 for the
+// K-quants' super-blocks, which the kernel reads as 8 groups of 32 weights:
 //   Q4_0 (18 bytes): fp16 d, 16 nibble bytes    w = d * (q - 8)
 //   Q4_1 (20 bytes): fp16 d, fp16 m, 16 nibbles  w = d * q + m
 //   Q8_0 (34 bytes): fp16 d, 32 int8             w = d * q
-// Nibble byte j holds weight j in its low half and weight j + 16 in its high half.
+//   Q4_K (144 bytes): fp16 d, fp16 dmin, 12 bytes of 6-bit scales and minimums (one pair per group),
+//                     128 nibble bytes                          w = (d * scale) * q - dmin * min
+//   Q5_K (176 bytes): as Q4_K, with 32 bytes of fifth bits before the nibbles: bit g of byte i is the
+//                     high bit of weight i of group g          w = (d * scale) * q - dmin * min
+//   Q6_K (210 bytes): 128 nibble bytes (low 4 bits), 64 bytes of 2-bit high parts, 16 int8 scales (one
+//                     per 16 weights), fp16 d at the end       w = (d * scale) * (q - 32)
+// In Q4_0/Q4_1 nibble byte j holds weight j in its low half and weight j + 16 in its high half. In
+// Q4_K/Q5_K nibble bytes 32i..32i+31 hold group 2i in their low halves and group 2i + 1 in their high
+// halves. Q6_K's layout is described at its decoder.
 //
-// Numerics: each weight is bit-identical to blocks.dequantize's (and gguf-py's). d * q is exact in
-// float32 (11 significant bits of fp16 times at most 8 of q), so Q4_1's d * q + m rounds once whether
-// or not it is fused into an FMA. x * w is accumulated in float32 with FMA, so the result differs from
-// x @ dequantize(blocks).T only by summation order.
+// Numerics: each weight is bit-identical to blocks.dequantize's (and gguf-py's). Every product is exact
+// in float32: d * q has at most 11 + 8 significant bits, the K-quants' (d * scale) * q at most
+// 11 + 7 + 5 (a 6-bit scale or an int8 one; a 5-bit or 6-bit signed q). So Q4_1's d * q + m and the
+// K-quants' (d * scale) * q - dmin * min round once whether or not an FMA fuses them. x * w is
+// accumulated in float32 with FMA, so the result differs from x @ dequantize(blocks).T only by
+// summation order.
 //
 // Speed: a decode step is bound by reading weights, and blocks are 4.5 to 8.5 bits per weight instead
-// of 32. Output features are split across threads; each block is decoded once per call and used for
-// every row of x (directly from registers for up to 4 rows, else from a decoded copy of the row in L1).
+// of 32. Output features are split across threads; each group of 32 weights is decoded once per call
+// and used for every row of x (directly from registers for up to 4 rows, else from a decoded copy of
+// the row in L1).
 
 #include <torch/extension.h>
 #include <ATen/Parallel.h>
@@ -31,7 +43,42 @@
 
 namespace {
 
-constexpr int64_t kBlockValues = 32;
+constexpr int64_t kGroupValues = 32;
+constexpr int64_t kSuperBlockValues = 256;
+
+inline float float16_at(const uint8_t* bytes) {
+  uint16_t bits;
+  std::memcpy(&bits, bytes, sizeof(bits));
+#ifdef GGUF_LINEAR_AVX2
+  return _cvtsh_ss(bits);
+#else
+  return static_cast<float>(c10::Half(bits, c10::Half::from_bits()));
+#endif
+}
+
+// Group g's 6-bit scale and minimum from a Q4_K/Q5_K super-block's 12 packed bytes. Groups 0-3 use the
+// low 6 bits of bytes g (scale) and g + 4 (minimum); groups 4-7 take their low 4 bits from the halves
+// of byte g + 4 and their top 2 bits from the spare top bits of bytes g - 4 (scale) and g (minimum).
+inline void k_scale_and_min(const uint8_t* packed, int64_t g, float* scale, float* minimum) {
+  if (g < 4) {
+    *scale = packed[g] & 0x3F;
+    *minimum = packed[g + 4] & 0x3F;
+  } else {
+    *scale = (packed[g + 4] & 0x0F) | ((packed[g - 4] >> 6) << 4);
+    *minimum = (packed[g + 4] >> 4) | ((packed[g] >> 6) << 4);
+  }
+}
+
+// Where Q6_K keeps group g (0-7) of a super-block. Each half of 128 weights owns 64 nibble bytes and 32
+// bytes of 2-bit high parts; its weight 32p + i (part p = 0-3) is nibble p / 2 of byte 32 (p % 2) + i
+// and bits 2p, 2p + 1 of high byte i.
+struct Q6KGroup {
+  int64_t nibble_offset, nibble_shift, high_offset, high_shift;
+  explicit Q6KGroup(int64_t g)
+      : nibble_offset(64 * (g / 4) + 32 * (g % 2)), nibble_shift(4 * (g % 4 / 2)),
+        high_offset(128 + 32 * (g / 4)), high_shift(2 * (g % 4)) {}
+};
+constexpr int64_t kQ6KScales = 192, kQ6KScale = 208;
 
 #ifdef GGUF_LINEAR_AVX2
 inline __m256 broadcast_float16(const uint8_t* bytes) {
@@ -52,10 +99,22 @@ inline void nibbles_to_int32(const uint8_t* bytes, __m256i* quants) {
   quants[3] = _mm256_srli_epi32(second, 4);
 }
 
-// Each format decodes one block into its 32 float32 weights, held in 4 registers.
+// (byte >> shift) & mask for each of 32 bytes, as int32.
+inline void bit_fields_to_int32(const uint8_t* bytes, int64_t shift, int mask, __m256i* fields) {
+  const __m128i count = _mm_cvtsi64_si128(shift);
+  const __m256i field_mask = _mm256_set1_epi32(mask);
+  for (int i = 0; i < 4; ++i) {
+    const __m256i widened = _mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(bytes + 8 * i)));
+    fields[i] = _mm256_and_si256(_mm256_srl_epi32(widened, count), field_mask);
+  }
+}
+
+// Each format decodes group `group` of a block (always 0 for 32-weight blocks) into its 32 float32
+// weights, held in 4 registers.
 struct Q4_0 {
-  static constexpr int64_t kBytes = 18;
-  static void decode(const uint8_t* block, __m256* weights) {
+  static constexpr int64_t kValues = 32, kBytes = 18;
+  static constexpr const char* kName = "Q4_0";
+  static void decode(const uint8_t* block, int64_t, __m256* weights) {
     __m256i quants[4];
     nibbles_to_int32(block + 2, quants);
     const __m256 d = broadcast_float16(block);
@@ -65,8 +124,9 @@ struct Q4_0 {
 };
 
 struct Q4_1 {
-  static constexpr int64_t kBytes = 20;
-  static void decode(const uint8_t* block, __m256* weights) {
+  static constexpr int64_t kValues = 32, kBytes = 20;
+  static constexpr const char* kName = "Q4_1";
+  static void decode(const uint8_t* block, int64_t, __m256* weights) {
     __m256i quants[4];
     nibbles_to_int32(block + 4, quants);
     const __m256 d = broadcast_float16(block), m = broadcast_float16(block + 2);
@@ -75,8 +135,9 @@ struct Q4_1 {
 };
 
 struct Q8_0 {
-  static constexpr int64_t kBytes = 34;
-  static void decode(const uint8_t* block, __m256* weights) {
+  static constexpr int64_t kValues = 32, kBytes = 34;
+  static constexpr const char* kName = "Q8_0";
+  static void decode(const uint8_t* block, int64_t, __m256* weights) {
     const __m256 d = broadcast_float16(block);
     for (int i = 0; i < 4; ++i) {
       const __m128i quants = _mm_loadl_epi64(reinterpret_cast<const __m128i*>(block + 2 + 8 * i));
@@ -84,17 +145,53 @@ struct Q8_0 {
     }
   }
 };
-#else
-inline float float16_at(const uint8_t* bytes) {
-  uint16_t bits;
-  std::memcpy(&bits, bytes, sizeof(bits));
-  return static_cast<float>(c10::Half(bits, c10::Half::from_bits()));
-}
 
-// Each format decodes one block into its 32 float32 weights.
+// Q4_K and Q5_K: w = (d * scale) * q - dmin * min, q from `kHighBits` extra bits above the nibbles.
+template <int64_t kHighBits>
+struct KQuant {
+  static constexpr int64_t kValues = kSuperBlockValues, kBytes = kHighBits ? 176 : 144;
+  static constexpr const char* kName = kHighBits ? "Q5_K" : "Q4_K";
+  static void decode(const uint8_t* block, int64_t group, __m256* weights) {
+    float scale, minimum;
+    k_scale_and_min(block + 4, group, &scale, &minimum);
+    const __m256 d = _mm256_set1_ps(float16_at(block) * scale);
+    const __m256 m = _mm256_set1_ps(float16_at(block + 2) * minimum);
+    __m256i quants[4], high[4];
+    const uint8_t* nibbles = block + 16 + 32 * kHighBits + 32 * (group / 2);
+    bit_fields_to_int32(nibbles, 4 * (group % 2), 0x0F, quants);
+    if constexpr (kHighBits != 0) {
+      bit_fields_to_int32(block + 16, group, 0x01, high);
+      for (int i = 0; i < 4; ++i) quants[i] = _mm256_or_si256(quants[i], _mm256_slli_epi32(high[i], 4));
+    }
+    for (int i = 0; i < 4; ++i) weights[i] = _mm256_fmsub_ps(d, _mm256_cvtepi32_ps(quants[i]), m);
+  }
+};
+using Q4_K = KQuant<0>;
+using Q5_K = KQuant<1>;
+
+struct Q6_K {
+  static constexpr int64_t kValues = kSuperBlockValues, kBytes = 210;
+  static constexpr const char* kName = "Q6_K";
+  static void decode(const uint8_t* block, int64_t group, __m256* weights) {
+    const Q6KGroup where(group);
+    __m256i low[4], high[4];
+    bit_fields_to_int32(block + where.nibble_offset, where.nibble_shift, 0x0F, low);
+    bit_fields_to_int32(block + where.high_offset, where.high_shift, 0x03, high);
+    const float d = float16_at(block + kQ6KScale);
+    const int8_t* scales = reinterpret_cast<const int8_t*>(block + kQ6KScales + 2 * group);
+    const __m256i thirty_two = _mm256_set1_epi32(32);
+    for (int i = 0; i < 4; ++i) {
+      const __m256i q = _mm256_sub_epi32(_mm256_or_si256(low[i], _mm256_slli_epi32(high[i], 4)), thirty_two);
+      weights[i] = _mm256_mul_ps(_mm256_set1_ps(d * scales[i / 2]), _mm256_cvtepi32_ps(q));
+    }
+  }
+};
+#else
+// Each format decodes group `group` of a block (always 0 for 32-weight blocks) into its 32 float32 weights.
 struct Q4_0 {
-  static constexpr int64_t kBytes = 18;
-  static void decode(const uint8_t* block, float* weights) {
+  static constexpr int64_t kValues = 32, kBytes = 18;
+  static constexpr const char* kName = "Q4_0";
+  static void decode(const uint8_t* block, int64_t, float* weights) {
     const float d = float16_at(block);
     for (int j = 0; j < 16; ++j) {
       weights[j] = d * static_cast<float>((block[2 + j] & 0x0F) - 8);
@@ -104,8 +201,9 @@ struct Q4_0 {
 };
 
 struct Q4_1 {
-  static constexpr int64_t kBytes = 20;
-  static void decode(const uint8_t* block, float* weights) {
+  static constexpr int64_t kValues = 32, kBytes = 20;
+  static constexpr const char* kName = "Q4_1";
+  static void decode(const uint8_t* block, int64_t, float* weights) {
     const float d = float16_at(block), m = float16_at(block + 2);
     for (int j = 0; j < 16; ++j) {
       weights[j] = d * static_cast<float>(block[4 + j] & 0x0F) + m;
@@ -115,14 +213,56 @@ struct Q4_1 {
 };
 
 struct Q8_0 {
-  static constexpr int64_t kBytes = 34;
-  static void decode(const uint8_t* block, float* weights) {
+  static constexpr int64_t kValues = 32, kBytes = 34;
+  static constexpr const char* kName = "Q8_0";
+  static void decode(const uint8_t* block, int64_t, float* weights) {
     const float d = float16_at(block);
     const int8_t* quants = reinterpret_cast<const int8_t*>(block + 2);
     for (int j = 0; j < 32; ++j) weights[j] = static_cast<float>(quants[j]) * d;
   }
 };
+
+template <int64_t kHighBits>
+struct KQuant {
+  static constexpr int64_t kValues = kSuperBlockValues, kBytes = kHighBits ? 176 : 144;
+  static constexpr const char* kName = kHighBits ? "Q5_K" : "Q4_K";
+  static void decode(const uint8_t* block, int64_t group, float* weights) {
+    float scale, minimum;
+    k_scale_and_min(block + 4, group, &scale, &minimum);
+    const float d = float16_at(block) * scale, m = float16_at(block + 2) * minimum;
+    const uint8_t* nibbles = block + 16 + 32 * kHighBits + 32 * (group / 2);
+    for (int j = 0; j < 32; ++j) {
+      int q = (nibbles[j] >> (4 * (group % 2))) & 0x0F;
+      if constexpr (kHighBits != 0) q |= ((block[16 + j] >> group) & 0x01) << 4;
+      weights[j] = d * static_cast<float>(q) - m;
+    }
+  }
+};
+using Q4_K = KQuant<0>;
+using Q5_K = KQuant<1>;
+
+struct Q6_K {
+  static constexpr int64_t kValues = kSuperBlockValues, kBytes = 210;
+  static constexpr const char* kName = "Q6_K";
+  static void decode(const uint8_t* block, int64_t group, float* weights) {
+    const Q6KGroup where(group);
+    const float d = float16_at(block + kQ6KScale);
+    const int8_t* scales = reinterpret_cast<const int8_t*>(block + kQ6KScales + 2 * group);
+    for (int j = 0; j < 32; ++j) {
+      const int low = (block[where.nibble_offset + j] >> where.nibble_shift) & 0x0F;
+      const int high = (block[where.high_offset + j] >> where.high_shift) & 0x03;
+      weights[j] = (d * scales[j / 16]) * static_cast<float>((low | (high << 4)) - 32);
+    }
+  }
+};
 #endif
+
+// Group g (of 32 weights) of a weight row.
+template <typename Format, typename Weights>
+inline void decode_group(const uint8_t* row, int64_t g, Weights weights) {
+  constexpr int64_t groups_per_block = Format::kValues / kGroupValues;
+  Format::decode(row + g / groups_per_block * Format::kBytes, g % groups_per_block, weights);
+}
 
 #ifdef GGUF_LINEAR_AVX2
 inline float horizontal_sum(__m256 v) {
@@ -134,7 +274,7 @@ inline float horizontal_sum(__m256 v) {
 
 constexpr int64_t kTileRows = 4;
 
-// sums[r] = x[r] . w for kRows rows of x (row stride K); load_weights(b, w) puts block b's 32 weights
+// sums[r] = x[r] . w for kRows rows of x (row stride K); load_weights(g, w) puts group g's 32 weights
 // in w[0..3]. Each FMA waits ~4 cycles for its accumulator and two can start per cycle, so about 8
 // independent accumulators keep the FMA units busy: 4 per row for 1-2 rows, 2 per row for 3-4.
 template <int kRows, typename LoadWeights>
@@ -144,13 +284,13 @@ inline void dot_tile(const float* x, int64_t K, LoadWeights load_weights, float*
   for (int r = 0; r < kRows; ++r) {
     for (int c = 0; c < kChains; ++c) accumulators[r][c] = _mm256_setzero_ps();
   }
-  for (int64_t block = 0; block < K / kBlockValues; ++block) {
-    load_weights(block, weights);
+  for (int64_t group = 0; group < K / kGroupValues; ++group) {
+    load_weights(group, weights);
     for (int r = 0; r < kRows; ++r) {
-      const float* x_block = x + r * K + block * kBlockValues;
+      const float* x_group = x + r * K + group * kGroupValues;
       for (int i = 0; i < 4; ++i) {
         __m256& accumulator = accumulators[r][i % kChains];
-        accumulator = _mm256_fmadd_ps(_mm256_loadu_ps(x_block + 8 * i), weights[i], accumulator);
+        accumulator = _mm256_fmadd_ps(_mm256_loadu_ps(x_group + 8 * i), weights[i], accumulator);
       }
     }
   }
@@ -178,23 +318,23 @@ void dot_all_rows(const float* x, int64_t M, int64_t K, LoadWeights load_weights
 template <typename Format>
 void multiply_row(const float* x, const uint8_t* row, int64_t M, int64_t K, float* row_buffer, float* sums) {
   if (M <= kTileRows) {
-    dot_all_rows(x, M, K, [&](int64_t block, __m256* w) { Format::decode(row + block * Format::kBytes, w); }, sums);
+    dot_all_rows(x, M, K, [&](int64_t group, __m256* w) { decode_group<Format>(row, group, w); }, sums);
     return;
   }
   __m256 weights[4];
-  for (int64_t block = 0; block < K / kBlockValues; ++block) {
-    Format::decode(row + block * Format::kBytes, weights);
-    for (int i = 0; i < 4; ++i) _mm256_storeu_ps(row_buffer + block * kBlockValues + 8 * i, weights[i]);
+  for (int64_t group = 0; group < K / kGroupValues; ++group) {
+    decode_group<Format>(row, group, weights);
+    for (int i = 0; i < 4; ++i) _mm256_storeu_ps(row_buffer + group * kGroupValues + 8 * i, weights[i]);
   }
-  dot_all_rows(x, M, K, [&](int64_t block, __m256* w) {
-    for (int i = 0; i < 4; ++i) w[i] = _mm256_loadu_ps(row_buffer + block * kBlockValues + 8 * i);
+  dot_all_rows(x, M, K, [&](int64_t group, __m256* w) {
+    for (int i = 0; i < 4; ++i) w[i] = _mm256_loadu_ps(row_buffer + group * kGroupValues + 8 * i);
   }, sums);
 }
 #else
 template <typename Format>
 void multiply_row(const float* x, const uint8_t* row, int64_t M, int64_t K, float* row_buffer, float* sums) {
-  for (int64_t block = 0; block < K / kBlockValues; ++block) {
-    Format::decode(row + block * Format::kBytes, row_buffer + block * kBlockValues);
+  for (int64_t group = 0; group < K / kGroupValues; ++group) {
+    decode_group<Format>(row, group, row_buffer + group * kGroupValues);
   }
   for (int64_t m = 0; m < M; ++m) {
     float sum = 0.f;
@@ -224,27 +364,19 @@ void gguf_linear_kernel(const torch::Tensor& x, const torch::Tensor& blocks, con
   });
 }
 
-int64_t bytes_per_block(int64_t quant_type) {
-  TORCH_CHECK(quant_type == 2 || quant_type == 3 || quant_type == 8, "unsupported ggml quant type ", quant_type,
-              "; supported: 2 (Q4_0), 3 (Q4_1), 8 (Q8_0)");
-  return quant_type == 2 ? Q4_0::kBytes : quant_type == 3 ? Q4_1::kBytes : Q8_0::kBytes;
-}
-
-}  // namespace
-
-// x: float32 [M, K], blocks: uint8 [N, (K / 32) * bytes_per_block], bias: float32 [N] -> float32 [M, N].
-torch::Tensor gguf_linear(torch::Tensor x, torch::Tensor blocks, int64_t quant_type, std::optional<torch::Tensor> bias) {
-  const int64_t block_bytes = bytes_per_block(quant_type);
+template <typename Format>
+torch::Tensor gguf_linear_of(const torch::Tensor& x, const torch::Tensor& blocks, const std::optional<torch::Tensor>& bias) {
   TORCH_CHECK(x.device().is_cpu() && blocks.device().is_cpu(), "x and blocks must be CPU tensors");
   TORCH_CHECK(x.scalar_type() == at::kFloat, "x must be float32, got ", x.scalar_type());
   TORCH_CHECK(x.dim() == 2 && x.is_contiguous(), "x must be a contiguous 2-D tensor [M, K], got shape ", x.sizes());
-  TORCH_CHECK(x.size(1) % kBlockValues == 0, "K (x.size(1) = ", x.size(1), ") must be a multiple of 32");
+  TORCH_CHECK(x.size(1) % Format::kValues == 0, "K (x.size(1) = ", x.size(1), ") must be a multiple of ",
+              Format::kValues, " for ", Format::kName);
   TORCH_CHECK(blocks.scalar_type() == at::kByte, "blocks must be uint8, got ", blocks.scalar_type());
   TORCH_CHECK(blocks.dim() == 2 && blocks.is_contiguous(), "blocks must be a contiguous 2-D tensor, got shape ",
               blocks.sizes());
-  const int64_t row_bytes = x.size(1) / kBlockValues * block_bytes;
-  TORCH_CHECK(blocks.size(1) == row_bytes, "blocks rows must be ", row_bytes, " bytes for K = ", x.size(1),
-              " (", x.size(1) / kBlockValues, " blocks of ", block_bytes, "), got ", blocks.size(1));
+  const int64_t num_blocks = x.size(1) / Format::kValues, row_bytes = num_blocks * Format::kBytes;
+  TORCH_CHECK(blocks.size(1) == row_bytes, "blocks rows must be ", row_bytes, " bytes for K = ", x.size(1), " (",
+              num_blocks, " ", Format::kName, " blocks of ", Format::kBytes, "), got ", blocks.size(1));
   const float* bias_data = nullptr;
   if (bias.has_value()) {
     TORCH_CHECK(bias->device().is_cpu() && bias->scalar_type() == at::kFloat && bias->is_contiguous(),
@@ -255,15 +387,30 @@ torch::Tensor gguf_linear(torch::Tensor x, torch::Tensor blocks, int64_t quant_t
   }
 
   torch::Tensor out = torch::empty({x.size(0), blocks.size(0)}, x.options());
-  switch (quant_type) {
-    case 2: gguf_linear_kernel<Q4_0>(x, blocks, bias_data, out); break;
-    case 3: gguf_linear_kernel<Q4_1>(x, blocks, bias_data, out); break;
-    default: gguf_linear_kernel<Q8_0>(x, blocks, bias_data, out); break;
-  }
+  gguf_linear_kernel<Format>(x, blocks, bias_data, out);
   return out;
 }
 
+}  // namespace
+
+// x: float32 [M, K], blocks: uint8 [N, (K / block values) * block bytes], bias: float32 [N] -> float32 [M, N].
+// quant_type is the ggml type id.
+torch::Tensor gguf_linear(torch::Tensor x, torch::Tensor blocks, int64_t quant_type, std::optional<torch::Tensor> bias) {
+  switch (quant_type) {
+    case 2: return gguf_linear_of<Q4_0>(x, blocks, bias);
+    case 3: return gguf_linear_of<Q4_1>(x, blocks, bias);
+    case 8: return gguf_linear_of<Q8_0>(x, blocks, bias);
+    case 12: return gguf_linear_of<Q4_K>(x, blocks, bias);
+    case 13: return gguf_linear_of<Q5_K>(x, blocks, bias);
+    case 14: return gguf_linear_of<Q6_K>(x, blocks, bias);
+    default:
+      TORCH_CHECK(false, "unsupported ggml quant type ", quant_type,
+                  "; supported: 2 (Q4_0), 3 (Q4_1), 8 (Q8_0), 12 (Q4_K), 13 (Q5_K), 14 (Q6_K)");
+  }
+}
+
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, module) {
-  module.def("gguf_linear", &gguf_linear, "x @ W.T (+ bias) with W in ggml Q4_0 / Q4_1 / Q8_0 blocks (CPU)",
+  module.def("gguf_linear", &gguf_linear,
+             "x @ W.T (+ bias) with W in ggml Q4_0 / Q4_1 / Q8_0 / Q4_K / Q5_K / Q6_K blocks (CPU)",
              pybind11::arg("x"), pybind11::arg("blocks"), pybind11::arg("quant_type"), pybind11::arg("bias") = pybind11::none());
 }

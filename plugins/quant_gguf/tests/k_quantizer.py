@@ -1,0 +1,128 @@
+"""A numpy quantizer to ggml's Q4_K, Q5_K and Q6_K blocks, and a GGUF re-quantizer built on it.
+
+gguf-py (0.19) dequantizes the K-quants but cannot write them, so the tests make their K-quant files
+with this. It picks scales by each sub-block's range (llama.cpp searches for better ones; the layout
+is what matters here), and ``test_k_quantizer_round_trips_through_gguf`` checks it through
+gguf-py's own dequantizer.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+import gguf
+
+Q4_K, Q5_K, Q6_K = (gguf.GGMLQuantizationType(type_id) for type_id in (12, 13, 14))
+SUPER_BLOCK = 256
+
+
+def quantize_k(weights: np.ndarray, quant_type: gguf.GGMLQuantizationType) -> np.ndarray:
+    """uint8 blocks ``[rows, (columns // 256) * bytes_per_block]`` of float32 ``weights [rows, columns]``."""
+    rows, columns = weights.shape
+    if columns % SUPER_BLOCK:
+        raise ValueError(f"{quant_type.name} needs rows of a multiple of {SUPER_BLOCK} values, got {columns}")
+    super_blocks = weights.astype(np.float32).reshape(-1, SUPER_BLOCK)
+    if quant_type == Q6_K:
+        packed = _quantize_q6_k(super_blocks)
+    elif quant_type in (Q4_K, Q5_K):
+        packed = _quantize_q4_k_q5_k(super_blocks, fifth_bit=quant_type == Q5_K)
+    else:
+        raise ValueError(f"quantize_k writes Q4_K, Q5_K or Q6_K, not {quant_type.name}")
+    return packed.reshape(rows, -1)
+
+
+def _quantize_q4_k_q5_k(super_blocks: np.ndarray, fifth_bit: bool) -> np.ndarray:
+    # value = (d * scale_j) * q - dmin * min_j, q in [0, 2^bits - 1], 6-bit scale_j and min_j per sub-block j.
+    max_quant = 31 if fifth_bit else 15
+    sub_blocks = super_blocks.reshape(-1, 8, 32)
+    lowest = np.minimum(sub_blocks.min(axis=-1), 0)
+    sub_scales = (sub_blocks.max(axis=-1) - lowest) / max_quant
+    d = _float16(sub_scales.max(axis=-1) / 63)
+    d_min = _float16(-lowest.min(axis=-1) / 63)
+    scales = _divide_or_zero(sub_scales, d[:, None], 0, 63)
+    minimums = _divide_or_zero(-lowest, d_min[:, None], 0, 63)
+    step = d.astype(np.float32)[:, None] * scales
+    offset = d_min.astype(np.float32)[:, None] * minimums
+    quants = _divide_or_zero(sub_blocks + offset[..., None], step[..., None], 0, max_quant)
+
+    scales, minimums = scales.astype(np.uint8), minimums.astype(np.uint8)
+    packed_scales = np.concatenate(
+        [
+            (scales[:, :4] & 0x3F) | ((scales[:, 4:] >> 4) << 6),
+            (minimums[:, :4] & 0x3F) | ((minimums[:, 4:] >> 4) << 6),
+            (scales[:, 4:] & 0x0F) | ((minimums[:, 4:] & 0x0F) << 4),
+        ],
+        axis=-1,
+    )
+    low = quants & 0x0F  # [n, 8, 32]: sub-blocks 2i and 2i + 1 share 32 bytes, low and high nibbles
+    nibbles = (low[:, 0::2] | (low[:, 1::2] << 4)).reshape(-1, 128)
+    parts = [d.view(np.uint8).reshape(-1, 2), d_min.view(np.uint8).reshape(-1, 2), packed_scales]
+    if fifth_bit:
+        parts.append(np.bitwise_or.reduce((quants >> 4) << np.arange(8, dtype=np.uint8)[:, None], axis=1))
+    return np.concatenate(parts + [nibbles], axis=-1)
+
+
+def _quantize_q6_k(super_blocks: np.ndarray) -> np.ndarray:
+    # value = (d * scale_j) * (q - 32), q in [0, 63], int8 scale_j per 16 values.
+    sub_blocks = super_blocks.reshape(-1, 16, 16)
+    sub_scales = np.abs(sub_blocks).max(axis=-1) / 31
+    d = _float16(sub_scales.max(axis=-1) / 127)
+    scales = _divide_or_zero(sub_scales, d[:, None], 0, 127)
+    step = (d.astype(np.float32)[:, None] * scales)[..., None]
+    quants = (_divide_or_zero(sub_blocks, step, -32, 31).astype(np.int16) + 32).astype(np.uint8).reshape(-1, 2, 4, 32)
+
+    # Each half of 128 values: value 32p + i is nibble p // 2 of byte 32 (p % 2) + i, and bits 2p, 2p + 1
+    # of high byte i.
+    low, high = quants & 0x0F, quants >> 4
+    nibbles = np.concatenate([low[:, :, 0] | (low[:, :, 2] << 4), low[:, :, 1] | (low[:, :, 3] << 4)], axis=-1)
+    high_bytes = np.bitwise_or.reduce(high << np.array([0, 2, 4, 6], dtype=np.uint8)[:, None], axis=2)
+    return np.concatenate(
+        [nibbles.reshape(-1, 128), high_bytes.reshape(-1, 64), scales.astype(np.int8).view(np.uint8),
+         d.view(np.uint8).reshape(-1, 2)],
+        axis=-1,
+    )
+
+
+def _float16(values: np.ndarray) -> np.ndarray:
+    return values.astype(np.float16)
+
+
+def _divide_or_zero(values: np.ndarray, divisor: np.ndarray, low: int, high: int) -> np.ndarray:
+    """round(values / divisor) clipped to [low, high] as uint8 (int8 range kept via int16), 0 where divisor is 0."""
+    divisor = np.broadcast_to(divisor, values.shape).astype(np.float32)
+    quotient = np.divide(values, divisor, out=np.zeros(values.shape, np.float32), where=divisor != 0)
+    rounded = np.clip(np.rint(quotient), low, high)
+    return rounded.astype(np.int16 if low < 0 else np.uint8)
+
+
+def requantize_gguf(source: Path, destination: Path, choose_type: Callable[[str, tuple[int, ...]], object]) -> None:
+    """Copy the GGUF file ``source`` to ``destination`` with some tensors re-quantized to K-quants.
+
+    ``choose_type(name, shape)`` gets each tensor's name and (rows, columns) shape and returns a K-quant
+    type for it, or None to copy it unchanged.
+    """
+    reader = gguf.GGUFReader(source)
+    architecture = bytes(reader.fields["general.architecture"].parts[-1]).decode()
+    writer = gguf.GGUFWriter(destination, architecture)
+    for field in reader.fields.values():
+        if field.name.startswith("GGUF.") or field.name == "general.architecture":
+            continue
+        value_type = field.types[0]
+        sub_type = field.types[-1] if value_type == gguf.GGUFValueType.ARRAY else None
+        writer.add_key_value(field.name, field.contents(), value_type, sub_type=sub_type)
+    for tensor in reader.tensors:
+        shape = tuple(int(size) for size in reversed(tensor.shape))  # ggml lists dimensions innermost first
+        quant_type = choose_type(tensor.name, shape) if len(shape) == 2 else None
+        if quant_type is None:
+            writer.add_tensor(tensor.name, tensor.data, raw_dtype=tensor.tensor_type)
+        else:
+            weights = gguf.quants.dequantize(tensor.data, tensor.tensor_type).reshape(shape)
+            writer.add_tensor(tensor.name, quantize_k(weights, quant_type), raw_dtype=quant_type)
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+
