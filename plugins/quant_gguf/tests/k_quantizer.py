@@ -98,21 +98,14 @@ def _divide_or_zero(values: np.ndarray, divisor: np.ndarray, low: int, high: int
     return rounded.astype(np.int16 if low < 0 else np.uint8)
 
 
-def requantize_gguf(source: Path, destination: Path, choose_type: Callable[[str, tuple[int, ...]], object]) -> None:
+def requantize_gguf(source: Path, destination: Path, choose_type: Callable[[str, tuple[int, int]], object]) -> None:
     """Copy the GGUF file ``source`` to ``destination`` with some tensors re-quantized to K-quants.
 
-    ``choose_type(name, shape)`` gets each tensor's name and (rows, columns) shape and returns a K-quant
-    type for it, or None to copy it unchanged.
+    ``choose_type(name, shape)`` gets each 2-D tensor's name and (rows, columns) shape and returns a
+    K-quant type for it, or None to copy it unchanged.
     """
     reader = gguf.GGUFReader(source)
-    architecture = bytes(reader.fields["general.architecture"].parts[-1]).decode()
-    writer = gguf.GGUFWriter(destination, architecture)
-    for field in reader.fields.values():
-        if field.name.startswith("GGUF.") or field.name == "general.architecture":
-            continue
-        value_type = field.types[0]
-        sub_type = field.types[-1] if value_type == gguf.GGUFValueType.ARRAY else None
-        writer.add_key_value(field.name, field.contents(), value_type, sub_type=sub_type)
+    writer = _writer_with_metadata(reader, destination)
     for tensor in reader.tensors:
         shape = tuple(int(size) for size in reversed(tensor.shape))  # ggml lists dimensions innermost first
         quant_type = choose_type(tensor.name, shape) if len(shape) == 2 else None
@@ -121,8 +114,83 @@ def requantize_gguf(source: Path, destination: Path, choose_type: Callable[[str,
         else:
             weights = gguf.quants.dequantize(tensor.data, tensor.tensor_type).reshape(shape)
             writer.add_tensor(tensor.name, quantize_k(weights, quant_type), raw_dtype=quant_type)
+    _finish(writer)
+
+
+def write_random_llama_gguf(
+    tokenizer_source: Path,
+    destination: Path,
+    types: dict[str, gguf.GGMLQuantizationType],
+    hidden_size: int = 256,
+    intermediate_size: int = 512,
+    num_layers: int = 2,
+    num_heads: int = 4,
+    num_kv_heads: int = 2,
+    seed: int = 0,
+) -> None:
+    """A llama GGUF with random weights, every linear tensor a K-quant, and the tokenizer (and so the
+    vocabulary) of the llama GGUF ``tokenizer_source``; the output projection is tied to the embedding.
+
+    ``types`` maps the tensor kinds ``attn_q``, ``attn_k``, ``attn_v``, ``attn_output``, ``ffn_gate``,
+    ``ffn_up``, ``ffn_down`` and ``token_embd`` to their K-quant type.
+    """
+    reader = gguf.GGUFReader(tokenizer_source)
+    vocab_size = len(reader.fields["tokenizer.ggml.tokens"].data)
+    head_dim = hidden_size // num_heads
+    writer = _writer_with_metadata(
+        reader,
+        destination,
+        overrides={
+            "llama.block_count": num_layers,
+            "llama.embedding_length": hidden_size,
+            "llama.feed_forward_length": intermediate_size,
+            "llama.attention.head_count": num_heads,
+            "llama.attention.head_count_kv": num_kv_heads,
+            "llama.rope.dimension_count": head_dim,
+            "llama.vocab_size": vocab_size,
+        },
+    )
+    rng = np.random.default_rng(seed)
+
+    def add_linear(name: str, kind: str, rows: int, columns: int) -> None:
+        weights = (rng.standard_normal((rows, columns)) / np.sqrt(columns)).astype(np.float32)
+        writer.add_tensor(name, quantize_k(weights, types[kind]), raw_dtype=types[kind])
+
+    def add_norm(name: str) -> None:
+        writer.add_tensor(name, rng.uniform(0.8, 1.2, size=hidden_size).astype(np.float32))
+
+    add_linear("token_embd.weight", "token_embd", vocab_size, hidden_size)
+    for layer in range(num_layers):
+        prefix = f"blk.{layer}"
+        add_norm(f"{prefix}.attn_norm.weight")
+        add_linear(f"{prefix}.attn_q.weight", "attn_q", num_heads * head_dim, hidden_size)
+        add_linear(f"{prefix}.attn_k.weight", "attn_k", num_kv_heads * head_dim, hidden_size)
+        add_linear(f"{prefix}.attn_v.weight", "attn_v", num_kv_heads * head_dim, hidden_size)
+        add_linear(f"{prefix}.attn_output.weight", "attn_output", hidden_size, num_heads * head_dim)
+        add_norm(f"{prefix}.ffn_norm.weight")
+        add_linear(f"{prefix}.ffn_gate.weight", "ffn_gate", intermediate_size, hidden_size)
+        add_linear(f"{prefix}.ffn_up.weight", "ffn_up", intermediate_size, hidden_size)
+        add_linear(f"{prefix}.ffn_down.weight", "ffn_down", hidden_size, intermediate_size)
+    add_norm("output_norm.weight")
+    _finish(writer)
+
+
+def _writer_with_metadata(reader, destination: Path, overrides: dict | None = None) -> gguf.GGUFWriter:
+    """A writer for ``destination`` holding ``reader``'s metadata, with ``overrides`` replacing values."""
+    overrides = overrides or {}
+    architecture = reader.fields["general.architecture"].contents()
+    writer = gguf.GGUFWriter(destination, architecture)
+    for field in reader.fields.values():
+        if field.name.startswith("GGUF.") or field.name == "general.architecture":
+            continue  # the writer adds these itself
+        value_type = field.types[0]
+        sub_type = field.types[-1] if value_type == gguf.GGUFValueType.ARRAY else None
+        writer.add_key_value(field.name, overrides.get(field.name, field.contents()), value_type, sub_type=sub_type)
+    return writer
+
+
+def _finish(writer: gguf.GGUFWriter) -> None:
     writer.write_header_to_file()
     writer.write_kv_data_to_file()
     writer.write_tensors_to_file()
     writer.close()
-

@@ -16,10 +16,10 @@
 // halves. Q6_K's layout is described at its decoder.
 //
 // Numerics: each weight is bit-identical to blocks.dequantize's (and gguf-py's). Every product is exact
-// in float32: d * q has at most 11 + 8 significant bits, the K-quants' (d * scale) * q at most
-// 11 + 7 + 5 (a 6-bit scale or an int8 one; a 5-bit or 6-bit signed q). So Q4_1's d * q + m and the
-// K-quants' (d * scale) * q - dmin * min round once whether or not an FMA fuses them. x * w is
-// accumulated in float32 with FMA, so the result differs from x @ dequantize(blocks).T only by
+// in float32's 24-bit significand: d * q has at most 11 + 8 significant bits, the K-quants'
+// (d * scale) * q at most 11 + 7 + 5 (fp16 d; a 6-bit or int8 scale; q in 0..31 or -32..31). So Q4_1's
+// d * q + m and the K-quants' (d * scale) * q - dmin * min round once whether or not an FMA fuses them.
+// x * w is accumulated in float32 with FMA, so the result differs from x @ dequantize(blocks).T only by
 // summation order.
 //
 // Speed: a decode step is bound by reading weights, and blocks are 4.5 to 8.5 bits per weight instead
@@ -99,13 +99,21 @@ inline void nibbles_to_int32(const uint8_t* bytes, __m256i* quants) {
   quants[3] = _mm256_srli_epi32(second, 4);
 }
 
-// (byte >> shift) & mask for each of 32 bytes, as int32.
-inline void bit_fields_to_int32(const uint8_t* bytes, int64_t shift, int mask, __m256i* fields) {
-  const __m128i count = _mm_cvtsi64_si128(shift);
-  const __m256i field_mask = _mm256_set1_epi32(mask);
+// (byte >> shift) & mask for each of 32 bytes. Shifting 16-bit lanes is safe: the mask drops the bits
+// that come in from the neighbouring byte (every field here fits in a byte beside its shift).
+inline __m256i byte_fields(const uint8_t* bytes, int64_t shift, int mask) {
+  const __m256i loaded = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(bytes));
+  return _mm256_and_si256(_mm256_srl_epi16(loaded, _mm_cvtsi64_si128(shift)), _mm256_set1_epi8(static_cast<char>(mask)));
+}
+
+// 32 bytes, as uint8 or (kSigned) int8, to float32 in 4 registers of 8. The K-quants build their quants
+// with byte operations on all 32 at once and widen them only here.
+template <bool kSigned>
+inline void bytes_to_float(__m256i bytes, __m256* values) {
+  const __m128i halves[2] = {_mm256_castsi256_si128(bytes), _mm256_extracti128_si256(bytes, 1)};
   for (int i = 0; i < 4; ++i) {
-    const __m256i widened = _mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(bytes + 8 * i)));
-    fields[i] = _mm256_and_si256(_mm256_srl_epi32(widened, count), field_mask);
+    const __m128i part = i % 2 ? _mm_srli_si128(halves[i / 2], 8) : halves[i / 2];
+    values[i] = _mm256_cvtepi32_ps(kSigned ? _mm256_cvtepi8_epi32(part) : _mm256_cvtepu8_epi32(part));
   }
 }
 
@@ -156,14 +164,14 @@ struct KQuant {
     k_scale_and_min(block + 4, group, &scale, &minimum);
     const __m256 d = _mm256_set1_ps(float16_at(block) * scale);
     const __m256 m = _mm256_set1_ps(float16_at(block + 2) * minimum);
-    __m256i quants[4], high[4];
     const uint8_t* nibbles = block + 16 + 32 * kHighBits + 32 * (group / 2);
-    bit_fields_to_int32(nibbles, 4 * (group % 2), 0x0F, quants);
+    __m256i quants = byte_fields(nibbles, 4 * (group % 2), 0x0F);
     if constexpr (kHighBits != 0) {
-      bit_fields_to_int32(block + 16, group, 0x01, high);
-      for (int i = 0; i < 4; ++i) quants[i] = _mm256_or_si256(quants[i], _mm256_slli_epi32(high[i], 4));
+      quants = _mm256_or_si256(quants, _mm256_slli_epi16(byte_fields(block + 16, group, 0x01), 4));
     }
-    for (int i = 0; i < 4; ++i) weights[i] = _mm256_fmsub_ps(d, _mm256_cvtepi32_ps(quants[i]), m);
+    __m256 values[4];
+    bytes_to_float<false>(quants, values);
+    for (int i = 0; i < 4; ++i) weights[i] = _mm256_fmsub_ps(d, values[i], m);
   }
 };
 using Q4_K = KQuant<0>;
@@ -174,16 +182,15 @@ struct Q6_K {
   static constexpr const char* kName = "Q6_K";
   static void decode(const uint8_t* block, int64_t group, __m256* weights) {
     const Q6KGroup where(group);
-    __m256i low[4], high[4];
-    bit_fields_to_int32(block + where.nibble_offset, where.nibble_shift, 0x0F, low);
-    bit_fields_to_int32(block + where.high_offset, where.high_shift, 0x03, high);
+    const __m256i low = byte_fields(block + where.nibble_offset, where.nibble_shift, 0x0F);
+    const __m256i high = byte_fields(block + where.high_offset, where.high_shift, 0x03);
+    const __m256i quants = _mm256_sub_epi8(_mm256_or_si256(low, _mm256_slli_epi16(high, 4)), _mm256_set1_epi8(32));
+    __m256 values[4];
+    bytes_to_float<true>(quants, values);
     const float d = float16_at(block + kQ6KScale);
     const int8_t* scales = reinterpret_cast<const int8_t*>(block + kQ6KScales + 2 * group);
-    const __m256i thirty_two = _mm256_set1_epi32(32);
-    for (int i = 0; i < 4; ++i) {
-      const __m256i q = _mm256_sub_epi32(_mm256_or_si256(low[i], _mm256_slli_epi32(high[i], 4)), thirty_two);
-      weights[i] = _mm256_mul_ps(_mm256_set1_ps(d * scales[i / 2]), _mm256_cvtepi32_ps(q));
-    }
+    const __m256 first = _mm256_set1_ps(d * scales[0]), second = _mm256_set1_ps(d * scales[1]);
+    for (int i = 0; i < 4; ++i) weights[i] = _mm256_mul_ps(i < 2 ? first : second, values[i]);
   }
 };
 #else
@@ -257,13 +264,6 @@ struct Q6_K {
 };
 #endif
 
-// Group g (of 32 weights) of a weight row.
-template <typename Format, typename Weights>
-inline void decode_group(const uint8_t* row, int64_t g, Weights weights) {
-  constexpr int64_t groups_per_block = Format::kValues / kGroupValues;
-  Format::decode(row + g / groups_per_block * Format::kBytes, g % groups_per_block, weights);
-}
-
 #ifdef GGUF_LINEAR_AVX2
 inline float horizontal_sum(__m256 v) {
   __m128 half = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
@@ -274,23 +274,29 @@ inline float horizontal_sum(__m256 v) {
 
 constexpr int64_t kTileRows = 4;
 
-// sums[r] = x[r] . w for kRows rows of x (row stride K); load_weights(g, w) puts group g's 32 weights
-// in w[0..3]. Each FMA waits ~4 cycles for its accumulator and two can start per cycle, so about 8
-// independent accumulators keep the FMA units busy: 4 per row for 1-2 rows, 2 per row for 3-4.
-template <int kRows, typename LoadWeights>
+// sums[r] = x[r] . w for kRows rows of x (row stride K), the weights read in blocks of kGroups groups of
+// 32: load_weights(block, g, w) puts group g of block `block` in w[0..3]. The group loop is unrolled, so
+// what the groups of a block share (the K-quants' float16 factors, which scale goes with which group) is
+// worked out once per block, at compile time where it can be.
+// Each FMA waits ~4 cycles for its accumulator and two can start per cycle, so about 8 independent
+// accumulators keep the FMA units busy: 4 per row for 1-2 rows, 2 per row for 3-4.
+template <int kRows, int64_t kGroups, typename LoadWeights>
 inline void dot_tile(const float* x, int64_t K, LoadWeights load_weights, float* sums) {
   constexpr int kChains = kRows <= 2 ? 4 : 2;
   __m256 accumulators[kRows][kChains], weights[4];
   for (int r = 0; r < kRows; ++r) {
     for (int c = 0; c < kChains; ++c) accumulators[r][c] = _mm256_setzero_ps();
   }
-  for (int64_t group = 0; group < K / kGroupValues; ++group) {
-    load_weights(group, weights);
-    for (int r = 0; r < kRows; ++r) {
-      const float* x_group = x + r * K + group * kGroupValues;
-      for (int i = 0; i < 4; ++i) {
-        __m256& accumulator = accumulators[r][i % kChains];
-        accumulator = _mm256_fmadd_ps(_mm256_loadu_ps(x_group + 8 * i), weights[i], accumulator);
+  for (int64_t block = 0; block < K / (kGroups * kGroupValues); ++block) {
+#pragma GCC unroll 8
+    for (int64_t g = 0; g < kGroups; ++g) {
+      load_weights(block, g, weights);
+      for (int r = 0; r < kRows; ++r) {
+        const float* x_group = x + r * K + (block * kGroups + g) * kGroupValues;
+        for (int i = 0; i < 4; ++i) {
+          __m256& accumulator = accumulators[r][i % kChains];
+          accumulator = _mm256_fmadd_ps(_mm256_loadu_ps(x_group + 8 * i), weights[i], accumulator);
+        }
       }
     }
   }
@@ -301,15 +307,15 @@ inline void dot_tile(const float* x, int64_t K, LoadWeights load_weights, float*
   }
 }
 
-template <typename LoadWeights>
+template <int64_t kGroups, typename LoadWeights>
 void dot_all_rows(const float* x, int64_t M, int64_t K, LoadWeights load_weights, float* sums) {
   for (int64_t first = 0; first < M; first += kTileRows) {
     const float* x_tile = x + first * K;
     switch (std::min(kTileRows, M - first)) {
-      case 1: dot_tile<1>(x_tile, K, load_weights, sums + first); break;
-      case 2: dot_tile<2>(x_tile, K, load_weights, sums + first); break;
-      case 3: dot_tile<3>(x_tile, K, load_weights, sums + first); break;
-      default: dot_tile<4>(x_tile, K, load_weights, sums + first); break;
+      case 1: dot_tile<1, kGroups>(x_tile, K, load_weights, sums + first); break;
+      case 2: dot_tile<2, kGroups>(x_tile, K, load_weights, sums + first); break;
+      case 3: dot_tile<3, kGroups>(x_tile, K, load_weights, sums + first); break;
+      default: dot_tile<4, kGroups>(x_tile, K, load_weights, sums + first); break;
     }
   }
 }
@@ -317,24 +323,33 @@ void dot_all_rows(const float* x, int64_t M, int64_t K, LoadWeights load_weights
 // sums[m] = x[m] . (weight row `row`); row_buffer holds K floats.
 template <typename Format>
 void multiply_row(const float* x, const uint8_t* row, int64_t M, int64_t K, float* row_buffer, float* sums) {
+  constexpr int64_t kGroups = Format::kValues / kGroupValues;
   if (M <= kTileRows) {
-    dot_all_rows(x, M, K, [&](int64_t group, __m256* w) { decode_group<Format>(row, group, w); }, sums);
+    dot_all_rows<kGroups>(x, M, K, [&](int64_t block, int64_t g, __m256* w) {
+      Format::decode(row + block * Format::kBytes, g, w);
+    }, sums);
     return;
   }
   __m256 weights[4];
-  for (int64_t group = 0; group < K / kGroupValues; ++group) {
-    decode_group<Format>(row, group, weights);
-    for (int i = 0; i < 4; ++i) _mm256_storeu_ps(row_buffer + group * kGroupValues + 8 * i, weights[i]);
+  for (int64_t block = 0; block < K / Format::kValues; ++block) {
+    for (int64_t g = 0; g < kGroups; ++g) {
+      Format::decode(row + block * Format::kBytes, g, weights);
+      float* decoded = row_buffer + (block * kGroups + g) * kGroupValues;
+      for (int i = 0; i < 4; ++i) _mm256_storeu_ps(decoded + 8 * i, weights[i]);
+    }
   }
-  dot_all_rows(x, M, K, [&](int64_t group, __m256* w) {
+  dot_all_rows<1>(x, M, K, [&](int64_t group, int64_t, __m256* w) {
     for (int i = 0; i < 4; ++i) w[i] = _mm256_loadu_ps(row_buffer + group * kGroupValues + 8 * i);
   }, sums);
 }
 #else
 template <typename Format>
 void multiply_row(const float* x, const uint8_t* row, int64_t M, int64_t K, float* row_buffer, float* sums) {
-  for (int64_t group = 0; group < K / kGroupValues; ++group) {
-    decode_group<Format>(row, group, row_buffer + group * kGroupValues);
+  constexpr int64_t kGroups = Format::kValues / kGroupValues;
+  for (int64_t block = 0; block < K / Format::kValues; ++block) {
+    for (int64_t g = 0; g < kGroups; ++g) {
+      Format::decode(row + block * Format::kBytes, g, row_buffer + (block * kGroups + g) * kGroupValues);
+    }
   }
   for (int64_t m = 0; m < M; ++m) {
     float sum = 0.f;
