@@ -16,30 +16,14 @@ from pagedllm_quant_gguf.blocks import (
     dequantize,
 )
 from pagedllm_quant_gguf.kernels import load_kernels
+from pagedllm_quant_gguf.testing import random_blocks
 
 K_QUANTS = (Q4_K, Q5_K, Q6_K)
-# Byte offsets of each format's float16 scales (and minimums) within a block.
-FLOAT16_FIELDS = {Q4_0: (0,), Q4_1: (0, 2), Q8_0: (0,), Q4_K: (0, 2), Q5_K: (0, 2), Q6_K: (208,)}
-# Largest |quant * scale| a format multiplies its float16 factor by, to keep weights near unit size.
-LARGEST_MULTIPLIER = {Q4_0: 8, Q4_1: 15, Q8_0: 127, Q4_K: 63 * 31, Q5_K: 63 * 31, Q6_K: 127 * 32}
 
 
 def gguf_dequantize(blocks: torch.Tensor, quant_type: int) -> torch.Tensor:
     """gguf-py's float32 weights: the kernels' oracle."""
     return torch.from_numpy(gguf.quants.dequantize(blocks.numpy(), gguf.GGMLQuantizationType(quant_type)))
-
-
-def random_blocks(out_features: int, num_blocks: int, quant_type: int, seed: int = 0) -> torch.Tensor:
-    """Blocks of random bytes, so every bit pattern of quants and packed scales occurs, with float16
-    factors that keep the weights finite and make rows differ in scale, as in real checkpoints."""
-    fmt = BLOCK_FORMATS[quant_type]
-    rng = np.random.default_rng(seed)
-    blocks = rng.integers(0, 256, size=(out_features, num_blocks, fmt.bytes_per_block), dtype=np.uint8)
-    row_scales = rng.uniform(0.01, 2.0, size=(out_features, 1)) / LARGEST_MULTIPLIER[quant_type]
-    for offset in FLOAT16_FIELDS[quant_type]:
-        factors = (rng.uniform(0.1, 1.0, size=(out_features, num_blocks)) * row_scales).astype(np.float16)
-        blocks[..., offset : offset + 2] = factors.view(np.uint8).reshape(out_features, num_blocks, 2)
-    return torch.from_numpy(blocks.reshape(out_features, -1))
 
 
 @pytest.mark.parametrize("quant_type", SUPPORTED_QUANT_TYPES)
@@ -164,3 +148,9 @@ def test_dequantize_rejects_bad_arguments():
         dequantize(blocks.to(torch.int16), Q4_0, 64)
     with pytest.raises(ValueError, match="multiple of 256 for Q6_K"):
         dequantize(random_blocks(8, 2, Q6_K), Q6_K, 288)
+
+
+def test_block_formats_match_gguf():
+    for quant_type, fmt in BLOCK_FORMATS.items():
+        assert gguf.GGML_QUANT_SIZES[gguf.GGMLQuantizationType(quant_type)] == (fmt.values_per_block, fmt.bytes_per_block)
+        assert gguf.GGMLQuantizationType(quant_type).name == fmt.name

@@ -38,15 +38,22 @@ class BlockFormat:
     name: str
     values_per_block: int
     bytes_per_block: int
+    float16_offsets: tuple[int, ...]  # where in a block its float16 factors (scales, minimums) are
 
 
 BLOCK_FORMATS: dict[int, BlockFormat] = {
-    Q4_0: BlockFormat("Q4_0", values_per_block=32, bytes_per_block=18),  # fp16 scale, 16 bytes of nibbles
-    Q4_1: BlockFormat("Q4_1", values_per_block=32, bytes_per_block=20),  # fp16 scale, fp16 minimum, nibbles
-    Q8_0: BlockFormat("Q8_0", values_per_block=32, bytes_per_block=34),  # fp16 scale, 32 int8
-    Q4_K: BlockFormat("Q4_K", values_per_block=256, bytes_per_block=144),  # 2 fp16, 12 scale bytes, 128 nibble bytes
-    Q5_K: BlockFormat("Q5_K", values_per_block=256, bytes_per_block=176),  # as Q4_K, plus 32 bytes of fifth bits
-    Q6_K: BlockFormat("Q6_K", values_per_block=256, bytes_per_block=210),  # 192 quant bytes, 16 int8 scales, fp16
+    # fp16 scale, 16 bytes of nibbles
+    Q4_0: BlockFormat("Q4_0", values_per_block=32, bytes_per_block=18, float16_offsets=(0,)),
+    # fp16 scale, fp16 minimum, 16 bytes of nibbles
+    Q4_1: BlockFormat("Q4_1", values_per_block=32, bytes_per_block=20, float16_offsets=(0, 2)),
+    # fp16 scale, 32 int8
+    Q8_0: BlockFormat("Q8_0", values_per_block=32, bytes_per_block=34, float16_offsets=(0,)),
+    # fp16 d and dmin, 12 bytes of packed scales and minimums, 128 bytes of nibbles
+    Q4_K: BlockFormat("Q4_K", values_per_block=256, bytes_per_block=144, float16_offsets=(0, 2)),
+    # as Q4_K, with 32 bytes of fifth bits before the nibbles
+    Q5_K: BlockFormat("Q5_K", values_per_block=256, bytes_per_block=176, float16_offsets=(0, 2)),
+    # 128 bytes of low nibbles, 64 bytes of 2-bit high parts, 16 int8 scales, fp16 d
+    Q6_K: BlockFormat("Q6_K", values_per_block=256, bytes_per_block=210, float16_offsets=(208,)),
 }
 SUPPORTED_QUANT_TYPES: tuple[int, ...] = tuple(BLOCK_FORMATS)
 
