@@ -56,7 +56,8 @@ def build_markdown(args, rounds: list[dict], llama_info: dict, commands: list[st
         f"128 prompt tokens and 128 greedy output tokens (EOS ignored), p50 of {args.num_iters} after "
         f"{args.num_warmup} warm-up, the same token-id prompts, the same GGUF file ({args.model_label}).",
         "",
-        "| round | engine, weights | TTFT p50 (ms) | decode tok/s p50 | decode, ours / llama.cpp | TTFT, ours / llama.cpp |",
+        "| round | engine, weights | TTFT p50 (ms) | decode tok/s p50 | decode, ours / llama.cpp "
+        "| TTFT, ours / llama.cpp |",
         "| ---: | --- | ---: | ---: | ---: | ---: |",
     ]
     for index, results in enumerate(rounds, 1):
@@ -88,7 +89,8 @@ def build_markdown(args, rounds: list[dict], llama_info: dict, commands: list[st
 def main() -> None:
     parser = argparse.ArgumentParser(description="pagedllm against llama.cpp on W4, one after the other")
     parser.add_argument("--model", type=Path, default=None, help="the GGUF file (default: the default model's)")
-    parser.add_argument("--threads", type=int, default=os.cpu_count(), help="threads of each engine (default: all cores)")
+    parser.add_argument("--threads", type=int, default=os.cpu_count(),
+                        help="threads of each engine (default: all cores)")
     parser.add_argument("--num-iters", type=int, default=5, help="W4 timed iterations (default: 5)")
     parser.add_argument("--num-warmup", type=int, default=1, help="W4 untimed iterations (default: 1)")
     parser.add_argument("--rounds", type=int, default=1, help="times to run both, alternating (default: 1)")

@@ -40,7 +40,8 @@ def cpu_name() -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", default="1,4,16", help="rows of x per call (default: 1,4,16)")
-    parser.add_argument("--in-features", type=int, default=1536, help="K (default: 1536, the default model's down_proj)")
+    parser.add_argument("--in-features", type=int, default=1536,
+                        help="K (default: 1536, the default model's down_proj)")
     parser.add_argument("--out-features", type=int, default=576, help="N (default: 576)")
     parser.add_argument("--num-matrices", type=int, default=30, help="distinct weights per pass (default: 30)")
     parser.add_argument("--num-passes", type=int, default=21, help="passes; the fastest counts (default: 21)")

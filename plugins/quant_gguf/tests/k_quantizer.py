@@ -34,6 +34,13 @@ def quantize_k(weights: np.ndarray, quant_type: gguf.GGMLQuantizationType) -> np
     return packed.reshape(rows, -1)
 
 
+def quantize(weights: np.ndarray, quant_type: gguf.GGMLQuantizationType) -> np.ndarray:
+    """``quantize_k`` for the K-quants, gguf-py's quantizer for the types it writes."""
+    if quant_type in (Q4_K, Q5_K, Q6_K):
+        return quantize_k(weights, quant_type)
+    return gguf.quants.quantize(weights, quant_type)
+
+
 def _quantize_q4_k_q5_k(super_blocks: np.ndarray, fifth_bit: bool) -> np.ndarray:
     # value = (d * scale_j) * q - dmin * min_j, q in [0, 2^bits - 1], 6-bit scale_j and min_j per sub-block j.
     max_quant = 31 if fifth_bit else 15
@@ -99,10 +106,10 @@ def _divide_or_zero(values: np.ndarray, divisor: np.ndarray, low: int, high: int
 
 
 def requantize_gguf(source: Path, destination: Path, choose_type: Callable[[str, tuple[int, int]], object]) -> None:
-    """Copy the GGUF file ``source`` to ``destination`` with some tensors re-quantized to K-quants.
+    """Copy the GGUF file ``source`` to ``destination`` with some tensors re-quantized.
 
-    ``choose_type(name, shape)`` gets each 2-D tensor's name and (rows, columns) shape and returns a
-    K-quant type for it, or None to copy it unchanged.
+    ``choose_type(name, shape)`` gets each 2-D tensor's name and (rows, columns) shape and returns the
+    ggml type to store it in (a K-quant, or a type gguf-py writes), or None to copy it unchanged.
     """
     reader = gguf.GGUFReader(source)
     writer = _writer_with_metadata(reader, destination)
@@ -112,15 +119,16 @@ def requantize_gguf(source: Path, destination: Path, choose_type: Callable[[str,
         if quant_type is None:
             writer.add_tensor(tensor.name, tensor.data, raw_dtype=tensor.tensor_type)
         else:
+            quant_type = gguf.GGMLQuantizationType(quant_type)
             weights = gguf.quants.dequantize(tensor.data, tensor.tensor_type).reshape(shape)
-            writer.add_tensor(tensor.name, quantize_k(weights, quant_type), raw_dtype=quant_type)
+            writer.add_tensor(tensor.name, quantize(weights, quant_type), raw_dtype=quant_type)
     _finish(writer)
 
 
 def write_random_llama_gguf(
     tokenizer_source: Path,
     destination: Path,
-    types: dict[str, gguf.GGMLQuantizationType],
+    types: dict[str, int],
     hidden_size: int = 256,
     intermediate_size: int = 512,
     num_layers: int = 2,
@@ -132,7 +140,7 @@ def write_random_llama_gguf(
     vocabulary) of the llama GGUF ``tokenizer_source``; the output projection is tied to the embedding.
 
     ``types`` maps the tensor kinds ``attn_q``, ``attn_k``, ``attn_v``, ``attn_output``, ``ffn_gate``,
-    ``ffn_up``, ``ffn_down`` and ``token_embd`` to their K-quant type.
+    ``ffn_up``, ``ffn_down`` and ``token_embd`` to their K-quant type (a ggml type id).
     """
     reader = gguf.GGUFReader(tokenizer_source)
     vocab_size = len(reader.fields["tokenizer.ggml.tokens"].data)
@@ -154,7 +162,8 @@ def write_random_llama_gguf(
 
     def add_linear(name: str, kind: str, rows: int, columns: int) -> None:
         weights = (rng.standard_normal((rows, columns)) / np.sqrt(columns)).astype(np.float32)
-        writer.add_tensor(name, quantize_k(weights, types[kind]), raw_dtype=types[kind])
+        quant_type = gguf.GGMLQuantizationType(types[kind])
+        writer.add_tensor(name, quantize_k(weights, quant_type), raw_dtype=quant_type)
 
     def add_norm(name: str) -> None:
         writer.add_tensor(name, rng.uniform(0.8, 1.2, size=hidden_size).astype(np.float32))

@@ -9,6 +9,8 @@ from pagedllm_quant_gguf.blocks import (
     Q4_0,
     Q4_1,
     Q4_K,
+    Q5_0,
+    Q5_1,
     Q5_K,
     Q6_K,
     Q8_0,
@@ -38,7 +40,7 @@ def test_dequantize_is_bit_identical_to_gguf(quant_type, out_features, num_block
     assert torch.equal(actual.view(torch.int32), expected.view(torch.int32))
 
 
-@pytest.mark.parametrize("quant_type", [Q4_0, Q4_1, Q8_0])
+@pytest.mark.parametrize("quant_type", [Q4_0, Q4_1, Q5_0, Q5_1, Q8_0])
 def test_dequantize_is_bit_identical_on_gguf_quantized_weights(quant_type):
     # gguf-py can write these formats: its own blocks of real-looking weights, not only random bytes.
     rng = np.random.default_rng(1)
@@ -152,5 +154,6 @@ def test_dequantize_rejects_bad_arguments():
 
 def test_block_formats_match_gguf():
     for quant_type, fmt in BLOCK_FORMATS.items():
-        assert gguf.GGML_QUANT_SIZES[gguf.GGMLQuantizationType(quant_type)] == (fmt.values_per_block, fmt.bytes_per_block)
-        assert gguf.GGMLQuantizationType(quant_type).name == fmt.name
+        ggml_type = gguf.GGMLQuantizationType(quant_type)
+        assert ggml_type.name == fmt.name
+        assert gguf.GGML_QUANT_SIZES[ggml_type] == (fmt.values_per_block, fmt.bytes_per_block)

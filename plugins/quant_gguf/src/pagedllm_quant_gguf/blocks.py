@@ -1,12 +1,13 @@
-"""ggml's quantized block formats (Q4_0, Q4_1, Q8_0 and the K-quants Q4_K, Q5_K, Q6_K) and a pure-torch
-dequantizer for them.
+"""ggml's quantized block formats (Q4_0, Q4_1, Q5_0, Q5_1, Q8_0 and the K-quants Q4_K, Q5_K, Q6_K) and a
+pure-torch dequantizer for them.
 
 A quantized weight matrix keeps one output feature per tensor row: consecutive blocks of 32 values
 (256 for the K-quants' super-blocks), each holding its scales and its quants.
 
-- Q4_0, Q4_1, Q8_0: a float16 scale d (and, for Q4_1, a float16 minimum), then the quants. In the
-  4-bit formats byte j of the 16 quant bytes holds value j in its low nibble and value j + 16 in its
-  high nibble.
+- Q4_0, Q4_1, Q5_0, Q5_1, Q8_0: a float16 scale d (and, for Q4_1 and Q5_1, a float16 minimum), then
+  the quants. In the 4- and 5-bit formats byte j of the 16 nibble bytes holds value j in its low
+  nibble and value j + 16 in its high nibble; the 5-bit formats put 4 bytes before them whose bit j
+  (little-endian) is value j's fifth bit.
 - Q4_K, Q5_K: float16 d and dmin, 12 bytes packing a 6-bit scale and a 6-bit minimum for each of the
   8 sub-blocks of 32 values, (Q5_K only) 32 bytes of fifth bits, then 128 nibble bytes; value i of
   sub-block j is ``d * scale_j * q - dmin * min_j``.
@@ -25,6 +26,8 @@ import torch
 # ggml type ids, as stored in GGUF files.
 Q4_0 = 2
 Q4_1 = 3
+Q5_0 = 6
+Q5_1 = 7
 Q8_0 = 8
 Q4_K = 12
 Q5_K = 13
@@ -46,6 +49,10 @@ BLOCK_FORMATS: dict[int, BlockFormat] = {
     Q4_0: BlockFormat("Q4_0", values_per_block=32, bytes_per_block=18, float16_offsets=(0,)),
     # fp16 scale, fp16 minimum, 16 bytes of nibbles
     Q4_1: BlockFormat("Q4_1", values_per_block=32, bytes_per_block=20, float16_offsets=(0, 2)),
+    # fp16 scale, 4 bytes of fifth bits, 16 bytes of nibbles
+    Q5_0: BlockFormat("Q5_0", values_per_block=32, bytes_per_block=22, float16_offsets=(0,)),
+    # fp16 scale, fp16 minimum, fifth bits, nibbles
+    Q5_1: BlockFormat("Q5_1", values_per_block=32, bytes_per_block=24, float16_offsets=(0, 2)),
     # fp16 scale, 32 int8
     Q8_0: BlockFormat("Q8_0", values_per_block=32, bytes_per_block=34, float16_offsets=(0,)),
     # fp16 d and dmin, 12 bytes of packed scales and minimums, 128 bytes of nibbles
@@ -105,6 +112,22 @@ def _dequantize_q4_1(grouped: torch.Tensor) -> torch.Tensor:
     return _float16_at(grouped, 0) * _nibbles(grouped[..., 4:]).to(torch.float32) + _float16_at(grouped, 2)
 
 
+def _dequantize_q5_0(grouped: torch.Tensor) -> torch.Tensor:
+    quants = (_five_bit_quants(grouped[..., 2:6], grouped[..., 6:]).to(torch.int8) - 16).to(torch.float32)
+    return _float16_at(grouped, 0) * quants
+
+
+def _dequantize_q5_1(grouped: torch.Tensor) -> torch.Tensor:
+    quants = _five_bit_quants(grouped[..., 4:8], grouped[..., 8:]).to(torch.float32)
+    return _float16_at(grouped, 0) * quants + _float16_at(grouped, 2)
+
+
+def _five_bit_quants(high_bytes: torch.Tensor, nibble_bytes: torch.Tensor) -> torch.Tensor:
+    """Q5_0/Q5_1's 32 values per block: the nibbles, plus bit j of the 4 little-endian high bytes for value j."""
+    high = (high_bytes.unsqueeze(-1) >> torch.arange(8, dtype=torch.uint8)) & 0x01  # [..., byte, bit]
+    return _nibbles(nibble_bytes) | (high.flatten(-2) << 4)
+
+
 def _dequantize_q8_0(grouped: torch.Tensor) -> torch.Tensor:
     return grouped[..., 2:].view(torch.int8).to(torch.float32) * _float16_at(grouped, 0)
 
@@ -158,6 +181,8 @@ def _dequantize_q6_k(grouped: torch.Tensor) -> torch.Tensor:
 _DEQUANTIZERS = {
     Q4_0: _dequantize_q4_0,
     Q4_1: _dequantize_q4_1,
+    Q5_0: _dequantize_q5_0,
+    Q5_1: _dequantize_q5_1,
     Q8_0: _dequantize_q8_0,
     Q4_K: _dequantize_q4_k,
     Q5_K: _dequantize_q5_k,

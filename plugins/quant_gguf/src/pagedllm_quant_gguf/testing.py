@@ -5,11 +5,11 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from pagedllm_quant_gguf.blocks import BLOCK_FORMATS, Q4_0, Q4_1, Q4_K, Q5_K, Q6_K, Q8_0
+from pagedllm_quant_gguf.blocks import BLOCK_FORMATS, Q4_0, Q4_1, Q4_K, Q5_0, Q5_1, Q5_K, Q6_K, Q8_0
 
 # The largest |quant * scale| each format multiplies its float16 factors by: random_blocks divides the
 # factors by it to keep the weights near unit size.
-LARGEST_MULTIPLIER = {Q4_0: 8, Q4_1: 15, Q8_0: 127, Q4_K: 63 * 31, Q5_K: 63 * 31, Q6_K: 127 * 32}
+LARGEST_MULTIPLIER = {Q4_0: 8, Q4_1: 15, Q5_0: 16, Q5_1: 31, Q8_0: 127, Q4_K: 63 * 31, Q5_K: 63 * 31, Q6_K: 127 * 32}
 
 
 def random_blocks(out_features: int, num_blocks: int, quant_type: int, seed: int = 0) -> torch.Tensor:

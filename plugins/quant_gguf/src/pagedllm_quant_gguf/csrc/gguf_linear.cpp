@@ -1,9 +1,13 @@
-// x @ W.T (+ bias) on the CPU with W kept in ggml quantized blocks (Q4_0, Q4_1, Q8_0, Q4_K, Q5_K, Q6_K).
+// x @ W.T (+ bias) on the CPU with W kept in ggml quantized blocks (Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q4_K,
+// Q5_K, Q6_K).
 //
 // Layout: row n of `blocks` is output feature n, consecutive blocks of 32 weights, or of 256 for the
 // K-quants' super-blocks, which the kernel reads as 8 groups of 32 weights:
 //   Q4_0 (18 bytes): fp16 d, 16 nibble bytes    w = d * (q - 8)
 //   Q4_1 (20 bytes): fp16 d, fp16 m, 16 nibbles  w = d * q + m
+//   Q5_0 (22 bytes): fp16 d, 4 bytes of fifth bits (bit j for weight j), 16 nibble bytes
+//                                                w = d * (q - 16)
+//   Q5_1 (24 bytes): fp16 d, fp16 m, fifth bits, nibbles  w = d * q + m
 //   Q8_0 (34 bytes): fp16 d, 32 int8             w = d * q
 //   Q4_K (144 bytes): fp16 d, fp16 dmin, 12 bytes of 6-bit scales and minimums (one pair per group),
 //                     128 nibble bytes                          w = (d * scale) * q - dmin * min
@@ -11,7 +15,7 @@
 //                     high bit of weight i of group g          w = (d * scale) * q - dmin * min
 //   Q6_K (210 bytes): 128 nibble bytes (low 4 bits), 64 bytes of 2-bit high parts, 16 int8 scales (one
 //                     per 16 weights), fp16 d at the end       w = (d * scale) * (q - 32)
-// In Q4_0/Q4_1 nibble byte j holds weight j in its low half and weight j + 16 in its high half. In
+// In Q4_0/Q4_1/Q5_0/Q5_1 nibble byte j holds weight j in its low half and weight j + 16 in its high half. In
 // Q4_K/Q5_K nibble bytes 32i..32i+31 hold group 2i in their low halves and group 2i + 1 in their high
 // halves. Q6_K's layout is described at its decoder.
 //
@@ -142,6 +146,36 @@ struct Q4_1 {
   }
 };
 
+// Q5_0 and Q5_1: the nibbles of Q4_0/Q4_1 plus a 32-bit word whose bit j is the fifth bit of weight j;
+// w = d * (q - 16) or d * q + m.
+template <bool kMinimum>
+struct FiveBit {
+  static constexpr int64_t kValues = 32, kBytes = kMinimum ? 24 : 22;
+  static constexpr const char* kName = kMinimum ? "Q5_1" : "Q5_0";
+  static void decode(const uint8_t* block, int64_t, __m256* weights) {
+    constexpr int64_t high_offset = kMinimum ? 4 : 2;
+    uint32_t high_bits;
+    std::memcpy(&high_bits, block + high_offset, sizeof(high_bits));
+    __m256i quants[4];
+    nibbles_to_int32(block + high_offset + 4, quants);
+    const __m256i all_high = _mm256_set1_epi32(static_cast<int>(high_bits));
+    const __m256i lanes = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7), one = _mm256_set1_epi32(1);
+    const __m256 d = broadcast_float16(block);
+    for (int i = 0; i < 4; ++i) {
+      const __m256i shift = _mm256_add_epi32(lanes, _mm256_set1_epi32(8 * i));
+      const __m256i high = _mm256_and_si256(_mm256_srlv_epi32(all_high, shift), one);
+      const __m256i q = _mm256_or_si256(quants[i], _mm256_slli_epi32(high, 4));
+      if constexpr (kMinimum) {
+        weights[i] = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(q), broadcast_float16(block + 2));
+      } else {
+        weights[i] = _mm256_mul_ps(d, _mm256_cvtepi32_ps(_mm256_sub_epi32(q, _mm256_set1_epi32(16))));
+      }
+    }
+  }
+};
+using Q5_0 = FiveBit<false>;
+using Q5_1 = FiveBit<true>;
+
 struct Q8_0 {
   static constexpr int64_t kValues = 32, kBytes = 34;
   static constexpr const char* kName = "Q8_0";
@@ -218,6 +252,25 @@ struct Q4_1 {
     }
   }
 };
+
+template <bool kMinimum>
+struct FiveBit {
+  static constexpr int64_t kValues = 32, kBytes = kMinimum ? 24 : 22;
+  static constexpr const char* kName = kMinimum ? "Q5_1" : "Q5_0";
+  static void decode(const uint8_t* block, int64_t, float* weights) {
+    constexpr int64_t high_offset = kMinimum ? 4 : 2;
+    uint32_t high_bits;
+    std::memcpy(&high_bits, block + high_offset, sizeof(high_bits));
+    const uint8_t* nibbles = block + high_offset + 4;
+    const float d = float16_at(block);
+    for (int j = 0; j < 32; ++j) {
+      const int q = ((j < 16 ? nibbles[j] : nibbles[j - 16] >> 4) & 0x0F) | (((high_bits >> j) & 1) << 4);
+      weights[j] = kMinimum ? d * static_cast<float>(q) + float16_at(block + 2) : d * static_cast<float>(q - 16);
+    }
+  }
+};
+using Q5_0 = FiveBit<false>;
+using Q5_1 = FiveBit<true>;
 
 struct Q8_0 {
   static constexpr int64_t kValues = 32, kBytes = 34;
@@ -414,18 +467,20 @@ torch::Tensor gguf_linear(torch::Tensor x, torch::Tensor blocks, int64_t quant_t
   switch (quant_type) {
     case 2: return gguf_linear_of<Q4_0>(x, blocks, bias);
     case 3: return gguf_linear_of<Q4_1>(x, blocks, bias);
+    case 6: return gguf_linear_of<Q5_0>(x, blocks, bias);
+    case 7: return gguf_linear_of<Q5_1>(x, blocks, bias);
     case 8: return gguf_linear_of<Q8_0>(x, blocks, bias);
     case 12: return gguf_linear_of<Q4_K>(x, blocks, bias);
     case 13: return gguf_linear_of<Q5_K>(x, blocks, bias);
     case 14: return gguf_linear_of<Q6_K>(x, blocks, bias);
     default:
       TORCH_CHECK(false, "unsupported ggml quant type ", quant_type,
-                  "; supported: 2 (Q4_0), 3 (Q4_1), 8 (Q8_0), 12 (Q4_K), 13 (Q5_K), 14 (Q6_K)");
+                  "; supported: 2 (Q4_0), 3 (Q4_1), 6 (Q5_0), 7 (Q5_1), 8 (Q8_0), 12 (Q4_K), 13 (Q5_K), 14 (Q6_K)");
   }
 }
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, module) {
   module.def("gguf_linear", &gguf_linear,
-             "x @ W.T (+ bias) with W in ggml Q4_0 / Q4_1 / Q8_0 / Q4_K / Q5_K / Q6_K blocks (CPU)",
+             "x @ W.T (+ bias) with W in ggml Q4_0 / Q4_1 / Q5_0 / Q5_1 / Q8_0 / Q4_K / Q5_K / Q6_K blocks (CPU)",
              pybind11::arg("x"), pybind11::arg("blocks"), pybind11::arg("quant_type"), pybind11::arg("bias") = pybind11::none());
 }
