@@ -3,52 +3,90 @@ import numpy as np
 import pytest
 import torch
 
-from pagedllm_quant_gguf.blocks import BLOCK_FORMATS, SUPPORTED_QUANT_TYPES, dequantize
+from k_quantizer import quantize_k
+from pagedllm_quant_gguf.blocks import (
+    BLOCK_FORMATS,
+    Q4_0,
+    Q4_1,
+    Q4_K,
+    Q5_0,
+    Q5_1,
+    Q5_K,
+    Q6_K,
+    Q8_0,
+    SUPPORTED_QUANT_TYPES,
+    dequantize,
+)
 from pagedllm_quant_gguf.kernels import load_kernels
+from pagedllm_quant_gguf.testing import random_blocks
+
+K_QUANTS = (Q4_K, Q5_K, Q6_K)
 
 
-def random_blocks(out_features: int, in_features: int, quant_type: int, seed: int = 0) -> torch.Tensor:
-    """gguf-py's quantization of random weights whose rows differ in scale, as in real checkpoints."""
-    rng = np.random.default_rng(seed)
-    row_scales = rng.uniform(0.01, 2.0, size=(out_features, 1))
-    weights = (rng.standard_normal((out_features, in_features)) * row_scales).astype(np.float32)
-    return torch.from_numpy(gguf.quants.quantize(weights, gguf.GGMLQuantizationType(quant_type)))
+def gguf_dequantize(blocks: torch.Tensor, quant_type: int) -> torch.Tensor:
+    """gguf-py's float32 weights: the kernels' oracle."""
+    return torch.from_numpy(gguf.quants.dequantize(blocks.numpy(), gguf.GGMLQuantizationType(quant_type)))
 
 
 @pytest.mark.parametrize("quant_type", SUPPORTED_QUANT_TYPES)
-@pytest.mark.parametrize("out_features, in_features", [(1, 32), (7, 64), (64, 576), (33, 1536)])
-def test_dequantize_is_bit_identical_to_gguf(quant_type, out_features, in_features):
-    blocks = random_blocks(out_features, in_features, quant_type)
-    fmt = BLOCK_FORMATS[quant_type]
-    assert blocks.shape == (out_features, in_features // fmt.values_per_block * fmt.bytes_per_block)
+@pytest.mark.parametrize("out_features, num_blocks", [(1, 1), (7, 2), (64, 18), (33, 6)])
+def test_dequantize_is_bit_identical_to_gguf(quant_type, out_features, num_blocks):
+    blocks = random_blocks(out_features, num_blocks, quant_type)
+    in_features = num_blocks * BLOCK_FORMATS[quant_type].values_per_block
 
-    expected = gguf.quants.dequantize(blocks.numpy(), gguf.GGMLQuantizationType(quant_type))
+    expected = gguf_dequantize(blocks, quant_type)
     actual = dequantize(blocks, quant_type, in_features)
     assert actual.dtype == torch.float32 and actual.shape == (out_features, in_features)
-    assert np.array_equal(actual.numpy().view(np.uint32), expected.view(np.uint32))
+    assert torch.equal(actual.view(torch.int32), expected.view(torch.int32))
+
+
+@pytest.mark.parametrize("quant_type", [Q4_0, Q4_1, Q5_0, Q5_1, Q8_0])
+def test_dequantize_is_bit_identical_on_gguf_quantized_weights(quant_type):
+    # gguf-py can write these formats: its own blocks of real-looking weights, not only random bytes.
+    rng = np.random.default_rng(1)
+    weights = (rng.standard_normal((33, 576)) * rng.uniform(0.01, 2.0, size=(33, 1))).astype(np.float32)
+    blocks = gguf.quants.quantize(weights, gguf.GGMLQuantizationType(quant_type))
+    expected = gguf.quants.dequantize(blocks, gguf.GGMLQuantizationType(quant_type))
+    assert np.array_equal(dequantize(torch.from_numpy(blocks), quant_type, 576).numpy(), expected)
+
+
+@pytest.mark.parametrize("quant_type", K_QUANTS)
+def test_k_quantizer_round_trips_through_gguf(quant_type):
+    # The test helper that writes K-quant files: its blocks, read by gguf-py, give back the weights
+    # within the format's precision (a wrong layout would be off by the weights' own size).
+    rng = np.random.default_rng(2)
+    weights = (rng.standard_normal((64, 1536)) * rng.uniform(0.01, 2.0, size=(64, 1))).astype(np.float32)
+    blocks = quantize_k(weights, gguf.GGMLQuantizationType(quant_type))
+    assert blocks.shape == gguf.quant_shape_to_byte_shape(weights.shape, gguf.GGMLQuantizationType(quant_type))
+    restored = gguf.quants.dequantize(blocks, gguf.GGMLQuantizationType(quant_type))
+    relative_rms_error = np.sqrt(((restored - weights) ** 2).sum(axis=1) / (weights**2).sum(axis=1))
+    assert relative_rms_error.max() < {Q4_K: 0.12, Q5_K: 0.06, Q6_K: 0.03}[quant_type]
 
 
 @pytest.mark.parametrize("quant_type", SUPPORTED_QUANT_TYPES)
 @pytest.mark.parametrize(
-    "M, K, N",
+    "M, num_blocks, N",
     [
-        (1, 32, 1),
-        (1, 576, 577),  # one row of x: registers only; N not a multiple of the thread grain
-        (3, 1536, 64),  # a partial tile
-        (4, 576, 7),  # a full tile
-        (5, 32, 577),  # more rows than a tile: decoded row reused from the buffer
-        (16, 1536, 64),
-        (16, 576, 7),
+        (1, 1, 1),
+        (1, 18, 577),  # one row of x: registers only; N not a multiple of the thread grain
+        (2, 6, 64),
+        (3, 6, 64),  # a partial tile
+        (4, 18, 7),  # a full tile
+        (5, 1, 577),  # more rows than a tile: decoded row reused from the buffer
+        (7, 6, 33),
+        (16, 6, 64),
+        (32, 2, 96),
     ],
 )
 @pytest.mark.parametrize("with_bias", [False, True])
-def test_kernel_matches_dequantized_matmul(quant_type, M, K, N, with_bias):
-    blocks = random_blocks(N, K, quant_type, seed=M + K + N)
+def test_kernel_matches_dequantized_matmul(quant_type, M, num_blocks, N, with_bias):
+    K = num_blocks * BLOCK_FORMATS[quant_type].values_per_block
+    blocks = random_blocks(N, num_blocks, quant_type, seed=M + K + N)
     generator = torch.Generator().manual_seed(M * K * N)
     x = torch.randn(M, K, generator=generator)
     bias = torch.randn(N, generator=generator) if with_bias else None
 
-    weights = dequantize(blocks, quant_type, K)
+    weights = gguf_dequantize(blocks, quant_type)
     actual = load_kernels().gguf_linear(x, blocks, quant_type, bias)
     expected = torch.nn.functional.linear(x, weights, bias)
     # Reordering a float32 sum moves it by a few ulps of sum |x * w|, not of the result (which
@@ -62,37 +100,60 @@ def test_kernel_matches_dequantized_matmul(quant_type, M, K, N, with_bias):
 @pytest.mark.parametrize("M", [1, 4, 32])
 def test_kernel_decodes_weights_bit_identically(quant_type, M):
     # One-hot rows of x pick single weights out exactly (1 * w, plus zeros), so any difference in how
-    # a weight is decoded, such as an FMA fused into Q4_1's d * q + m, shows up as an inequality.
-    K, N = 64, 37
-    blocks = random_blocks(N, K, quant_type)
+    # a weight is decoded, such as a rounding step an FMA skips, shows up as an inequality. (Compared as
+    # floats: a sum that starts at +0 turns a -0 weight, which Q6_K has, into +0.)
+    K, N = 2 * BLOCK_FORMATS[quant_type].values_per_block, 37
+    blocks = random_blocks(N, 2, quant_type)
     identity = torch.eye(K)
     picked = torch.cat([load_kernels().gguf_linear(identity[i : i + M], blocks, quant_type) for i in range(0, K, M)])
-    assert torch.equal(picked, dequantize(blocks, quant_type, K).T)
+    assert torch.equal(picked, gguf_dequantize(blocks, quant_type).T)
 
 
 def test_kernel_rejects_bad_arguments():
     gguf_linear = load_kernels().gguf_linear
-    blocks = random_blocks(8, 64, quant_type=3)
+    blocks = random_blocks(8, 2, Q4_1)
     x = torch.randn(2, 64)
-    with pytest.raises(RuntimeError, match="multiple of 32"):
-        gguf_linear(torch.randn(2, 48), blocks, 3, None)
+    with pytest.raises(RuntimeError, match="multiple of 32 for Q4_1"):
+        gguf_linear(torch.randn(2, 48), blocks, Q4_1, None)
     with pytest.raises(RuntimeError, match="rows must be 40 bytes"):
-        gguf_linear(x, blocks[:, :36].contiguous(), 3, None)
+        gguf_linear(x, blocks[:, :36].contiguous(), Q4_1, None)
     with pytest.raises(RuntimeError, match="unsupported ggml quant type 99"):
         gguf_linear(x, blocks, 99, None)
     with pytest.raises(RuntimeError, match="x must be float32"):
-        gguf_linear(x.double(), blocks, 3, None)
+        gguf_linear(x.double(), blocks, Q4_1, None)
     with pytest.raises(RuntimeError, match=r"bias must have shape \[N\]"):
-        gguf_linear(x, blocks, 3, torch.zeros(7))
+        gguf_linear(x, blocks, Q4_1, torch.zeros(7))
+
+
+@pytest.mark.parametrize("quant_type", K_QUANTS)
+def test_kernel_rejects_bad_k_quant_arguments(quant_type):
+    gguf_linear = load_kernels().gguf_linear
+    fmt = BLOCK_FORMATS[quant_type]
+    blocks = random_blocks(8, 2, quant_type)
+    with pytest.raises(RuntimeError, match=f"multiple of 256 for {fmt.name}"):
+        gguf_linear(torch.randn(2, 576), blocks, quant_type, None)  # a multiple of 32 but not of 256
+    with pytest.raises(RuntimeError, match=f"rows must be {2 * fmt.bytes_per_block} bytes"):
+        gguf_linear(torch.randn(2, 512), blocks[:, :-2].contiguous(), quant_type, None)
+    with pytest.raises(RuntimeError, match=f"rows must be {fmt.bytes_per_block} bytes"):
+        gguf_linear(torch.randn(2, 256), blocks, quant_type, None)
 
 
 def test_dequantize_rejects_bad_arguments():
-    blocks = random_blocks(8, 64, quant_type=2)
+    blocks = random_blocks(8, 2, Q4_0)
     with pytest.raises(ValueError, match="unsupported ggml quant type 99"):
         dequantize(blocks, 99, 64)
     with pytest.raises(ValueError, match="multiple of 32"):
-        dequantize(blocks, 2, 48)
+        dequantize(blocks, Q4_0, 48)
     with pytest.raises(ValueError, match="rows are 36 bytes"):
-        dequantize(blocks, 2, 96)
+        dequantize(blocks, Q4_0, 96)
     with pytest.raises(ValueError, match="uint8"):
-        dequantize(blocks.to(torch.int16), 2, 64)
+        dequantize(blocks.to(torch.int16), Q4_0, 64)
+    with pytest.raises(ValueError, match="multiple of 256 for Q6_K"):
+        dequantize(random_blocks(8, 2, Q6_K), Q6_K, 288)
+
+
+def test_block_formats_match_gguf():
+    for quant_type, fmt in BLOCK_FORMATS.items():
+        ggml_type = gguf.GGMLQuantizationType(quant_type)
+        assert ggml_type.name == fmt.name
+        assert gguf.GGML_QUANT_SIZES[ggml_type] == (fmt.values_per_block, fmt.bytes_per_block)

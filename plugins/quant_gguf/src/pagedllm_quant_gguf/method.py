@@ -17,8 +17,9 @@ logger = logging.getLogger(__name__)
 
 
 class GGUFQuantization(QuantizationMethod):
-    """Gives every dense linear layer whose checkpoint tensors are Q4_0, Q4_1 or Q8_0 blocks a
-    :class:`GGUFLinear`; layers stored in other formats (or as floats) stay dense.
+    """Gives every dense linear layer whose checkpoint tensors are blocks of one of ``SUPPORTED_QUANT_TYPES``
+    (Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q4_K, Q5_K, Q6_K) a :class:`GGUFLinear`; layers stored in other
+    formats (or as floats) stay dense.
 
     The blocks of a layer are taken only if they dequantize bit for bit to the layer's loaded
     weight, after putting their rows in the weight's order: that finds the rows llama.cpp

@@ -1,19 +1,35 @@
-// x @ W.T (+ bias) on the CPU with W kept in ggml quantized blocks (Q4_0, Q4_1, Q8_0).
+// x @ W.T (+ bias) on the CPU with W kept in ggml quantized blocks (Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q4_K,
+// Q5_K, Q6_K).
 //
-// Layout: row n of `blocks` is output feature n, K / 32 consecutive blocks of 32 weights:
+// Layout: row n of `blocks` is output feature n, consecutive blocks of 32 weights, or of 256 for the
+// K-quants' super-blocks, which the kernel reads as 8 groups of 32 weights:
 //   Q4_0 (18 bytes): fp16 d, 16 nibble bytes    w = d * (q - 8)
 //   Q4_1 (20 bytes): fp16 d, fp16 m, 16 nibbles  w = d * q + m
+//   Q5_0 (22 bytes): fp16 d, 4 bytes of fifth bits (bit j for weight j), 16 nibble bytes
+//                                                w = d * (q - 16)
+//   Q5_1 (24 bytes): fp16 d, fp16 m, fifth bits, nibbles  w = d * q + m
 //   Q8_0 (34 bytes): fp16 d, 32 int8             w = d * q
-// Nibble byte j holds weight j in its low half and weight j + 16 in its high half.
+//   Q4_K (144 bytes): fp16 d, fp16 dmin, 12 bytes of 6-bit scales and minimums (one pair per group),
+//                     128 nibble bytes                          w = (d * scale) * q - dmin * min
+//   Q5_K (176 bytes): as Q4_K, with 32 bytes of fifth bits before the nibbles: bit g of byte i is the
+//                     high bit of weight i of group g          w = (d * scale) * q - dmin * min
+//   Q6_K (210 bytes): 128 nibble bytes (low 4 bits), 64 bytes of 2-bit high parts, 16 int8 scales (one
+//                     per 16 weights), fp16 d at the end       w = (d * scale) * (q - 32)
+// In Q4_0/Q4_1/Q5_0/Q5_1 nibble byte j holds weight j in its low half and weight j + 16 in its high half. In
+// Q4_K/Q5_K nibble bytes 32i..32i+31 hold group 2i in their low halves and group 2i + 1 in their high
+// halves. Q6_K's layout is described at its decoder.
 //
-// Numerics: each weight is bit-identical to blocks.dequantize's (and gguf-py's). d * q is exact in
-// float32 (11 significant bits of fp16 times at most 8 of q), so Q4_1's d * q + m rounds once whether
-// or not it is fused into an FMA. x * w is accumulated in float32 with FMA, so the result differs from
-// x @ dequantize(blocks).T only by summation order.
+// Numerics: each weight is bit-identical to blocks.dequantize's (and gguf-py's). Every product is exact
+// in float32's 24-bit significand: d * q has at most 11 + 8 significant bits, the K-quants'
+// (d * scale) * q at most 11 + 7 + 5 (fp16 d; a 6-bit or int8 scale; q in 0..31 or -32..31). So Q4_1's
+// d * q + m and the K-quants' (d * scale) * q - dmin * min round once whether or not an FMA fuses them.
+// x * w is accumulated in float32 with FMA, so the result differs from x @ dequantize(blocks).T only by
+// summation order.
 //
 // Speed: a decode step is bound by reading weights, and blocks are 4.5 to 8.5 bits per weight instead
-// of 32. Output features are split across threads; each block is decoded once per call and used for
-// every row of x (directly from registers for up to 4 rows, else from a decoded copy of the row in L1).
+// of 32. Output features are split across threads; each group of 32 weights is decoded once per call
+// and used for every row of x (directly from registers for up to 4 rows, else from a decoded copy of
+// the row in L1).
 
 #include <torch/extension.h>
 #include <ATen/Parallel.h>
@@ -31,7 +47,42 @@
 
 namespace {
 
-constexpr int64_t kBlockValues = 32;
+constexpr int64_t kGroupValues = 32;
+constexpr int64_t kSuperBlockValues = 256;
+
+inline float float16_at(const uint8_t* bytes) {
+  uint16_t bits;
+  std::memcpy(&bits, bytes, sizeof(bits));
+#ifdef GGUF_LINEAR_AVX2
+  return _cvtsh_ss(bits);
+#else
+  return static_cast<float>(c10::Half(bits, c10::Half::from_bits()));
+#endif
+}
+
+// Group g's 6-bit scale and minimum from a Q4_K/Q5_K super-block's 12 packed bytes. Groups 0-3 use the
+// low 6 bits of bytes g (scale) and g + 4 (minimum); groups 4-7 take their low 4 bits from the halves
+// of byte g + 4 and their top 2 bits from the spare top bits of bytes g - 4 (scale) and g (minimum).
+inline void k_scale_and_min(const uint8_t* packed, int64_t g, float* scale, float* minimum) {
+  if (g < 4) {
+    *scale = packed[g] & 0x3F;
+    *minimum = packed[g + 4] & 0x3F;
+  } else {
+    *scale = (packed[g + 4] & 0x0F) | ((packed[g - 4] >> 6) << 4);
+    *minimum = (packed[g + 4] >> 4) | ((packed[g] >> 6) << 4);
+  }
+}
+
+// Where Q6_K keeps group g (0-7) of a super-block. Each half of 128 weights owns 64 nibble bytes and 32
+// bytes of 2-bit high parts; its weight 32p + i (part p = 0-3) is nibble p / 2 of byte 32 (p % 2) + i
+// and bits 2p, 2p + 1 of high byte i.
+struct Q6KGroup {
+  int64_t nibble_offset, nibble_shift, high_offset, high_shift;
+  explicit Q6KGroup(int64_t g)
+      : nibble_offset(64 * (g / 4) + 32 * (g % 2)), nibble_shift(4 * (g % 4 / 2)),
+        high_offset(128 + 32 * (g / 4)), high_shift(2 * (g % 4)) {}
+};
+constexpr int64_t kQ6KScales = 192, kQ6KScale = 208;
 
 #ifdef GGUF_LINEAR_AVX2
 inline __m256 broadcast_float16(const uint8_t* bytes) {
@@ -52,10 +103,30 @@ inline void nibbles_to_int32(const uint8_t* bytes, __m256i* quants) {
   quants[3] = _mm256_srli_epi32(second, 4);
 }
 
-// Each format decodes one block into its 32 float32 weights, held in 4 registers.
+// (byte >> shift) & mask for each of 32 bytes. Shifting 16-bit lanes is safe: the mask drops the bits
+// that come in from the neighbouring byte (every field here fits in a byte beside its shift).
+inline __m256i byte_fields(const uint8_t* bytes, int64_t shift, int mask) {
+  const __m256i loaded = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(bytes));
+  return _mm256_and_si256(_mm256_srl_epi16(loaded, _mm_cvtsi64_si128(shift)), _mm256_set1_epi8(static_cast<char>(mask)));
+}
+
+// 32 bytes, as uint8 or (kSigned) int8, to float32 in 4 registers of 8. The K-quants build their quants
+// with byte operations on all 32 at once and widen them only here.
+template <bool kSigned>
+inline void bytes_to_float(__m256i bytes, __m256* values) {
+  const __m128i halves[2] = {_mm256_castsi256_si128(bytes), _mm256_extracti128_si256(bytes, 1)};
+  for (int i = 0; i < 4; ++i) {
+    const __m128i part = i % 2 ? _mm_srli_si128(halves[i / 2], 8) : halves[i / 2];
+    values[i] = _mm256_cvtepi32_ps(kSigned ? _mm256_cvtepi8_epi32(part) : _mm256_cvtepu8_epi32(part));
+  }
+}
+
+// Each format decodes group `group` of a block (always 0 for 32-weight blocks) into its 32 float32
+// weights, held in 4 registers.
 struct Q4_0 {
-  static constexpr int64_t kBytes = 18;
-  static void decode(const uint8_t* block, __m256* weights) {
+  static constexpr int64_t kValues = 32, kBytes = 18;
+  static constexpr const char* kName = "Q4_0";
+  static void decode(const uint8_t* block, int64_t, __m256* weights) {
     __m256i quants[4];
     nibbles_to_int32(block + 2, quants);
     const __m256 d = broadcast_float16(block);
@@ -65,8 +136,9 @@ struct Q4_0 {
 };
 
 struct Q4_1 {
-  static constexpr int64_t kBytes = 20;
-  static void decode(const uint8_t* block, __m256* weights) {
+  static constexpr int64_t kValues = 32, kBytes = 20;
+  static constexpr const char* kName = "Q4_1";
+  static void decode(const uint8_t* block, int64_t, __m256* weights) {
     __m256i quants[4];
     nibbles_to_int32(block + 4, quants);
     const __m256 d = broadcast_float16(block), m = broadcast_float16(block + 2);
@@ -74,9 +146,40 @@ struct Q4_1 {
   }
 };
 
+// Q5_0 and Q5_1: the nibbles of Q4_0/Q4_1 plus a 32-bit word whose bit j is the fifth bit of weight j;
+// w = d * (q - 16) or d * q + m.
+template <bool kMinimum>
+struct FiveBit {
+  static constexpr int64_t kValues = 32, kBytes = kMinimum ? 24 : 22;
+  static constexpr const char* kName = kMinimum ? "Q5_1" : "Q5_0";
+  static void decode(const uint8_t* block, int64_t, __m256* weights) {
+    constexpr int64_t high_offset = kMinimum ? 4 : 2;
+    uint32_t high_bits;
+    std::memcpy(&high_bits, block + high_offset, sizeof(high_bits));
+    __m256i quants[4];
+    nibbles_to_int32(block + high_offset + 4, quants);
+    const __m256i all_high = _mm256_set1_epi32(static_cast<int>(high_bits));
+    const __m256i lanes = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7), one = _mm256_set1_epi32(1);
+    const __m256 d = broadcast_float16(block);
+    for (int i = 0; i < 4; ++i) {
+      const __m256i shift = _mm256_add_epi32(lanes, _mm256_set1_epi32(8 * i));
+      const __m256i high = _mm256_and_si256(_mm256_srlv_epi32(all_high, shift), one);
+      const __m256i q = _mm256_or_si256(quants[i], _mm256_slli_epi32(high, 4));
+      if constexpr (kMinimum) {
+        weights[i] = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(q), broadcast_float16(block + 2));
+      } else {
+        weights[i] = _mm256_mul_ps(d, _mm256_cvtepi32_ps(_mm256_sub_epi32(q, _mm256_set1_epi32(16))));
+      }
+    }
+  }
+};
+using Q5_0 = FiveBit<false>;
+using Q5_1 = FiveBit<true>;
+
 struct Q8_0 {
-  static constexpr int64_t kBytes = 34;
-  static void decode(const uint8_t* block, __m256* weights) {
+  static constexpr int64_t kValues = 32, kBytes = 34;
+  static constexpr const char* kName = "Q8_0";
+  static void decode(const uint8_t* block, int64_t, __m256* weights) {
     const __m256 d = broadcast_float16(block);
     for (int i = 0; i < 4; ++i) {
       const __m128i quants = _mm_loadl_epi64(reinterpret_cast<const __m128i*>(block + 2 + 8 * i));
@@ -84,17 +187,52 @@ struct Q8_0 {
     }
   }
 };
-#else
-inline float float16_at(const uint8_t* bytes) {
-  uint16_t bits;
-  std::memcpy(&bits, bytes, sizeof(bits));
-  return static_cast<float>(c10::Half(bits, c10::Half::from_bits()));
-}
 
-// Each format decodes one block into its 32 float32 weights.
+// Q4_K and Q5_K: w = (d * scale) * q - dmin * min, q from `kHighBits` extra bits above the nibbles.
+template <int64_t kHighBits>
+struct KQuant {
+  static constexpr int64_t kValues = kSuperBlockValues, kBytes = kHighBits ? 176 : 144;
+  static constexpr const char* kName = kHighBits ? "Q5_K" : "Q4_K";
+  static void decode(const uint8_t* block, int64_t group, __m256* weights) {
+    float scale, minimum;
+    k_scale_and_min(block + 4, group, &scale, &minimum);
+    const __m256 d = _mm256_set1_ps(float16_at(block) * scale);
+    const __m256 m = _mm256_set1_ps(float16_at(block + 2) * minimum);
+    const uint8_t* nibbles = block + 16 + 32 * kHighBits + 32 * (group / 2);
+    __m256i quants = byte_fields(nibbles, 4 * (group % 2), 0x0F);
+    if constexpr (kHighBits != 0) {
+      quants = _mm256_or_si256(quants, _mm256_slli_epi16(byte_fields(block + 16, group, 0x01), 4));
+    }
+    __m256 values[4];
+    bytes_to_float<false>(quants, values);
+    for (int i = 0; i < 4; ++i) weights[i] = _mm256_fmsub_ps(d, values[i], m);
+  }
+};
+using Q4_K = KQuant<0>;
+using Q5_K = KQuant<1>;
+
+struct Q6_K {
+  static constexpr int64_t kValues = kSuperBlockValues, kBytes = 210;
+  static constexpr const char* kName = "Q6_K";
+  static void decode(const uint8_t* block, int64_t group, __m256* weights) {
+    const Q6KGroup where(group);
+    const __m256i low = byte_fields(block + where.nibble_offset, where.nibble_shift, 0x0F);
+    const __m256i high = byte_fields(block + where.high_offset, where.high_shift, 0x03);
+    const __m256i quants = _mm256_sub_epi8(_mm256_or_si256(low, _mm256_slli_epi16(high, 4)), _mm256_set1_epi8(32));
+    __m256 values[4];
+    bytes_to_float<true>(quants, values);
+    const float d = float16_at(block + kQ6KScale);
+    const int8_t* scales = reinterpret_cast<const int8_t*>(block + kQ6KScales + 2 * group);
+    const __m256 first = _mm256_set1_ps(d * scales[0]), second = _mm256_set1_ps(d * scales[1]);
+    for (int i = 0; i < 4; ++i) weights[i] = _mm256_mul_ps(i < 2 ? first : second, values[i]);
+  }
+};
+#else
+// Each format decodes group `group` of a block (always 0 for 32-weight blocks) into its 32 float32 weights.
 struct Q4_0 {
-  static constexpr int64_t kBytes = 18;
-  static void decode(const uint8_t* block, float* weights) {
+  static constexpr int64_t kValues = 32, kBytes = 18;
+  static constexpr const char* kName = "Q4_0";
+  static void decode(const uint8_t* block, int64_t, float* weights) {
     const float d = float16_at(block);
     for (int j = 0; j < 16; ++j) {
       weights[j] = d * static_cast<float>((block[2 + j] & 0x0F) - 8);
@@ -104,8 +242,9 @@ struct Q4_0 {
 };
 
 struct Q4_1 {
-  static constexpr int64_t kBytes = 20;
-  static void decode(const uint8_t* block, float* weights) {
+  static constexpr int64_t kValues = 32, kBytes = 20;
+  static constexpr const char* kName = "Q4_1";
+  static void decode(const uint8_t* block, int64_t, float* weights) {
     const float d = float16_at(block), m = float16_at(block + 2);
     for (int j = 0; j < 16; ++j) {
       weights[j] = d * static_cast<float>(block[4 + j] & 0x0F) + m;
@@ -114,12 +253,66 @@ struct Q4_1 {
   }
 };
 
+template <bool kMinimum>
+struct FiveBit {
+  static constexpr int64_t kValues = 32, kBytes = kMinimum ? 24 : 22;
+  static constexpr const char* kName = kMinimum ? "Q5_1" : "Q5_0";
+  static void decode(const uint8_t* block, int64_t, float* weights) {
+    constexpr int64_t high_offset = kMinimum ? 4 : 2;
+    uint32_t high_bits;
+    std::memcpy(&high_bits, block + high_offset, sizeof(high_bits));
+    const uint8_t* nibbles = block + high_offset + 4;
+    const float d = float16_at(block);
+    for (int j = 0; j < 32; ++j) {
+      const int q = ((j < 16 ? nibbles[j] : nibbles[j - 16] >> 4) & 0x0F) | (((high_bits >> j) & 1) << 4);
+      weights[j] = kMinimum ? d * static_cast<float>(q) + float16_at(block + 2) : d * static_cast<float>(q - 16);
+    }
+  }
+};
+using Q5_0 = FiveBit<false>;
+using Q5_1 = FiveBit<true>;
+
 struct Q8_0 {
-  static constexpr int64_t kBytes = 34;
-  static void decode(const uint8_t* block, float* weights) {
+  static constexpr int64_t kValues = 32, kBytes = 34;
+  static constexpr const char* kName = "Q8_0";
+  static void decode(const uint8_t* block, int64_t, float* weights) {
     const float d = float16_at(block);
     const int8_t* quants = reinterpret_cast<const int8_t*>(block + 2);
     for (int j = 0; j < 32; ++j) weights[j] = static_cast<float>(quants[j]) * d;
+  }
+};
+
+template <int64_t kHighBits>
+struct KQuant {
+  static constexpr int64_t kValues = kSuperBlockValues, kBytes = kHighBits ? 176 : 144;
+  static constexpr const char* kName = kHighBits ? "Q5_K" : "Q4_K";
+  static void decode(const uint8_t* block, int64_t group, float* weights) {
+    float scale, minimum;
+    k_scale_and_min(block + 4, group, &scale, &minimum);
+    const float d = float16_at(block) * scale, m = float16_at(block + 2) * minimum;
+    const uint8_t* nibbles = block + 16 + 32 * kHighBits + 32 * (group / 2);
+    for (int j = 0; j < 32; ++j) {
+      int q = (nibbles[j] >> (4 * (group % 2))) & 0x0F;
+      if constexpr (kHighBits != 0) q |= ((block[16 + j] >> group) & 0x01) << 4;
+      weights[j] = d * static_cast<float>(q) - m;
+    }
+  }
+};
+using Q4_K = KQuant<0>;
+using Q5_K = KQuant<1>;
+
+struct Q6_K {
+  static constexpr int64_t kValues = kSuperBlockValues, kBytes = 210;
+  static constexpr const char* kName = "Q6_K";
+  static void decode(const uint8_t* block, int64_t group, float* weights) {
+    const Q6KGroup where(group);
+    const float d = float16_at(block + kQ6KScale);
+    const int8_t* scales = reinterpret_cast<const int8_t*>(block + kQ6KScales + 2 * group);
+    for (int j = 0; j < 32; ++j) {
+      const int low = (block[where.nibble_offset + j] >> where.nibble_shift) & 0x0F;
+      const int high = (block[where.high_offset + j] >> where.high_shift) & 0x03;
+      weights[j] = (d * scales[j / 16]) * static_cast<float>((low | (high << 4)) - 32);
+    }
   }
 };
 #endif
@@ -134,23 +327,29 @@ inline float horizontal_sum(__m256 v) {
 
 constexpr int64_t kTileRows = 4;
 
-// sums[r] = x[r] . w for kRows rows of x (row stride K); load_weights(b, w) puts block b's 32 weights
-// in w[0..3]. Each FMA waits ~4 cycles for its accumulator and two can start per cycle, so about 8
-// independent accumulators keep the FMA units busy: 4 per row for 1-2 rows, 2 per row for 3-4.
-template <int kRows, typename LoadWeights>
+// sums[r] = x[r] . w for kRows rows of x (row stride K), the weights read in blocks of kGroups groups of
+// 32: load_weights(block, g, w) puts group g of block `block` in w[0..3]. The group loop is unrolled, so
+// what the groups of a block share (the K-quants' float16 factors, which scale goes with which group) is
+// worked out once per block, at compile time where it can be.
+// Each FMA waits ~4 cycles for its accumulator and two can start per cycle, so about 8 independent
+// accumulators keep the FMA units busy: 4 per row for 1-2 rows, 2 per row for 3-4.
+template <int kRows, int64_t kGroups, typename LoadWeights>
 inline void dot_tile(const float* x, int64_t K, LoadWeights load_weights, float* sums) {
   constexpr int kChains = kRows <= 2 ? 4 : 2;
   __m256 accumulators[kRows][kChains], weights[4];
   for (int r = 0; r < kRows; ++r) {
     for (int c = 0; c < kChains; ++c) accumulators[r][c] = _mm256_setzero_ps();
   }
-  for (int64_t block = 0; block < K / kBlockValues; ++block) {
-    load_weights(block, weights);
-    for (int r = 0; r < kRows; ++r) {
-      const float* x_block = x + r * K + block * kBlockValues;
-      for (int i = 0; i < 4; ++i) {
-        __m256& accumulator = accumulators[r][i % kChains];
-        accumulator = _mm256_fmadd_ps(_mm256_loadu_ps(x_block + 8 * i), weights[i], accumulator);
+  for (int64_t block = 0; block < K / (kGroups * kGroupValues); ++block) {
+#pragma GCC unroll 8
+    for (int64_t g = 0; g < kGroups; ++g) {
+      load_weights(block, g, weights);
+      for (int r = 0; r < kRows; ++r) {
+        const float* x_group = x + r * K + (block * kGroups + g) * kGroupValues;
+        for (int i = 0; i < 4; ++i) {
+          __m256& accumulator = accumulators[r][i % kChains];
+          accumulator = _mm256_fmadd_ps(_mm256_loadu_ps(x_group + 8 * i), weights[i], accumulator);
+        }
       }
     }
   }
@@ -161,15 +360,15 @@ inline void dot_tile(const float* x, int64_t K, LoadWeights load_weights, float*
   }
 }
 
-template <typename LoadWeights>
+template <int64_t kGroups, typename LoadWeights>
 void dot_all_rows(const float* x, int64_t M, int64_t K, LoadWeights load_weights, float* sums) {
   for (int64_t first = 0; first < M; first += kTileRows) {
     const float* x_tile = x + first * K;
     switch (std::min(kTileRows, M - first)) {
-      case 1: dot_tile<1>(x_tile, K, load_weights, sums + first); break;
-      case 2: dot_tile<2>(x_tile, K, load_weights, sums + first); break;
-      case 3: dot_tile<3>(x_tile, K, load_weights, sums + first); break;
-      default: dot_tile<4>(x_tile, K, load_weights, sums + first); break;
+      case 1: dot_tile<1, kGroups>(x_tile, K, load_weights, sums + first); break;
+      case 2: dot_tile<2, kGroups>(x_tile, K, load_weights, sums + first); break;
+      case 3: dot_tile<3, kGroups>(x_tile, K, load_weights, sums + first); break;
+      default: dot_tile<4, kGroups>(x_tile, K, load_weights, sums + first); break;
     }
   }
 }
@@ -177,24 +376,33 @@ void dot_all_rows(const float* x, int64_t M, int64_t K, LoadWeights load_weights
 // sums[m] = x[m] . (weight row `row`); row_buffer holds K floats.
 template <typename Format>
 void multiply_row(const float* x, const uint8_t* row, int64_t M, int64_t K, float* row_buffer, float* sums) {
+  constexpr int64_t kGroups = Format::kValues / kGroupValues;
   if (M <= kTileRows) {
-    dot_all_rows(x, M, K, [&](int64_t block, __m256* w) { Format::decode(row + block * Format::kBytes, w); }, sums);
+    dot_all_rows<kGroups>(x, M, K, [&](int64_t block, int64_t g, __m256* w) {
+      Format::decode(row + block * Format::kBytes, g, w);
+    }, sums);
     return;
   }
   __m256 weights[4];
-  for (int64_t block = 0; block < K / kBlockValues; ++block) {
-    Format::decode(row + block * Format::kBytes, weights);
-    for (int i = 0; i < 4; ++i) _mm256_storeu_ps(row_buffer + block * kBlockValues + 8 * i, weights[i]);
+  for (int64_t block = 0; block < K / Format::kValues; ++block) {
+    for (int64_t g = 0; g < kGroups; ++g) {
+      Format::decode(row + block * Format::kBytes, g, weights);
+      float* decoded = row_buffer + (block * kGroups + g) * kGroupValues;
+      for (int i = 0; i < 4; ++i) _mm256_storeu_ps(decoded + 8 * i, weights[i]);
+    }
   }
-  dot_all_rows(x, M, K, [&](int64_t block, __m256* w) {
-    for (int i = 0; i < 4; ++i) w[i] = _mm256_loadu_ps(row_buffer + block * kBlockValues + 8 * i);
+  dot_all_rows<1>(x, M, K, [&](int64_t group, int64_t, __m256* w) {
+    for (int i = 0; i < 4; ++i) w[i] = _mm256_loadu_ps(row_buffer + group * kGroupValues + 8 * i);
   }, sums);
 }
 #else
 template <typename Format>
 void multiply_row(const float* x, const uint8_t* row, int64_t M, int64_t K, float* row_buffer, float* sums) {
-  for (int64_t block = 0; block < K / kBlockValues; ++block) {
-    Format::decode(row + block * Format::kBytes, row_buffer + block * kBlockValues);
+  constexpr int64_t kGroups = Format::kValues / kGroupValues;
+  for (int64_t block = 0; block < K / Format::kValues; ++block) {
+    for (int64_t g = 0; g < kGroups; ++g) {
+      Format::decode(row + block * Format::kBytes, g, row_buffer + (block * kGroups + g) * kGroupValues);
+    }
   }
   for (int64_t m = 0; m < M; ++m) {
     float sum = 0.f;
@@ -224,27 +432,19 @@ void gguf_linear_kernel(const torch::Tensor& x, const torch::Tensor& blocks, con
   });
 }
 
-int64_t bytes_per_block(int64_t quant_type) {
-  TORCH_CHECK(quant_type == 2 || quant_type == 3 || quant_type == 8, "unsupported ggml quant type ", quant_type,
-              "; supported: 2 (Q4_0), 3 (Q4_1), 8 (Q8_0)");
-  return quant_type == 2 ? Q4_0::kBytes : quant_type == 3 ? Q4_1::kBytes : Q8_0::kBytes;
-}
-
-}  // namespace
-
-// x: float32 [M, K], blocks: uint8 [N, (K / 32) * bytes_per_block], bias: float32 [N] -> float32 [M, N].
-torch::Tensor gguf_linear(torch::Tensor x, torch::Tensor blocks, int64_t quant_type, std::optional<torch::Tensor> bias) {
-  const int64_t block_bytes = bytes_per_block(quant_type);
+template <typename Format>
+torch::Tensor gguf_linear_of(const torch::Tensor& x, const torch::Tensor& blocks, const std::optional<torch::Tensor>& bias) {
   TORCH_CHECK(x.device().is_cpu() && blocks.device().is_cpu(), "x and blocks must be CPU tensors");
   TORCH_CHECK(x.scalar_type() == at::kFloat, "x must be float32, got ", x.scalar_type());
   TORCH_CHECK(x.dim() == 2 && x.is_contiguous(), "x must be a contiguous 2-D tensor [M, K], got shape ", x.sizes());
-  TORCH_CHECK(x.size(1) % kBlockValues == 0, "K (x.size(1) = ", x.size(1), ") must be a multiple of 32");
+  TORCH_CHECK(x.size(1) % Format::kValues == 0, "K (x.size(1) = ", x.size(1), ") must be a multiple of ",
+              Format::kValues, " for ", Format::kName);
   TORCH_CHECK(blocks.scalar_type() == at::kByte, "blocks must be uint8, got ", blocks.scalar_type());
   TORCH_CHECK(blocks.dim() == 2 && blocks.is_contiguous(), "blocks must be a contiguous 2-D tensor, got shape ",
               blocks.sizes());
-  const int64_t row_bytes = x.size(1) / kBlockValues * block_bytes;
-  TORCH_CHECK(blocks.size(1) == row_bytes, "blocks rows must be ", row_bytes, " bytes for K = ", x.size(1),
-              " (", x.size(1) / kBlockValues, " blocks of ", block_bytes, "), got ", blocks.size(1));
+  const int64_t num_blocks = x.size(1) / Format::kValues, row_bytes = num_blocks * Format::kBytes;
+  TORCH_CHECK(blocks.size(1) == row_bytes, "blocks rows must be ", row_bytes, " bytes for K = ", x.size(1), " (",
+              num_blocks, " ", Format::kName, " blocks of ", Format::kBytes, "), got ", blocks.size(1));
   const float* bias_data = nullptr;
   if (bias.has_value()) {
     TORCH_CHECK(bias->device().is_cpu() && bias->scalar_type() == at::kFloat && bias->is_contiguous(),
@@ -255,15 +455,32 @@ torch::Tensor gguf_linear(torch::Tensor x, torch::Tensor blocks, int64_t quant_t
   }
 
   torch::Tensor out = torch::empty({x.size(0), blocks.size(0)}, x.options());
-  switch (quant_type) {
-    case 2: gguf_linear_kernel<Q4_0>(x, blocks, bias_data, out); break;
-    case 3: gguf_linear_kernel<Q4_1>(x, blocks, bias_data, out); break;
-    default: gguf_linear_kernel<Q8_0>(x, blocks, bias_data, out); break;
-  }
+  gguf_linear_kernel<Format>(x, blocks, bias_data, out);
   return out;
 }
 
+}  // namespace
+
+// x: float32 [M, K], blocks: uint8 [N, (K / block values) * block bytes], bias: float32 [N] -> float32 [M, N].
+// quant_type is the ggml type id.
+torch::Tensor gguf_linear(torch::Tensor x, torch::Tensor blocks, int64_t quant_type, std::optional<torch::Tensor> bias) {
+  switch (quant_type) {
+    case 2: return gguf_linear_of<Q4_0>(x, blocks, bias);
+    case 3: return gguf_linear_of<Q4_1>(x, blocks, bias);
+    case 6: return gguf_linear_of<Q5_0>(x, blocks, bias);
+    case 7: return gguf_linear_of<Q5_1>(x, blocks, bias);
+    case 8: return gguf_linear_of<Q8_0>(x, blocks, bias);
+    case 12: return gguf_linear_of<Q4_K>(x, blocks, bias);
+    case 13: return gguf_linear_of<Q5_K>(x, blocks, bias);
+    case 14: return gguf_linear_of<Q6_K>(x, blocks, bias);
+    default:
+      TORCH_CHECK(false, "unsupported ggml quant type ", quant_type,
+                  "; supported: 2 (Q4_0), 3 (Q4_1), 6 (Q5_0), 7 (Q5_1), 8 (Q8_0), 12 (Q4_K), 13 (Q5_K), 14 (Q6_K)");
+  }
+}
+
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, module) {
-  module.def("gguf_linear", &gguf_linear, "x @ W.T (+ bias) with W in ggml Q4_0 / Q4_1 / Q8_0 blocks (CPU)",
+  module.def("gguf_linear", &gguf_linear,
+             "x @ W.T (+ bias) with W in ggml Q4_0 / Q4_1 / Q5_0 / Q5_1 / Q8_0 / Q4_K / Q5_K / Q6_K blocks (CPU)",
              pybind11::arg("x"), pybind11::arg("blocks"), pybind11::arg("quant_type"), pybind11::arg("bias") = pybind11::none());
 }
