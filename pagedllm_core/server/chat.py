@@ -29,9 +29,7 @@ router = APIRouter()
 async def create_chat_completion(body: ChatCompletionRequest, request: Request, server: Server):
     model = server.check_model(body.model)
     params = body.to_sampling_params(server.settings.limits)
-    prompt_token_ids = await server.render_chat(
-        body.messages, body.add_generation_prompt, body.continue_final_message, body.chat_template_kwargs
-    )
+    prompt_token_ids = await server.render_chat(body.messages, *body.chat_template_options())
     chat = _Chat(server, body, model, len(prompt_token_ids), params.logprobs)
     if body.use_beam_search:
         with await BeamSearchGeneration.start(server, [prompt_token_ids], body) as generation:

@@ -16,6 +16,15 @@ class ServerLimits(BaseModel):
     request_timeout: float | None = Field(
         600.0, gt=0, description="Seconds a request may take before it is aborted (504); None for no limit."
     )
+    max_prompts_per_request: int = Field(
+        256, ge=1, description="Most prompts one completions request may carry (400 beyond)."
+    )
+    max_num_waiting_requests: int | None = Field(
+        512,
+        ge=1,
+        description="Most engine requests held outside the running batch; beyond it new requests get 429 with "
+        "Retry-After. None for no limit.",
+    )
 
 
 class ServerSettings(BaseModel):
@@ -30,3 +39,6 @@ class ServerSettings(BaseModel):
     api_key: str | None = Field(None, description="When set, /v1 and tokenizer routes need 'Bearer <key>'.")
     chat_template: str | None = Field(None, description="Jinja chat template replacing the tokenizer's.")
     limits: ServerLimits = Field(default_factory=ServerLimits)
+    enable_api_docs: bool = Field(
+        False, description="Serve /docs, /redoc and /openapi.json (behind the API key when one is set)."
+    )
