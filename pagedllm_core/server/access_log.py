@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import time
 
+from pagedllm_core.server.errors import as_api_error, send_api_error
 from pagedllm_core.server.request_context import new_request_id, open_request
 
 logger = logging.getLogger("pagedllm.access")
@@ -42,6 +43,13 @@ class AccessLogMiddleware:
 
         try:
             await self.app(scope, receive, send_with_id)
+        except Exception as error:
+            if status:
+                raise  # the response has started; nothing more can be said to the client
+            # Answered here rather than by Starlette's outermost handler, so that it carries the request id.
+            api_error = as_api_error(error)
+            status = api_error.status_code
+            await send_api_error(send, api_error, {"X-Request-Id": context.request_id})
         finally:
             logger.info(
                 '%s "%s %s" %s in=%d out=%d %.3fs',
@@ -52,4 +60,5 @@ class AccessLogMiddleware:
                 context.num_prompt_tokens,
                 context.num_completion_tokens,
                 time.monotonic() - started,
+                extra={"request_id": context.request_id},
             )

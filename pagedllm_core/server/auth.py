@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import hmac
-import json
 
-from pagedllm_core.server.errors import AuthenticationError
+from pagedllm_core.server.errors import AuthenticationError, send_api_error
 
 # Paths served without the key: what load balancers and Prometheus poll. Every other path, the
 # API docs and unknown paths included, needs it, so no spelling of a path can slip past.
@@ -38,11 +37,4 @@ class ApiKeyMiddleware:
         if has_api_key(authorization, self.api_key):
             await self.app(scope, receive, send)
             return
-        payload = json.dumps(AuthenticationError().body()).encode()
-        headers = [
-            (b"content-type", b"application/json"),
-            (b"content-length", str(len(payload)).encode()),
-            (b"www-authenticate", b"Bearer"),
-        ]
-        await send({"type": "http.response.start", "status": 401, "headers": headers})
-        await send({"type": "http.response.body", "body": payload})
+        await send_api_error(send, AuthenticationError(), {"WWW-Authenticate": "Bearer"})

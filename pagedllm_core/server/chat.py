@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator
 from fastapi import APIRouter, Request
 
 from pagedllm_core.server.generation import BeamSearchGeneration, Generation
-from pagedllm_core.server.logprobs import chat_logprobs
+from pagedllm_core.server.logprobs import TokenLabeler, chat_logprobs
 from pagedllm_core.server.protocol import ChatCompletionRequest
 from pagedllm_core.server.responses import (
     AssistantMessage,
@@ -57,7 +57,8 @@ class _Chat:
     def _logprobs(self, token_ids, positions):
         if self.num_logprobs is None or positions is None:
             return None
-        return chat_logprobs(self.server.engine.tokenizer, token_ids, positions, self.num_logprobs)
+        labeler = TokenLabeler(self.server.engine.tokenizer, bool(self.body.return_tokens_as_token_ids))
+        return chat_logprobs(labeler, token_ids, positions, self.num_logprobs)
 
     async def respond(self, generation: Generation) -> ChatCompletionResponse:
         (output,) = await generation.final_outputs()

@@ -6,6 +6,7 @@ client turns into its ``BadRequestError``, ``AuthenticationError``, ``NotFoundEr
 
 from __future__ import annotations
 
+import json
 import logging
 
 from fastapi import FastAPI, Request
@@ -150,6 +151,17 @@ def as_api_error(error: Exception) -> APIError:
     logger.error("unexpected error while serving request %s", request_id, exc_info=error)
     # The exception's text stays in the log: it may show paths, internals or other requests' data.
     return APIError(f"internal server error; the server log has the details under request id {request_id}")
+
+
+async def send_api_error(send, error: APIError, headers: dict[str, str] | None = None) -> None:
+    """Answer with ``error`` from a pure ASGI middleware (before the app has started a response)."""
+    payload = json.dumps(error.body()).encode()
+    all_headers = {"content-type": "application/json", "content-length": str(len(payload))}
+    all_headers.update(error.headers or {})
+    all_headers.update(headers or {})
+    raw = [(name.lower().encode("latin-1"), value.encode("latin-1")) for name, value in all_headers.items()]
+    await send({"type": "http.response.start", "status": error.status_code, "headers": raw})
+    await send({"type": "http.response.body", "body": payload})
 
 
 def install_error_handlers(app: FastAPI) -> None:

@@ -105,6 +105,9 @@ class GenerationRequest(StructuredOutputFields):
     include_stop_str_in_output: bool | None = None
     skip_special_tokens: bool | None = None
     use_beam_search: bool = Field(False, description="Beam search with n beams, returned best first (not streamed).")
+    return_tokens_as_token_ids: bool | None = Field(
+        None, description="Name logprob tokens 'token_id:<id>' instead of their text."
+    )
     length_penalty: float = Field(
         1.0,
         ge=LENGTH_PENALTY_RANGE[0],
