@@ -116,6 +116,11 @@ class ConstraintCompiler:
         with self._lock:
             return self._key(spec) in self._cache
 
+    def compiling(self, spec: StructuredOutputsParams) -> bool:
+        """Whether ``spec`` is being compiled now (or waits for a worker)."""
+        with self._lock:
+            return self._key(spec) in self._in_flight
+
     def clear_cache(self) -> None:
         with self._lock:
             self._cache.clear()
