@@ -11,6 +11,7 @@ pip install -q --upgrade pip
 pip install -q torch==2.13.0
 # The Triton plugin's kernels run on the CPU through this release's interpreter (tested with it).
 pip install -q triton==3.9.0
+# The test extra brings pytest, the openai client and schemathesis (the HTTP API fuzz in tests/server/test_fuzz.py).
 pip install -q -e ".[test,bench]"
 for plugin in plugins/*/; do
     pip install -q -e "$plugin"

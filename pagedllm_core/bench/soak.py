@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import logging
 import os
 import random
 import shlex
@@ -242,6 +243,7 @@ def start_server(args: argparse.Namespace) -> tuple[subprocess.Popen, str]:
 
 
 def run_soak_bench(args: argparse.Namespace) -> str:
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # not a line per request
     plans = plan_requests(args)
     process, url = start_server(args)
     try:

@@ -9,9 +9,9 @@ from collections.abc import AsyncIterator
 from pagedllm_core.engine.async_engine import RequestStream
 from pagedllm_core.outputs import RequestOutput
 from pagedllm_core.sampling_params import SamplingParams
-from pagedllm_core.server.protocol import GenerationRequest
 from pagedllm_core.server.errors import RequestTimeoutError
 from pagedllm_core.server.metrics import RequestTracker
+from pagedllm_core.server.protocol import GenerationRequest
 from pagedllm_core.server.request_context import current_request
 from pagedllm_core.server.state import ServerState
 

@@ -311,7 +311,8 @@ class ChatCompletionRequest(GenerationRequest):
             if expected is None:
                 raise ValueError(f"{name!r} is not allowed; allowed keys: {', '.join(CHAT_TEMPLATE_KWARGS)}")
             if not isinstance(value, expected):
-                raise ValueError(f"{name!r} must be a {expected.__name__}, got {type(value).__name__}")
+                # A ValueError, which pydantic reports as a 400 naming the field (a TypeError would escape it).
+                raise ValueError(f"{name!r} must be a {expected.__name__}, got {type(value).__name__}")  # noqa: TRY004
         return kwargs
 
     def chat_template_options(self) -> tuple[bool, bool, dict[str, Any]]:

@@ -44,7 +44,7 @@ def test_out_of_range_numbers_get_a_400_naming_the_field(http, engine, field, va
 @pytest.mark.parametrize("literal", ["Infinity", "-Infinity", "NaN", "1e400"])
 @pytest.mark.parametrize("field", ["repetition_penalty", "length_penalty", "temperature", "top_p", "min_p"])
 def test_non_finite_floats_get_a_400(http, engine, field, literal):
-    content = '{"prompt": "hi", "max_tokens": 2, "%s": %s}' % (field, literal)
+    content = f'{{"prompt": "hi", "max_tokens": 2, "{field}": {literal}}}'
     response = http.post("/v1/completions", content=content, headers={"content-type": "application/json"})
     assert response.status_code == 400, response.text
     assert engine.is_running

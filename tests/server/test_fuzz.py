@@ -8,16 +8,15 @@ from __future__ import annotations
 
 import httpx
 import pytest
+import schemathesis
+from hypothesis import HealthCheck, given, settings
+from hypothesis.errors import Unsatisfiable
+from schemathesis import GenerationMode
 
-schemathesis = pytest.importorskip("schemathesis", reason="schemathesis is not installed (pip install -e '.[test]')")
-from hypothesis import HealthCheck, given, settings  # noqa: E402 - after the skip
-from hypothesis.errors import Unsatisfiable  # noqa: E402
-from schemathesis import GenerationMode  # noqa: E402
-
-from pagedllm_core.server.app import build_app  # noqa: E402
-from pagedllm_core.server.background import BackgroundServer  # noqa: E402
-from tests.server.conftest import settings as server_settings  # noqa: E402
-from tests.server.conftest import wait_until_idle  # noqa: E402
+from pagedllm_core.server.app import build_app
+from pagedllm_core.server.background import BackgroundServer
+from tests.server.conftest import settings as server_settings
+from tests.server.conftest import wait_until_idle
 
 MAX_EXAMPLES = 40  # per operation and generation mode
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 from outlines_core import Index, Vocabulary
+from pagedllm_guided_json.regexes import ascii_shorthand_classes, spec_regex
 
 from pagedllm_core.structured_outputs import StructuredOutputsParams
-from pagedllm_guided_json.regexes import ascii_shorthand_classes, spec_regex
 
 UNICODE_DIGIT = "\U0001fbf8"  # SEGMENTED DIGIT EIGHT: a Unicode digit
 

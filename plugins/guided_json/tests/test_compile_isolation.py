@@ -6,15 +6,14 @@ import os
 import time
 
 import pytest
+from guided_checks import VOCAB_SIZE
+from pagedllm_guided_json.backend import OutlinesBackend, OutlinesConstraint
 
 from pagedllm_core.engine.structured_outputs import ConstraintCompiler
 from pagedllm_core.registry import PluginKind, Registration, Registry
 from pagedllm_core.sampling.constraints import StructuredOutputError
 from pagedllm_core.structured_outputs import StructuredOutputsParams
 from pagedllm_core.testing import EOS_TOKEN_ID
-
-from guided_checks import VOCAB_SIZE
-from pagedllm_guided_json.backend import OutlinesBackend, OutlinesConstraint
 
 # Determinizing this needs about 2**23 states: minutes and gigabytes.
 REGEX_BOMB = "(a|b)*a(a|b){22}"
