@@ -68,7 +68,11 @@ class CompileWorker:
         if not self._started:
             self._receive(STARTUP_TIMEOUT, "start")
             self._started = True
-        self._conn.send(spec)
+        try:
+            self._conn.send(spec)
+        except OSError:  # the worker died since its last compile (killed from outside)
+            self.kill()
+            raise StructuredOutputError("the constraint compile worker stopped; send the request again") from None
         kind, payload = self._receive(timeout, "compile")
         if kind == "not_picklable":
             return NotPicklable()

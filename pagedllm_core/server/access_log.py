@@ -53,12 +53,17 @@ class AccessLogMiddleware:
         finally:
             logger.info(
                 '%s "%s %s" %s in=%d out=%d %.3fs',
-                scope.get("client", ("-",))[0] if scope.get("client") else "-",
+                scope["client"][0] if scope.get("client") else "-",
                 scope["method"],
-                scope["path"],
+                _printable(scope["path"]),
                 status or "-",
                 context.num_prompt_tokens,
                 context.num_completion_tokens,
                 time.monotonic() - started,
                 extra={"request_id": context.request_id},
             )
+
+
+def _printable(path: str) -> str:
+    """The path with control characters escaped, so that a client cannot write extra log lines."""
+    return path if path.isprintable() else path.encode("unicode_escape").decode("ascii")

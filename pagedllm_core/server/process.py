@@ -46,16 +46,17 @@ class PagedLLMServer(uvicorn.Server):
         self._drain_timer: threading.Timer | None = None
 
     def run(self, sockets=None) -> None:
-        # uvicorn re-raises the signal it stopped on once it is done; for SIGTERM that would end the
-        # process with -15 after a clean drain. Ignoring it afterwards makes the exit status 0.
-        previous = signal.signal(signal.SIGTERM, signal.SIG_IGN) if _on_main_thread() else None
+        # uvicorn re-raises the signal it stopped on once it is done, which after a clean drain would
+        # end the process with -15 (SIGTERM) or a KeyboardInterrupt. Ignored then, the exit status is 0.
+        stop_signals = (signal.SIGTERM, signal.SIGINT)
+        previous = {sig: signal.signal(sig, signal.SIG_IGN) for sig in stop_signals} if _on_main_thread() else {}
         try:
             super().run(sockets)
         finally:
             if self._drain_timer is not None:
                 self._drain_timer.cancel()
-            if previous is not None:
-                signal.signal(signal.SIGTERM, previous)
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
 
     async def serve(self, sockets=None) -> None:
         watchdog = asyncio.ensure_future(self._watch_engine())
