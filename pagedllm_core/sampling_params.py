@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import numbers
 from dataclasses import dataclass, field
 
 from pagedllm_core.errors import ConfigError
@@ -22,9 +23,11 @@ LENGTH_PENALTY_RANGE = (-10.0, 10.0)
 class SamplingParams:
     """How to pick tokens for one request and when to stop.
 
-    ``temperature=0`` is greedy. ``top_k`` of 0 or -1, ``top_p`` of 1 and ``min_p`` of 0 disable
-    those filters. ``seed`` makes this request's samples reproducible whatever else shares its batch.
-    ``n`` sequences are returned out of ``best_of`` generated (the best by cumulative logprob).
+    ``temperature=0`` is greedy. ``top_k`` of 0 or -1 (or at least the vocabulary size), ``top_p``
+    of 1 and ``min_p`` of 0 disable those filters. ``seed`` makes this request's samples
+    reproducible whatever else shares its batch. Integers must fit in int64 and floats must be
+    finite (the engine's tensors hold them). ``n`` sequences are returned out of ``best_of``
+    generated (the best by cumulative logprob).
     """
 
     n: int = 1
@@ -143,7 +146,7 @@ def _check_int(name: str, value) -> None:
     if value is None:
         return
     _check(
-        isinstance(value, int) and not isinstance(value, bool),
+        isinstance(value, numbers.Integral) and not isinstance(value, bool),
         f"{name} must be an integer, got {type(value).__name__} {value!r}",
     )
     _check(INT64_MIN <= value <= INT64_MAX, f"{name} must fit in a signed 64-bit integer, got {value}")
@@ -151,7 +154,7 @@ def _check_int(name: str, value) -> None:
 
 def _check_finite(name: str, value) -> None:
     _check(
-        isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value),
+        isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value),
         f"{name} must be a finite number, got {value!r}",
     )
 
@@ -174,12 +177,12 @@ class BeamSearchParams:
     structured_outputs: StructuredOutputsParams | None = None
 
     def __post_init__(self) -> None:
-        _check(self.beam_width >= 1, f"beam_width must be at least 1, got {self.beam_width}")
-        _check(self.max_tokens >= 1, f"max_tokens must be at least 1, got {self.max_tokens}")
         _check_int("beam_width", self.beam_width)
         _check_int("max_tokens", self.max_tokens)
         _check_finite("temperature", self.temperature)
         _check_finite("length_penalty", self.length_penalty)
+        _check(self.beam_width >= 1, f"beam_width must be at least 1, got {self.beam_width}")
+        _check(self.max_tokens >= 1, f"max_tokens must be at least 1, got {self.max_tokens}")
         _check(self.temperature >= 0, f"temperature must be >= 0, got {self.temperature}")
         low, high = LENGTH_PENALTY_RANGE
         _check(
