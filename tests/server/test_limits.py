@@ -118,15 +118,15 @@ class GatedFakeEngine(FakeEngine):
         self.step_gate = threading.Event()
 
 
-def fake_server(fake: FakeEngine, **limits) -> BackgroundServer:
+def fake_app(fake: FakeEngine, **limits):
     settings = ServerSettings(
         served_model_names=[MODEL_NAME], model_source="fake", limits=ServerLimits(request_timeout=30, **limits)
     )
-    return BackgroundServer(build_app(AsyncLLMEngine(fake), settings))
+    return build_app(AsyncLLMEngine(fake), settings)
 
 
 def test_a_500_carries_no_internal_text_and_names_the_request_id(caplog):
-    with fake_server(SecretFailureEngine()) as server, caplog.at_level(logging.ERROR):
+    with BackgroundServer(fake_app(SecretFailureEngine())) as server, caplog.at_level(logging.ERROR):
         response = httpx.post(f"{server.base_url}/v1/completions", json={"prompt": [1], "max_tokens": 2})
     assert response.status_code == 500
     message = response.json()["error"]["message"]
@@ -138,7 +138,8 @@ def test_a_500_carries_no_internal_text_and_names_the_request_id(caplog):
 
 def test_a_full_queue_answers_429_with_retry_after():
     fake = GatedFakeEngine()
-    with fake_server(fake, max_num_waiting_requests=2) as server:
+    app = fake_app(fake, max_num_waiting_requests=2)
+    with BackgroundServer(app) as server:
         url = f"{server.base_url}/v1/completions"
 
         def send(results: list):
@@ -149,7 +150,7 @@ def test_a_full_queue_answers_429_with_retry_after():
         for thread in threads:
             thread.start()
         deadline = time.monotonic() + 10
-        while len(fake.requests) < 2 and time.monotonic() < deadline:
+        while len(app.state.server.in_flight) < 2 and time.monotonic() < deadline:
             time.sleep(0.01)
         refused = httpx.post(url, json={"prompt": [1], "max_tokens": 2}, timeout=30)
         assert refused.status_code == 429 and refused.headers["retry-after"] == "1"
