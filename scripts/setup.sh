@@ -12,7 +12,8 @@ pip install -q torch==2.13.0
 # The Triton plugin's kernels run on the CPU through this release's interpreter (tested with it).
 pip install -q triton==3.9.0
 # The test extra brings the client libraries tests/clients runs (openai, LangChain, LlamaIndex, litellm,
-# instructor); they are pinned in pyproject.toml and none of them pulls another torch.
+# instructor), pinned in pyproject.toml (none of them pulls another torch), and schemathesis (the HTTP API
+# fuzz in tests/server/test_fuzz.py).
 pip install -q -e ".[test,bench]"
 for plugin in plugins/*/; do
     pip install -q -e "$plugin"

@@ -77,6 +77,12 @@ BENCHMARKS = {
         "pagedllm_core.bench.embed:add_embed_arguments",
         "pagedllm_core.bench.embed:run_embed_bench",
     ),
+    "soak": (
+        "a long mixed load (streams, n>1, structured, aborted, invalid) against a server it starts: errors by kind, "
+        "KV blocks left in use, server RSS over time",
+        "pagedllm_core.bench.soak:add_soak_arguments",
+        "pagedllm_core.bench.soak:run_soak_bench",
+    ),
     "latency": (
         "W4 single stream: time to first token and decode tokens/s, with transformers as the baseline",
         "pagedllm_core.bench.latency:add_latency_arguments",

@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator
 from fastapi import APIRouter, Request
 
 from pagedllm_core.server.generation import Generation
-from pagedllm_core.server.logprobs import chat_logprobs
+from pagedllm_core.server.logprobs import TokenLabeler, chat_logprobs
 from pagedllm_core.server.protocol import ChatCompletionRequest
 from pagedllm_core.server.responses import (
     AssistantMessage,
@@ -35,13 +35,7 @@ async def create_chat_completion(body: ChatCompletionRequest, request: Request, 
     params = body.to_sampling_params(server.settings.limits)
     if keep_special_tokens:
         params = dataclasses.replace(params, skip_special_tokens=False)
-    prompt_token_ids = await server.render_chat(
-        body.messages,
-        body.add_generation_prompt,
-        body.continue_final_message,
-        body.chat_template_kwargs,
-        body.template_tools(),
-    )
+    prompt_token_ids = await server.render_chat(body.messages, *body.chat_template_options(), body.template_tools())
     chat = _Chat(server, body, model, len(prompt_token_ids), params.logprobs, tool_reader)
     if body.use_beam_search:
         params = body.beam_search_params_per_prompt(server.settings.limits, server.engine.max_model_len, [prompt_token_ids])
@@ -80,7 +74,8 @@ class _Chat:
     def _logprobs(self, token_ids, positions):
         if self.num_logprobs is None or positions is None:
             return None
-        return chat_logprobs(self.server.engine.tokenizer, token_ids, positions, self.num_logprobs)
+        labeler = TokenLabeler(self.server.engine.tokenizer, bool(self.body.return_tokens_as_token_ids))
+        return chat_logprobs(labeler, token_ids, positions, self.num_logprobs)
 
     def _message(self, text: str) -> ChoiceMessage:
         return ChoiceMessage(text, []) if self.tool_reader is None else self.tool_reader.message(text)

@@ -9,7 +9,7 @@ from fastapi import APIRouter, Request
 
 from pagedllm_core.outputs import RequestOutput
 from pagedllm_core.server.generation import Generation
-from pagedllm_core.server.logprobs import completion_logprobs
+from pagedllm_core.server.logprobs import TokenLabeler, completion_logprobs
 from pagedllm_core.server.protocol import CompletionRequest
 from pagedllm_core.server.responses import (
     CompletionChoice,
@@ -81,7 +81,8 @@ class _Completion:
     def _logprobs(self, token_ids, positions, text_offset: int):
         if self.num_logprobs is None or positions is None:
             return None
-        return completion_logprobs(self.server.engine.tokenizer, token_ids, positions, self.num_logprobs, text_offset)
+        labeler = TokenLabeler(self.server.engine.tokenizer, bool(self.body.return_tokens_as_token_ids))
+        return completion_logprobs(labeler, token_ids, positions, self.num_logprobs, text_offset)
 
     async def stream(self, generation: Generation) -> AsyncIterator[str]:
         tracker = DeltaTracker(self.body.n)

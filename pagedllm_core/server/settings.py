@@ -20,6 +20,15 @@ class ServerLimits(BaseModel):
     request_timeout: float | None = Field(
         600.0, gt=0, description="Seconds a request may take before it is aborted (504); None for no limit."
     )
+    max_prompts_per_request: int = Field(
+        256, ge=1, description="Most prompts one completions request may carry (400 beyond)."
+    )
+    max_num_waiting_requests: int | None = Field(
+        512,
+        ge=1,
+        description="Most engine requests held outside the running batch; beyond it new requests get 429 with "
+        "Retry-After. None for no limit.",
+    )
 
 
 class ServerSettings(BaseModel):
@@ -41,6 +50,9 @@ class ServerSettings(BaseModel):
         None, description="How tool calls are read from outputs with tool_choice 'auto' (hermes, llama3_json, mistral)."
     )
     enable_auto_tool_choice: bool = Field(False, description="Allow tool_choice 'auto'; needs tool_call_parser.")
+    enable_api_docs: bool = Field(
+        False, description="Serve /docs, /redoc and /openapi.json (behind the API key when one is set)."
+    )
 
     @field_validator("tool_call_parser")
     @classmethod

@@ -9,6 +9,7 @@ from typing import Annotated
 from fastapi import Depends, Request
 
 from pagedllm_core.engine.async_engine import AsyncLLMEngine
+from pagedllm_core.server.admission import InFlightRequests
 from pagedllm_core.server.errors import InvalidRequestError, ModelNotFoundError
 from pagedllm_core.server.metrics import ServerMetrics
 from pagedllm_core.server.protocol import ChatMessage
@@ -35,6 +36,7 @@ class ServerState:
     engine: AsyncLLMEngine
     settings: ServerSettings
     metrics: ServerMetrics
+    in_flight: InFlightRequests
 
     @property
     def model_name(self) -> str:
