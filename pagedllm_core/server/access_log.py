@@ -32,6 +32,24 @@ class AccessLogMiddleware:
         given = dict(scope["headers"]).get(REQUEST_ID_HEADER)
         context = open_request(new_request_id(given.decode("latin-1") if given else None))
         status = 0
+        logged = False
+
+        def log_line() -> None:
+            nonlocal logged
+            if logged:
+                return
+            logged = True
+            logger.info(
+                '%s "%s %s" %s in=%d out=%d %.3fs',
+                scope["client"][0] if scope.get("client") else "-",
+                scope["method"],
+                _printable(scope["path"]),
+                status or "-",
+                context.num_prompt_tokens,
+                context.num_completion_tokens,
+                time.monotonic() - started,
+                extra={"request_id": context.request_id},
+            )
 
         async def send_with_id(message) -> None:
             nonlocal status
@@ -39,6 +57,9 @@ class AccessLogMiddleware:
                 status = message["status"]
                 headers = [*message.get("headers", []), (REQUEST_ID_HEADER, context.request_id.encode())]
                 message = {**message, "headers": headers}
+            elif message["type"] == "http.response.body" and not message.get("more_body", False):
+                # Written before the last byte leaves, so a client that has its answer also has the line.
+                log_line()
             await send(message)
 
         try:
@@ -51,17 +72,7 @@ class AccessLogMiddleware:
             status = api_error.status_code
             await send_api_error(send, api_error, {"X-Request-Id": context.request_id})
         finally:
-            logger.info(
-                '%s "%s %s" %s in=%d out=%d %.3fs',
-                scope["client"][0] if scope.get("client") else "-",
-                scope["method"],
-                _printable(scope["path"]),
-                status or "-",
-                context.num_prompt_tokens,
-                context.num_completion_tokens,
-                time.monotonic() - started,
-                extra={"request_id": context.request_id},
-            )
+            log_line()
 
 
 def _printable(path: str) -> str:

@@ -275,13 +275,16 @@ def test_server_flags_are_checked():
 
 def test_special_token_markers_are_kept_but_not_the_stop_token(engine, long_model):
     """llama3_json looks for <|python_tag|>, so special tokens stay in the text; the stop token that
-    ended the output still does not show, unless the client asked for special tokens itself."""
+    ended the output does not show (as in vLLM), unless the client asks for it with include_stop_str_in_output."""
     with serve(engine, long_model, tool_call_parser="llama3_json", enable_auto_tool_choice=True) as server:
         client = openai_client(server)
         request = dict(model=MODEL_NAME, messages=USER, tools=TOOLS, max_tokens=5, logit_bias={str(EOS_TOKEN_ID): 100})
         (choice,) = client.chat.completions.create(**request).choices
         assert choice.finish_reason == "stop" and not choice.message.content
         (choice,) = client.chat.completions.create(**request, extra_body={"skip_special_tokens": False}).choices
+        assert not choice.message.content
+        extra_body = {"skip_special_tokens": False, "include_stop_str_in_output": True}
+        (choice,) = client.chat.completions.create(**request, extra_body=extra_body).choices
         assert choice.message.content == engine.tokenizer.decode([EOS_TOKEN_ID])
         chunks = list(client.chat.completions.create(**request, stream=True))
         assert not "".join(chunk.choices[0].delta.content or "" for chunk in chunks if chunk.choices)
