@@ -18,7 +18,6 @@ import logging
 import os
 import random
 import shlex
-import signal
 import socket
 import subprocess
 import sys
@@ -27,6 +26,8 @@ from collections import Counter
 from dataclasses import dataclass
 
 import httpx
+
+from pagedllm_core.server.process_control import stop_process, wait_until_healthy
 
 SCHEMA = {
     "type": "object",
@@ -229,17 +230,8 @@ def start_server(args: argparse.Namespace) -> tuple[subprocess.Popen, str]:
     command += shlex.split(args.serve_args)
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 600
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"pagedllm serve exited with status {process.returncode}: {shlex.join(command)}")
-        try:
-            if httpx.get(f"{url}/health", timeout=1).status_code == 200:
-                return process, url
-        except httpx.TransportError:
-            time.sleep(0.5)
-    process.kill()
-    raise RuntimeError("pagedllm serve did not become healthy within 600 s")
+    wait_until_healthy(process, url, timeout=600)
+    return process, url
 
 
 def run_soak_bench(args: argparse.Namespace) -> str:
@@ -249,10 +241,5 @@ def run_soak_bench(args: argparse.Namespace) -> str:
     try:
         result = asyncio.run(soak(url, process.pid, plans, args.request_rate))
     finally:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        stop_process(process, timeout=60)
     return format_report(result, args)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 from array import array
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import NewType
 
@@ -26,7 +26,7 @@ def hash_extra_keys(extra_keys: Mapping[str, str | None]) -> BlockHash:
     return BlockHash(hashlib.sha256(encoded).digest())
 
 
-def hash_block_tokens(parent_hash: BlockHash, token_ids: Sequence[int]) -> BlockHash:
+def hash_block_tokens(parent_hash: BlockHash, token_ids: list[int]) -> BlockHash:
     """The hash of a full block: SHA-256 over its parent's hash (fixed length) and its token ids."""
     return BlockHash(hashlib.sha256(parent_hash + array("q", token_ids).tobytes()).digest())
 

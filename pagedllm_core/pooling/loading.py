@@ -9,7 +9,6 @@ from typing import Any
 import torch
 from torch import nn
 
-from pagedllm_core.attention.backend import AttentionSpec
 from pagedllm_core.config import EngineConfig
 from pagedllm_core.errors import ConfigError
 from pagedllm_core.model import loader
@@ -20,7 +19,7 @@ from pagedllm_core.pooling.attention import PromptAttention
 from pagedllm_core.pooling.config import PoolingConfig
 from pagedllm_core.pooling.pooler import Pooler
 from pagedllm_core.pooling.task import is_encoder, resolve_pooler, resolve_task
-from pagedllm_core.worker.model_setup import prepacks_linear_weights
+from pagedllm_core.worker.model_setup import attention_spec, prepacks_linear_weights
 
 logger = logging.getLogger(__name__)
 
@@ -57,16 +56,7 @@ def load_embedding_model(config: EngineConfig, pooling: PoolingConfig) -> Embedd
     if resolve_task(pooling, source, hf_config) != "embed":
         raise ConfigError(f"model {source.name!r} does not serve task 'embed' with task={pooling.task!r}")
     pooler, trained_length = resolve_pooler(pooling, source, hf_config)
-    shape = loader.attention_shape(hf_config)
-    spec = AttentionSpec(
-        num_heads=shape.num_heads,
-        num_kv_heads=shape.num_kv_heads,
-        head_size=shape.head_size,
-        scale=shape.scale,
-        block_size=config.block_size,  # unused: no KV cache
-        kv_cache_dtype=dtype,
-        device=device,
-    )
+    spec = attention_spec(config, info)  # its block size is unused: no KV cache
     attention = PromptAttention(spec, causal=not is_encoder(hf_config))
     model = loader.build_model(hf_config, attention, dtype, device)
     loader.load_weights(model, source, hf_config)
@@ -83,7 +73,7 @@ def load_embedding_model(config: EngineConfig, pooling: PoolingConfig) -> Embedd
         attention=attention,
         pooler=pooler,
         tokenizer=loader.load_tokenizer(source, config),
-        num_layers=shape.num_layers,
+        num_layers=loader.attention_shape(hf_config).num_layers,
         hidden_size=hf_config.hidden_size,
         max_model_len=max_model_len,
         matryoshka_dimensions=_matryoshka_dimensions(hf_config),

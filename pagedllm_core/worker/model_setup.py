@@ -21,6 +21,21 @@ from pagedllm_core.registry import PluginKind, Registry
 logger = logging.getLogger(__name__)
 
 
+def attention_spec(config: EngineConfig, info: ModelInfo) -> AttentionSpec:
+    """The attention the model needs, with the KV cache in ``config.kv_cache_dtype`` (``auto``: the model's)."""
+    shape = loader.attention_shape(info.hf_config)
+    return AttentionSpec(
+        num_heads=shape.num_heads,
+        num_kv_heads=shape.num_kv_heads,
+        head_size=shape.head_size,
+        scale=shape.scale,
+        block_size=config.block_size,
+        kv_cache_dtype=info.dtype if config.kv_cache_dtype == "auto" else getattr(torch, config.kv_cache_dtype),
+        device=info.device,
+        dtype=info.dtype,
+    )
+
+
 def prepacks_linear_weights(device: torch.device, dtype: torch.dtype) -> bool:
     """Whether the model's linear layers run from oneDNN-prepacked weights: on a CPU, in float32, or
     in bfloat16 where the CPU has native bfloat16 (oneDNN refuses to pack it otherwise)."""
@@ -153,16 +168,7 @@ def load_model_runner(config: EngineConfig, registry: Registry, info: ModelInfo)
     if device.type == "cpu" and config.num_cpu_threads is not None:
         torch.set_num_threads(config.num_cpu_threads)
     shape = loader.attention_shape(hf_config)
-    spec = AttentionSpec(
-        num_heads=shape.num_heads,
-        num_kv_heads=shape.num_kv_heads,
-        head_size=shape.head_size,
-        scale=shape.scale,
-        block_size=config.block_size,
-        kv_cache_dtype=dtype if config.kv_cache_dtype == "auto" else getattr(torch, config.kv_cache_dtype),
-        device=device,
-        dtype=dtype,
-    )
+    spec = attention_spec(config, info)
     attention = build_attention(config, registry, spec)
     quantization = build_quantization(config, registry, QuantizationTarget(info.source, hf_config, dtype, device))
     model = loader.build_model(hf_config, attention, dtype, device, quantization)

@@ -10,15 +10,14 @@ import shutil
 import socket
 import subprocess
 import sys
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import httpx
 import pytest
 
 from pagedllm_core.errors import ModelLoadError
 from pagedllm_core.model.source import default_model_source
+from pagedllm_core.server.process_control import stop_process, wait_until_healthy
 
 MODEL = "SmolLM2-135M-Instruct"
 MAX_MODEL_LEN = 2048
@@ -77,26 +76,8 @@ def served(tmp_path_factory) -> ServedModel:
     with open(log, "wb") as log_file:
         process = subprocess.Popen(command, stdout=log_file, stderr=subprocess.STDOUT)
     try:
-        _wait_healthy(process, f"http://127.0.0.1:{port}", log)
+        wait_until_healthy(process, f"http://127.0.0.1:{port}", START_TIMEOUT_S, log)
         yield ServedModel(base_url=f"http://127.0.0.1:{port}/v1")
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        stop_process(process)
 
-
-def _wait_healthy(process: subprocess.Popen, url: str, log: Path) -> None:
-    deadline = time.monotonic() + START_TIMEOUT_S
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"pagedllm serve exited with {process.returncode}:\n{log.read_text()[-3000:]}")
-        try:
-            if httpx.get(f"{url}/health", timeout=2).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.5)
-    raise RuntimeError(f"pagedllm serve did not become healthy in {START_TIMEOUT_S} s:\n{log.read_text()[-3000:]}")

@@ -16,6 +16,7 @@ import time
 
 import pytest
 
+from pagedllm_core.server.process_control import stop_process
 from tests.docker.dockerfile import DOCKER_DIR, DOCKERFILES, exec_form, final_stage
 
 REPO_ROOT = DOCKER_DIR.parent
@@ -71,9 +72,4 @@ def test_cpu_install_serves_and_passes_the_health_check(tmp_path):
             assert time.monotonic() < deadline, "the server did not become healthy:\n" + log.read_text()
             time.sleep(1)
     finally:
-        server.send_signal(signal.SIGINT)
-        try:
-            server.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            server.wait()
+        stop_process(server, signal.SIGINT)

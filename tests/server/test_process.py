@@ -20,6 +20,7 @@ import uvicorn
 from pagedllm_core.engine.async_engine import AsyncLLMEngine
 from pagedllm_core.server.app import build_app
 from pagedllm_core.server.process import PagedLLMServer
+from pagedllm_core.server.process_control import wait_until_healthy
 from pagedllm_core.server.settings import ServerSettings
 from tests.server.conftest import MODEL_NAME
 from tests.server.fake_engine import FakeEngine
@@ -83,17 +84,8 @@ def start_serve(model: Path, *flags: str) -> tuple[subprocess.Popen, str]:
     ]
     process = subprocess.Popen(command, stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
     url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise AssertionError(f"pagedllm serve exited early: {process.stderr.read()}")
-        try:
-            if httpx.get(f"{url}/health", timeout=1).status_code == 200:
-                return process, url
-        except httpx.TransportError:
-            time.sleep(0.2)
-    process.kill()
-    raise AssertionError("pagedllm serve did not start within 120 s")
+    wait_until_healthy(process, url, 120)
+    return process, url
 
 
 async def stream_completion(http: httpx.AsyncClient, started: asyncio.Event) -> tuple[list[str], list[str]]:

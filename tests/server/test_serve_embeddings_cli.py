@@ -8,7 +8,6 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import httpx
@@ -16,6 +15,7 @@ import pytest
 
 from pagedllm_core.entrypoints.engine_args import pooling_config_from_args
 from pagedllm_core.errors import ConfigError
+from pagedllm_core.server.process_control import stop_process, wait_until_healthy
 from tests.server.test_serve_cli import parse
 
 
@@ -46,15 +46,7 @@ def test_serve_embedding_model_offline(tmp_path):
     process = subprocess.Popen(command, env=env, stdout=log.open("w"), stderr=subprocess.STDOUT)
     try:
         base_url = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 180
-        while True:
-            assert process.poll() is None, f"the server exited: {log.read_text()}"
-            assert time.monotonic() < deadline, "the server did not become healthy"
-            try:
-                if httpx.get(f"{base_url}/health", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                time.sleep(0.5)
+        wait_until_healthy(process, base_url, 180, log)
         response = httpx.post(
             f"{base_url}/v1/embeddings",
             json={"model": "sentence-transformers/all-MiniLM-L6-v2", "input": ["Hello world", "Bonjour"]},
@@ -63,9 +55,4 @@ def test_serve_embedding_model_offline(tmp_path):
         assert response.status_code == 200, response.text
         assert [len(item["embedding"]) for item in response.json()["data"]] == [384, 384]
     finally:
-        process.send_signal(signal.SIGINT)
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        stop_process(process, signal.SIGINT)
