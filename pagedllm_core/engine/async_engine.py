@@ -18,7 +18,7 @@ from collections import defaultdict
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from pagedllm_core.errors import PagedLLMError
+from pagedllm_core.errors import PagedLLMError, RequestFailedError
 from pagedllm_core.outputs import RequestOutput
 from pagedllm_core.sampling_params import BeamSearchParams, SamplingParams
 from pagedllm_core.structured_outputs import StructuredOutputsParams
@@ -290,14 +290,15 @@ class AsyncLLMEngine:
         command.accepted.set_result(None)
 
     def _deliver(self, outputs: list[RequestOutput]) -> None:
-        by_loop: dict[asyncio.AbstractEventLoop, list[tuple[RequestStream, RequestOutput]]] = defaultdict(list)
+        by_loop: dict[asyncio.AbstractEventLoop, list[tuple[RequestStream, Any]]] = defaultdict(list)
         for output in outputs:
             if output.finished:
                 stream = self._streams.pop(output.request_id, None)
             else:
                 stream = self._streams.get(output.request_id)
             if stream is not None:
-                by_loop[stream.loop].append((stream, output))
+                item = output if output.error is None else RequestFailedError(output.error)
+                by_loop[stream.loop].append((stream, item))
         for loop, items in by_loop.items():
             _push_threadsafe(loop, items)
 

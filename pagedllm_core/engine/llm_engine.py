@@ -194,9 +194,26 @@ class LLMEngine:
         result = self.executor.execute_model(self.message_builder.build(plan))
         progressed = self.scheduler.update_from_output(plan, result.sampled_token_ids)
         self.message_builder.finish([sequence.seq_id for sequence in progressed if sequence.is_finished])
-        outputs = self._process_samples(plan, result, progressed)
+        failures = {item.sequence.request_id: item.sequence.failure for item in plan.scheduled if item.sequence.failure}
+        failures.update({self._request_of(plan, seq_id): message for seq_id, message in result.failed.items()})
+        outputs = self._fail_requests(failures)
+        progressed = [sequence for sequence in progressed if sequence.request_id not in failures]
+        outputs += self._process_samples(plan, result, progressed)
         if result.beam_candidates:
             outputs.extend(self._advance_beam_searches(plan, result.beam_candidates))
+        return outputs
+
+    @staticmethod
+    def _request_of(plan: StepPlan, seq_id: str) -> str:
+        return next(item.sequence.request_id for item in plan.scheduled if item.sequence.seq_id == seq_id)
+
+    def _fail_requests(self, failures: dict[str, str]) -> list[RequestOutput]:
+        """End the requests whose own sequences failed; the rest of the batch goes on."""
+        outputs = []
+        for request_id, message in failures.items():
+            for output in self.abort_request(request_id):
+                output.error = message
+                outputs.append(output)
         return outputs
 
     def _process_samples(self, plan: StepPlan, result: ModelRunnerOutput, progressed: list[Sequence]) -> list[RequestOutput]:
@@ -208,16 +225,21 @@ class LLMEngine:
         token_logprobs = _logprobs_by_sequence(result)
         touched: dict[str, RequestState] = {}
         stopped: list[Sequence] = []
+        detokenizer_failures: dict[str, str] = {}
         for sequence in progressed:
             state = self._states[sequence.request_id]
             touched[sequence.request_id] = state
             token_id = sequence.token_ids[-1]
-            if state.sequence(sequence).add_token(token_logprobs.get(sequence.seq_id), token_id):
-                stopped.append(sequence)
+            try:
+                if state.sequence(sequence).add_token(token_logprobs.get(sequence.seq_id), token_id):
+                    stopped.append(sequence)
+            except Exception as error:  # noqa: BLE001 - one request's detokenizer failure is its own
+                detokenizer_failures[sequence.request_id] = f"detokenizing failed: {type(error).__name__}: {error}"
         if stopped:
             self._finish_sequences(stopped, SequenceStatus.FINISHED_STOPPED)
-
-        outputs = []
+        outputs = self._fail_requests(detokenizer_failures)
+        for request_id in detokenizer_failures:
+            touched.pop(request_id)
         for state in touched.values():
             if state.finished:
                 outputs.append(self._finish(state))
@@ -230,6 +252,8 @@ class LLMEngine:
         outputs = []
         for seq_id, beam_candidates in candidates.items():
             group = beams[seq_id].beam_group
+            if group.request_id not in self._beam_groups:
+                continue  # the search failed or was aborted during this step
             if not group.add_candidates(seq_id, beam_candidates):
                 continue
             step = group.advance()

@@ -79,6 +79,8 @@ class Sequence:
         # Where a structured-output sequence's output is in its automaton; the engine sets it.
         self.constraint: ConstraintState | None = None
         self.beam_group: BeamSearchGroup | None = None
+        # Why this sequence failed on its own (a constraint that raised); its request then fails.
+        self.failure: str | None = None
 
     @property
     def num_tokens(self) -> int:
@@ -134,7 +136,11 @@ class Sequence:
         self.token_ids.append(token_id)
         if self.constraint is None:
             return True
-        return self.constraint.accept_token(token_id) and not self.constraint.is_complete()
+        try:
+            return self.constraint.accept_token(token_id) and not self.constraint.is_complete()
+        except Exception as error:  # noqa: BLE001 - a plugin's failure belongs to this sequence alone
+            self.failure = f"the output constraint failed: {type(error).__name__}: {error}"
+            return False
 
     def append_output_token(self, token_id: int) -> None:
         """Add a sampled token and finish the sequence if it stops here (see :mod:`stopping`)."""

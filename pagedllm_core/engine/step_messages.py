@@ -44,8 +44,12 @@ class StepMessageBuilder:
             else:
                 message.new_sequences.append(self._new(item, num_samples))
             self._num_tokens_sent[sequence.seq_id] = sequence.num_tokens
-            if num_samples and sequence.constraint is not None:
-                bitmask = sequence.constraint.allowed_token_bitmask()
+            if num_samples and sequence.constraint is not None and sequence.failure is None:
+                try:
+                    bitmask = sequence.constraint.allowed_token_bitmask()
+                except Exception as error:  # noqa: BLE001 - a plugin's failure belongs to this sequence alone
+                    sequence.failure = f"the output constraint failed: {type(error).__name__}: {error}"
+                    continue
                 message.allowed_token_bitmasks[sequence.seq_id] = bitmask.numpy().tobytes()
         return message
 

@@ -100,6 +100,8 @@ class ModelRunnerOutput:
     prompt_logprobs: dict[str, list[tuple[int, TokenLogprobs]]] = field(default_factory=dict)
     # Beams: their ``num_beam_candidates`` best next tokens as (token id, logprob), best first.
     beam_candidates: dict[str, list[tuple[int, float]]] = field(default_factory=dict)
+    # Sequences whose own sampling failed (the error, as text); the rest of the step is unaffected.
+    failed: dict[str, str] = field(default_factory=dict)
 
     @property
     def sampled_token_ids(self) -> dict[str, list[int]]:

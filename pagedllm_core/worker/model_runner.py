@@ -71,14 +71,31 @@ class ModelRunner:
                 sample_rows.append(last_row)
                 rows.append(SamplingRow(held, self._generator_for(held, index), bitmask))
         if rows:
-            logits = self.model.compute_logits(hidden_states[sample_rows])
-            metadata = build_sampling_metadata(self.batch, rows, self.device)
-            row_logprobs = _to_token_logprobs(sample_tokens(self.sampler, logits, metadata))
-            for row, sample in zip(rows, row_logprobs):
-                result.samples.setdefault(row.sequence.seq_id, []).append(sample)
+            self._sample(rows, self.model.compute_logits(hidden_states[sample_rows]), result)
         if beams:
             self._score_beam_candidates(beams, hidden_states[beam_rows], message, result)
         return result
+
+    def _sample(self, rows: list[SamplingRow], logits: torch.Tensor, result: ModelRunnerOutput) -> None:
+        """Sample every row at once; if that fails, row by row, so that only the sequences whose own
+        settings or state make sampling fail are reported as failed (and the others still get a token)."""
+        try:
+            samples = self._sample_rows(rows, logits)
+        except Exception:  # noqa: BLE001 - isolated below, row by row
+            samples = []
+            for index, row in enumerate(rows):
+                try:
+                    samples += self._sample_rows([row], logits[index : index + 1])
+                except Exception as error:  # noqa: BLE001 - one sequence's failure, reported as such
+                    result.failed[row.sequence.seq_id] = f"sampling failed: {type(error).__name__}: {error}"
+                    samples.append(None)
+        for row, sample in zip(rows, samples):
+            if sample is not None and row.sequence.seq_id not in result.failed:
+                result.samples.setdefault(row.sequence.seq_id, []).append(sample)
+
+    def _sample_rows(self, rows: list[SamplingRow], logits: torch.Tensor) -> list[TokenLogprobs]:
+        metadata = build_sampling_metadata(self.batch, rows, self.device)
+        return _to_token_logprobs(sample_tokens(self.sampler, logits, metadata))
 
     def _update_batch(self, message: SchedulerOutput) -> list[tuple[HeldSequence, int, int]]:
         """Forget finished and preempted sequences, take in new ones and deltas; returns the step's
