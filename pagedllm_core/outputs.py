@@ -48,6 +48,23 @@ class RequestOutput:
     # the engine went on; the outputs are what it had produced.
     error: str | None = None
 
+    def add(self, later: RequestOutput) -> None:
+        """Fold a later delta output (``RequestOutputKind.DELTA``) of the same request into this one."""
+        by_index = {completion.index: completion for completion in self.outputs}
+        for completion in later.outputs:
+            mine = by_index.get(completion.index)
+            if mine is None:
+                self.outputs.append(completion)
+                continue
+            mine.text += completion.text
+            mine.token_ids = [*mine.token_ids, *completion.token_ids]
+            if mine.logprobs is not None and completion.logprobs is not None:
+                mine.logprobs = [*mine.logprobs, *completion.logprobs]
+            mine.cumulative_logprob = completion.cumulative_logprob
+            mine.finish_reason, mine.stop_reason = completion.finish_reason, completion.stop_reason
+        self.prompt_logprobs = self.prompt_logprobs or later.prompt_logprobs
+        self.finished, self.error = later.finished, later.error
+
 
 @dataclass
 class BeamSearchSequence:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import enum
 import math
 import numbers
 from dataclasses import dataclass, field
@@ -17,6 +18,14 @@ INT64_MIN = -(2**63)
 REPETITION_PENALTY_RANGE = (0.01, 100.0)
 # Beam scores divide by num_generated ** length_penalty, which must stay a finite float.
 LENGTH_PENALTY_RANGE = (-10.0, 10.0)
+
+
+class RequestOutputKind(enum.Enum):
+    """What each output of a running request holds (vLLM's names)."""
+
+    CUMULATIVE = "cumulative"  # everything generated so far
+    DELTA = "delta"  # only what is new since the previous output
+    FINAL_ONLY = "final_only"  # nothing until the request finishes, then everything
 
 
 @dataclass
@@ -56,6 +65,9 @@ class SamplingParams:
     # Not a sampling setting, but per request like one: only requests with the same salt share
     # prefix-cached KV blocks (so one tenant cannot time another's prompts).
     cache_salt: str | None = None
+    # What the outputs of the running request hold; deltas spare a long stream the cost of
+    # rebuilding its whole text every step.
+    output_kind: RequestOutputKind = RequestOutputKind.CUMULATIVE
     # Derived, not set by users.
     stop_strings: list[str] = field(init=False, repr=False)
 

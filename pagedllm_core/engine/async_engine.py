@@ -20,7 +20,7 @@ from typing import Any, Protocol
 
 from pagedllm_core.errors import PagedLLMError, RequestFailedError
 from pagedllm_core.outputs import RequestOutput
-from pagedllm_core.sampling_params import BeamSearchParams, SamplingParams
+from pagedllm_core.sampling_params import BeamSearchParams, RequestOutputKind, SamplingParams
 from pagedllm_core.structured_outputs import StructuredOutputsParams
 
 logger = logging.getLogger(__name__)
@@ -80,16 +80,18 @@ class EngineStats:
 class RequestStream:
     """The outputs of one request, read with ``async for`` by the task that added it.
 
-    Outputs are cumulative (full text and token ids so far), so a consumer that falls behind simply
-    receives the newest one. Closing the stream (``close()`` or leaving ``with stream:``) before the
-    request finished aborts it, which frees its KV blocks on the step thread's next iteration.
+    A consumer that falls behind receives what it missed at once: the newest output when outputs
+    are cumulative, the outputs folded together when they are deltas (``RequestOutputKind.DELTA``).
+    Closing the stream (``close()`` or leaving ``with stream:``) before the request finished aborts
+    it, which frees its KV blocks on the step thread's next iteration.
     """
 
-    def __init__(self, request_id: str, engine: AsyncLLMEngine):
+    def __init__(self, request_id: str, engine: AsyncLLMEngine, deltas: bool = False):
         self.request_id = request_id
         self.loop = asyncio.get_running_loop()
         self.finished = False
         self._engine = engine
+        self._deltas = deltas
         self._queue: asyncio.Queue[RequestOutput | BaseException] = asyncio.Queue()
 
     def push(self, item: RequestOutput | BaseException) -> None:
@@ -104,7 +106,11 @@ class RequestStream:
             raise StopAsyncIteration
         item = await self._queue.get()
         while not isinstance(item, BaseException) and not item.finished and not self._queue.empty():
-            item = self._queue.get_nowait()
+            later = self._queue.get_nowait()
+            if self._deltas and not isinstance(later, BaseException):
+                item.add(later)
+            else:
+                item = later
         if isinstance(item, BaseException):
             self.finished = True
             raise item
@@ -183,7 +189,8 @@ class AsyncLLMEngine:
         else:
             prompt_token_ids = list(prompt)
         await self._precompile(params.structured_outputs)
-        stream = RequestStream(request_id, self)
+        deltas = getattr(params, "output_kind", None) is RequestOutputKind.DELTA
+        stream = RequestStream(request_id, self, deltas)
         accepted: concurrent.futures.Future = concurrent.futures.Future()
         self._submit(_Add(request_id, prompt_token_ids, params, stream, accepted))
         try:

@@ -9,7 +9,7 @@ from pagedllm_core.engine import stopping
 from pagedllm_core.engine.sequence import Sequence, SequenceStatus
 from pagedllm_core.executor.messages import TokenLogprobs
 from pagedllm_core.outputs import CompletionOutput, Logprob, PositionLogprobs, RequestOutput
-from pagedllm_core.sampling_params import SamplingParams
+from pagedllm_core.sampling_params import RequestOutputKind, SamplingParams
 
 DecodeToken = Callable[[int], str]
 
@@ -31,6 +31,7 @@ class SequenceState:
         self.text = ""
         # Streamed text holds back what could still turn out to be the start of a stop string.
         self._holdback = max((len(stop) for stop in params.stop_strings), default=1) - 1
+        self._num_sent_chars = self._num_sent_tokens = 0  # what deltas have carried so far
 
     def add_token(self, token: TokenLogprobs | None, token_id: int) -> bool:
         """Take the sequence's newest token; returns True when it completed a stop string.
@@ -66,18 +67,24 @@ class SequenceState:
         self.text = self.text[:end]
         return True
 
-    def completion(self, index: int) -> CompletionOutput:
+    def completion(self, index: int, delta: bool = False) -> CompletionOutput:
+        """The sequence so far, or with ``delta`` only what was added since the previous delta."""
         finished = self.sequence.is_finished
-        text = self.text if finished or not self._holdback else self.text[: max(len(self.text) - self._holdback, 0)]
-        return CompletionOutput(
+        visible = len(self.text) if finished else max(len(self.text) - self._holdback, 0)
+        sequence = self.sequence
+        text_start, token_start = (self._num_sent_chars, self._num_sent_tokens) if delta else (0, 0)
+        completion = CompletionOutput(
             index=index,
-            text=text,
-            token_ids=self.sequence.output_token_ids,
+            text=self.text[text_start:visible],
+            token_ids=sequence.token_ids[sequence.num_prompt_tokens + token_start :],
             cumulative_logprob=self.cumulative_logprob,
-            logprobs=self.logprobs,
-            finish_reason=self.sequence.status.value if finished else None,
-            stop_reason=self.sequence.stop_reason,
+            logprobs=None if self.logprobs is None else self.logprobs[token_start:],
+            finish_reason=sequence.status.value if finished else None,
+            stop_reason=sequence.stop_reason,
         )
+        if delta:
+            self._num_sent_chars, self._num_sent_tokens = max(visible, text_start), sequence.num_output_tokens
+        return completion
 
 
 class RequestState:
@@ -94,6 +101,7 @@ class RequestState:
         self.prompt_logprobs: list[PositionLogprobs | None] | None = (
             [None] if self.params.prompt_logprobs is not None else None
         )
+        self._sent_prompt_logprobs = False
 
     def sequence(self, sequence: Sequence) -> SequenceState:
         state = self.sequences.get(sequence.index)
@@ -118,19 +126,25 @@ class RequestState:
 
     @property
     def streams_progress(self) -> bool:
-        """Partial outputs make sense only when every generated sequence is returned."""
-        return self.params.best_of == self.params.n
+        """Partial outputs make sense only when every generated sequence is returned, and are made
+        only when the request wants them (not ``FINAL_ONLY``)."""
+        return self.params.best_of == self.params.n and self.params.output_kind is not RequestOutputKind.FINAL_ONLY
 
     def output(self) -> RequestOutput:
         ordered = [self.sequences[index] for index in sorted(self.sequences)]
         if self.params.best_of > self.params.n:
             ordered = sorted(ordered, key=lambda state: state.cumulative_logprob, reverse=True)[: self.params.n]
+        delta = self.params.output_kind is RequestOutputKind.DELTA
+        prompt_logprobs = self.prompt_logprobs
+        if delta and self._sent_prompt_logprobs:
+            prompt_logprobs = None  # a delta stream carries them once, in its first output
+        self._sent_prompt_logprobs = True
         return RequestOutput(
             request_id=self.request_id,
             prompt=self.prompt,
             prompt_token_ids=self.first.prompt_token_ids,
-            prompt_logprobs=self.prompt_logprobs,
-            outputs=[state.completion(index) for index, state in enumerate(ordered)],
+            prompt_logprobs=prompt_logprobs,
+            outputs=[state.completion(index, delta) for index, state in enumerate(ordered)],
             finished=self.finished,
         )
 

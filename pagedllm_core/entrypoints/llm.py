@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import weakref
 from collections.abc import Sequence
@@ -19,7 +20,7 @@ from pagedllm_core.pooling.engine import EmbeddingEngine
 from pagedllm_core.pooling.loading import detect_task
 from pagedllm_core.pooling.outputs import EmbeddingOutput, EmbeddingRequestOutput
 from pagedllm_core.pooling.params import PoolingParams
-from pagedllm_core.sampling_params import BeamSearchParams, SamplingParams
+from pagedllm_core.sampling_params import BeamSearchParams, RequestOutputKind, SamplingParams
 
 PromptInput = str | dict[str, Any]
 Message = dict[str, str]
@@ -74,6 +75,9 @@ class LLM:
         if isinstance(prompts, (str, dict)):
             prompts = [prompts]
         params = _one_per_prompt(sampling_params, SamplingParams, len(prompts))
+        # Only the final outputs are returned, so the engine need not build any before them.
+        final_only = {id(p): dataclasses.replace(p, output_kind=RequestOutputKind.FINAL_ONLY) for p in params}
+        params = [final_only[id(p)] for p in params]
         return self._run_requests([_prompt_value(prompt) for prompt in prompts], params, use_tqdm, "Generating")
 
     def beam_search(

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 from pagedllm_core.config import EngineConfig
 from pagedllm_core.executor import messages
-from pagedllm_core.sampling_params import SamplingParams
+from pagedllm_core.sampling_params import RequestOutputKind, SamplingParams
 from pagedllm_core.structured_outputs import StructuredOutputsParams
 
 
@@ -47,6 +47,7 @@ def _allowed_classes() -> dict[tuple[str, str], type]:
         messages.ModelRunnerOutput,
         messages.TokenLogprobs,
         SamplingParams,
+        RequestOutputKind,
         StructuredOutputsParams,
         WorkerReady,
         WorkerFailure,
