@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import uuid
 from collections.abc import AsyncIterator
 
 from pagedllm_core.engine.async_engine import RequestStream
 from pagedllm_core.outputs import RequestOutput
-from pagedllm_core.sampling_params import BeamSearchParams, SamplingParams
+from pagedllm_core.sampling_params import BeamSearchParams, RequestOutputKind, SamplingParams
 from pagedllm_core.server.errors import ContextLengthExceededError, RequestTimeoutError
 from pagedllm_core.server.metrics import RequestTracker
 from pagedllm_core.server.request_context import current_request
@@ -49,10 +50,13 @@ class Generation:
         cls, server: ServerState, prompts: list[list[int]], params: SamplingParams | list[BeamSearchParams]
     ) -> Generation:
         """Add every prompt to the engine (with one ``SamplingParams`` for all, or a beam search each);
-        if any is rejected, abort the others and raise its error.
+        if any is rejected, abort the others and raise its error. Sampled requests stream deltas
+        (``RequestOutputKind.DELTA``): the engine sends each step's new text only.
 
         Raises 429 when the server's queue is full and 503 while it shuts down (see :class:`InFlightRequests`).
         """
+        if isinstance(params, SamplingParams):
+            params = dataclasses.replace(params, output_kind=RequestOutputKind.DELTA)
         params_per_prompt = params if isinstance(params, list) else [params] * len(prompts)
         for token_ids, prompt_params in zip(prompts, params_per_prompt):
             ContextLengthExceededError.check(server.engine.max_model_len, len(token_ids), prompt_params.max_tokens)
@@ -96,7 +100,8 @@ class Generation:
         self.close()
 
     async def outputs(self) -> AsyncIterator[tuple[int, RequestOutput]]:
-        """``(prompt index, cumulative output)`` pairs until every prompt is finished."""
+        """``(prompt index, output)`` pairs until every prompt is finished: deltas for sampled requests,
+        one whole output for a beam search."""
         pending: dict[asyncio.Future, int] = {}
 
         def wait_next(index: int) -> None:
@@ -122,8 +127,11 @@ class Generation:
                 future.cancel()
 
     async def final_outputs(self) -> list[RequestOutput]:
-        """The finished output of every prompt, in prompt order."""
+        """The whole output of every prompt (its deltas folded together), in prompt order."""
         finals: list[RequestOutput | None] = [None] * len(self.streams)
         async for index, output in self.outputs():
-            finals[index] = output
+            if finals[index] is None:
+                finals[index] = output
+            else:
+                finals[index].add(output)
         return finals

@@ -93,11 +93,11 @@ class RequestTracker:
         self.finished = False
         self.arrival_time = time.monotonic()
         self.last_token_time: float | None = None
-        self.num_tokens: dict[int, int] = {}  # per sequence index
 
     def observe(self, output: RequestOutput) -> None:
+        """Take a delta output (a beam search's one whole output counts as one delta)."""
         now = time.monotonic()
-        num_new = {c.index: len(c.token_ids) - self.num_tokens.get(c.index, 0) for c in output.outputs}
+        num_new = {c.index: len(c.token_ids) for c in output.outputs}
         num_steps = max(num_new.values(), default=0)  # a consumer that fell behind sees several steps at once
         if num_steps > 0:
             if self.last_token_time is None:
@@ -110,7 +110,6 @@ class RequestTracker:
             if self.context is not None:
                 self.context.num_completion_tokens += sum(num_new.values())
             self.last_token_time = now
-            self.num_tokens = {c.index: len(c.token_ids) for c in output.outputs}
         if output.finished:
             self.finished = True
             for completion in output.outputs:

@@ -1,4 +1,4 @@
-"""Server-sent events, per-choice deltas of cumulative outputs, and stopping work for gone clients."""
+"""Server-sent events, per-choice chunks of delta outputs, and stopping work for gone clients."""
 
 from __future__ import annotations
 
@@ -95,16 +95,21 @@ class ChoiceDelta:
 
 
 class DeltaTracker:
-    """Turns cumulative outputs into per-choice deltas, and counts tokens for ``usage``."""
+    """Turns delta outputs into per-choice chunks, and counts tokens for ``usage``.
+
+    A step whose tokens add no text yet (half a UTF-8 character) is held until text arrives, so
+    every chunk carries text, its tokens and their logprobs together.
+    """
 
     def __init__(self, num_choices_per_prompt: int):
         self.num_choices_per_prompt = num_choices_per_prompt
-        self._seen: dict[int, tuple[int, int]] = {}  # choice index -> (text length, token count)
+        self._num_tokens: dict[int, int] = {}  # choice index -> tokens sent in chunks
+        self._held: dict[int, CompletionOutput] = {}  # choice index -> tokens waiting for their text
         self._finished: set[int] = set()
 
     @property
     def num_completion_tokens(self) -> int:
-        return sum(num_tokens for _, num_tokens in self._seen.values())
+        return sum(self._num_tokens.values()) + sum(len(held.token_ids) for held in self._held.values())
 
     def deltas(self, prompt_index: int, output: RequestOutput) -> list[ChoiceDelta]:
         result = []
@@ -118,20 +123,24 @@ class DeltaTracker:
     def _advance(self, index: int, completion: CompletionOutput) -> ChoiceDelta | None:
         if index in self._finished:
             return None
-        is_first = index not in self._seen
-        text_length, num_tokens = self._seen.get(index, (0, 0))
-        text = completion.text[text_length:]
-        if not text and completion.finish_reason is None:
-            return None  # e.g. half a UTF-8 character: wait for the rest
-        self._seen[index] = (len(completion.text), len(completion.token_ids))
+        held = self._held.pop(index, None)
+        if held is not None:
+            held_output = RequestOutput("", None, [], outputs=[held])
+            held_output.add(RequestOutput("", None, [], outputs=[completion]))
+            completion = held_output.outputs[0]
+        if not completion.text and completion.finish_reason is None:
+            self._held[index] = completion  # e.g. half a UTF-8 character: wait for the rest
+            return None
+        is_first = index not in self._num_tokens
+        num_tokens = self._num_tokens.get(index, 0)
+        self._num_tokens[index] = num_tokens + len(completion.token_ids)
         if completion.finish_reason is not None:
             self._finished.add(index)
-        logprobs = completion.logprobs[num_tokens:] if completion.logprobs is not None else None
         return ChoiceDelta(
             index=index,
-            text=text,
-            token_ids=completion.token_ids[num_tokens:],
-            logprobs=logprobs,
+            text=completion.text,
+            token_ids=completion.token_ids,
+            logprobs=completion.logprobs,
             num_previous_tokens=num_tokens,
             finish_reason=completion.finish_reason,
             stop_reason=completion.stop_reason,

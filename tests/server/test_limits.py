@@ -167,6 +167,10 @@ def test_one_access_log_line_per_request_with_status_tokens_and_latency(http, ca
         response = http.post("/v1/completions", json={"prompt": [5, 6, 7], "max_tokens": 4, "ignore_eos": True},
                              headers={"X-Request-Id": "client-chosen-42"})
         http.get("/health")
+        # An empty response can reach the client before its line is written: give the line a moment.
+        deadline = time.monotonic() + 5
+        while not any("/health" in record.getMessage() for record in caplog.records) and time.monotonic() < deadline:
+            time.sleep(0.01)
     assert response.headers["x-request-id"] == "client-chosen-42"
     lines = [record.getMessage() for record in caplog.records if record.name == "pagedllm.access"]
     (completion,) = [line for line in lines if "/v1/completions" in line]
