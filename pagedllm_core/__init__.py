@@ -4,6 +4,8 @@ from pagedllm_core.config import EngineConfig
 from pagedllm_core.errors import ConfigError, ModelLoadError, PagedLLMError, UnknownPluginTargetError
 from pagedllm_core.hookspecs import hookimpl
 from pagedllm_core.outputs import BeamSearchOutput, BeamSearchSequence, CompletionOutput, Logprob, RequestOutput
+from pagedllm_core.pooling.outputs import EmbeddingOutput, EmbeddingRequestOutput
+from pagedllm_core.pooling.params import PoolingParams
 from pagedllm_core.sampling_params import BeamSearchParams, SamplingParams
 from pagedllm_core.structured_outputs import StructuredOutputsParams
 
@@ -15,9 +17,12 @@ __all__ = [
     "Logprob",
     "CompletionOutput",
     "ConfigError",
+    "EmbeddingOutput",
+    "EmbeddingRequestOutput",
     "EngineConfig",
     "ModelLoadError",
     "PagedLLMError",
+    "PoolingParams",
     "RequestOutput",
     "SamplingParams",
     "StructuredOutputsParams",

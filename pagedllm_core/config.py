@@ -24,6 +24,11 @@ class EngineConfig(BaseModel):
     dtype: Literal["auto", "bfloat16", "float16", "float32"] = Field(
         "auto", description="Weight and activation dtype; auto takes the checkpoint's (bfloat16 for GGUF)."
     )
+    kv_cache_dtype: Literal["auto", "bfloat16", "float16", "float32"] = Field(
+        "auto",
+        description="Dtype the KV cache keeps keys and values in; auto takes the model's dtype. Other values need an "
+        "attention backend that declares them (FP8 arrives with the quantization plugins).",
+    )
     max_model_len: int | None = Field(
         None, ge=1, description="Longest prompt + output in tokens; defaults to the model's context length."
     )
@@ -69,6 +74,11 @@ class EngineConfig(BaseModel):
     )
     structured_outputs_compile_timeout: float = Field(
         30.0, gt=0, description="Seconds a request waits for its JSON schema or regex to compile before a 400."
+    )
+    distributed_executor_backend: Literal["uni", "mp"] = Field(
+        "uni",
+        description="How the engine runs its worker: uni in the engine's own process; mp in a worker process the "
+        "engine starts, sent each step as a message over a pipe (the process ends with the engine).",
     )
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto picks cuda when available.")
     num_cpu_threads: int | None = Field(

@@ -23,3 +23,8 @@ class DuplicateRegistrationError(PagedLLMError):
 
 class ModelLoadError(PagedLLMError, ValueError):
     """A model could not be found or loaded."""
+
+
+class RequestFailedError(PagedLLMError):
+    """One request failed on its own (its sampling, output constraint or detokenizer raised); the
+    engine ended it and went on with the others."""

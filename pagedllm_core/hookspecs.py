@@ -9,6 +9,7 @@ the registry is built at engine start-up (never per step), and the plugin calls
   imported only when that name is chosen, so heavy dependencies (triton, outlines, peft) cost
   nothing unless used.
 - ``description`` is one line shown by ``pagedllm plugins``.
+- ``auto_priority`` (optional) makes it a candidate of ``auto`` selection (see :class:`RegisterFn`).
 
 Registering a name another plugin already registered for the same kind is an error naming both
 plugins. The class contract for each kind lives next to the code that calls it and is named in
@@ -28,9 +29,16 @@ hookimpl = pluggy.HookimplMarker(PROJECT_NAME)
 
 
 class RegisterFn(Protocol):
-    """The callback every ``register_*`` hook receives."""
+    """The callback every ``register_*`` hook receives.
 
-    def __call__(self, name: str, target: type | str, description: str = "") -> None: ...
+    ``auto_priority`` lets an implementation join ``auto`` selection: a mapping from where it
+    applies (a device type such as ``"cpu"`` or ``"cuda"`` for attention backends, a checkpoint format
+    such as ``"gguf"`` for quantizers) to a priority; ``auto`` tries the highest first.
+    """
+
+    def __call__(
+        self, name: str, target: type | str, description: str = "", auto_priority: dict[str, int] | None = None
+    ) -> None: ...
 
 
 @hookspec
@@ -39,8 +47,8 @@ def register_attention_backends(register: RegisterFn) -> None:
 
     Called once when the registry is built. Each target is an
     :class:`pagedllm_core.attention.backend.AttentionBackend` subclass. The engine instantiates the
-    one named by ``EngineConfig.attention_backend`` (default ``"auto"``: the fastest installed backend for
-    the device, see ``engine.model_setup.AUTO_ATTENTION_BACKENDS``) once per model, after
+    one named by ``EngineConfig.attention_backend`` (default ``"auto"``: of the backends registered with an
+    ``auto_priority`` for the device type, the highest that can run the model) once per model, after
     asking its ``unsupported_reasons(spec)`` whether it can run the model's head size, dtype and
     device; every attention layer then calls its ``forward`` on each step.
 
@@ -85,7 +93,7 @@ def register_quantizers(register: RegisterFn) -> None:
     Called once when the registry is built. Each target is a
     :class:`pagedllm_core.model.quantization.QuantizationMethod` subclass. The engine picks the one
     named by ``EngineConfig.quantization`` (default ``"auto"``: the checkpoint's own format when an
-    installed method can run it, see ``engine.model_setup.AUTO_QUANTIZATION``; ``"none"`` keeps
+    installed method registered with an ``auto_priority`` for that format can run it; ``"none"`` keeps
     dense weights), asks its ``unsupported_reasons(target)``, builds it with the checkpoint, dtype
     and device, and calls ``process_weights_after_loading(model)`` once the weights are loaded.
 

@@ -44,6 +44,9 @@ class RequestOutput:
     prompt_logprobs: list[PositionLogprobs | None] | None = None
     outputs: list[CompletionOutput] = field(default_factory=list)
     finished: bool = False
+    # Set when the request failed on its own (its sampling, constraint or detokenizer raised) while
+    # the engine went on; the outputs are what it had produced.
+    error: str | None = None
 
 
 @dataclass

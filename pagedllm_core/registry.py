@@ -5,7 +5,8 @@ from __future__ import annotations
 import enum
 import functools
 import importlib
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 
 import pluggy
 
@@ -37,6 +38,9 @@ class Registration:
     target: type | str
     description: str
     plugin_name: str
+    # Where ``auto`` may pick this implementation (a device type for attention backends, a checkpoint
+    # format for quantizers) -> its priority there; the highest that can run wins.
+    auto_priority: Mapping[str, int] = field(default_factory=dict)
 
     def load(self) -> type:
         """The implementing class, importing a lazy ``"module:Class"`` target on first use."""
@@ -76,8 +80,18 @@ class Registry:
             # registration can be attributed to its plugin for listings and duplicate errors.
             for hook_impl in getattr(manager.hook, kind.value).get_hookimpls():
 
-                def register(name: str, target: type | str, description: str = "", *, _impl=hook_impl, _kind=kind):
-                    registrations.append(Registration(_kind, name, target, description, _impl.plugin_name))
+                def register(
+                    name: str,
+                    target: type | str,
+                    description: str = "",
+                    auto_priority: Mapping[str, int] | None = None,
+                    *,
+                    _impl=hook_impl,
+                    _kind=kind,
+                ):
+                    registrations.append(
+                        Registration(_kind, name, target, description, _impl.plugin_name, dict(auto_priority or {}))
+                    )
 
                 hook_impl.function(register=register)
         return cls(registrations)
@@ -94,6 +108,11 @@ class Registry:
             available = ", ".join(repr(n) for n in self.names(kind)) or "none installed"
             raise UnknownPluginTargetError(f"unknown {kind.label} {name!r}; available: {available}")
         return registration
+
+    def auto_candidates(self, kind: PluginKind, context: str) -> list[str]:
+        """The names that declared an ``auto_priority`` for ``context``, highest priority first."""
+        ranked = [r for r in self._by_kind[kind].values() if context in r.auto_priority]
+        return [r.name for r in sorted(ranked, key=lambda r: (-r.auto_priority[context], r.name))]
 
     def resolve(self, kind: PluginKind, name: str) -> type:
         """The class registered as ``name`` for ``kind``; errors list the available names."""

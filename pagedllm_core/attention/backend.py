@@ -21,6 +21,12 @@ class AttentionSpec:
     block_size: int
     kv_cache_dtype: torch.dtype
     device: torch.device
+    # The model's activation dtype; None means the same as ``kv_cache_dtype``.
+    dtype: torch.dtype | None = None
+
+    @property
+    def model_dtype(self) -> torch.dtype:
+        return self.kv_cache_dtype if self.dtype is None else self.dtype
 
 
 class AttentionBackend(ABC):
@@ -35,6 +41,24 @@ class AttentionBackend(ABC):
     def unsupported_reasons(cls, spec: AttentionSpec) -> list[str]:
         """Why this backend cannot run ``spec`` (head size, dtype, device); empty when it can."""
         return []
+
+    @classmethod
+    def supported_kv_cache_dtypes(cls, model_dtype: torch.dtype) -> tuple[torch.dtype, ...]:
+        """The dtypes this backend can keep keys and values in for a model running in ``model_dtype``
+        (the engine refuses ``kv_cache_dtype`` values outside them, and ``auto`` skips the backend).
+        The default: the model's own dtype only."""
+        return (model_dtype,)
+
+    @classmethod
+    def kv_cache_shape(cls, num_blocks: int, block_size: int, num_kv_heads: int, head_size: int) -> tuple[int, ...]:
+        """The shape of one layer's cache in this backend's layout; the default is described above."""
+        return (2, num_blocks, block_size, num_kv_heads, head_size)
+
+    @classmethod
+    def copy_blocks(cls, kv_cache: torch.Tensor, block_copies: list[tuple[int, int]]) -> None:
+        """Copy whole blocks (copy-on-write) in every layer of ``kv_cache``, ``[num_layers, *kv_cache_shape]``."""
+        for source, destination in block_copies:
+            kv_cache[:, :, destination] = kv_cache[:, :, source]
 
     def __init__(self, spec: AttentionSpec):
         self.spec = spec

@@ -151,37 +151,30 @@ def _mask_seconds_per_step(engine, outputs, params) -> tuple[float, int, float]:
     """Replay the guided outputs step by step: (extra seconds per step, steps, mean rows per step)."""
     import torch
 
-    from pagedllm_core.engine.request import Request
-    from pagedllm_core.engine.sampling_inputs import SamplingRow, build_sampling_metadata
     from pagedllm_core.sampling.logits_processors import apply_allowed_tokens
+    from pagedllm_core.testing import build_sampling_rows
+    from pagedllm_core.worker.sampling_metadata import build_sampling_metadata
 
     compiled = engine.constraint_compiler.compile(params.structured_outputs)
-    vocab_size, device = engine.loaded.vocab_size, engine.device
+    vocab_size, device = engine.vocab_size, engine.device
     token_lists = [output.outputs[0].token_ids for output in outputs]
-
-    def request_for(index: int, output) -> Request:
-        return Request(str(index), output.prompt_token_ids, params, params.max_tokens, engine.loaded.eos_token_ids)
-
-    plain_requests = [request_for(index, output) for index, output in enumerate(outputs)]
-    guided_requests = [request_for(index, output) for index, output in enumerate(outputs)]
-    for request in guided_requests:
-        request.constraint = compiled.new_state()
+    states = [compiled.new_state() for _ in outputs]
     num_steps = max(len(tokens) for tokens in token_lists)
     extra = 0.0
     num_rows = 0
     for step in range(num_steps):
         live = [index for index, tokens in enumerate(token_lists) if step < len(tokens)]
-        plain_rows = [SamplingRow(plain_requests[index], None) for index in live]
-        guided_rows = [SamplingRow(guided_requests[index], None) for index in live]
         logits = torch.randn(len(live), vocab_size, device=device)
         start = time.perf_counter()
-        build_sampling_metadata(plain_rows, vocab_size, device)
+        build_sampling_metadata(*build_sampling_rows([params] * len(live), vocab_size), device)
         _synchronize(device)
         plain_seconds = time.perf_counter() - start
         start = time.perf_counter()
-        apply_allowed_tokens(logits, build_sampling_metadata(guided_rows, vocab_size, device))
+        bitmasks = [states[index].allowed_token_bitmask().numpy().tobytes() for index in live]
+        rows = build_sampling_rows([params] * len(live), vocab_size, allowed_token_bitmasks=bitmasks)
+        apply_allowed_tokens(logits, build_sampling_metadata(*rows, device))
         for index in live:
-            guided_requests[index].constraint.accept_token(token_lists[index][step])
+            states[index].accept_token(token_lists[index][step])
         _synchronize(device)
         extra += time.perf_counter() - start - plain_seconds
         num_rows += len(live)

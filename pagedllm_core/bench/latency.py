@@ -67,7 +67,7 @@ def run_latency_bench(args: argparse.Namespace) -> str:
         engine, latency_workload, seed=args.workload_seed, num_prompts=args.num_warmup + args.num_iters,
         input_len=args.input_len, output_len=args.output_len,
     )
-    dtype, device = engine.loaded.dtype, engine.device
+    dtype, device = engine.model_info.dtype, engine.device
     pad_token_id = pad_token_id_for(engine)
     results = [run_latency(functools.partial(time_engine_stream, engine), workload, args.num_warmup, "pagedllm")]
     del engine

@@ -63,21 +63,11 @@ def run_sharing_bench(args: argparse.Namespace) -> str:
     widths = [int(w) for w in args.widths.split(",")]
     rows = []
     for n in widths:
-        tally = SharingTally()
         params = SamplingParams(n=n, temperature=1.0, seed=0, max_tokens=args.max_tokens)
-        for index, prompt in enumerate(prompts):
-            engine.add_request(f"sharing-{n}-{index}", list(prompt), params)
-        while engine.has_unfinished_requests():
-            engine.step()
-            stats = engine.kv_cache_stats()
-            tally.observe(stats.num_used_blocks, stats.num_referenced_blocks)
-        rows.append(("parallel sampling", f"n = {n}", tally))
+        rows.append(("parallel sampling", f"n = {n}", _tally_blocks(engine, prompts, params)))
     for width in widths:
-        tally = SharingTally()
         params = BeamSearchParams(beam_width=width, max_tokens=args.max_tokens)
-        for prompt in prompts:
-            engine.beam_search(list(prompt), params, observe=tally.observe)
-        rows.append(("beam search", f"width = {width}", tally))
+        rows.append(("beam search", f"width = {width}", _tally_blocks(engine, prompts, params)))
 
     prompt_lengths = [len(p) for p in prompts]
     lines = [
@@ -93,3 +83,15 @@ def run_sharing_bench(args: argparse.Namespace) -> str:
             f"| {decoding} | {setting} | {tally.num_physical:,} | {tally.num_referenced:,} | {tally.saving:.1%} |"
         )
     return "\n".join(lines)
+
+
+def _tally_blocks(engine, prompts: list[list[int]], params) -> SharingTally:
+    """Run every prompt with ``params`` together, counting physical and referenced blocks each step."""
+    tally = SharingTally()
+    for index, prompt in enumerate(prompts):
+        engine.add_request(f"sharing-{index}", list(prompt), params)
+    while engine.has_unfinished_requests():
+        engine.step()
+        stats = engine.kv_cache_stats()
+        tally.observe(stats.num_used_blocks, stats.num_referenced_blocks)
+    return tally

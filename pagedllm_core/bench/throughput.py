@@ -98,7 +98,7 @@ def run_throughput(engine, workload: Workload, kv_usage: KVUsageTally | None = N
         num_output_tokens=num_output_tokens,
         elapsed=elapsed,
         peak_memory_bytes=peak_memory.read(),
-        model_flops=ModelFlops.of_model(engine.runner.model, engine.loaded.hf_config).workload_flops(workload),
+        model_flops=ModelFlops.of_model(engine.executor.worker.model_runner.model, engine.model_info.hf_config).workload_flops(workload),
     )
 
 
@@ -120,7 +120,7 @@ def run_throughput_bench(args: argparse.Namespace) -> str:
         engine, throughput_workload, num_prompts=args.num_prompts, seed=args.workload_seed,
         min_input_len=args.min_input_len, max_input_len=args.max_input_len, output_len=args.output_len,
     )
-    dtype, device = engine.loaded.dtype, engine.device
+    dtype, device = engine.model_info.dtype, engine.device
     peak_dtypes = dict.fromkeys((dtype, torch.bfloat16))  # the engine's first; bfloat16 once
     peaks = [measure_matmul_peak(peak_dtype, args.matmul_size, device) for peak_dtype in peak_dtypes]
     engine_peak = next(peak for peak in peaks if peak.dtype == dtype)

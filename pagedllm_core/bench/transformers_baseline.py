@@ -35,7 +35,7 @@ def load_transformers_model(config: EngineConfig, dtype: torch.dtype, device: to
 def pad_token_id_for(engine) -> int:
     """The engine's pad token, else one of its EOS tokens: padding is masked out, so any id would do."""
     pad_token_id = engine.tokenizer.pad_token_id
-    return min(engine.loaded.eos_token_ids) if pad_token_id is None else pad_token_id
+    return min(engine.eos_token_ids) if pad_token_id is None else pad_token_id
 
 
 def run_static_batches(model, workload: Workload, batch_size: int, pad_token_id: int) -> ThroughputResult:

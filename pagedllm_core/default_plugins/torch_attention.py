@@ -29,4 +29,9 @@ class TorchAttentionBackend(AttentionBackend):
 
 @hookimpl
 def register_attention_backends(register):
-    register("torch", TorchAttentionBackend, "pure PyTorch paged attention (reference, any device)")
+    register(
+        "torch",
+        TorchAttentionBackend,
+        "pure PyTorch paged attention (reference, any device)",
+        auto_priority={"cpu": 0, "cuda": 0},
+    )

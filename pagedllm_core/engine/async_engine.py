@@ -14,12 +14,12 @@ import concurrent.futures
 import logging
 import queue
 import threading
-from collections import defaultdict, deque
+from collections import defaultdict
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from pagedllm_core.errors import PagedLLMError
-from pagedllm_core.outputs import BeamSearchOutput, CompletionOutput, RequestOutput
+from pagedllm_core.errors import PagedLLMError, RequestFailedError
+from pagedllm_core.outputs import RequestOutput
 from pagedllm_core.sampling_params import BeamSearchParams, SamplingParams
 from pagedllm_core.structured_outputs import StructuredOutputsParams
 
@@ -36,17 +36,19 @@ class SteppableEngine(Protocol):
     tokenizer: Any
     max_model_len: int
 
-    def add_request(self, request_id: str, prompt: str | list[int], sampling_params: SamplingParams) -> None: ...
+    def add_request(
+        self, request_id: str, prompt: str | list[int], params: SamplingParams | BeamSearchParams
+    ) -> None: ...
 
     def abort_request(self, request_ids: list[str]) -> list[RequestOutput]: ...
 
     def step(self) -> list[RequestOutput]: ...
 
-    def beam_search(self, prompt: list[int], params: BeamSearchParams) -> BeamSearchOutput: ...
-
     def precompile_structured_output(self, spec: StructuredOutputsParams) -> None: ...
 
     def has_unfinished_requests(self) -> bool: ...
+
+    def shutdown(self) -> None: ...
 
     def kv_cache_stats(self) -> Any: ...
 
@@ -125,7 +127,7 @@ class RequestStream:
 class _Add:
     request_id: str
     prompt_token_ids: list[int]
-    sampling_params: SamplingParams
+    params: SamplingParams | BeamSearchParams
     stream: RequestStream
     accepted: concurrent.futures.Future
 
@@ -133,14 +135,6 @@ class _Add:
 @dataclass
 class _Abort:
     request_ids: list[str]
-
-
-@dataclass
-class _BeamSearch:
-    request_id: str
-    prompt_token_ids: list[int]
-    params: BeamSearchParams
-    result: concurrent.futures.Future
 
 
 class _Stop:
@@ -155,22 +149,17 @@ class AsyncLLMEngine:
     the engine to accept or reject the request (a rejection raises the engine's ``ConfigError``)
     and returns the request's :class:`RequestStream`. If the loop dies, ``/health``-style checks
     see :meth:`check_health` raise and every open or new request gets :class:`EngineDeadError`.
-
-    Beam search runs a prompt to completion on an idle engine: while a beam search is queued, new
-    requests are held back, running ones finish, then the beam search runs and the held requests
-    are admitted.
+    A beam search is a request like any other: its beams are stepped beside the other requests.
     """
 
     def __init__(self, engine: SteppableEngine):
         self.engine = engine
         self.tokenizer = engine.tokenizer
         self.max_model_len = engine.max_model_len
-        self._commands: queue.SimpleQueue[_Add | _Abort | _BeamSearch | _Stop] = queue.SimpleQueue()
+        self._commands: queue.SimpleQueue[_Add | _Abort | _Stop] = queue.SimpleQueue()
         self._lock = threading.Lock()  # orders "submit a command" against "the loop has died"
         self._dead_error: EngineDeadError | None = None
         self._streams: dict[str, RequestStream] = {}  # step thread only
-        self._beam_searches: deque[_BeamSearch] = deque()  # step thread only
-        self._held_adds: deque[_Add] = deque()  # step thread only: waiting for the beam searches
         self._stats = self._snapshot()
         self._thread = threading.Thread(target=self._run, name="pagedllm-engine-loop", daemon=True)
         self._thread.start()
@@ -185,17 +174,18 @@ class AsyncLLMEngine:
     # -- the caller's side ----------------------------------------------------------------------
 
     async def add_request(
-        self, request_id: str, prompt: str | list[int], sampling_params: SamplingParams
+        self, request_id: str, prompt: str | list[int], params: SamplingParams | BeamSearchParams
     ) -> RequestStream:
-        """Queue a request; returns its stream once the engine has accepted it."""
+        """Queue a request (a beam search with :class:`BeamSearchParams`); returns its stream once the
+        engine has accepted it."""
         if isinstance(prompt, str):
             prompt_token_ids = await asyncio.to_thread(self.tokenizer.encode, prompt)
         else:
             prompt_token_ids = list(prompt)
-        await self._precompile(sampling_params.structured_outputs)
+        await self._precompile(params.structured_outputs)
         stream = RequestStream(request_id, self)
         accepted: concurrent.futures.Future = concurrent.futures.Future()
-        self._submit(_Add(request_id, prompt_token_ids, sampling_params, stream, accepted))
+        self._submit(_Add(request_id, prompt_token_ids, params, stream, accepted))
         try:
             await asyncio.wrap_future(accepted)
         except asyncio.CancelledError:
@@ -204,15 +194,14 @@ class AsyncLLMEngine:
         return stream
 
     async def beam_search(self, request_id: str, prompt: str | list[int], params: BeamSearchParams) -> RequestOutput:
-        """Run beam search for one prompt; the beams, best first, as the outputs of a finished request."""
-        if isinstance(prompt, str):
-            prompt_token_ids = await asyncio.to_thread(self.tokenizer.encode, prompt)
-        else:
-            prompt_token_ids = list(prompt)
-        await self._precompile(params.structured_outputs)
-        result: concurrent.futures.Future = concurrent.futures.Future()
-        self._submit(_BeamSearch(request_id, prompt_token_ids, params, result))
-        return await asyncio.wrap_future(result)
+        """Run beam search for one prompt; the beams, best first, as the outputs of a finished request.
+
+        Cancelling the caller aborts the search (its beams leave the batch on the next step)."""
+        with await self.add_request(request_id, prompt, params) as stream:
+            async for output in stream:
+                if output.finished:
+                    return output
+        raise EngineDeadError("the beam search ended without a result")
 
     async def _precompile(self, spec: StructuredOutputsParams | None) -> None:
         """Compile a request's constraint on a worker thread (bounded by the engine's compile timeout)."""
@@ -241,14 +230,17 @@ class AsyncLLMEngine:
             raise EngineDeadError(str(self._dead_error))
 
     def shutdown(self, timeout: float | None = None) -> None:
-        """Stop the loop after its current step; open streams get :class:`EngineDeadError`."""
+        """Stop the loop after its current step, then the engine's workers; open streams get
+        :class:`EngineDeadError`."""
         try:
             self._submit(_Stop())
         except EngineDeadError:
             pass
         self._thread.join(timeout)
+        if not self._thread.is_alive():
+            self.engine.shutdown()
 
-    def _submit(self, command: _Add | _Abort | _BeamSearch | _Stop) -> None:
+    def _submit(self, command: _Add | _Abort | _Stop) -> None:
         with self._lock:
             self.check_health()
             self._commands.put(command)
@@ -257,9 +249,7 @@ class AsyncLLMEngine:
 
     def _run(self) -> None:
         try:
-            while self._apply_commands(wait=not self.engine.has_unfinished_requests() and not self._beam_searches):
-                if self._beam_searches and not self.engine.has_unfinished_requests():
-                    self._run_beam_search(self._beam_searches.popleft())
+            while self._apply_commands(wait=not self.engine.has_unfinished_requests()):
                 outputs = self.engine.step() if self.engine.has_unfinished_requests() else []
                 # Stats first, so that a caller who sees its request finish also sees its blocks freed.
                 self._stats = self._snapshot()
@@ -280,12 +270,7 @@ class AsyncLLMEngine:
             if isinstance(command, _Stop):
                 return False
             if isinstance(command, _Add):
-                if self._beam_searches:
-                    self._held_adds.append(command)
-                else:
-                    self._add(command)
-            elif isinstance(command, _BeamSearch):
-                self._beam_searches.append(command)
+                self._add(command)
             else:
                 self._deliver(self.engine.abort_request(command.request_ids))
             try:
@@ -297,33 +282,23 @@ class AsyncLLMEngine:
         if not command.accepted.set_running_or_notify_cancel():
             return  # the caller gave up before we got here
         try:
-            self.engine.add_request(command.request_id, command.prompt_token_ids, command.sampling_params)
+            self.engine.add_request(command.request_id, command.prompt_token_ids, command.params)
         except Exception as error:  # noqa: BLE001 - a bad request is the caller's error, never the loop's
             command.accepted.set_exception(error)
             return
         self._streams[command.request_id] = command.stream
         command.accepted.set_result(None)
 
-    def _run_beam_search(self, job: _BeamSearch) -> None:
-        if job.result.set_running_or_notify_cancel():
-            try:
-                output = self.engine.beam_search(job.prompt_token_ids, job.params)
-            except Exception as error:  # noqa: BLE001 - a bad request is the caller's error, never the loop's
-                job.result.set_exception(error)
-            else:
-                job.result.set_result(beams_as_request_output(job.request_id, job.prompt_token_ids, output, self.tokenizer))
-        while not self._beam_searches and self._held_adds:
-            self._add(self._held_adds.popleft())
-
     def _deliver(self, outputs: list[RequestOutput]) -> None:
-        by_loop: dict[asyncio.AbstractEventLoop, list[tuple[RequestStream, RequestOutput]]] = defaultdict(list)
+        by_loop: dict[asyncio.AbstractEventLoop, list[tuple[RequestStream, Any]]] = defaultdict(list)
         for output in outputs:
             if output.finished:
                 stream = self._streams.pop(output.request_id, None)
             else:
                 stream = self._streams.get(output.request_id)
             if stream is not None:
-                by_loop[stream.loop].append((stream, output))
+                item = output if output.error is None else RequestFailedError(output.error)
+                by_loop[stream.loop].append((stream, item))
         for loop, items in by_loop.items():
             _push_threadsafe(loop, items)
 
@@ -345,10 +320,9 @@ class AsyncLLMEngine:
             pending = []
             while not self._commands.empty():
                 pending.append(self._commands.get_nowait())
-        for command in [*pending, *self._held_adds, *self._beam_searches]:
-            future = command.accepted if isinstance(command, _Add) else getattr(command, "result", None)
-            if future is not None and future.set_running_or_notify_cancel():
-                future.set_exception(EngineDeadError(str(error)))
+        for command in pending:
+            if isinstance(command, _Add) and command.accepted.set_running_or_notify_cancel():
+                command.accepted.set_exception(EngineDeadError(str(error)))
         by_loop: dict[asyncio.AbstractEventLoop, list[tuple[RequestStream, BaseException]]] = defaultdict(list)
         for stream in self._streams.values():
             by_loop[stream.loop].append((stream, EngineDeadError(str(error))))
@@ -366,21 +340,3 @@ def _push_threadsafe(loop: asyncio.AbstractEventLoop, items: list[tuple[RequestS
         loop.call_soon_threadsafe(push_all)
     except RuntimeError:
         pass  # that event loop is closed, so nobody is left to read these streams
-
-
-def beams_as_request_output(
-    request_id: str, prompt_token_ids: list[int], output: BeamSearchOutput, tokenizer
-) -> RequestOutput:
-    """Beam search results in the shape of a finished request: one output per beam, best first."""
-    num_prompt_tokens = len(prompt_token_ids)
-    completions = [
-        CompletionOutput(
-            index=index,
-            text=tokenizer.decode(beam.tokens[num_prompt_tokens:], skip_special_tokens=True),
-            token_ids=beam.tokens[num_prompt_tokens:],
-            cumulative_logprob=beam.cum_logprob,
-            finish_reason=beam.finish_reason,
-        )
-        for index, beam in enumerate(output.sequences)
-    ]
-    return RequestOutput(request_id, None, prompt_token_ids, outputs=completions, finished=True)

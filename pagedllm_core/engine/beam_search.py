@@ -1,213 +1,177 @@
-"""Beam search over the paged KV cache: beams fork blocks from their parents and drop them when pruned."""
+"""Beam search as ordinary scheduled sequences: a group of beams forks and prunes them every step."""
 
 from __future__ import annotations
 
-import itertools
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
-import torch
+from pagedllm_core.engine.sequence import Sequence
+from pagedllm_core.outputs import CompletionOutput
+from pagedllm_core.sampling_params import BeamSearchParams
 
-from pagedllm_core.engine.kv_cache_manager import KVCacheManager
-from pagedllm_core.engine.model_runner import ModelRunner
-from pagedllm_core.engine.request import Request
-from pagedllm_core.engine.scheduler import ScheduledRequest, SchedulerOutput
-from pagedllm_core.errors import ConfigError
-from pagedllm_core.outputs import BeamSearchOutput, BeamSearchSequence
-from pagedllm_core.sampling.constraints import ConstraintState, unpack_token_bitmask
-from pagedllm_core.sampling_params import BeamSearchParams, SamplingParams
 
-# Called after every decode step with (blocks in use, blocks the beams' tables reference).
-BlockObserver = Callable[[int, int], None]
+def beam_score(cum_logprob: float, num_generated: int, length_penalty: float) -> float:
+    """How finished beams are ranked, as Hugging Face's ``generate(num_beams=...)`` ranks them."""
+    return cum_logprob / num_generated**length_penalty
 
 
 @dataclass
-class _Beam:
-    request: Request
-    cum_logprob: float
+class Hypothesis:
+    """A finished beam: its generated tokens, cumulative logprob, score and why it ended."""
 
-
-@dataclass
-class _Hypothesis:
-    tokens: list[int]
+    token_ids: list[int]
     cum_logprob: float
     score: float
     finish_reason: str
 
 
-class BeamSearch:
-    """Runs beam search for one prompt at a time on an engine's runner and KV cache manager.
+@dataclass
+class BeamStep:
+    """What one round of selection changed: beams to fork (parent, child) and beams to drop."""
 
-    Candidates are scored as in Hugging Face's beam search: each step takes the ``2 * beam_width``
-    best (beam, token) pairs by cumulative logprob; an EOS among the first ``beam_width`` finishes a
-    hypothesis, the rest become the next beams. The engine must have no other requests running.
-    With a constraint, each beam carries its own automaton state: candidates are drawn from the
-    tokens it allows, and a beam whose output can only end becomes a finished hypothesis.
+    forks: list[tuple[Sequence, Sequence]] = field(default_factory=list)
+    pruned: list[Sequence] = field(default_factory=list)
+    done: bool = False
+
+
+class BeamSearchGroup:
+    """The beams of one beam-search request.
+
+    Each live beam is a running sequence that samples nothing: when a step computes its last token,
+    the worker scores its ``num_candidates`` best next tokens. Once every live beam has candidates
+    (the scheduler skips a beam that waits for its siblings), :meth:`advance` selects as Hugging
+    Face's beam search does: the ``2 * beam_width`` best (beam, token) pairs by cumulative logprob;
+    an EOS among the first ``beam_width`` finishes a hypothesis, the rest become the next beams.
+    A chosen parent is reused once and forked for further children (sharing its KV blocks); the
+    beams nobody chose are pruned. With a constraint, candidates come from each beam's allowed
+    tokens and a beam whose output can only end becomes a finished hypothesis.
     """
 
     def __init__(
         self,
-        runner: ModelRunner,
-        kv_cache_manager: KVCacheManager,
-        tokenizer,
-        eos_token_ids: frozenset[int],
-        max_num_batched_tokens: int,
-    ):
-        self.runner = runner
-        self.kv_cache_manager = kv_cache_manager
-        self.tokenizer = tokenizer
-        self.eos_token_ids = eos_token_ids
-        self.max_num_batched_tokens = max_num_batched_tokens
-        self._ids = itertools.count()
-
-    def run(
-        self,
-        prompt_token_ids: list[int],
+        request_id: str,
+        root: Sequence,
         params: BeamSearchParams,
-        observe: BlockObserver | None = None,
-        constraint: ConstraintState | None = None,
-    ) -> BeamSearchOutput:
-        root = Request(
-            f"beam-{next(self._ids)}", prompt_token_ids, SamplingParams(max_tokens=params.max_tokens),
-            params.max_tokens, frozenset(),
-        )
-        root.constraint = constraint
-        beams = [_Beam(root, 0.0)]
-        try:
-            logprobs = self._prefill(root, params.temperature)
-            finished: list[_Hypothesis] = []
-            for step in range(params.max_tokens):
-                candidates = self._select(beams, logprobs, params, finished, len(prompt_token_ids))
-                if self._done(finished, candidates, params, step + 1):
-                    break
-                beams = self._retire_completed(self._advance(beams, candidates), finished, params, len(prompt_token_ids))
-                if not beams:
-                    break
-                if step + 1 == params.max_tokens:
-                    # Out of length: the live beams compete with the finished hypotheses.
-                    finished.extend(
-                        self._hypothesis(b.request.token_ids, len(prompt_token_ids), b.cum_logprob, params, "length")
-                        for b in beams
-                    )
-                    break
-                logprobs = self._decode(beams, params.temperature)
-                if observe:
-                    tables = self.kv_cache_manager.block_tables
-                    observe(self.kv_cache_manager.num_used_blocks, sum(len(tables[b.request.request_id]) for b in beams))
-        finally:
-            for beam in beams:
-                self.kv_cache_manager.free(beam.request)
-        best = sorted(finished, key=lambda h: h.score, reverse=True)[: params.beam_width]
-        return BeamSearchOutput([
-            BeamSearchSequence(
-                tokens=h.tokens,
-                text=self.tokenizer.decode(h.tokens, skip_special_tokens=True),
-                cum_logprob=h.cum_logprob,
-                score=h.score,
-                finish_reason=h.finish_reason,
-            )
-            for h in best
-        ])
+        eos_token_ids: frozenset[int],
+        new_seq_id: Callable[[], str],
+    ):
+        self.request_id = request_id
+        self.params = params
+        self.eos_token_ids = eos_token_ids
+        self.new_seq_id = new_seq_id
+        self.prompt_token_ids = root.prompt_token_ids
+        root.beam_group = self
+        self.beams: dict[str, tuple[Sequence, float]] = {root.seq_id: (root, 0.0)}
+        self.finished: list[Hypothesis] = []
+        self.num_steps = 0
+        self._candidates: dict[str, list[tuple[int, float]]] = {}
 
-    def _prefill(self, root: Request, temperature: float) -> torch.Tensor:
-        """Compute the prompt in chunks under the token budget; returns the first logprobs ``[1, vocab]``."""
-        while True:
-            num_new_tokens = min(root.num_tokens - root.num_computed_tokens, self.max_num_batched_tokens)
-            output = self._schedule([root], num_new_tokens)
-            if root.num_computed_tokens + num_new_tokens == root.num_tokens:
-                logprobs = self.runner.next_token_logprobs(output, temperature)
-                root.num_computed_tokens += num_new_tokens
-                return logprobs
-            self.runner.execute(output)
-            root.num_computed_tokens += num_new_tokens
+    @property
+    def num_candidates(self) -> int:
+        return 2 * self.params.beam_width
 
-    def _decode(self, beams: list[_Beam], temperature: float) -> torch.Tensor:
-        requests = [beam.request for beam in beams]
-        logprobs = self.runner.next_token_logprobs(self._schedule(requests, 1), temperature)
-        for request in requests:
-            request.num_computed_tokens += 1
-        return logprobs
+    @property
+    def live_sequences(self) -> list[Sequence]:
+        return [sequence for sequence, _ in self.beams.values()]
 
-    def _schedule(self, requests: list[Request], num_new_tokens: int) -> SchedulerOutput:
-        manager = self.kv_cache_manager
-        for request in requests:
-            if not manager.allocate_slots(request, num_new_tokens):
-                raise ConfigError(
-                    f"the KV cache ({manager.num_blocks} blocks) cannot hold {len(requests)} beams of "
-                    f"{request.num_tokens} tokens; raise kv_cache_memory or lower beam_width / max_tokens"
-                )
-        scheduled = [ScheduledRequest(r, num_new_tokens, manager.block_tables[r.request_id]) for r in requests]
-        return SchedulerOutput(scheduled=scheduled, block_copies=manager.take_pending_copies())
+    def add_candidates(self, seq_id: str, candidates: list[tuple[int, float]]) -> bool:
+        """Take a beam's scored next tokens; True once every live beam has its own."""
+        self._candidates[seq_id] = candidates
+        return len(self._candidates) == len(self.beams)
 
-    def _select(self, beams, logprobs, params, finished, prompt_length) -> list[tuple[int, int, float]]:
-        """The next beams as (parent index, token, cumulative logprob); finished EOS hypotheses go to ``finished``."""
-        vocab_size = logprobs.shape[-1]
-        if beams[0].request.constraint is not None:  # beams descend from one root: all or none are constrained
-            packed = torch.stack([beam.request.constraint.allowed_token_bitmask() for beam in beams])
-            logprobs = logprobs.masked_fill(~unpack_token_bitmask(packed.to(logprobs.device), vocab_size), float("-inf"))
-        scores = logprobs + torch.tensor([beam.cum_logprob for beam in beams], device=logprobs.device).unsqueeze(-1)
-        top_scores, top_indices = scores.flatten().topk(min(2 * params.beam_width, scores.numel()))
-        candidates = []
-        for rank, (score, flat_index) in enumerate(zip(top_scores.tolist(), top_indices.tolist())):
+    def advance(self) -> BeamStep:
+        """Select the next beams from every beam's candidates and append their tokens."""
+        self.num_steps += 1
+        chosen = self._select()
+        step = BeamStep()
+        if self._done(chosen):
+            step.done = True
+            return step
+        reused: set[str] = set()
+        next_beams: list[tuple[Sequence, int, float]] = []
+        for seq_id, token, score in chosen:
+            parent = self.beams[seq_id][0]
+            if seq_id in reused:
+                child = parent.fork(self.new_seq_id())
+                step.forks.append((parent, child))
+                next_beams.append((child, token, score))
+            else:
+                reused.add(seq_id)
+                next_beams.append((parent, token, score))
+        step.pruned = [sequence for seq_id, (sequence, _) in self.beams.items() if seq_id not in reused]
+        self.beams = {}
+        for sequence, token, score in next_beams:
+            if sequence.append_token(token):
+                self.beams[sequence.seq_id] = (sequence, score)
+            else:  # its constraint can only end here
+                self._finish(sequence.output_token_ids, score, "stop")
+                step.pruned.append(sequence)
+        self._candidates = {}
+        if not self.beams:
+            step.done = True
+        elif self.num_steps == self.params.max_tokens:
+            # Out of length: the live beams compete with the finished hypotheses.
+            for sequence, score in self.beams.values():
+                self._finish(sequence.output_token_ids, score, "length")
+            step.done = True
+        return step
+
+    def _select(self) -> list[tuple[str, int, float]]:
+        """The next beams as (parent seq id, token, cumulative logprob); EOS hypotheses go to ``finished``."""
+        scored = sorted(
+            (
+                (cum_logprob + logprob, seq_id, token)
+                for seq_id, (_, cum_logprob) in self.beams.items()
+                for token, logprob in self._candidates[seq_id]
+            ),
+            key=lambda candidate: candidate[0],
+            reverse=True,
+        )[: self.num_candidates]
+        width = self.params.beam_width
+        chosen = []
+        for rank, (score, seq_id, token) in enumerate(scored):
             if score == float("-inf"):
                 break  # the constraints allow fewer tokens than candidates wanted
-            parent, token = divmod(flat_index, vocab_size)
-            if token in self.eos_token_ids and not params.ignore_eos:
-                if rank < params.beam_width:
-                    tokens = [*beams[parent].request.token_ids, token]
-                    finished.append(self._hypothesis(tokens, prompt_length, score, params, "stop"))
+            if token in self.eos_token_ids and not self.params.ignore_eos:
+                if rank < width:
+                    self._finish([*self.beams[seq_id][0].output_token_ids, token], score, "stop")
                 continue
-            candidates.append((parent, token, score))
-            if len(candidates) == params.beam_width:
+            chosen.append((seq_id, token, score))
+            if len(chosen) == width:
                 break
-        return candidates
+        return chosen
 
-    @staticmethod
-    def _hypothesis(tokens, prompt_length: int, cum_logprob: float, params: BeamSearchParams, reason: str) -> _Hypothesis:
-        num_generated = len(tokens) - prompt_length
-        return _Hypothesis(list(tokens), cum_logprob, cum_logprob / num_generated**params.length_penalty, reason)
+    def _finish(self, token_ids: list[int], cum_logprob: float, reason: str) -> None:
+        score = beam_score(cum_logprob, len(token_ids), self.params.length_penalty)
+        self.finished.append(Hypothesis(list(token_ids), cum_logprob, score, reason))
 
-    @staticmethod
-    def _done(finished, candidates, params, num_generated: int) -> bool:
+    def _done(self, chosen: list[tuple[str, int, float]]) -> bool:
         """No live beam can beat the worst of ``beam_width`` finished hypotheses any more."""
-        if not candidates:
+        if not chosen:
             return True
-        if len(finished) < params.beam_width:
+        width = self.params.beam_width
+        if len(self.finished) < width:
             return False
-        worst_kept = sorted(h.score for h in finished)[-params.beam_width]
-        best_live = max(score for _, _, score in candidates) / num_generated**params.length_penalty
+        worst_kept = sorted(h.score for h in self.finished)[-width]
+        best_live = beam_score(max(score for _, _, score in chosen), self.num_steps, self.params.length_penalty)
         return worst_kept >= best_live
 
-    def _advance(self, beams: list[_Beam], candidates: list[tuple[int, int, float]]) -> list[_Beam]:
-        """Reuse each chosen parent once, fork it for further children, free unchosen beams."""
-        manager = self.kv_cache_manager
-        reused: set[int] = set()
-        assigned: list[Request] = []
-        for parent, _, _ in candidates:
-            parent_request = beams[parent].request
-            if parent in reused:
-                child = parent_request.fork(0, request_id=f"beam-{next(self._ids)}")
-                manager.fork(parent_request, child)
-                assigned.append(child)
-            else:
-                reused.add(parent)
-                assigned.append(parent_request)
-        for index, beam in enumerate(beams):
-            if index not in reused:
-                manager.free(beam.request)
-        for request, (_, token, _) in zip(assigned, candidates):
-            request.token_ids.append(token)
-            if request.constraint is not None:
-                request.constraint.accept_token(token)
-        return [_Beam(request, score) for request, (_, _, score) in zip(assigned, candidates)]
-
-    def _retire_completed(self, beams: list[_Beam], finished: list[_Hypothesis], params, prompt_length: int) -> list[_Beam]:
-        """Beams whose constraint can only end become finished hypotheses; the others stay live."""
-        live = []
-        for beam in beams:
-            if beam.request.constraint is not None and beam.request.constraint.is_complete():
-                finished.append(self._hypothesis(beam.request.token_ids, prompt_length, beam.cum_logprob, params, "stop"))
-                self.kv_cache_manager.free(beam.request)
-            else:
-                live.append(beam)
-        return live
+    def completions(self, tokenizer, aborted: bool = False) -> list[CompletionOutput]:
+        """The best ``beam_width`` hypotheses, best first (an aborted group ranks its live beams too)."""
+        hypotheses = list(self.finished)
+        if aborted:
+            for sequence, cum_logprob in self.beams.values():
+                num_generated = max(sequence.num_output_tokens, 1)
+                score = beam_score(cum_logprob, num_generated, self.params.length_penalty)
+                hypotheses.append(Hypothesis(sequence.output_token_ids, cum_logprob, score, "abort"))
+        best = sorted(hypotheses, key=lambda h: h.score, reverse=True)[: self.params.beam_width]
+        return [
+            CompletionOutput(
+                index=index,
+                text=tokenizer.decode(h.token_ids, skip_special_tokens=True),
+                token_ids=h.token_ids,
+                cumulative_logprob=h.cum_logprob,
+                finish_reason=h.finish_reason,
+            )
+            for index, h in enumerate(best)
+        ]

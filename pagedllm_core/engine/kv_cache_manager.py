@@ -1,22 +1,22 @@
-"""Block tables per request on top of the block pool, with copy-on-write for shared blocks."""
+"""Block tables per sequence on top of the block pool, with copy-on-write for shared blocks."""
 
 from __future__ import annotations
 
 from pagedllm_core.engine.block_pool import BlockPool
 from pagedllm_core.engine.prefix_cache import PrefixCache, PrefixCacheStats
-from pagedllm_core.engine.request import Request
+from pagedllm_core.engine.sequence import Sequence
 
 
 class KVCacheManager:
-    """Gives each request the blocks its tokens need, as they are needed.
+    """Gives each sequence the blocks its tokens need, as they are needed.
 
-    A request's block table lists its blocks in token order: token ``p`` lives in
+    A sequence's block table lists its blocks in token order: token ``p`` lives in
     ``block_table[p // block_size]`` at offset ``p % block_size``. Writing into a block that
-    another request also references copies it first (copy-on-write); the copies a step needs are
+    another sequence also references copies it first (copy-on-write); the copies a step needs are
     collected for the model runner, which performs them before running the model.
 
     With prefix caching on, blocks full of computed tokens are named in a :class:`PrefixCache`
-    (checked each time the request is given more slots, and when it is freed), a waiting request
+    (checked each time the sequence is given more slots, and when it is freed), a waiting sequence
     starts from the cached blocks of its longest known prefix (``find_cached_blocks``), and freed
     named blocks stay findable until the pool hands them out again. Only a partial last block is
     ever written, so a named (full) block is never the target of a write or a copy.
@@ -49,23 +49,23 @@ class KVCacheManager:
     def blocks_for_tokens(self, num_tokens: int) -> int:
         return -(-num_tokens // self.block_size)
 
-    def find_cached_blocks(self, request: Request) -> list[int]:
-        """The cached blocks a waiting request can start from (whole blocks, never its last token)."""
-        return self.prefix_cache.find(request) if self.prefix_cache else []
+    def find_cached_blocks(self, sequence: Sequence) -> list[int]:
+        """The cached blocks a waiting sequence can start from (whole blocks, never its last token)."""
+        return self.prefix_cache.find(sequence) if self.prefix_cache else []
 
-    def allocate_slots(self, request: Request, num_new_tokens: int, cached_block_ids: list[int] | None = None) -> bool:
-        """Make room for ``num_new_tokens`` after the request's computed tokens; False if the pool is short.
+    def allocate_slots(self, sequence: Sequence, num_new_tokens: int, cached_block_ids: list[int] | None = None) -> bool:
+        """Make room for ``num_new_tokens`` after the sequence's computed tokens; False if the pool is short.
 
-        When admitting a waiting request, pass what ``find_cached_blocks`` returned (maybe nothing)
-        as ``cached_block_ids``: the request takes those blocks first and ``num_new_tokens`` count
+        When admitting a waiting sequence, pass what ``find_cached_blocks`` returned (maybe nothing)
+        as ``cached_block_ids``: the sequence takes those blocks first and ``num_new_tokens`` count
         after them; the caller then advances ``num_computed_tokens`` past them. On False nothing
         is taken.
         """
-        block_table = self.block_tables.setdefault(request.request_id, [])
+        block_table = self.block_tables.setdefault(sequence.seq_id, [])
         if self.prefix_cache:
-            self.prefix_cache.cache_full_blocks(request, block_table)
+            self.prefix_cache.cache_full_blocks(sequence, block_table)
         hits = cached_block_ids or []
-        num_computed_tokens = request.num_computed_tokens + len(hits) * self.block_size
+        num_computed_tokens = sequence.num_computed_tokens + len(hits) * self.block_size
         num_needed = max(self.blocks_for_tokens(num_computed_tokens + num_new_tokens) - len(block_table) - len(hits), 0)
         write_block_index = num_computed_tokens // self.block_size
         needs_copy = write_block_index < len(block_table) and self.pool.ref_counts[block_table[write_block_index]] > 1
@@ -74,7 +74,7 @@ class KVCacheManager:
         if not self.pool.can_allocate(num_needed + needs_copy + num_free_hits):
             return False
         if cached_block_ids is not None and self.prefix_cache:
-            self.prefix_cache.record_lookup(request, len(hits))
+            self.prefix_cache.record_lookup(sequence, len(hits))
         self.pool.acquire(hits)
         block_table.extend(hits)
         if needs_copy:
@@ -93,23 +93,23 @@ class KVCacheManager:
             self.prefix_cache.evict(block_ids)
         return block_ids
 
-    def fork(self, parent: Request, child: Request) -> None:
+    def fork(self, parent: Sequence, child: Sequence) -> None:
         """Let ``child`` share every block ``parent`` holds (e.g. a prompt sampled n times)."""
-        block_table = self.block_tables.get(parent.request_id, [])
+        block_table = self.block_tables.get(parent.seq_id, [])
         self.pool.share(block_table)
-        self.block_tables[child.request_id] = list(block_table)
+        self.block_tables[child.seq_id] = list(block_table)
         if self.prefix_cache:
             self.prefix_cache.fork(parent, child)
 
-    def free(self, request: Request) -> None:
-        """Release the request's blocks (on finish, abort or preemption), naming its full ones first.
+    def free(self, sequence: Sequence) -> None:
+        """Release the sequence's blocks (on finish, abort or preemption), naming its full ones first.
 
         The tail is released first, so it is evicted before the head that other prompts may share.
         """
-        block_table = self.block_tables.pop(request.request_id, [])
+        block_table = self.block_tables.pop(sequence.seq_id, [])
         if self.prefix_cache:
-            self.prefix_cache.cache_full_blocks(request, block_table)
-            self.prefix_cache.forget(request)
+            self.prefix_cache.cache_full_blocks(sequence, block_table)
+            self.prefix_cache.forget(sequence)
         self.pool.release(block_table[::-1])
 
     def take_pending_copies(self) -> list[tuple[int, int]]:

@@ -9,17 +9,20 @@ from dataclasses import dataclass
 import torch
 
 from pagedllm_core.config import EngineConfig
-from pagedllm_core.engine.beam_search import BeamSearch, BlockObserver
+from pagedllm_core.engine.beam_search import BeamSearchGroup
 from pagedllm_core.engine.kv_cache_manager import KVCacheManager
-from pagedllm_core.engine.model_setup import LoadedModel, load_model_for_engine
-from pagedllm_core.engine.model_runner import StepResult, TokenLogprobs
 from pagedllm_core.engine.prefix_cache import PrefixCacheStats
-from pagedllm_core.engine.request import Request, RequestStatus
 from pagedllm_core.engine.request_state import RequestState
-from pagedllm_core.engine.scheduler import SchedulerOutput
+from pagedllm_core.engine.scheduler import StepPlan
+from pagedllm_core.engine.sequence import Sequence, SequenceStatus
+from pagedllm_core.engine.step_messages import StepMessageBuilder
 from pagedllm_core.engine.structured_outputs import ConstraintCompiler
 from pagedllm_core.errors import ConfigError
-from pagedllm_core.outputs import BeamSearchOutput, RequestOutput
+from pagedllm_core.executor.base import build_executor
+from pagedllm_core.executor.messages import ModelRunnerOutput, TokenLogprobs, forked_seq_id
+from pagedllm_core.model import loader
+from pagedllm_core.model.model_info import ModelInfo, resolve_model_info
+from pagedllm_core.outputs import RequestOutput
 from pagedllm_core.registry import PluginKind, Registry, default_registry
 from pagedllm_core.sampling.constraints import ConstraintState
 from pagedllm_core.sampling_params import BeamSearchParams, SamplingParams
@@ -44,73 +47,83 @@ class KVCacheStats:
 
 
 class LLMEngine:
-    """Owns the model, the KV pool and the scheduler; each ``step()`` runs one batch.
+    """Owns the scheduler and the block manager, and steps the workers through an executor.
 
     The engine's surface (``add_request`` / ``abort_request`` / ``step``) is all a front end needs,
-    so the same engine serves the offline ``LLM`` and the HTTP server.
+    so the same engine serves the offline ``LLM`` and the HTTP server. Each step the scheduler plans
+    which sequences run, the plan becomes a step message, the executor runs it on the workers
+    (in-process, or in worker processes), and the output advances the sequences and requests.
     """
 
     def __init__(self, config: EngineConfig, registry: Registry | None = None):
         self.config = config
         registry = registry or default_registry()
-        self.loaded: LoadedModel = load_model_for_engine(config, registry)
-        self.tokenizer = self.loaded.tokenizer
-        self.max_model_len = self.loaded.max_model_len
+        self.model_info: ModelInfo = resolve_model_info(config)
+        self.tokenizer = loader.load_tokenizer(self.model_info.source, config)
+        self.eos_token_ids = eos_token_ids(self.tokenizer, self.model_info.hf_config)
+        self.max_model_len = self.model_info.max_model_len
+        self.vocab_size = self.model_info.vocab_size
+        self.executor = build_executor(config, registry)
         self.kv_cache_manager = KVCacheManager(
-            self.loaded.num_kv_blocks, config.block_size, enable_prefix_caching=config.enable_prefix_caching
+            self.executor.num_kv_blocks, config.block_size, enable_prefix_caching=config.enable_prefix_caching
         )
         self.scheduler = registry.resolve(PluginKind.SCHEDULER, config.scheduler)(config, self.kv_cache_manager)
-        self.runner = self.loaded.runner
+        self.message_builder = StepMessageBuilder(self.kv_cache_manager.block_tables, config.block_size)
         self._states: dict[str, RequestState] = {}
+        self._beam_groups: dict[str, BeamSearchGroup] = {}
         self._sequence_counter = itertools.count()
         self._decode_token = functools.lru_cache(maxsize=65536)(self._decode_one)
-        self._beam_search = BeamSearch(
-            self.runner, self.kv_cache_manager, self.tokenizer, self.loaded.eos_token_ids, config.max_num_batched_tokens
-        )
         self.constraint_compiler = ConstraintCompiler(
             registry,
             config.structured_outputs_backend,
             self.tokenizer,
-            self.loaded.vocab_size,
-            self.loaded.eos_token_ids,
+            self.vocab_size,
+            self.eos_token_ids,
             config.structured_outputs_compile_timeout,
         )
 
     def _decode_one(self, token_id: int) -> str:
         return self.tokenizer.decode([token_id])
 
+    def _new_seq_id(self) -> str:
+        return str(next(self._sequence_counter))
+
     # -- requests -------------------------------------------------------------------------------
 
-    def add_request(self, request_id: str, prompt: str | list[int], sampling_params: SamplingParams) -> None:
-        """Tokenize (if text) and validate a request, then queue it for the scheduler."""
-        if request_id in self._states:
+    def add_request(
+        self, request_id: str, prompt: str | list[int], params: SamplingParams | BeamSearchParams
+    ) -> None:
+        """Tokenize (if text) and validate a request, then queue its first sequence for the scheduler.
+
+        With :class:`BeamSearchParams` the request is a beam search: its beams run beside every other
+        request and its one output, the best beams first, comes when the search ends."""
+        if request_id in self._states or request_id in self._beam_groups:
             raise ConfigError(f"request id {request_id!r} is already in use")
         prompt_token_ids = self.tokenizer.encode(prompt) if isinstance(prompt, str) else list(prompt)
-        max_output_tokens = self._validate(prompt_token_ids, sampling_params)
-        constraint = self._new_constraint_state(sampling_params.structured_outputs)
-        first = Request(
-            str(next(self._sequence_counter)),
-            prompt_token_ids,
-            sampling_params,
-            max_output_tokens,
-            self.loaded.eos_token_ids,
-            group_id=request_id,
+        if isinstance(params, BeamSearchParams):
+            self._add_beam_search(request_id, prompt_token_ids, params)
+            return
+        max_output_tokens = self._validate(prompt_token_ids, params)
+        constraint = self._new_constraint_state(params.structured_outputs)
+        first = Sequence(
+            self._new_seq_id(), prompt_token_ids, params, max_output_tokens, self.eos_token_ids, request_id=request_id
         )
         first.constraint = constraint
         prompt_text = prompt if isinstance(prompt, str) else None
         self._states[request_id] = RequestState(request_id, prompt_text, first, self.tokenizer, self._decode_token)
-        self.scheduler.add_request(first)
+        self.scheduler.add_sequence(first)
 
-    def beam_search(
-        self, prompt: str | list[int], params: BeamSearchParams, observe: BlockObserver | None = None
-    ) -> BeamSearchOutput:
-        """Beam search for one prompt; runs to completion, so no other request may be in flight."""
-        if self.has_unfinished_requests():
-            raise ConfigError("beam search needs an idle engine; finish or abort the running requests first")
-        prompt_token_ids = self.tokenizer.encode(prompt) if isinstance(prompt, str) else list(prompt)
-        self._validate(prompt_token_ids, SamplingParams(max_tokens=params.max_tokens))
-        constraint = self._new_constraint_state(params.structured_outputs)
-        return self._beam_search.run(prompt_token_ids, params, observe, constraint)
+    def _add_beam_search(self, request_id: str, prompt_token_ids: list[int], params: BeamSearchParams) -> None:
+        sampling_params = SamplingParams(temperature=params.temperature, max_tokens=params.max_tokens, ignore_eos=True)
+        self._validate(prompt_token_ids, sampling_params)
+        root = Sequence(
+            self._new_seq_id(), prompt_token_ids, sampling_params, params.max_tokens, frozenset(), request_id=request_id
+        )
+        root.constraint = self._new_constraint_state(params.structured_outputs)
+        self._beam_groups[request_id] = BeamSearchGroup(
+            request_id, root, params, self.eos_token_ids, self._new_seq_id
+        )
+        self.scheduler.add_sequence(root)
 
     def precompile_structured_output(self, spec: StructuredOutputsParams) -> None:
         """Compile ``spec`` into the constraint cache now, from any thread, so that adding a request
@@ -129,7 +142,7 @@ class LLMEngine:
                 f"the prompt has {len(prompt_token_ids)} tokens but the context is {self.max_model_len} "
                 f"tokens, which must leave room for at least one generated token"
             )
-        vocab_size = self.loaded.vocab_size
+        vocab_size = self.vocab_size
         for name, token_ids in (
             ("prompt token ids", prompt_token_ids),
             ("stop_token_ids", params.stop_token_ids),
@@ -151,41 +164,82 @@ class LLMEngine:
         """Stop these requests now and free their KV blocks; returns their final outputs."""
         if isinstance(request_ids, str):
             request_ids = [request_ids]
-        states = [self._states[request_id] for request_id in request_ids if request_id in self._states]
-        sequence_ids = [request.request_id for state in states for request in state.unfinished_requests]
-        self.scheduler.finish_requests(sequence_ids, RequestStatus.FINISHED_ABORTED)
-        return [self._finish(state) for state in states]
+        outputs = []
+        for request_id in request_ids:
+            state = self._states.get(request_id)
+            group = self._beam_groups.get(request_id)
+            if state is not None:
+                self._finish_sequences(state.unfinished_sequences, SequenceStatus.FINISHED_ABORTED)
+                outputs.append(self._finish(state))
+            elif group is not None:
+                outputs.append(self._finish_beam_search(group, aborted=True))
+        return outputs
 
     def has_unfinished_requests(self) -> bool:
-        return self.scheduler.has_unfinished_requests()
+        return self.scheduler.has_unfinished_sequences()
+
+    def _finish_sequences(self, sequences: list[Sequence], status: SequenceStatus) -> None:
+        seq_ids = [sequence.seq_id for sequence in sequences]
+        self.scheduler.finish_sequences(seq_ids, status)
+        self.message_builder.finish(seq_ids)
 
     # -- stepping -------------------------------------------------------------------------------
 
     def step(self) -> list[RequestOutput]:
-        """Run one batch; returns an output for every request that produced a token this step."""
-        scheduler_output = self.scheduler.schedule()
-        if not scheduler_output.scheduled and self.scheduler.has_unfinished_requests():
+        """Run one batch; returns an output for every request that produced a token this step, and
+        the final output of every beam search that ended."""
+        plan = self.scheduler.schedule()
+        if not plan.scheduled and self.scheduler.has_unfinished_sequences():
             raise RuntimeError("scheduler made no progress although requests are waiting")  # pool sizing bug
-        result = self.runner.execute(scheduler_output)
-        token_logprobs = _logprobs_by_sequence(scheduler_output, result)
-        progressed = self.scheduler.update_from_output(scheduler_output, result.sampled_token_ids)
+        result = self.executor.execute_model(self.message_builder.build(plan))
+        progressed = self.scheduler.update_from_output(plan, result.sampled_token_ids)
+        self.message_builder.finish([sequence.seq_id for sequence in progressed if sequence.is_finished])
+        failures = {item.sequence.request_id: item.sequence.failure for item in plan.scheduled if item.sequence.failure}
+        failures.update({self._request_of(plan, seq_id): message for seq_id, message in result.failed.items()})
+        outputs = self._fail_requests(failures)
+        progressed = [sequence for sequence in progressed if sequence.request_id not in failures]
+        outputs += self._process_samples(plan, result, progressed)
+        if result.beam_candidates:
+            outputs.extend(self._advance_beam_searches(plan, result.beam_candidates))
+        return outputs
 
-        for item in scheduler_output.scheduled:
-            entries = result.prompt_logprobs.get(item.request.request_id)
-            if entries:
-                self._states[item.request.group_id].add_prompt_logprobs(entries)
-        touched: dict[str, RequestState] = {}
-        stopped: list[Request] = []
-        for sequence in progressed:
-            state = self._states[sequence.group_id]
-            touched[sequence.group_id] = state
-            token_id = sequence.token_ids[-1]
-            if state.sequence(sequence).add_token(token_logprobs.get(sequence.request_id), token_id):
-                stopped.append(sequence)
-        if stopped:
-            self.scheduler.finish_requests([s.request_id for s in stopped], RequestStatus.FINISHED_STOPPED)
+    @staticmethod
+    def _request_of(plan: StepPlan, seq_id: str) -> str:
+        return next(item.sequence.request_id for item in plan.scheduled if item.sequence.seq_id == seq_id)
 
+    def _fail_requests(self, failures: dict[str, str]) -> list[RequestOutput]:
+        """End the requests whose own sequences failed; the rest of the batch goes on."""
         outputs = []
+        for request_id, message in failures.items():
+            for output in self.abort_request(request_id):
+                output.error = message
+                outputs.append(output)
+        return outputs
+
+    def _process_samples(self, plan: StepPlan, result: ModelRunnerOutput, progressed: list[Sequence]) -> list[RequestOutput]:
+        """Detokenize, match stop strings and record logprobs for the sequences that got a token."""
+        for item in plan.scheduled:
+            entries = result.prompt_logprobs.get(item.sequence.seq_id)
+            if entries:
+                self._states[item.sequence.request_id].add_prompt_logprobs(entries)
+        token_logprobs = _logprobs_by_sequence(result)
+        touched: dict[str, RequestState] = {}
+        stopped: list[Sequence] = []
+        detokenizer_failures: dict[str, str] = {}
+        for sequence in progressed:
+            state = self._states[sequence.request_id]
+            touched[sequence.request_id] = state
+            token_id = sequence.token_ids[-1]
+            try:
+                if state.sequence(sequence).add_token(token_logprobs.get(sequence.seq_id), token_id):
+                    stopped.append(sequence)
+            except Exception as error:  # noqa: BLE001 - one request's detokenizer failure is its own
+                detokenizer_failures[sequence.request_id] = f"detokenizing failed: {type(error).__name__}: {error}"
+        if stopped:
+            self._finish_sequences(stopped, SequenceStatus.FINISHED_STOPPED)
+        outputs = self._fail_requests(detokenizer_failures)
+        for request_id in detokenizer_failures:
+            touched.pop(request_id)
         for state in touched.values():
             if state.finished:
                 outputs.append(self._finish(state))
@@ -193,22 +247,53 @@ class LLMEngine:
                 outputs.append(state.output())
         return outputs
 
+    def _advance_beam_searches(self, plan: StepPlan, candidates: dict[str, list[tuple[int, float]]]) -> list[RequestOutput]:
+        beams = {item.sequence.seq_id: item.sequence for item in plan.scheduled if item.sequence.beam_group is not None}
+        outputs = []
+        for seq_id, beam_candidates in candidates.items():
+            group = beams[seq_id].beam_group
+            if group.request_id not in self._beam_groups:
+                continue  # the search failed or was aborted during this step
+            if not group.add_candidates(seq_id, beam_candidates):
+                continue
+            step = group.advance()
+            for parent, child in step.forks:
+                self.scheduler.add_forked_sequence(parent, child)
+            self._finish_sequences(step.pruned, SequenceStatus.FINISHED_PRUNED)
+            if step.done:
+                outputs.append(self._finish_beam_search(group))
+        return outputs
+
+    def _finish_beam_search(self, group: BeamSearchGroup, aborted: bool = False) -> RequestOutput:
+        del self._beam_groups[group.request_id]
+        status = SequenceStatus.FINISHED_ABORTED if aborted else SequenceStatus.FINISHED_PRUNED
+        self._finish_sequences(group.live_sequences, status)
+        return RequestOutput(
+            request_id=group.request_id,
+            prompt=None,
+            prompt_token_ids=group.prompt_token_ids,
+            outputs=group.completions(self.tokenizer, aborted),
+            finished=True,
+        )
+
     def _finish(self, state: RequestState) -> RequestOutput:
         del self._states[state.request_id]
-        for sequence in state.sequences.values():
-            self.runner.release_request(sequence.request)
         return state.output()
 
     # -- stats ----------------------------------------------------------------------------------
 
     def kv_cache_stats(self) -> KVCacheStats:
         manager = self.kv_cache_manager
+        unfinished = [
+            *(sequence for state in self._states.values() for sequence in state.unfinished_sequences),
+            *(sequence for group in self._beam_groups.values() for sequence in group.live_sequences),
+        ]
         return KVCacheStats(
             manager.num_blocks,
             manager.num_used_blocks,
             sum(len(table) for table in manager.block_tables.values()),
             self.config.block_size,
-            sum(seq.num_computed_tokens for state in self._states.values() for seq in state.unfinished_requests),
+            sum(sequence.num_computed_tokens for sequence in unfinished),
         )
 
     def prefix_cache_stats(self) -> PrefixCacheStats:
@@ -217,22 +302,36 @@ class LLMEngine:
 
     @property
     def num_running_requests(self) -> int:
-        return self.scheduler.num_running_requests
+        return self.scheduler.num_running_sequences
 
     @property
     def num_waiting_requests(self) -> int:
-        return self.scheduler.num_waiting_requests
+        return self.scheduler.num_waiting_sequences
 
     @property
     def device(self) -> torch.device:
-        return self.runner.device
+        return self.model_info.device
+
+    def shutdown(self) -> None:
+        """Stop the executor's workers; the engine cannot step afterwards."""
+        self.executor.shutdown()
 
 
-def _logprobs_by_sequence(output: SchedulerOutput, result: StepResult) -> dict[str, TokenLogprobs]:
-    """Sequence id -> the token it sampled this step (taken before forks change the requests)."""
+def eos_token_ids(tokenizer, hf_config) -> frozenset[int]:
+    """The tokenizer's EOS plus every EOS the model config lists (some models end turns with several)."""
+    ids = set()
+    for value in (tokenizer.eos_token_id, getattr(hf_config, "eos_token_id", None)):
+        if isinstance(value, int):
+            ids.add(value)
+        elif isinstance(value, (list, tuple)):
+            ids.update(value)
+    return frozenset(ids)
+
+
+def _logprobs_by_sequence(result: ModelRunnerOutput) -> dict[str, TokenLogprobs]:
+    """Sequence id -> the token it sampled this step; a forking sequence's extra samples go to its siblings."""
     by_sequence = {}
-    sampling = [item.request for item in output.scheduled if item.num_samples]
-    for request, samples in zip(sampling, result.samples):
+    for seq_id, samples in result.samples.items():
         for index, sample in enumerate(samples):
-            by_sequence[request.request_id if index == 0 else request.child_id(index)] = sample
+            by_sequence[seq_id if index == 0 else forked_seq_id(seq_id, index)] = sample
     return by_sequence

@@ -5,15 +5,15 @@ from __future__ import annotations
 import hashlib
 import json
 from array import array
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import NewType
 
-from pagedllm_core.engine.request import Request
+from pagedllm_core.engine.sequence import Sequence
 
 BlockHash = NewType("BlockHash", bytes)
 """SHA-256 digest naming a full block's contents: its tokens, every token before them, and the
-request's extra keys (cache salt). Equal hashes mean equal keys and values in the block."""
+sequence's extra keys (cache salt). Equal hashes mean equal keys and values in the block."""
 
 
 def hash_extra_keys(extra_keys: Mapping[str, str | None]) -> BlockHash:
@@ -26,20 +26,20 @@ def hash_extra_keys(extra_keys: Mapping[str, str | None]) -> BlockHash:
     return BlockHash(hashlib.sha256(encoded).digest())
 
 
-def hash_block_tokens(parent_hash: BlockHash, token_ids: Sequence[int]) -> BlockHash:
+def hash_block_tokens(parent_hash: BlockHash, token_ids: list[int]) -> BlockHash:
     """The hash of a full block: SHA-256 over its parent's hash (fixed length) and its token ids."""
     return BlockHash(hashlib.sha256(parent_hash + array("q", token_ids).tobytes()).digest())
 
 
-def reads_prefix_cache(request: Request) -> bool:
-    """Whether the request may start from cached blocks: not when it asks for prompt logprobs,
+def reads_prefix_cache(sequence: Sequence) -> bool:
+    """Whether the sequence may start from cached blocks: not when it asks for prompt logprobs,
     which need the logits at every prompt position."""
-    return request.sampling_params.prompt_logprobs is None
+    return sequence.sampling_params.prompt_logprobs is None
 
 
 @dataclass
 class PrefixCacheStats:
-    """Prefix cache lookups in tokens, counted once per admitted request (and once per resume)."""
+    """Prefix cache lookups in tokens, counted once per admitted sequence (and once per resume)."""
 
     num_queried_tokens: int = 0
     num_hit_tokens: int = 0
@@ -51,10 +51,10 @@ class PrefixCacheStats:
 
 
 class PrefixCache:
-    """Finds the KV blocks a new request's prompt shares with earlier sequences.
+    """Finds the KV blocks a new sequence's prompt shares with earlier sequences.
 
     Block ``i`` of a sequence is named ``hash_block_tokens(name of block i - 1, its tokens)``; block
-    0's parent is the root hash of the request's extra keys. A block is named once every one of its
+    0's parent is the root hash of the sequence's extra keys. A block is named once every one of its
     tokens is computed (``cache_full_blocks``), so only complete, never-again-written blocks are
     findable. Its name outlives the sequence: the block sits in the pool's free queue, evictable
     yet findable, until the pool hands it out again and ``evict`` drops the name.
@@ -66,59 +66,59 @@ class PrefixCache:
         self.block_size = block_size
         self._block_by_hash: dict[BlockHash, int] = {}
         self._hash_by_block: dict[int, BlockHash] = {}
-        self._block_hashes: dict[str, list[BlockHash]] = {}  # request id -> hashes of its full blocks
-        self._num_named_blocks: dict[str, int] = {}  # request id -> leading table blocks already offered
+        self._block_hashes: dict[str, list[BlockHash]] = {}  # sequence id -> hashes of its full blocks
+        self._num_named_blocks: dict[str, int] = {}  # sequence id -> leading table blocks already offered
         self._num_queried_tokens = 0
         self._num_hit_tokens = 0
 
     def stats(self) -> PrefixCacheStats:
         return PrefixCacheStats(self._num_queried_tokens, self._num_hit_tokens, len(self._block_by_hash))
 
-    def block_hashes(self, request: Request, num_blocks: int) -> list[BlockHash]:
-        """Hashes of the request's first ``num_blocks`` blocks, which must be full of tokens."""
-        hashes = self._block_hashes.setdefault(request.request_id, [])
+    def block_hashes(self, sequence: Sequence, num_blocks: int) -> list[BlockHash]:
+        """Hashes of the sequence's first ``num_blocks`` blocks, which must be full of tokens."""
+        hashes = self._block_hashes.setdefault(sequence.seq_id, [])
         if len(hashes) < num_blocks:
             block_size = self.block_size
-            parent = hashes[-1] if hashes else hash_extra_keys({"cache_salt": request.sampling_params.cache_salt})
+            parent = hashes[-1] if hashes else hash_extra_keys({"cache_salt": sequence.sampling_params.cache_salt})
             for index in range(len(hashes), num_blocks):
-                parent = hash_block_tokens(parent, request.token_ids[index * block_size : (index + 1) * block_size])
+                parent = hash_block_tokens(parent, sequence.token_ids[index * block_size : (index + 1) * block_size])
                 hashes.append(parent)
         return hashes[:num_blocks]
 
-    def find(self, request: Request) -> list[int]:
-        """Block ids of the request's longest cached prefix of whole blocks.
+    def find(self, sequence: Sequence) -> list[int]:
+        """Block ids of the sequence's longest cached prefix of whole blocks.
 
         The last token is never covered: its logits must be computed to sample the next token.
         """
-        if not reads_prefix_cache(request):
+        if not reads_prefix_cache(sequence):
             return []
         hits = []
-        for block_hash in self.block_hashes(request, (request.num_tokens - 1) // self.block_size):
+        for block_hash in self.block_hashes(sequence, (sequence.num_tokens - 1) // self.block_size):
             block_id = self._block_by_hash.get(block_hash)
             if block_id is None:
                 break
             hits.append(block_id)
         return hits
 
-    def record_lookup(self, request: Request, num_hit_blocks: int) -> None:
-        """Count an admitted request's lookup in the stats."""
-        if reads_prefix_cache(request):
-            self._num_queried_tokens += request.num_tokens
+    def record_lookup(self, sequence: Sequence, num_hit_blocks: int) -> None:
+        """Count an admitted sequence's lookup in the stats."""
+        if reads_prefix_cache(sequence):
+            self._num_queried_tokens += sequence.num_tokens
             self._num_hit_tokens += num_hit_blocks * self.block_size
 
-    def cache_full_blocks(self, request: Request, block_table: list[int]) -> None:
+    def cache_full_blocks(self, sequence: Sequence, block_table: list[int]) -> None:
         """Name the blocks of ``block_table`` that have become full of computed tokens since last time."""
-        num_full_blocks = request.num_computed_tokens // self.block_size
-        num_named = self._num_named_blocks.get(request.request_id, 0)
+        num_full_blocks = sequence.num_computed_tokens // self.block_size
+        num_named = self._num_named_blocks.get(sequence.seq_id, 0)
         if num_full_blocks <= num_named:
             return
-        hashes = self.block_hashes(request, num_full_blocks)
+        hashes = self.block_hashes(sequence, num_full_blocks)
         for index in range(num_named, num_full_blocks):
-            # A block computed twice (two requests admitted together) keeps its first name only.
+            # A block computed twice (two sequences admitted together) keeps its first name only.
             if hashes[index] not in self._block_by_hash:
                 self._block_by_hash[hashes[index]] = block_table[index]
                 self._hash_by_block[block_table[index]] = hashes[index]
-        self._num_named_blocks[request.request_id] = num_full_blocks
+        self._num_named_blocks[sequence.seq_id] = num_full_blocks
 
     def evict(self, block_ids: list[int]) -> None:
         """Drop the names of blocks the pool hands out again: their contents are about to change."""
@@ -127,12 +127,12 @@ class PrefixCache:
             if block_hash is not None:
                 del self._block_by_hash[block_hash]
 
-    def fork(self, parent: Request, child: Request) -> None:
+    def fork(self, parent: Sequence, child: Sequence) -> None:
         """The child has the parent's tokens and blocks, so it has the parent's hashes too."""
-        self._block_hashes[child.request_id] = list(self._block_hashes.get(parent.request_id, []))
-        self._num_named_blocks[child.request_id] = self._num_named_blocks.get(parent.request_id, 0)
+        self._block_hashes[child.seq_id] = list(self._block_hashes.get(parent.seq_id, []))
+        self._num_named_blocks[child.seq_id] = self._num_named_blocks.get(parent.seq_id, 0)
 
-    def forget(self, request: Request) -> None:
-        """Drop the request's hashes (it finished, or was preempted and will look itself up again)."""
-        self._block_hashes.pop(request.request_id, None)
-        self._num_named_blocks.pop(request.request_id, None)
+    def forget(self, sequence: Sequence) -> None:
+        """Drop the sequence's hashes (it finished, or was preempted and will look itself up again)."""
+        self._block_hashes.pop(sequence.seq_id, None)
+        self._num_named_blocks.pop(sequence.seq_id, None)

@@ -5,8 +5,9 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from pagedllm_core.engine.detokenizer import IncrementalDetokenizer
-from pagedllm_core.engine.model_runner import TokenLogprobs
-from pagedllm_core.engine.request import Request, RequestStatus
+from pagedllm_core.engine import stopping
+from pagedllm_core.engine.sequence import Sequence, SequenceStatus
+from pagedllm_core.executor.messages import TokenLogprobs
 from pagedllm_core.outputs import CompletionOutput, Logprob, PositionLogprobs, RequestOutput
 from pagedllm_core.sampling_params import SamplingParams
 
@@ -16,11 +17,11 @@ DecodeToken = Callable[[int], str]
 class SequenceState:
     """One sequence's text and logprobs as they grow."""
 
-    def __init__(self, request: Request, tokenizer, decode_token: DecodeToken):
-        self.request = request
-        params = request.sampling_params
+    def __init__(self, sequence: Sequence, tokenizer, decode_token: DecodeToken):
+        self.sequence = sequence
+        params = sequence.sampling_params
         self.detokenizer = (
-            IncrementalDetokenizer(tokenizer, request.prompt_token_ids, params.skip_special_tokens)
+            IncrementalDetokenizer(tokenizer, sequence.prompt_token_ids, params.skip_special_tokens)
             if params.detokenize
             else None
         )
@@ -32,49 +33,57 @@ class SequenceState:
         self._holdback = max((len(stop) for stop in params.stop_strings), default=1) - 1
 
     def add_token(self, token: TokenLogprobs | None, token_id: int) -> bool:
-        """Take the sequence's newest token; returns True when it completed a stop string."""
+        """Take the sequence's newest token; returns True when it completed a stop string.
+
+        The text of a stop token that ended the sequence stays out of the output (as in vLLM) unless
+        ``include_stop_str_in_output``; it shows otherwise when special tokens are kept."""
         if token is not None:
             self.cumulative_logprob += token.logprob
             if self.logprobs is not None:
                 self.logprobs.append(position_logprobs(token, self.decode_token))
-        if self.detokenizer is None:
+        if self.detokenizer is None or self._ended_by_stop_token(token_id):
             return False
         previous_length = len(self.text)
         self.text += self.detokenizer.add_tokens([token_id])
         return self._cut_at_stop_string(previous_length)
 
+    def _ended_by_stop_token(self, token_id: int) -> bool:
+        sequence = self.sequence
+        return (
+            sequence.status is SequenceStatus.FINISHED_STOPPED
+            and sequence.stop_reason == token_id
+            and not sequence.sampling_params.include_stop_str_in_output
+        )
+
     def _cut_at_stop_string(self, previous_length: int) -> bool:
-        params = self.request.sampling_params
-        if not params.stop_strings or self.request.below_min_tokens:
+        params = self.sequence.sampling_params
+        if not params.stop_strings or self.sequence.below_min_tokens:
             return False
-        for stop in params.stop_strings:
-            # Only a match that overlaps the new text is new.
-            start = self.text.find(stop, max(previous_length - len(stop) + 1, 0))
-            if start != -1:
-                end = start + len(stop) if params.include_stop_str_in_output else start
-                self.text = self.text[:end]
-                self.request.stop_reason = stop
-                return True
-        return False
+        match = stopping.find_stop_string(self.text, previous_length, params)
+        if match is None:
+            return False
+        end, self.sequence.stop_reason = match
+        self.text = self.text[:end]
+        return True
 
     def completion(self, index: int) -> CompletionOutput:
-        finished = self.request.is_finished
+        finished = self.sequence.is_finished
         text = self.text if finished or not self._holdback else self.text[: max(len(self.text) - self._holdback, 0)]
         return CompletionOutput(
             index=index,
             text=text,
-            token_ids=self.request.output_token_ids,
+            token_ids=self.sequence.output_token_ids,
             cumulative_logprob=self.cumulative_logprob,
             logprobs=self.logprobs,
-            finish_reason=self.request.status.value if finished else None,
-            stop_reason=self.request.stop_reason,
+            finish_reason=self.sequence.status.value if finished else None,
+            stop_reason=self.sequence.stop_reason,
         )
 
 
 class RequestState:
     """A user request: its prompt, its ``best_of`` sequences and its prompt logprobs."""
 
-    def __init__(self, request_id: str, prompt: str | None, first: Request, tokenizer, decode_token: DecodeToken):
+    def __init__(self, request_id: str, prompt: str | None, first: Sequence, tokenizer, decode_token: DecodeToken):
         self.request_id = request_id
         self.prompt = prompt
         self.params: SamplingParams = first.sampling_params
@@ -86,10 +95,10 @@ class RequestState:
             [None] if self.params.prompt_logprobs is not None else None
         )
 
-    def sequence(self, request: Request) -> SequenceState:
-        state = self.sequences.get(request.index)
+    def sequence(self, sequence: Sequence) -> SequenceState:
+        state = self.sequences.get(sequence.index)
         if state is None:
-            state = self.sequences[request.index] = SequenceState(request, self.tokenizer, self.decode_token)
+            state = self.sequences[sequence.index] = SequenceState(sequence, self.tokenizer, self.decode_token)
         return state
 
     def add_prompt_logprobs(self, entries: list[tuple[int, TokenLogprobs]]) -> None:
@@ -99,13 +108,13 @@ class RequestState:
                 self.prompt_logprobs.append(position_logprobs(token, self.decode_token))
 
     @property
-    def unfinished_requests(self) -> list[Request]:
-        return [state.request for state in self.sequences.values() if not state.request.is_finished]
+    def unfinished_sequences(self) -> list[Sequence]:
+        return [state.sequence for state in self.sequences.values() if not state.sequence.is_finished]
 
     @property
     def finished(self) -> bool:
-        all_forked = self.first.num_pending_forks == 0 or self.first.status is RequestStatus.FINISHED_ABORTED
-        return all_forked and not self.unfinished_requests
+        all_forked = self.first.num_pending_forks == 0 or self.first.status is SequenceStatus.FINISHED_ABORTED
+        return all_forked and not self.unfinished_sequences
 
     @property
     def streams_progress(self) -> bool:

@@ -1,4 +1,4 @@
-"""The scheduler contract: each step, decide how many tokens each request runs."""
+"""The scheduler contract: each step, decide how many tokens each sequence runs."""
 
 from __future__ import annotations
 
@@ -7,34 +7,40 @@ from dataclasses import dataclass, field
 
 from pagedllm_core.config import EngineConfig
 from pagedllm_core.engine.kv_cache_manager import KVCacheManager
-from pagedllm_core.engine.request import Request, RequestStatus
+from pagedllm_core.engine.sequence import Sequence, SequenceStatus
 
 
 @dataclass
-class ScheduledRequest:
-    """A request given ``num_new_tokens`` tokens to compute this step, starting at its computed tokens."""
+class ScheduledSequence:
+    """A sequence given ``num_new_tokens`` tokens to compute this step, starting at its computed tokens."""
 
-    request: Request
+    sequence: Sequence
     num_new_tokens: int
-    block_ids: list[int]
 
     @property
-    def samples_next_token(self) -> bool:
-        """True when this step reaches the request's last token, so its logits give the next one."""
-        return self.request.num_computed_tokens + self.num_new_tokens == self.request.num_tokens
+    def reaches_last_token(self) -> bool:
+        """True when this step computes the sequence's last token, so its logits give the next one."""
+        return self.sequence.num_computed_tokens + self.num_new_tokens == self.sequence.num_tokens
 
     @property
     def num_samples(self) -> int:
-        """Tokens drawn from this request's last logits: 0, 1, or one per sequence when it forks."""
-        return 1 + self.request.num_pending_forks if self.samples_next_token else 0
+        """Tokens drawn from this sequence's last logits: 0, 1, or one per sibling when it forks.
+
+        A beam draws none: the worker scores candidates for it and its group picks the token."""
+        if not self.reaches_last_token or not self.sequence.samples_own_tokens:
+            return 0
+        return 1 + self.sequence.num_pending_forks
 
 
 @dataclass
-class SchedulerOutput:
-    """What one step runs; requests appear in the order the runner lays out their tokens."""
+class StepPlan:
+    """What the scheduler decided for one step, in the order the worker lays out the tokens.
 
-    scheduled: list[ScheduledRequest] = field(default_factory=list)
-    preempted: list[Request] = field(default_factory=list)
+    The engine turns it into the :class:`~pagedllm_core.executor.messages.SchedulerOutput` message
+    that crosses to the workers; the plan itself holds live sequences and never leaves the engine."""
+
+    scheduled: list[ScheduledSequence] = field(default_factory=list)
+    preempted: list[Sequence] = field(default_factory=list)
     block_copies: list[tuple[int, int]] = field(default_factory=list)
 
     @property
@@ -43,10 +49,11 @@ class SchedulerOutput:
 
 
 class Scheduler(ABC):
-    """Owns the waiting and running requests and their KV blocks.
+    """Owns the waiting and running sequences and their KV blocks.
 
-    There are no prefill and decode phases: a request simply has ``num_tokens`` tokens of which
-    ``num_computed_tokens`` are cached, and each step the scheduler grants it some of the rest.
+    There are no prefill and decode phases: a sequence simply has ``num_tokens`` tokens of which
+    ``num_computed_tokens`` are cached, and each step the scheduler grants it some of the rest. A
+    running sequence with nothing left to compute (a beam waiting for its group's choice) is skipped.
     """
 
     def __init__(self, config: EngineConfig, kv_cache_manager: KVCacheManager):
@@ -54,36 +61,39 @@ class Scheduler(ABC):
         self.kv_cache_manager = kv_cache_manager
 
     @abstractmethod
-    def add_request(self, request: Request) -> None:
-        """Queue a new request."""
+    def add_sequence(self, sequence: Sequence) -> None:
+        """Queue a new sequence."""
 
     @abstractmethod
-    def finish_requests(self, request_ids: list[str], status: RequestStatus) -> list[Request]:
-        """End these sequences with a finished ``status`` (abort, stop string) and free their blocks.
-
-        Returns the sequences that were still unfinished."""
+    def add_forked_sequence(self, parent: Sequence, child: Sequence) -> None:
+        """Run ``child`` (a fork of the running ``parent``) from the next step on, sharing the parent's blocks."""
 
     @abstractmethod
-    def schedule(self) -> SchedulerOutput:
-        """Pick this step's requests and token counts, allocating (or preempting) KV blocks."""
+    def finish_sequences(self, seq_ids: list[str], status: SequenceStatus) -> list[Sequence]:
+        """End these sequences with a finished ``status`` (abort, stop string, pruned beam) and free
+        their blocks. Returns the sequences that were still unfinished."""
 
     @abstractmethod
-    def update_from_output(self, output: SchedulerOutput, sampled_token_ids: list[list[int]]) -> list[Request]:
-        """Advance the step's requests; ``sampled_token_ids`` holds ``num_samples`` tokens for each
-        scheduled request that sampled, in schedule order. A request given several tokens keeps the
-        first and forks a sibling for each other one. Returns every sequence that got a token
-        (finished and newly forked ones included)."""
+    def schedule(self) -> StepPlan:
+        """Pick this step's sequences and token counts, allocating (or preempting) KV blocks."""
 
     @abstractmethod
-    def has_unfinished_requests(self) -> bool: ...
+    def update_from_output(self, plan: StepPlan, sampled_token_ids: dict[str, list[int]]) -> list[Sequence]:
+        """Advance the step's sequences; ``sampled_token_ids`` maps the id of each scheduled sequence
+        that sampled to its ``num_samples`` tokens. A sequence given several tokens keeps the first
+        and forks a sibling for each other one. Returns every sequence that got a token (finished
+        and newly forked ones included)."""
+
+    @abstractmethod
+    def has_unfinished_sequences(self) -> bool: ...
 
     @property
     @abstractmethod
-    def num_running_requests(self) -> int: ...
+    def num_running_sequences(self) -> int: ...
 
     @property
     @abstractmethod
-    def num_waiting_requests(self) -> int: ...
+    def num_waiting_sequences(self) -> int: ...
 
     num_preemptions: int = 0
-    """How many times a running request was preempted so far (a metric)."""
+    """How many times a running sequence was preempted so far (a metric)."""

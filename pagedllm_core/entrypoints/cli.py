@@ -67,6 +67,22 @@ BENCHMARKS = {
         "pagedllm_core.bench.throughput:add_throughput_arguments",
         "pagedllm_core.bench.throughput:run_throughput_bench",
     ),
+    "step": (
+        "the engine's time per decode step outside the model (schedule, inputs, sampling, outputs) at 1-256 sequences",
+        "pagedllm_core.bench.step:add_step_arguments",
+        "pagedllm_core.bench.step:run_step_bench",
+    ),
+    "embed": (
+        "embedding throughput of LLM.embed, with sentence-transformers as the baseline",
+        "pagedllm_core.bench.embed:add_embed_arguments",
+        "pagedllm_core.bench.embed:run_embed_bench",
+    ),
+    "soak": (
+        "a long mixed load (streams, n>1, structured, aborted, invalid) against a server it starts: errors by kind, "
+        "KV blocks left in use, server RSS over time",
+        "pagedllm_core.bench.soak:add_soak_arguments",
+        "pagedllm_core.bench.soak:run_soak_bench",
+    ),
     "latency": (
         "W4 single stream: time to first token and decode tokens/s, with transformers as the baseline",
         "pagedllm_core.bench.latency:add_latency_arguments",

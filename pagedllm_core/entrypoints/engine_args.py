@@ -8,6 +8,7 @@ import typing
 from typing import Any, Literal
 
 from pagedllm_core.config import EngineConfig
+from pagedllm_core.pooling.config import PoolingConfig
 
 
 def add_engine_arguments(parser: argparse.ArgumentParser, skip: tuple[str, ...] = ()) -> None:
@@ -36,6 +37,25 @@ def engine_settings_from_args(args: argparse.Namespace) -> dict[str, Any]:
         for name in EngineConfig.model_fields
         if getattr(args, name, None) is not None
     }
+
+
+def add_pooling_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--task`` and ``--override-pooler-config`` (vLLM's flags) for embedding models."""
+    group = parser.add_argument_group("embeddings")
+    task = PoolingConfig.model_fields["task"]
+    group.add_argument("--task", choices=typing.get_args(task.annotation), default="auto", help=task.description)
+    group.add_argument(
+        "--override-pooler-config",
+        default=None,
+        metavar="JSON",
+        help='pooling of an embedding model, e.g. \'{"pooling_type": "MEAN", "normalize": true}\' (pooling_type '
+        "LAST, MEAN or CLS); default: the checkpoint's sentence-transformers config, else CLS for encoders and "
+        "LAST for decoders, normalized",
+    )
+
+
+def pooling_config_from_args(args: argparse.Namespace) -> PoolingConfig:
+    return PoolingConfig.build(args.task, args.override_pooler_config)
 
 
 def _unwrap_optional(annotation: Any) -> Any:

@@ -26,7 +26,9 @@ from pagedllm_core.errors import ModelLoadError
 from pagedllm_core.model.attention_shape import AttentionShape, attention_shape
 from pagedllm_core.model.checkpoint import checkpoint_tensors
 from pagedllm_core.model.gguf_parse_cache import reuse_gguf_parses
+from pagedllm_core.model.layers.linear import LinearFactory
 from pagedllm_core.model.models import resolve_model_class
+from pagedllm_core.model.quantization import QuantizationMethod
 from pagedllm_core.model.source import ModelSource, resolve_model_source
 
 __all__ = [
@@ -71,14 +73,21 @@ def resolve_dtype(setting: str, hf_config, source: ModelSource) -> torch.dtype:
     return checkpoint_dtype if checkpoint_dtype in DTYPES.values() else torch.float32
 
 
-def build_model(hf_config, attention: AttentionBackend, dtype: torch.dtype, device: torch.device | str) -> nn.Module:
-    """Our implementation of the config's architecture, on ``device`` in ``dtype``, weights not yet loaded."""
+def build_model(
+    hf_config,
+    attention: AttentionBackend,
+    dtype: torch.dtype,
+    device: torch.device | str,
+    quantization: QuantizationMethod | None = None,
+) -> nn.Module:
+    """Our implementation of the config's architecture, on ``device`` in ``dtype``, weights not yet loaded;
+    with a ``quantization`` method, the linear layers it takes are its own modules from the start."""
     from transformers.initialization import no_init_weights
 
     model_class = resolve_model_class(hf_config)
     # Random initialisation would be wasted: load_weights fills every parameter or raises.
     with no_init_weights(), _default_dtype(dtype), torch.device(device):
-        model = model_class(hf_config, attention)
+        model = model_class(hf_config, attention, LinearFactory(quantization))
     return model.eval().requires_grad_(False)
 
 

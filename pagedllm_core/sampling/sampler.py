@@ -74,11 +74,18 @@ def score_sampled_tokens(logits: torch.Tensor, token_ids: torch.Tensor, num_top:
 
 
 class Sampler(ABC):
-    """Picks one next token per row of logits."""
+    """Picks one next token per row of logits.
+
+    The engine has already applied every request setting that edits logits (logit bias, penalties,
+    ``min_tokens`` bans, structured-output masks: see :func:`pagedllm_core.sampling.pipeline.sample_tokens`), so a sampler only
+    chooses; logprobs are computed afterwards from the raw logits."""
 
     def __init__(self, config: EngineConfig):
         self.config = config
 
     @abstractmethod
-    def sample(self, logits: torch.Tensor, metadata: SamplingMetadata) -> SamplerOutput:
-        """``logits``: float32 ``[num_rows, vocab_size]`` straight from the model -> tokens and logprobs."""
+    def sample(self, logits: torch.Tensor, metadata: SamplingMetadata) -> torch.Tensor:
+        """``logits``: float32 ``[num_rows, vocab_size]``, processed -> ``[num_rows]`` int64 token ids.
+
+        Rows with ``temperature`` 0 are greedy; a row's tokens outside ``metadata.allowed_tokens``
+        are already ``-inf``."""

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import json
-
-from pagedllm_core.server.errors import RequestTooLargeError
+from pagedllm_core.server.errors import RequestTooLargeError, send_api_error
 
 
 class BodySizeLimitMiddleware:
@@ -49,7 +47,4 @@ class BodySizeLimitMiddleware:
         await self.app(scope, replay, send)
 
     async def _refuse(self, send) -> None:
-        payload = json.dumps(RequestTooLargeError(self.max_bytes).body()).encode()
-        headers = [(b"content-type", b"application/json"), (b"content-length", str(len(payload)).encode())]
-        await send({"type": "http.response.start", "status": 413, "headers": headers})
-        await send({"type": "http.response.body", "body": payload})
+        await send_api_error(send, RequestTooLargeError(self.max_bytes))

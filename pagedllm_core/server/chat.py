@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import AsyncIterator
 
 from fastapi import APIRouter, Request
 
-from pagedllm_core.server.generation import BeamSearchGeneration, Generation
-from pagedllm_core.server.logprobs import chat_logprobs
+from pagedllm_core.server.generation import Generation
+from pagedllm_core.server.logprobs import TokenLabeler, chat_logprobs
 from pagedllm_core.server.protocol import ChatCompletionRequest
 from pagedllm_core.server.responses import (
     AssistantMessage,
@@ -21,6 +22,7 @@ from pagedllm_core.server.responses import (
 )
 from pagedllm_core.server.state import Server, ServerState
 from pagedllm_core.server.streaming import DeltaTracker, cancel_on_disconnect, sse_event, sse_response
+from pagedllm_core.server.tool_calls import ChoiceMessage, ToolCallReader, ToolCallStream
 
 router = APIRouter()
 
@@ -28,14 +30,15 @@ router = APIRouter()
 @router.post("/v1/chat/completions", response_model=ChatCompletionResponse)
 async def create_chat_completion(body: ChatCompletionRequest, request: Request, server: Server):
     model = server.check_model(body.model)
+    tool_reader = body.tool_call_reader(server.settings)
+    keep_special_tokens = _keeps_tool_markers(body, tool_reader)
     params = body.to_sampling_params(server.settings.limits)
-    prompt_token_ids = await server.render_chat(
-        body.messages, body.add_generation_prompt, body.continue_final_message, body.chat_template_kwargs
-    )
-    chat = _Chat(server, body, model, len(prompt_token_ids), params.logprobs)
+    if keep_special_tokens:
+        params = dataclasses.replace(params, skip_special_tokens=False)
+    prompt_token_ids = await server.render_chat(body.messages, *body.chat_template_options(), body.template_tools())
+    chat = _Chat(server, body, model, len(prompt_token_ids), params.logprobs, tool_reader)
     if body.use_beam_search:
-        with await BeamSearchGeneration.start(server, [prompt_token_ids], body) as generation:
-            return await chat.respond(generation)
+        params = body.beam_search_params_per_prompt(server.settings.limits, server.engine.max_model_len, [prompt_token_ids])
     generation = await Generation.start(server, [prompt_token_ids], params)
     if body.stream:
         return sse_response(chat.stream(generation), on_close=generation.close)
@@ -43,36 +46,54 @@ async def create_chat_completion(body: ChatCompletionRequest, request: Request, 
         return await cancel_on_disconnect(request, chat.respond(generation))
 
 
+def _keeps_tool_markers(body: ChatCompletionRequest, tool_reader: ToolCallReader | None) -> bool:
+    """Whether special tokens stay in the text because the tool parser looks for one (unless the client chose)."""
+    return tool_reader is not None and tool_reader.parser.needs_special_tokens and body.skip_special_tokens is None
+
+
 class _Chat:
     """Builds the response (or chunks) of one chat request from its engine outputs."""
 
     def __init__(
-        self, server: ServerState, body: ChatCompletionRequest, model: str, num_prompt_tokens: int, logprobs: int | None
+        self,
+        server: ServerState,
+        body: ChatCompletionRequest,
+        model: str,
+        num_prompt_tokens: int,
+        logprobs: int | None,
+        tool_reader: ToolCallReader | None,
     ):
         self.server = server
         self.body = body
         self.model = model
         self.num_prompt_tokens = num_prompt_tokens
         self.num_logprobs = logprobs
+        self.tool_reader = tool_reader
         self.response_id = new_response_id("chatcmpl")
 
     def _logprobs(self, token_ids, positions):
         if self.num_logprobs is None or positions is None:
             return None
-        return chat_logprobs(self.server.engine.tokenizer, token_ids, positions, self.num_logprobs)
+        labeler = TokenLabeler(self.server.engine.tokenizer, bool(self.body.return_tokens_as_token_ids))
+        return chat_logprobs(labeler, token_ids, positions, self.num_logprobs)
+
+    def _message(self, text: str) -> ChoiceMessage:
+        return ChoiceMessage(text, []) if self.tool_reader is None else self.tool_reader.message(text)
 
     async def respond(self, generation: Generation) -> ChatCompletionResponse:
         (output,) = await generation.final_outputs()
-        choices = [
-            ChatChoice(
-                index=completion.index,
-                message=AssistantMessage(content=completion.text),
-                logprobs=self._logprobs(completion.token_ids, completion.logprobs),
-                finish_reason=completion.finish_reason,
-                stop_reason=completion.stop_reason,
+        choices = []
+        for completion in sorted(output.outputs, key=lambda completion: completion.index):
+            message = self._message(completion.text)
+            choices.append(
+                ChatChoice(
+                    index=completion.index,
+                    message=AssistantMessage(content=message.content, tool_calls=message.tool_calls),
+                    logprobs=self._logprobs(completion.token_ids, completion.logprobs),
+                    finish_reason=message.finish_reason(completion.finish_reason),
+                    stop_reason=completion.stop_reason,
+                )
             )
-            for completion in sorted(output.outputs, key=lambda completion: completion.index)
-        ]
         num_completion_tokens = sum(len(completion.token_ids) for completion in output.outputs)
         return ChatCompletionResponse(
             id=self.response_id,
@@ -83,17 +104,31 @@ class _Chat:
 
     async def stream(self, generation: Generation) -> AsyncIterator[str]:
         tracker = DeltaTracker(self.body.n)
+        texts = [""] * self.body.n
+        tool_streams: list[ToolCallStream | None] = [
+            None if self.tool_reader is None else self.tool_reader.stream() for _ in range(self.body.n)
+        ]
         for index in range(self.body.n):
             # OpenAI opens each choice with the role before any content arrives.
             choice = ChatChunkChoice(index=index, delta=ChatDelta(role="assistant", content=""))
             yield sse_event(self._chunk([choice], tracker, self.body.continuous_usage))
         async for _, output in generation.outputs():
             for delta in tracker.deltas(0, output):
+                texts[delta.index] += delta.text
+                tool_stream = tool_streams[delta.index]
+                finish_reason = delta.finish_reason
+                if tool_stream is None:
+                    chat_delta = ChatDelta(content=delta.text or None)
+                else:
+                    piece = tool_stream.feed(texts[delta.index], final=finish_reason is not None)
+                    chat_delta = ChatDelta(content=piece.content or None, tool_calls=piece.tool_calls or None)
+                    if tool_stream.called and finish_reason == "stop":
+                        finish_reason = "tool_calls"
                 choice = ChatChunkChoice(
                     index=delta.index,
-                    delta=ChatDelta(content=delta.text) if delta.text else ChatDelta(),
+                    delta=chat_delta,
                     logprobs=self._logprobs(delta.token_ids, delta.logprobs),
-                    finish_reason=delta.finish_reason,
+                    finish_reason=finish_reason,
                 )
                 yield sse_event(self._chunk([choice], tracker, self.body.continuous_usage))
         if self.body.include_usage:

@@ -10,15 +10,22 @@ from pathlib import Path
 from pydantic import ByteSize, TypeAdapter, ValidationError
 
 from pagedllm_core.config import EngineConfig
-from pagedllm_core.entrypoints.engine_args import add_engine_arguments, engine_settings_from_args
+from pagedllm_core.entrypoints.engine_args import (
+    add_engine_arguments,
+    add_pooling_arguments,
+    engine_settings_from_args,
+    pooling_config_from_args,
+)
 from pagedllm_core.errors import ConfigError
 from pagedllm_core.server.settings import ServerLimits, ServerSettings
+from pagedllm_core.server.tool_parsers import TOOL_PARSERS
 
 logger = logging.getLogger(__name__)
 
 API_KEY_ENV = "PAGEDLLM_API_KEY"
 DEFAULT_MODEL_NAME = "SmolLM2-135M-Instruct"
 _LOG_LEVELS = ("critical", "error", "warning", "info", "debug", "trace")
+DEFAULT_SHUTDOWN_TIMEOUT = 5.0
 
 
 def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
@@ -53,8 +60,40 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
         "--request-timeout", type=float, default=None,
         help=f"seconds before a request is aborted with 504; 0 for none (default: {limits['request_timeout'].default:g})",
     )
+    group.add_argument(
+        "--enable-auto-tool-choice", action="store_true",
+        help="let tool_choice 'auto' (the default with tools) find calls in the output; needs --tool-call-parser",
+    )
+    group.add_argument(
+        "--tool-call-parser", choices=sorted(TOOL_PARSERS), default=None,
+        help="how tool calls are written by the model: hermes (Qwen, Hermes, SmolLM2), llama3_json, mistral",
+    )
+    group.add_argument(
+        "--max-prompts-per-request", type=int, default=None,
+        help=f"most prompts in one completions request (default: {limits['max_prompts_per_request'].default})",
+    )
+    group.add_argument(
+        "--max-num-waiting-requests", type=int, default=None,
+        help="most requests waiting outside the running batch; beyond it new requests get 429 with Retry-After; "
+        f"0 for no limit (default: {limits['max_num_waiting_requests'].default})",
+    )
+    group.add_argument(
+        "--shutdown-timeout", type=float, default=DEFAULT_SHUTDOWN_TIMEOUT,
+        help="on SIGTERM, seconds requests in flight get to finish before they are aborted "
+        f"(finish_reason 'abort'); the process then exits 0 (default: {DEFAULT_SHUTDOWN_TIMEOUT:g})",
+    )
+    group.add_argument(
+        "--keep-serving-on-engine-death", action="store_true",
+        help="keep the server up (answering 503) when the engine loop dies, instead of exiting non-zero so that "
+        "a supervisor restarts it",
+    )
+    group.add_argument(
+        "--enable-api-docs", action="store_true",
+        help="serve /docs, /redoc and /openapi.json (behind --api-key when set); off by default",
+    )
     group.add_argument("--uvicorn-log-level", choices=_LOG_LEVELS, default="info", help="uvicorn's log level")
     add_engine_arguments(parser)
+    add_pooling_arguments(parser)
 
 
 def engine_config_from_serve_args(args: argparse.Namespace) -> EngineConfig:
@@ -66,7 +105,7 @@ def engine_config_from_serve_args(args: argparse.Namespace) -> EngineConfig:
     return EngineConfig.build(**settings)
 
 
-def server_settings_from_args(args: argparse.Namespace, config: EngineConfig) -> ServerSettings:
+def server_settings_from_args(args: argparse.Namespace, config: EngineConfig, task: str = "generate") -> ServerSettings:
     limits = {}
     if args.max_request_body_size is not None:
         try:
@@ -75,9 +114,13 @@ def server_settings_from_args(args: argparse.Namespace, config: EngineConfig) ->
             raise ConfigError(
                 f"--max-request-body-size: expected bytes like 1048576 or 8MiB, got {args.max_request_body_size!r}"
             ) from None
-    for name in ("max_n", "max_logprobs"):
+    for name in ("max_n", "max_logprobs", "max_prompts_per_request"):
         if getattr(args, name) is not None:
             limits[name] = getattr(args, name)
+    if args.max_num_waiting_requests is not None:
+        limits["max_num_waiting_requests"] = args.max_num_waiting_requests or None
+    if args.shutdown_timeout < 0:
+        raise ConfigError(f"--shutdown-timeout must be >= 0 seconds, got {args.shutdown_timeout:g}")
     if args.request_timeout is not None:
         limits["request_timeout"] = args.request_timeout or None
     try:
@@ -87,6 +130,10 @@ def server_settings_from_args(args: argparse.Namespace, config: EngineConfig) ->
             api_key=args.api_key or os.environ.get(API_KEY_ENV) or None,
             chat_template=_read_chat_template(args.chat_template),
             limits=ServerLimits(**limits),
+            task=task,
+            tool_call_parser=args.tool_call_parser,
+            enable_auto_tool_choice=args.enable_auto_tool_choice,
+            enable_api_docs=args.enable_api_docs,
         )
     except ValidationError as error:
         raise ConfigError(f"invalid server settings: {error}") from None
@@ -104,15 +151,37 @@ def _read_chat_template(value: str | None) -> str | None:
 
 
 def run_server(args: argparse.Namespace) -> None:
-    """Load the model, then serve the OpenAI-compatible API until interrupted."""
+    """Load the model, then serve the OpenAI-compatible API until SIGTERM / Ctrl-C (or engine death).
+
+    Raises :class:`EngineDeadError` (a non-zero exit) when it stopped because the engine died.
+    """
     import uvicorn
 
-    from pagedllm_core.engine.async_engine import AsyncLLMEngine
+    from pagedllm_core.engine.async_engine import AsyncLLMEngine, EngineDeadError
+    from pagedllm_core.pooling.async_engine import AsyncEmbeddingEngine
+    from pagedllm_core.pooling.loading import detect_task
     from pagedllm_core.server.app import build_app
+    from pagedllm_core.server.process import PagedLLMServer
+    from pagedllm_core.server.request_context import configure_server_logging
 
+    configure_server_logging()
     config = engine_config_from_serve_args(args)
-    settings = server_settings_from_args(args, config)
-    engine = AsyncLLMEngine.from_config(config)
+    pooling = pooling_config_from_args(args)
+    task = detect_task(config, pooling)
+    settings = server_settings_from_args(args, config, task)
+    if task == "embed":
+        engine = AsyncEmbeddingEngine.from_config(config, pooling)
+    else:
+        engine = AsyncLLMEngine.from_config(config)
     app = build_app(engine, settings)
     logger.info("serving %s on http://%s:%d", settings.served_model_names[0], args.host, args.port)
-    uvicorn.run(app, host=args.host, port=args.port, log_level=args.uvicorn_log_level)
+    # Our access log (with tokens and request ids) replaces uvicorn's; log_config=None keeps our format.
+    uvicorn_config = uvicorn.Config(
+        app, host=args.host, port=args.port, log_level=args.uvicorn_log_level, access_log=False, log_config=None
+    )
+    server = PagedLLMServer(
+        uvicorn_config, app.state.server, args.shutdown_timeout, args.keep_serving_on_engine_death
+    )
+    server.run()
+    if server.engine_died:
+        raise EngineDeadError("the engine loop died (see the log above); exiting so that a supervisor restarts it")

@@ -8,8 +8,8 @@ from collections.abc import AsyncIterator
 from fastapi import APIRouter, Request
 
 from pagedllm_core.outputs import RequestOutput
-from pagedllm_core.server.generation import BeamSearchGeneration, Generation
-from pagedllm_core.server.logprobs import completion_logprobs
+from pagedllm_core.server.generation import Generation
+from pagedllm_core.server.logprobs import TokenLabeler, completion_logprobs
 from pagedllm_core.server.protocol import CompletionRequest
 from pagedllm_core.server.responses import (
     CompletionChoice,
@@ -32,8 +32,7 @@ async def create_completion(body: CompletionRequest, request: Request, server: S
     completion = _Completion(server, body, model, prompts, params.logprobs)
     prompt_token_ids = [prompt.token_ids for prompt in prompts]
     if body.use_beam_search:
-        with await BeamSearchGeneration.start(server, prompt_token_ids, body) as generation:
-            return await completion.respond(generation)
+        params = body.beam_search_params_per_prompt(server.settings.limits, server.engine.max_model_len, prompt_token_ids)
     generation = await Generation.start(server, prompt_token_ids, params)
     if body.stream:
         return sse_response(completion.stream(generation), on_close=generation.close)
@@ -82,7 +81,8 @@ class _Completion:
     def _logprobs(self, token_ids, positions, text_offset: int):
         if self.num_logprobs is None or positions is None:
             return None
-        return completion_logprobs(self.server.engine.tokenizer, token_ids, positions, self.num_logprobs, text_offset)
+        labeler = TokenLabeler(self.server.engine.tokenizer, bool(self.body.return_tokens_as_token_ids))
+        return completion_logprobs(labeler, token_ids, positions, self.num_logprobs, text_offset)
 
     async def stream(self, generation: Generation) -> AsyncIterator[str]:
         tracker = DeltaTracker(self.body.n)

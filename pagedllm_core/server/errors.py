@@ -6,6 +6,7 @@ client turns into its ``BadRequestError``, ``AuthenticationError``, ``NotFoundEr
 
 from __future__ import annotations
 
+import json
 import logging
 
 from fastapi import FastAPI, Request
@@ -15,6 +16,7 @@ from starlette.exceptions import HTTPException
 
 from pagedllm_core.engine.async_engine import EngineDeadError
 from pagedllm_core.errors import ConfigError
+from pagedllm_core.server.request_context import current_request_id
 
 logger = logging.getLogger(__name__)
 
@@ -24,6 +26,8 @@ class APIError(Exception):
 
     status_code = 500
     error_type = "internal_server_error"
+
+    headers: dict[str, str] | None = None
 
     def __init__(self, message: str, param: str | None = None, code: str | None = None):
         super().__init__(message)
@@ -47,6 +51,34 @@ class UnsupportedParameterError(InvalidRequestError):
 
     def __init__(self, param: str, what: str):
         super().__init__(f"{what} is not supported by this server", param=param, code="unsupported_parameter")
+
+
+class ContextLengthExceededError(InvalidRequestError):
+    """The prompt, or the prompt plus ``max_tokens``, does not fit the model's context (400).
+
+    The wording and code are vLLM's and OpenAI's, which clients match to tell this apart from other
+    400s (litellm's ``ContextWindowExceededError``, LangChain's context-overflow handling).
+    """
+
+    def __init__(self, max_model_len: int, num_prompt_tokens: int, max_tokens: int | None):
+        if max_tokens is None or num_prompt_tokens >= max_model_len:
+            message = (
+                f"This model's maximum context length is {max_model_len} tokens. However, your request has "
+                f"{num_prompt_tokens} input tokens. Please reduce the length of the input messages."
+            )
+        else:
+            message = (
+                f"'max_tokens' or 'max_completion_tokens' is too large: {max_tokens}. This model's maximum context "
+                f"length is {max_model_len} tokens and your request has {num_prompt_tokens} input tokens "
+                f"({max_tokens} > {max_model_len} - {num_prompt_tokens})."
+            )
+        super().__init__(message, code="context_length_exceeded")
+
+    @classmethod
+    def check(cls, max_model_len: int, num_prompt_tokens: int, max_tokens: int | None) -> None:
+        """Raise unless the prompt leaves room for ``max_tokens`` (None: at least one) generated tokens."""
+        if num_prompt_tokens + (max_tokens or 1) > max_model_len:
+            raise cls(max_model_len, num_prompt_tokens, max_tokens)
 
 
 class AuthenticationError(APIError):
@@ -110,6 +142,27 @@ class EngineUnavailableError(APIError):
     error_type = "service_unavailable"
 
 
+class TooManyRequestsError(APIError):
+    """The server's queue is full (``--max-num-waiting-requests``); retry after ``Retry-After`` seconds (429)."""
+
+    status_code = 429
+    error_type = "rate_limit_error"
+
+    def __init__(self, limit: int, retry_after_seconds: int = 1):
+        super().__init__(
+            f"the server is at its limit of {limit} waiting requests (--max-num-waiting-requests); retry later",
+            code="too_many_requests",
+        )
+        self.headers = {"Retry-After": str(retry_after_seconds)}
+
+
+class ServerShuttingDownError(EngineUnavailableError):
+    """The server is draining for shutdown and takes no new requests (503)."""
+
+    def __init__(self):
+        super().__init__("the server is shutting down and accepts no new requests", code="shutting_down")
+
+
 def error_body(message: str, error_type: str, param: str | None = None, code: str | None = None) -> dict:
     return {"error": {"message": message, "type": error_type, "param": param, "code": code}}
 
@@ -122,8 +175,21 @@ def as_api_error(error: Exception) -> APIError:
         return InvalidRequestError(str(error))
     if isinstance(error, EngineDeadError):
         return EngineUnavailableError(str(error))
-    logger.error("unexpected error while serving a request", exc_info=error)
-    return APIError(f"internal error: {type(error).__name__}: {error}")
+    request_id = current_request_id()
+    logger.error("unexpected error while serving request %s", request_id, exc_info=error)
+    # The exception's text stays in the log: it may show paths, internals or other requests' data.
+    return APIError(f"internal server error; the server log has the details under request id {request_id}")
+
+
+async def send_api_error(send, error: APIError, headers: dict[str, str] | None = None) -> None:
+    """Answer with ``error`` from a pure ASGI middleware (before the app has started a response)."""
+    payload = json.dumps(error.body()).encode()
+    all_headers = {"content-type": "application/json", "content-length": str(len(payload))}
+    all_headers.update(error.headers or {})
+    all_headers.update(headers or {})
+    raw = [(name.lower().encode("latin-1"), value.encode("latin-1")) for name, value in all_headers.items()]
+    await send({"type": "http.response.start", "status": error.status_code, "headers": raw})
+    await send({"type": "http.response.body", "body": payload})
 
 
 def install_error_handlers(app: FastAPI) -> None:
@@ -131,7 +197,7 @@ def install_error_handlers(app: FastAPI) -> None:
 
     async def api_error(_: Request, error: Exception) -> JSONResponse:
         api_error = as_api_error(error)
-        return JSONResponse(api_error.body(), status_code=api_error.status_code)
+        return JSONResponse(api_error.body(), status_code=api_error.status_code, headers=api_error.headers)
 
     async def validation_error(_: Request, error: RequestValidationError) -> JSONResponse:
         problems = error.errors()

@@ -8,11 +8,25 @@ from collections.abc import AsyncIterator
 
 from pagedllm_core.engine.async_engine import RequestStream
 from pagedllm_core.outputs import RequestOutput
-from pagedllm_core.sampling_params import SamplingParams
-from pagedllm_core.server.protocol import GenerationRequest
-from pagedllm_core.server.errors import RequestTimeoutError
+from pagedllm_core.sampling_params import BeamSearchParams, SamplingParams
+from pagedllm_core.server.errors import ContextLengthExceededError, RequestTimeoutError
 from pagedllm_core.server.metrics import RequestTracker
+from pagedllm_core.server.request_context import current_request
 from pagedllm_core.server.state import ServerState
+
+
+def admit(server: ServerState, prompts: list[list[int]]) -> list[str]:
+    """New engine request ids for these prompts, admitted by the server (429 / 503 otherwise).
+
+    The prompt tokens count towards the access log's line from here on.
+    """
+    base_id = uuid.uuid4().hex
+    request_ids = [f"{base_id}-{i}" for i in range(len(prompts))]
+    server.in_flight.admit(request_ids, server.engine.stats().num_running_requests)
+    context = current_request()
+    if context is not None:
+        context.num_prompt_tokens += sum(len(prompt) for prompt in prompts)
+    return request_ids
 
 
 class Generation:
@@ -22,32 +36,58 @@ class Generation:
     error, a timeout) aborts whatever is still running, so no KV block outlives its request.
     """
 
-    def __init__(self, streams: list[RequestStream], trackers: list[RequestTracker], timeout: float | None):
+    def __init__(self, server: ServerState, streams: list[RequestStream], trackers: list[RequestTracker]):
+        self.server = server
         self.streams = streams
         self.trackers = trackers
-        self.timeout = timeout
-        self.deadline = None if timeout is None else asyncio.get_running_loop().time() + timeout
+        self.timeout = server.settings.limits.request_timeout
+        self.deadline = None if self.timeout is None else asyncio.get_running_loop().time() + self.timeout
+        self._closed = False
 
     @classmethod
-    async def start(cls, server: ServerState, prompts: list[list[int]], params: SamplingParams) -> Generation:
-        """Add every prompt to the engine; if any is rejected, abort the others and raise its error."""
-        base_id = uuid.uuid4().hex
+    async def start(
+        cls, server: ServerState, prompts: list[list[int]], params: SamplingParams | list[BeamSearchParams]
+    ) -> Generation:
+        """Add every prompt to the engine (with one ``SamplingParams`` for all, or a beam search each);
+        if any is rejected, abort the others and raise its error.
+
+        Raises 429 when the server's queue is full and 503 while it shuts down (see :class:`InFlightRequests`).
+        """
+        params_per_prompt = params if isinstance(params, list) else [params] * len(prompts)
+        for token_ids, prompt_params in zip(prompts, params_per_prompt):
+            ContextLengthExceededError.check(server.engine.max_model_len, len(token_ids), prompt_params.max_tokens)
+        request_ids = admit(server, prompts)
         trackers = [server.metrics.new_request() for _ in prompts]
-        added = await asyncio.gather(
-            *(server.engine.add_request(f"{base_id}-{i}", ids, params) for i, ids in enumerate(prompts)),
-            return_exceptions=True,
-        )
+        try:
+            added = await asyncio.gather(
+                *(
+                    server.engine.add_request(request_id, ids, prompt_params)
+                    for request_id, ids, prompt_params in zip(request_ids, prompts, params_per_prompt)
+                ),
+                return_exceptions=True,
+            )
+        except BaseException:
+            server.in_flight.release(request_ids)
+            raise
         streams = [item for item in added if isinstance(item, RequestStream)]
         errors = [item for item in added if isinstance(item, BaseException)]
         if errors:
             for stream in streams:
                 stream.close()
+            server.in_flight.release(request_ids)
             raise errors[0]
-        return cls(streams, trackers, server.settings.limits.request_timeout)
+        return cls(server, streams, trackers)
 
     def close(self) -> None:
-        for stream in self.streams:
+        """Abort what is still running (counted as aborted) and release the requests' admission."""
+        if self._closed:
+            return
+        self._closed = True
+        for stream, tracker in zip(self.streams, self.trackers):
+            if not stream.finished:
+                tracker.abort()
             stream.close()
+        self.server.in_flight.release([stream.request_id for stream in self.streams])
 
     def __enter__(self) -> Generation:
         return self
@@ -87,41 +127,3 @@ class Generation:
         async for index, output in self.outputs():
             finals[index] = output
         return finals
-
-
-class BeamSearchGeneration:
-    """Beam search for each prompt (``use_beam_search``): answered whole, never streamed."""
-
-    def __init__(self, outputs: list[RequestOutput]):
-        self._outputs = outputs
-
-    @classmethod
-    async def start(cls, server: ServerState, prompts: list[list[int]], body: GenerationRequest) -> BeamSearchGeneration:
-        base_id = uuid.uuid4().hex
-        max_model_len = server.engine.max_model_len
-        searches = [
-            server.engine.beam_search(
-                f"{base_id}-{i}", ids, body.to_beam_search_params(server.settings.limits, max_model_len - len(ids))
-            )
-            for i, ids in enumerate(prompts)
-        ]
-        timeout = server.settings.limits.request_timeout
-        try:
-            outputs = await asyncio.wait_for(asyncio.gather(*searches), timeout)
-        except TimeoutError:
-            raise RequestTimeoutError(timeout) from None
-        for output in outputs:
-            server.metrics.new_request().observe(output)
-        return cls(outputs)
-
-    async def final_outputs(self) -> list[RequestOutput]:
-        return self._outputs
-
-    def close(self) -> None:
-        """Nothing to abort: the beam searches have finished."""
-
-    def __enter__(self) -> BeamSearchGeneration:
-        return self
-
-    def __exit__(self, *exc_info) -> None:
-        self.close()

@@ -9,6 +9,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
 from pagedllm_core.engine.async_engine import AsyncLLMEngine
 from pagedllm_core.outputs import RequestOutput
+from pagedllm_core.server.request_context import current_request
 
 PREFIX = "pagedllm:"
 _LATENCY_BUCKETS = (0.001, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 10.0, 20.0, 40.0, 80.0)
@@ -57,6 +58,12 @@ class ServerMetrics:
             PREFIX + "request_success", "Requests that finished, by finish reason.", ["finished_reason"],
             registry=self.registry,
         )
+        self.aborted_requests = Counter(
+            PREFIX + "request_aborted",
+            "Requests aborted before they finished: the client went away, the request timed out, or the server "
+            "shut down.",
+            registry=self.registry,
+        )
         self.time_to_first_token = Histogram(
             PREFIX + "time_to_first_token_seconds", "Seconds from arrival to the first generated token.",
             buckets=_LATENCY_BUCKETS, registry=self.registry,
@@ -78,10 +85,12 @@ class ServerMetrics:
 
 
 class RequestTracker:
-    """Feeds one engine request's outputs into the metrics as they arrive."""
+    """Feeds one engine request's outputs into the metrics (and the access log's token count) as they arrive."""
 
     def __init__(self, metrics: ServerMetrics):
         self.metrics = metrics
+        self.context = current_request()
+        self.finished = False
         self.arrival_time = time.monotonic()
         self.last_token_time: float | None = None
         self.num_tokens: dict[int, int] = {}  # per sequence index
@@ -98,9 +107,20 @@ class RequestTracker:
                 for _ in range(num_steps):
                     self.metrics.inter_token_latency.observe((now - self.last_token_time) / num_steps)
             self.metrics.generation_tokens.inc(sum(num_new.values()))
+            if self.context is not None:
+                self.context.num_completion_tokens += sum(num_new.values())
             self.last_token_time = now
             self.num_tokens = {c.index: len(c.token_ids) for c in output.outputs}
         if output.finished:
+            self.finished = True
             for completion in output.outputs:
                 self.metrics.finished_requests.labels(completion.finish_reason or "unknown").inc()
+            if any(completion.finish_reason == "abort" for completion in output.outputs):
+                self.metrics.aborted_requests.inc()
             self.metrics.request_latency.observe(now - self.arrival_time)
+
+    def abort(self) -> None:
+        """The request is being aborted before its final output arrived."""
+        if not self.finished:
+            self.finished = True
+            self.metrics.aborted_requests.inc()

@@ -9,14 +9,28 @@ honour are rejected with a 400 naming the field.
 
 from __future__ import annotations
 
-from typing import Any, ClassVar, Literal
+import json
+from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from pagedllm_core.sampling_params import BeamSearchParams, SamplingParams
-from pagedllm_core.server.errors import InvalidRequestError, UnsupportedParameterError
+from pagedllm_core.sampling_params import (
+    INT64_MAX,
+    LENGTH_PENALTY_RANGE,
+    REPETITION_PENALTY_RANGE,
+    BeamSearchParams,
+    SamplingParams,
+)
+from pagedllm_core.server.errors import ContextLengthExceededError, InvalidRequestError, UnsupportedParameterError
+from pagedllm_core.server.responses import ToolCall
 from pagedllm_core.server.settings import ServerLimits
 from pagedllm_core.server.structured_outputs import StructuredOutputFields
+from pagedllm_core.server.tools import ToolFields
+from pagedllm_core.structured_outputs import StructuredOutputsParams
+
+# A token id as a request may carry one: the engine checks it against the vocabulary, the edge
+# keeps it within the int64 the engine's tensors hold.
+TokenId = Annotated[int, Field(ge=0, le=INT64_MAX)]
 
 # Request fields passed to SamplingParams under the same name when the client sets them.
 SAMPLING_FIELDS = (
@@ -40,6 +54,18 @@ SAMPLING_FIELDS = (
 )
 
 
+# The chat_template_kwargs a request may set, with the type each takes: the switches chat templates
+# read. Anything else (return_tensors, tools, chat_template, tokenize...) would reach
+# apply_chat_template itself, so it is refused.
+CHAT_TEMPLATE_KWARGS: dict[str, type] = {
+    "add_generation_prompt": bool,
+    "continue_final_message": bool,
+    "enable_thinking": bool,
+    "thinking": bool,
+    "reasoning_effort": str,
+}
+
+
 class StreamOptions(BaseModel):
     """``stream_options``: whether to end the stream with (or attach to every chunk) a usage report."""
 
@@ -53,28 +79,47 @@ class GenerationRequest(StructuredOutputFields):
     model_config = ConfigDict(extra="allow")
 
     model: str | None = Field(None, description="A served model name; omitted means the first one.")
-    n: int = Field(1, ge=1, description="How many choices to return.")
+    n: int = Field(1, ge=1, le=INT64_MAX, description="How many choices to return.")
     temperature: float | None = Field(None, ge=0, le=2, description="0 is greedy; default 1.")
     top_p: float | None = Field(None, gt=0, le=1, description="Nucleus sampling mass; default 1 (off).")
-    seed: int | None = Field(None, description="Makes sampling reproducible for this request.")
+    seed: int | None = Field(None, ge=0, le=INT64_MAX, description="Makes sampling reproducible for this request.")
     stop: str | list[str] | None = Field(None, description="Strings that end generation (not included).")
     presence_penalty: float | None = Field(None, ge=-2, le=2)
     frequency_penalty: float | None = Field(None, ge=-2, le=2)
-    logit_bias: dict[int, float] | None = Field(None, description="Token id -> bias in [-100, 100].")
+    logit_bias: dict[TokenId, float] | None = Field(None, description="Token id -> bias in [-100, 100].")
     stream: bool | None = Field(False, description="Answer as server-sent events ending with 'data: [DONE]'.")
     stream_options: StreamOptions | None = None
     user: str | None = Field(None, description="An end-user id; accepted and not used.")
     # vLLM extensions
-    top_k: int | None = Field(None, description="Keep the k most likely tokens; 0 or -1 is off.")
+    top_k: int | None = Field(
+        None, ge=-1, le=INT64_MAX, description="Keep the k most likely tokens (at most the vocabulary); 0 or -1 is off."
+    )
     min_p: float | None = Field(None, ge=0, le=1, description="Drop tokens below min_p times the top probability.")
-    repetition_penalty: float | None = Field(None, gt=0, description="1 is off; above 1 discourages repeats.")
-    min_tokens: int | None = Field(None, ge=0, description="Generate at least this many tokens before stopping.")
+    repetition_penalty: float | None = Field(
+        None,
+        ge=REPETITION_PENALTY_RANGE[0],
+        le=REPETITION_PENALTY_RANGE[1],
+        description="1 is off; above 1 discourages repeats.",
+    )
+    min_tokens: int | None = Field(
+        None, ge=0, le=INT64_MAX, description="Generate at least this many tokens before stopping."
+    )
     ignore_eos: bool | None = Field(None, description="Keep generating past the end-of-sequence token.")
-    stop_token_ids: list[int] | None = Field(None, description="Token ids that end generation.")
+    stop_token_ids: list[TokenId] | None = Field(None, description="Token ids that end generation.")
     include_stop_str_in_output: bool | None = None
     skip_special_tokens: bool | None = None
-    use_beam_search: bool = Field(False, description="Beam search with n beams, returned best first (not streamed).")
-    length_penalty: float = Field(1.0, description="With use_beam_search: rank by cum_logprob / length ** this.")
+    use_beam_search: bool = Field(
+        False, description="Beam search with n beams, returned best first (streamed as one chunk per beam when it ends)."
+    )
+    return_tokens_as_token_ids: bool | None = Field(
+        None, description="Name logprob tokens 'token_id:<id>' instead of their text."
+    )
+    length_penalty: float = Field(
+        1.0,
+        ge=LENGTH_PENALTY_RANGE[0],
+        le=LENGTH_PENALTY_RANGE[1],
+        description="With use_beam_search: rank by cum_logprob / length ** this.",
+    )
     cache_salt: str | None = Field(
         None, min_length=1, description="Only requests with the same salt share prefix-cached KV blocks."
     )
@@ -93,6 +138,7 @@ class GenerationRequest(StructuredOutputFields):
         Raises :class:`InvalidRequestError` (or the ``ConfigError`` of ``SamplingParams``), both 400s.
         """
         self.check_supported()
+        self.check_num_prompts(limits)
         values = self.sampling_values()
         for name in ("n", "best_of"):
             if values.get(name, 1) > limits.max_n:
@@ -107,15 +153,35 @@ class GenerationRequest(StructuredOutputFields):
     def check_supported(self) -> None:
         """Raise :class:`UnsupportedParameterError` for features this server does not implement."""
 
+    def check_num_prompts(self, limits: ServerLimits) -> None:
+        """A 400 for more prompts than ``--max-prompts-per-request``."""
+        num_prompts = self.num_prompts()
+        if num_prompts > limits.max_prompts_per_request:
+            raise InvalidRequestError(
+                f"at most {limits.max_prompts_per_request} prompts per request are allowed on this server "
+                f"(--max-prompts-per-request); got {num_prompts}",
+                param="prompt",
+            )
+
+    def num_prompts(self) -> int:
+        return 1
+
     def max_new_tokens(self) -> int | None:
         """The requested output length (None: fill the context)."""
         return self.max_tokens
 
+    def beam_search_params_per_prompt(
+        self, limits: ServerLimits, max_model_len: int, prompts: list[list[int]]
+    ) -> list[BeamSearchParams]:
+        """One beam search per prompt, each bounded by the context its prompt leaves."""
+        for ids in prompts:
+            ContextLengthExceededError.check(max_model_len, len(ids), self.max_new_tokens())
+        return [self.to_beam_search_params(limits, max_model_len - len(ids)) for ids in prompts]
+
     def to_beam_search_params(self, limits: ServerLimits, room: int) -> BeamSearchParams:
         """Beam search settings for a prompt leaving ``room`` tokens of context; ``n`` is the beam width."""
         self.check_supported()
-        if self.stream:
-            raise UnsupportedParameterError("stream", "streaming with use_beam_search")
+        self.check_num_prompts(limits)
         if self.n > limits.max_n:
             raise InvalidRequestError(f"n must be at most {limits.max_n} on this server", param="n")
         if getattr(self, self.logprobs_field) is not None:
@@ -146,13 +212,13 @@ class GenerationRequest(StructuredOutputFields):
 class CompletionRequest(GenerationRequest):
     """``POST /v1/completions``."""
 
-    prompt: str | list[str] | list[int] | list[list[int]] = Field(
+    prompt: str | list[str] | list[TokenId] | list[list[TokenId]] = Field(
         description="A string, a list of strings, a list of token ids, or a list of token-id lists."
     )
-    max_tokens: int | None = Field(16, ge=1, description="Most tokens to generate; null fills the context.")
+    max_tokens: int | None = Field(16, ge=1, le=INT64_MAX, description="Most tokens to generate; null fills the context.")
     echo: bool | None = Field(False, description="Prepend the prompt to each choice's text.")
-    logprobs: int | None = Field(None, ge=0, description="Return this many most likely tokens per position.")
-    best_of: int | None = Field(None, ge=1, description="Generate best_of, return the n most likely.")
+    logprobs: int | None = Field(None, ge=0, le=INT64_MAX, description="Return this many most likely tokens per position.")
+    best_of: int | None = Field(None, ge=1, le=INT64_MAX, description="Generate best_of, return the n most likely.")
     suffix: str | None = Field(None, description="Not supported (insertion).")
 
     @field_validator("prompt")
@@ -167,6 +233,9 @@ class CompletionRequest(GenerationRequest):
         if isinstance(self.prompt, str) or isinstance(self.prompt[0], int):
             return [self.prompt]
         return list(self.prompt)
+
+    def num_prompts(self) -> int:
+        return len(self.prompts())
 
     def sampling_values(self) -> dict[str, Any]:
         values = super().sampling_values()
@@ -193,13 +262,19 @@ class TextContentPart(BaseModel):
 
 
 class ChatMessage(BaseModel):
-    """One message of a conversation; ``developer`` is treated as ``system``."""
+    """One message of a conversation; ``developer`` is treated as ``system``.
+
+    An assistant message may carry ``tool_calls`` (its ``content`` then may be null); a ``tool``
+    message answers the call named by its ``tool_call_id``.
+    """
 
     model_config = ConfigDict(extra="allow")
 
-    role: Literal["system", "developer", "user", "assistant"]
-    content: str | list[TextContentPart]
+    role: Literal["system", "developer", "user", "assistant", "tool"]
+    content: str | list[TextContentPart] | None = None
     name: str | None = None
+    tool_calls: list[ToolCall] | None = None
+    tool_call_id: str | None = None
 
     @field_validator("content")
     @classmethod
@@ -210,36 +285,80 @@ class ChatMessage(BaseModel):
                     raise ValueError(f"only text content parts are supported, got type {part.type!r}")
         return content
 
-    def template_dict(self) -> dict[str, str]:
-        """The message as chat templates expect it."""
-        content = self.content if isinstance(self.content, str) else "\n".join(part.text for part in self.content)
-        message = {"role": "system" if self.role == "developer" else self.role, "content": content}
+    @model_validator(mode="after")
+    def _content_or_tool_calls(self) -> ChatMessage:
+        if self.content is None and not (self.role == "assistant" and self.tool_calls):
+            raise ValueError("content may only be null in an assistant message with tool_calls")
+        if self.role == "tool" and not self.tool_call_id:
+            raise ValueError("a tool message needs the tool_call_id of the call it answers")
+        return self
+
+    def template_dict(self) -> dict[str, Any]:
+        """The message as chat templates expect it (tool call arguments as objects, as HF templates read them)."""
+        content = self.content
+        if isinstance(content, list):
+            content = "\n".join(part.text for part in content)
+        message: dict[str, Any] = {"role": "system" if self.role == "developer" else self.role, "content": content}
         if self.name is not None:
             message["name"] = self.name
+        if self.tool_calls:
+            message["tool_calls"] = [_template_tool_call(call) for call in self.tool_calls]
+        if self.tool_call_id is not None:
+            message["tool_call_id"] = self.tool_call_id
         return message
 
 
-class ChatCompletionRequest(GenerationRequest):
+def _template_tool_call(call: ToolCall) -> dict[str, Any]:
+    try:
+        arguments = json.loads(call.function.arguments)
+    except json.JSONDecodeError:
+        arguments = call.function.arguments
+    return {"id": call.id, "type": "function", "function": {"name": call.function.name, "arguments": arguments}}
+
+
+class ChatCompletionRequest(GenerationRequest, ToolFields):
     """``POST /v1/chat/completions``."""
 
     logprobs_field: ClassVar[str] = "top_logprobs"
 
     messages: list[ChatMessage] = Field(min_length=1)
-    max_tokens: int | None = Field(None, ge=1, description="Deprecated by OpenAI for max_completion_tokens.")
-    max_completion_tokens: int | None = Field(None, ge=1, description="Most tokens to generate; default: fill the context.")
+    max_tokens: int | None = Field(None, ge=1, le=INT64_MAX, description="Deprecated by OpenAI for max_completion_tokens.")
+    max_completion_tokens: int | None = Field(
+        None, ge=1, le=INT64_MAX, description="Most tokens to generate; default: fill the context."
+    )
     logprobs: bool | None = Field(False, description="Return the log-probability of each generated token.")
-    top_logprobs: int | None = Field(None, ge=0, description="With logprobs: this many most likely tokens per position.")
-    tools: list[dict[str, Any]] | None = None
-    tool_choice: str | dict[str, Any] | None = None
-    functions: list[dict[str, Any]] | None = None
+    top_logprobs: int | None = Field(
+        None, ge=0, le=INT64_MAX, description="With logprobs: this many most likely tokens per position."
+    )
+    functions: list[dict[str, Any]] | None = Field(None, description="Not supported: OpenAI's older name; use tools.")
     # vLLM extensions
     add_generation_prompt: bool = Field(True, description="End the prompt with the assistant's turn header.")
     continue_final_message: bool = Field(False, description="Continue the last (assistant) message instead.")
-    chat_template_kwargs: dict[str, Any] | None = Field(None, description="Extra variables for the chat template.")
+    chat_template_kwargs: dict[str, Any] | None = Field(
+        None,
+        description="Variables for the chat template, one of: " + ", ".join(CHAT_TEMPLATE_KWARGS) + ". "
+        "add_generation_prompt and continue_final_message given here win over the top-level fields.",
+    )
     chat_template: str | None = Field(None, description="Not accepted: start the server with --chat-template.")
 
-    def template_messages(self) -> list[dict[str, str]]:
-        return [message.template_dict() for message in self.messages]
+    @field_validator("chat_template_kwargs")
+    @classmethod
+    def _allowed_template_kwargs(cls, kwargs):
+        for name, value in (kwargs or {}).items():
+            expected = CHAT_TEMPLATE_KWARGS.get(name)
+            if expected is None:
+                raise ValueError(f"{name!r} is not allowed; allowed keys: {', '.join(CHAT_TEMPLATE_KWARGS)}")
+            if not isinstance(value, expected):
+                # A ValueError, which pydantic reports as a 400 naming the field (a TypeError would escape it).
+                raise ValueError(f"{name!r} must be a {expected.__name__}, got {type(value).__name__}")  # noqa: TRY004
+        return kwargs
+
+    def chat_template_options(self) -> tuple[bool, bool, dict[str, Any]]:
+        """``(add_generation_prompt, continue_final_message, other template variables)``."""
+        kwargs = dict(self.chat_template_kwargs or {})
+        add_generation_prompt = kwargs.pop("add_generation_prompt", self.add_generation_prompt)
+        continue_final_message = kwargs.pop("continue_final_message", self.continue_final_message)
+        return add_generation_prompt, continue_final_message, kwargs
 
     def max_new_tokens(self) -> int | None:
         return self.max_completion_tokens or self.max_tokens
@@ -251,16 +370,28 @@ class ChatCompletionRequest(GenerationRequest):
             values["logprobs"] = self.top_logprobs or 0
         return values
 
+    def structured_outputs_params(self) -> StructuredOutputsParams | None:
+        """A forced tool choice's schema, or the structured-output field's constraint."""
+        schema = self.forced_tool_schema()
+        if schema is None:
+            return super().structured_outputs_params()
+        if self._requested():
+            raise InvalidRequestError(
+                "a tool_choice of 'required' or a named function cannot be combined with response_format or "
+                "structured_outputs",
+                param="tool_choice",
+            )
+        return StructuredOutputsParams(json=schema)
+
     def check_supported(self) -> None:
-        if self.tools or self.functions:
-            raise UnsupportedParameterError("tools", "tool calling")
-        if self.tool_choice not in (None, "none", "auto"):
-            raise UnsupportedParameterError("tool_choice", "tool calling")
+        if self.functions:
+            raise UnsupportedParameterError("functions", "'functions' (use 'tools')")
         if self.chat_template is not None:
             raise UnsupportedParameterError("chat_template", "a per-request chat_template")
         if self.top_logprobs is not None and not self.logprobs:
             raise InvalidRequestError("top_logprobs needs logprobs set to true", param="top_logprobs")
-        if self.continue_final_message and self.add_generation_prompt:
+        add_generation_prompt, continue_final_message, _ = self.chat_template_options()
+        if continue_final_message and add_generation_prompt:
             raise InvalidRequestError(
                 "continue_final_message needs add_generation_prompt set to false", param="continue_final_message"
             )
@@ -286,4 +417,4 @@ class DetokenizeRequest(BaseModel):
     """``POST /detokenize``."""
 
     model: str | None = None
-    tokens: list[int]
+    tokens: list[TokenId]

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from pagedllm_core.server.tool_parsers import check_tool_parser_name
 
 
 class ServerLimits(BaseModel):
@@ -15,6 +19,15 @@ class ServerLimits(BaseModel):
     max_logprobs: int = Field(20, ge=0, description="Largest logprobs / top_logprobs one request may ask for.")
     request_timeout: float | None = Field(
         600.0, gt=0, description="Seconds a request may take before it is aborted (504); None for no limit."
+    )
+    max_prompts_per_request: int = Field(
+        256, ge=1, description="Most prompts one completions request may carry (400 beyond)."
+    )
+    max_num_waiting_requests: int | None = Field(
+        512,
+        ge=1,
+        description="Most engine requests held outside the running batch; beyond it new requests get 429 with "
+        "Retry-After. None for no limit.",
     )
 
 
@@ -30,3 +43,24 @@ class ServerSettings(BaseModel):
     api_key: str | None = Field(None, description="When set, /v1 and tokenizer routes need 'Bearer <key>'.")
     chat_template: str | None = Field(None, description="Jinja chat template replacing the tokenizer's.")
     limits: ServerLimits = Field(default_factory=ServerLimits)
+    task: Literal["generate", "embed"] = Field(
+        "generate", description="What the engine serves: generation routes, or /v1/embeddings."
+    )
+    tool_call_parser: str | None = Field(
+        None, description="How tool calls are read from outputs with tool_choice 'auto' (hermes, llama3_json, mistral)."
+    )
+    enable_auto_tool_choice: bool = Field(False, description="Allow tool_choice 'auto'; needs tool_call_parser.")
+    enable_api_docs: bool = Field(
+        False, description="Serve /docs, /redoc and /openapi.json (behind the API key when one is set)."
+    )
+
+    @field_validator("tool_call_parser")
+    @classmethod
+    def _known_parser(cls, name):
+        return name if name is None else check_tool_parser_name(name)
+
+    @model_validator(mode="after")
+    def _auto_needs_parser(self):
+        if self.enable_auto_tool_choice and self.tool_call_parser is None:
+            raise ValueError("--enable-auto-tool-choice needs --tool-call-parser")
+        return self

@@ -9,10 +9,12 @@ from typing import Annotated
 from fastapi import Depends, Request
 
 from pagedllm_core.engine.async_engine import AsyncLLMEngine
+from pagedllm_core.server.admission import InFlightRequests
 from pagedllm_core.server.errors import InvalidRequestError, ModelNotFoundError
 from pagedllm_core.server.metrics import ServerMetrics
 from pagedllm_core.server.protocol import ChatMessage
 from pagedllm_core.server.settings import ServerSettings
+from pagedllm_core.server.tool_prompt import fold_tools_into_messages, template_reads_tools
 
 
 @dataclass
@@ -34,6 +36,7 @@ class ServerState:
     engine: AsyncLLMEngine
     settings: ServerSettings
     metrics: ServerMetrics
+    in_flight: InFlightRequests
 
     @property
     def model_name(self) -> str:
@@ -70,8 +73,13 @@ class ServerState:
         add_generation_prompt: bool = True,
         continue_final_message: bool = False,
         template_kwargs: dict | None = None,
+        tools: list[dict] | None = None,
     ) -> list[int]:
-        """Token ids of a conversation rendered with ``--chat-template`` or the tokenizer's template."""
+        """Token ids of a conversation rendered with ``--chat-template`` or the tokenizer's template.
+
+        ``tools`` go to the template's ``tools`` variable; for a template without one, they and the
+        conversation's tool calls are written into the messages (see ``tool_prompt``).
+        """
         tokenizer = self.engine.tokenizer
         template = self.settings.chat_template
         if template is None and not getattr(tokenizer, "chat_template", None):
@@ -79,11 +87,15 @@ class ServerState:
                 "this model's tokenizer has no chat template; use /v1/completions, or start the server "
                 "with --chat-template FILE"
             )
+        conversation = [message.template_dict() for message in messages]
+        if not template_reads_tools(template or tokenizer.chat_template):
+            conversation, tools = fold_tools_into_messages(conversation, tools), None
 
         def render() -> list[int]:
             return list(
                 tokenizer.apply_chat_template(
-                    [message.template_dict() for message in messages],
+                    conversation,
+                    tools=tools,
                     chat_template=template,
                     add_generation_prompt=add_generation_prompt,
                     continue_final_message=continue_final_message,

@@ -8,7 +8,7 @@ from pagedllm_core.entrypoints.cli import main
 def test_one_stream_is_timed_token_by_token(engine):
     timing = time_engine_stream(engine, [5, 6, 7, 8], output_len=6)
     assert timing.num_output_tokens == 6 and timing.ttft > 0 and timing.decode_seconds > 0
-    model = load_transformers_model(engine.config, engine.loaded.dtype, engine.device)
+    model = load_transformers_model(engine.config, engine.model_info.dtype, engine.device)
     timing = time_single_stream(model, [5, 6, 7, 8], output_len=6, pad_token_id=0)
     assert timing.num_output_tokens == 6 and timing.ttft > 0 and timing.decode_seconds > 0
 

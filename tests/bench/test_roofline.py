@@ -12,7 +12,7 @@ NUM_VOCAB_WEIGHTS = 512 * 64
 
 def test_weights_are_counted_from_the_linear_layers(engine, tiny_llama):
     expected = ModelFlops(NUM_BODY_WEIGHTS, NUM_VOCAB_WEIGHTS, num_layers=2, num_heads=4, head_size=16)
-    assert ModelFlops.of_model(engine.runner.model, engine.loaded.hf_config) == expected
+    assert ModelFlops.of_model(engine.executor.worker.model_runner.model, engine.model_info.hf_config) == expected
     reference = AutoModelForCausalLM.from_pretrained(tiny_llama)  # q, k and v unfused
     assert ModelFlops.of_model(reference, reference.config) == expected
 

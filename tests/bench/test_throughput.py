@@ -22,7 +22,7 @@ def test_every_request_generates_exactly_output_len_tokens_under_preemption(engi
     assert result.num_requests == 6 and result.num_output_tokens == 6 * 7
     assert result.num_prompt_tokens == workload.num_prompt_tokens
     assert result.elapsed > 0 and result.peak_memory_bytes > 0
-    flops = ModelFlops.of_model(engine.runner.model, engine.loaded.hf_config)
+    flops = ModelFlops.of_model(engine.executor.worker.model_runner.model, engine.model_info.hf_config)
     assert result.model_flops == sum(flops.sequence_flops(len(prompt), 7) for prompt in workload.prompts) > 0
     assert engine.scheduler.num_preemptions > 0  # 6 sequences of up to 47 tokens share 96 slots
     assert kv_usage.num_steps > 0 and 0 < kv_usage.peak_usage <= 1 and 0 < kv_usage.mean_usage <= kv_usage.peak_usage
@@ -42,7 +42,7 @@ def test_waste_counts_the_unfilled_tail_of_the_last_block(engine):
 
 def test_baseline_generates_the_same_number_of_tokens(engine):
     workload = small_workload(engine, num_prompts=5)
-    model = load_transformers_model(engine.config, engine.loaded.dtype, engine.device)
+    model = load_transformers_model(engine.config, engine.model_info.dtype, engine.device)
     result = run_static_batches(model, workload, batch_size=2, pad_token_id=pad_token_id_for(engine))
     assert result.system == "transformers, static batch 2"
     assert result.num_output_tokens == 5 * 7 and result.num_prompt_tokens == workload.num_prompt_tokens

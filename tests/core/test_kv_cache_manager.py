@@ -2,12 +2,12 @@ import pytest
 
 from pagedllm_core.engine.block_pool import BlockPool
 from pagedllm_core.engine.kv_cache_manager import KVCacheManager
-from pagedllm_core.engine.request import Request
+from pagedllm_core.engine.sequence import Sequence
 from pagedllm_core.sampling_params import SamplingParams
 
 
-def make_request(request_id: str, num_tokens: int) -> Request:
-    return Request(request_id, list(range(num_tokens)), SamplingParams(), 8, frozenset())
+def make_sequence(seq_id: str, num_tokens: int) -> Sequence:
+    return Sequence(seq_id, list(range(num_tokens)), SamplingParams(), 8, frozenset())
 
 
 def test_pool_reference_counts_return_blocks_when_last_holder_releases():
@@ -25,32 +25,32 @@ def test_pool_reference_counts_return_blocks_when_last_holder_releases():
 
 def test_allocate_slots_grows_block_table_on_demand():
     manager = KVCacheManager(num_blocks=8, block_size=4)
-    request = make_request("a", 6)
-    assert manager.allocate_slots(request, 6)
+    sequence = make_sequence("a", 6)
+    assert manager.allocate_slots(sequence, 6)
     assert len(manager.block_tables["a"]) == 2
-    request.num_computed_tokens = 6
-    assert manager.allocate_slots(request, 2)  # fills block 2 exactly
+    sequence.num_computed_tokens = 6
+    assert manager.allocate_slots(sequence, 2)  # fills block 2 exactly
     assert len(manager.block_tables["a"]) == 2
-    request.num_computed_tokens = 8
-    assert manager.allocate_slots(request, 1)
+    sequence.num_computed_tokens = 8
+    assert manager.allocate_slots(sequence, 1)
     assert len(manager.block_tables["a"]) == 3
-    manager.free(request)
+    manager.free(sequence)
     assert manager.num_used_blocks == 0
 
 
 def test_allocate_slots_refuses_without_taking_anything_when_short():
     manager = KVCacheManager(num_blocks=2, block_size=4)
-    request = make_request("a", 12)
-    assert not manager.allocate_slots(request, 12)
+    sequence = make_sequence("a", 12)
+    assert not manager.allocate_slots(sequence, 12)
     assert manager.num_used_blocks == 0
 
 
 def test_fork_shares_blocks_and_write_into_shared_partial_block_copies_it():
     manager = KVCacheManager(num_blocks=8, block_size=4)
-    parent = make_request("parent", 6)
+    parent = make_sequence("parent", 6)
     assert manager.allocate_slots(parent, 6)
     parent.num_computed_tokens = 6
-    child = make_request("child", 6)
+    child = make_sequence("child", 6)
     child.num_computed_tokens = 6
     manager.fork(parent, child)
     assert manager.block_tables["child"] == manager.block_tables["parent"]

@@ -65,12 +65,36 @@ def test_beams_ending_in_eos_match_transformers(tmp_path):
         assert any(sequence.finish_reason == "stop" for sequence in output.sequences)
 
 
-def test_beam_search_refuses_to_interleave_with_running_requests(tiny_model_dir):
+def test_beam_searches_share_steps_with_sampled_requests_and_abort_cleanly(tiny_model_dir):
     from pagedllm_core import SamplingParams
 
-    llm = LLM(model=str(tiny_model_dir("LlamaForCausalLM")), dtype="float32")
-    llm.llm_engine.add_request("busy", "Hello", SamplingParams(max_tokens=4))
-    with pytest.raises(ValueError, match="idle engine"):
-        llm.beam_search("Hello", BeamSearchParams(beam_width=2, max_tokens=2))
-    llm.llm_engine.abort_request("busy")
-    assert llm.llm_engine.kv_cache_stats().num_used_blocks == 0
+    llm = LLM(model=str(tiny_model_dir("LlamaForCausalLM")), dtype="float32", block_size=4)
+    engine = llm.llm_engine
+    greedy = SamplingParams(temperature=0, max_tokens=MAX_TOKENS, ignore_eos=True)
+    beams = BeamSearchParams(beam_width=3, max_tokens=MAX_TOKENS, ignore_eos=True)
+    (alone,) = llm.generate(["Hello"], greedy, use_tqdm=False)
+    (beams_alone,) = llm.beam_search(["Once upon a time"], beams)
+
+    engine.add_request("sampled", "Hello", greedy)
+    engine.add_request("beams", "Once upon a time", beams)
+    engine.add_request("aborted", "The quick brown fox", beams)
+    finished, steps_with_both = {}, 0
+    while engine.has_unfinished_requests():
+        scheduled = engine.scheduler.schedule
+        plan_holder = []
+        engine.scheduler.schedule = lambda: plan_holder.append(scheduled()) or plan_holder[-1]
+        outputs = engine.step()
+        engine.scheduler.schedule = scheduled
+        running = {item.sequence.request_id for item in plan_holder[0].scheduled}
+        steps_with_both += {"sampled", "beams"} <= running
+        if "aborted" in running and len(finished) == 0:
+            (aborted,) = engine.abort_request("aborted")
+            assert aborted.finished and all(beam.finish_reason == "abort" for beam in aborted.outputs)
+        finished.update({output.request_id: output for output in outputs if output.finished})
+    assert steps_with_both >= MAX_TOKENS - 1  # the beams ran in the same batches as the sampled request
+    assert finished["sampled"].outputs[0].token_ids == alone.outputs[0].token_ids
+    prompt_length = len(finished["beams"].prompt_token_ids)
+    assert [beam.token_ids for beam in finished["beams"].outputs] == [
+        sequence.tokens[prompt_length:] for sequence in beams_alone.sequences
+    ]
+    assert engine.kv_cache_stats().num_used_blocks == 0

@@ -46,7 +46,7 @@ def backend_class():
 
 def compiler_for(backend_class, name="gated", timeout=5.0, cache_size=256) -> ConstraintCompiler:
     registry = Registry([Registration(PluginKind.OUTPUT_CONSTRAINT, "gated", backend_class, "", "tests")])
-    return ConstraintCompiler(registry, name, None, 32, frozenset({0}), timeout, cache_size)
+    return ConstraintCompiler(registry, name, None, 32, frozenset({0}), timeout, cache_size, isolate=False)
 
 
 def test_an_equal_spec_is_compiled_once(backend_class):
@@ -98,3 +98,36 @@ def test_a_missing_outlines_backend_names_the_plugin_to_install(backend_class):
 def test_an_unknown_backend_lists_the_registered_ones(backend_class):
     with pytest.raises(ConfigError, match="unknown output constraint 'xgrammar'; available: 'gated'"):
         compiler_for(backend_class, name="xgrammar").compile(SPEC)
+
+
+def test_a_spec_over_the_size_limit_is_refused(backend_class):
+    backend_class.gate.set()
+    compiler = ConstraintCompiler(
+        Registry([Registration(PluginKind.OUTPUT_CONSTRAINT, "gated", backend_class, "", "tests")]),
+        "gated", None, 32, frozenset({0}), 5.0, isolate=False, max_spec_bytes=100,
+    )
+    with pytest.raises(StructuredOutputError, match="the limit is 100"):
+        compiler.compile(StructuredOutputsParams(choice=["x" * 200]))
+    assert backend_class.num_compiles == 0
+
+
+def test_compiles_beyond_the_queue_bound_are_refused(backend_class):
+    compiler = ConstraintCompiler(
+        Registry([Registration(PluginKind.OUTPUT_CONSTRAINT, "gated", backend_class, "", "tests")]),
+        "gated", None, 32, frozenset({0}), 5.0, max_concurrent_compiles=1, isolate=False, max_queued_compiles=2,
+    )
+    specs = [StructuredOutputsParams(regex=f"a{{{i}}}") for i in range(4)]
+    results = []
+    threads = [threading.Thread(target=lambda spec=spec: results.append(compiler.compile(spec))) for spec in specs[:3]]
+    for thread in threads:
+        thread.start()
+    # One compile runs (gated) and two wait for the worker: the queue is full.
+    deadline = threading.Event()
+    while compiler._num_queued < 2 and not deadline.wait(0.01):
+        pass
+    with pytest.raises(StructuredOutputError, match="already queued"):
+        compiler.compile(specs[3])
+    backend_class.gate.set()
+    for thread in threads:
+        thread.join()
+    assert len(results) == 3

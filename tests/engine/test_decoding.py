@@ -89,7 +89,7 @@ def test_parallel_sampling_shares_prompt_blocks_and_frees_them(llm):
     engine.add_request("fan", PROMPTS[3], params)
     engine.step()  # the prompt is prefilled once and forked into four sequences
     stats = engine.kv_cache_stats()
-    prompt_blocks = len(engine.kv_cache_manager.block_tables[engine._states["fan"].first.request_id])
+    prompt_blocks = len(engine.kv_cache_manager.block_tables[engine._states["fan"].first.seq_id])
     assert stats.num_referenced_blocks == 4 * prompt_blocks
     assert stats.num_used_blocks == prompt_blocks
     outputs = []
@@ -176,3 +176,18 @@ def test_bad_values_raise_clear_errors(llm):
     with pytest.raises(ValueError, match="logit_bias token ids must be in"):
         llm.generate("hi", SamplingParams(logit_bias={10**6: 1.0}), use_tqdm=False)
     assert_no_blocks_in_use(llm)
+
+
+def test_the_stop_token_that_ends_a_sequence_stays_out_of_its_text(llm):
+    greedy = SamplingParams(temperature=0, max_tokens=8, ignore_eos=True, skip_special_tokens=False)
+    tokens = llm.generate(PROMPTS[0], greedy, use_tqdm=False)[0].outputs[0].token_ids
+    stop_at = next(i for i in range(1, len(tokens)) if tokens[i] not in tokens[:i])
+    tokenizer = llm.get_tokenizer()
+    for include, expected_tokens in ((False, tokens[:stop_at]), (True, tokens[: stop_at + 1])):
+        params = SamplingParams(
+            temperature=0, max_tokens=8, ignore_eos=True, skip_special_tokens=False,
+            stop_token_ids=[tokens[stop_at]], include_stop_str_in_output=include,
+        )
+        (completion,) = llm.generate(PROMPTS[0], params, use_tqdm=False)[0].outputs
+        assert completion.token_ids == tokens[: stop_at + 1] and completion.stop_reason == tokens[stop_at]
+        assert completion.text == tokenizer.decode(expected_tokens, skip_special_tokens=False)

@@ -14,7 +14,7 @@ def test_out_of_tree_backend_is_selected_by_name_and_used(tiny_model_dir):
     directory = str(tiny_model_dir("LlamaForCausalLM"))
     calls_before = ExampleAttentionBackend.num_forward_calls
     example = LLM(model=directory, dtype="float32", attention_backend="example")
-    assert isinstance(example.llm_engine.runner.attention, ExampleAttentionBackend)
+    assert isinstance(example.llm_engine.executor.worker.model_runner.attention, ExampleAttentionBackend)
     tokens = example.generate("Hello there", GREEDY, use_tqdm=False)[0].outputs[0].token_ids
     assert ExampleAttentionBackend.num_forward_calls > calls_before
     reference = LLM(model=directory, dtype="float32").generate("Hello there", GREEDY, use_tqdm=False)
@@ -81,7 +81,7 @@ def test_auto_dtype_avoids_emulated_bfloat16_on_the_cpu(monkeypatch):
     import torch
 
     from pagedllm_core.config import EngineConfig
-    from pagedllm_core.engine import model_setup
+    from pagedllm_core.model import model_info as model_setup
 
     cpu = torch.device("cpu")
     auto, explicit = EngineConfig.build(dtype="auto"), EngineConfig.build(dtype="bfloat16")
@@ -97,7 +97,7 @@ def test_auto_backend_takes_the_compiled_cpu_backend_when_installed(tiny_model_d
     from pagedllm_attention_cpu.backend import CpuAttentionBackend
 
     llm = LLM(model=str(tiny_model_dir("LlamaForCausalLM")), dtype="float32")
-    assert isinstance(llm.llm_engine.runner.attention, CpuAttentionBackend)
+    assert isinstance(llm.llm_engine.executor.worker.model_runner.attention, CpuAttentionBackend)
 
 
 def test_auto_backend_falls_back_when_the_preferred_one_cannot_start(tiny_model_dir, monkeypatch, caplog):
@@ -110,5 +110,34 @@ def test_auto_backend_falls_back_when_the_preferred_one_cannot_start(tiny_model_
 
     monkeypatch.setattr(CpuAttentionBackend, "__init__", fail_to_build)
     llm = LLM(model=str(tiny_model_dir("LlamaForCausalLM")), dtype="float32")
-    assert isinstance(llm.llm_engine.runner.attention, TorchAttentionBackend)
+    assert isinstance(llm.llm_engine.executor.worker.model_runner.attention, TorchAttentionBackend)
     assert "'cpu' failed to start (no compiler today)" in caplog.text
+
+
+def test_a_kv_cache_dtype_no_backend_keeps_is_refused_with_the_dtypes_it_can(tiny_model_dir):
+    with pytest.raises(UnsupportedConfigError, match=r"kv_cache_dtype bfloat16 is not supported.*keeps: float32"):
+        LLM(model=str(tiny_model_dir("LlamaForCausalLM")), dtype="float32", kv_cache_dtype="bfloat16", attention_backend="torch")
+
+
+def test_a_backend_lays_out_and_copies_its_own_cache(tiny_model_dir, monkeypatch):
+    """A backend that declares another layout gets its cache allocated in it and copies blocks itself."""
+    from pagedllm_core.default_plugins.torch_attention import TorchAttentionBackend
+
+    layouts, copies = [], []
+    default_shape = TorchAttentionBackend.kv_cache_shape.__func__
+    default_copy = TorchAttentionBackend.copy_blocks.__func__
+
+    def shape(cls, *args):
+        layouts.append(args)
+        return default_shape(cls, *args)
+
+    def copy(cls, kv_cache, block_copies):
+        copies.extend(block_copies)
+        default_copy(cls, kv_cache, block_copies)
+
+    monkeypatch.setattr(TorchAttentionBackend, "kv_cache_shape", classmethod(shape))
+    monkeypatch.setattr(TorchAttentionBackend, "copy_blocks", classmethod(copy))
+    llm = LLM(model=str(tiny_model_dir("LlamaForCausalLM")), dtype="float32", attention_backend="torch", block_size=4)
+    assert layouts and layouts[0][1] == 4
+    llm.generate("Hello", SamplingParams(n=3, temperature=1.0, seed=1, max_tokens=4, ignore_eos=True), use_tqdm=False)
+    assert copies  # the siblings' shared last block was copied on write, by the backend

@@ -5,7 +5,7 @@ import torch
 from pagedllm_core.attention.backend import AttentionSpec
 from pagedllm_core.config import EngineConfig
 from pagedllm_core.default_plugins.torch_attention import TorchAttentionBackend
-from pagedllm_core.engine.kv_cache import KVCacheShape, allocate_kv_cache
+from pagedllm_core.worker.kv_cache import KVCacheShape, allocate_kv_cache
 from pagedllm_core.model import loader
 from pagedllm_core.testing import SequenceChunk, run_model_step
 

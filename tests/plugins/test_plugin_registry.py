@@ -8,6 +8,7 @@ import pytest
 from fake_plugins import AttentionBackendsPlugin, EveryKindPlugin, FakeAttentionBackend, FakeSampler
 
 from pagedllm_core.errors import ConfigError, DuplicateRegistrationError, UnknownPluginTargetError
+from pagedllm_core.hookspecs import hookimpl
 from pagedllm_core.registry import PluginKind, Registry
 
 LAZY_MODULE = "pagedllm_test_lazy_backend"
@@ -109,3 +110,22 @@ def test_lazy_target_with_missing_class_names_the_path(plugin_manager):
     with pytest.raises(ConfigError, match="AttributeError") as error:
         registry.resolve(PluginKind.ATTENTION_BACKEND, "broken")
     assert target in str(error.value)
+
+
+class PrioritizedBackendsPlugin:
+    """Three backends: two join ``auto`` on the CPU with different priorities, one never does."""
+
+    @hookimpl
+    def register_attention_backends(self, register):
+        register("slow", FakeAttentionBackend, "joins auto last", auto_priority={"cpu": 1, "cuda": 5})
+        register("fast", FakeAttentionBackend, "joins auto first on the CPU", auto_priority={"cpu": 9})
+        register("manual", FakeAttentionBackend, "only by name")
+
+
+def test_auto_candidates_are_the_backends_that_declared_a_priority_highest_first(plugin_manager):
+    plugin_manager.register(PrioritizedBackendsPlugin(), name="prioritized")
+    registry = Registry.from_plugin_manager(plugin_manager)
+
+    assert registry.auto_candidates(PluginKind.ATTENTION_BACKEND, "cpu") == ["fast", "slow"]
+    assert registry.auto_candidates(PluginKind.ATTENTION_BACKEND, "cuda") == ["slow"]
+    assert registry.auto_candidates(PluginKind.ATTENTION_BACKEND, "mps") == []

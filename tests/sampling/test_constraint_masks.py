@@ -7,8 +7,9 @@ import torch
 
 from pagedllm_core.config import EngineConfig
 from pagedllm_core.default_plugins.default_sampler import DefaultSampler
-from pagedllm_core.engine.request import Request
-from pagedllm_core.engine.sampling_inputs import SamplingRow, build_sampling_metadata
+from pagedllm_core.sampling.pipeline import sample_tokens
+from pagedllm_core.testing import build_sampling_rows
+from pagedllm_core.worker.sampling_metadata import build_sampling_metadata
 from pagedllm_core.sampling.constraints import ConstraintState, pack_token_ids, unpack_token_bitmask
 from pagedllm_core.sampling_params import SamplingParams
 
@@ -34,18 +35,14 @@ class FixedTokens(ConstraintState):
         return FixedTokens(list(self.token_ids))
 
 
-def rows_for(params: list[SamplingParams], constraints: list[ConstraintState | None]) -> list[SamplingRow]:
-    rows = []
-    for i, (row_params, constraint) in enumerate(zip(params, constraints)):
-        request = Request(str(i), [0], row_params, 1000, frozenset({VOCAB - 1}))
-        request.constraint = constraint
-        rows.append(SamplingRow(request, None))
-    return rows
+def rows_for(params: list[SamplingParams], constraints: list[ConstraintState | None]):
+    bitmasks = [None if c is None else c.allowed_token_bitmask().numpy().tobytes() for c in constraints]
+    return build_sampling_rows(params, VOCAB, stop_token_ids=[VOCAB - 1], allowed_token_bitmasks=bitmasks)
 
 
-def sample(logits, rows, seed=0):
-    metadata = build_sampling_metadata(rows, VOCAB, torch.device("cpu"))
-    return DefaultSampler(EngineConfig.build(seed=seed)).sample(logits.clone(), metadata)
+def sample(logits, batch_and_rows, seed=0):
+    metadata = build_sampling_metadata(*batch_and_rows, torch.device("cpu"))
+    return sample_tokens(DefaultSampler(EngineConfig.build(seed=seed)), logits.clone(), metadata)
 
 
 @pytest.mark.parametrize("vocab_size", [1, 8, 37, 49152])
@@ -57,7 +54,7 @@ def test_packing_round_trips(vocab_size):
 
 def test_no_mask_is_built_when_no_row_is_constrained():
     rows = rows_for([SamplingParams(temperature=0)] * 3, [None] * 3)
-    assert build_sampling_metadata(rows, VOCAB, torch.device("cpu")).allowed_tokens is None
+    assert build_sampling_metadata(*rows, torch.device("cpu")).allowed_tokens is None
 
 
 def test_greedy_rows_take_the_best_allowed_token_and_batch_mates_are_untouched():

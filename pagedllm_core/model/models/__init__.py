@@ -12,7 +12,11 @@ MODEL_ARCHITECTURES: dict[str, str] = {
     "MistralForCausalLM": "pagedllm_core.model.models.llama:MistralForCausalLM",
     "Qwen2ForCausalLM": "pagedllm_core.model.models.qwen2:Qwen2ForCausalLM",
     "OPTForCausalLM": "pagedllm_core.model.models.opt:OPTForCausalLM",
+    "BertModel": "pagedllm_core.model.models.bert:BertModel",
 }
+
+# Architectures without a language-model head: they serve embeddings only.
+ENCODER_ARCHITECTURES = frozenset({"BertModel"})
 
 
 def architecture_name(hf_config) -> str:

@@ -13,7 +13,7 @@ from pagedllm_core.attention.metadata import AttentionMetadata
 from pagedllm_core.model.attention_shape import attention_shape
 from pagedllm_core.model.layers.activation import activation_function
 from pagedllm_core.model.layers.attention import PagedAttention
-from pagedllm_core.model.layers.linear import MergedLinear
+from pagedllm_core.model.layers.linear import LinearFactory
 from pagedllm_core.model.layers.norm import RMSNorm
 from pagedllm_core.model.layers.rotary import RotaryEmbedding
 from pagedllm_core.model.weight_loading import load_named_tensors
@@ -40,15 +40,22 @@ class LlamaAttention(nn.Module):
     """Fused q/k/v projection, rotary embedding, paged attention, output projection."""
 
     def __init__(
-        self, hf_config, backend: AttentionBackend, layer_index: int, rotary: RotaryEmbedding, biases: ProjectionBiases
+        self,
+        hf_config,
+        backend: AttentionBackend,
+        layer_index: int,
+        rotary: RotaryEmbedding,
+        biases: ProjectionBiases,
+        linear: LinearFactory,
+        prefix: str,
     ):
         super().__init__()
         shape = attention_shape(hf_config)
         q_size = shape.num_heads * shape.head_size
         kv_size = shape.num_kv_heads * shape.head_size
-        self.qkv_proj = MergedLinear(hf_config.hidden_size, [q_size, kv_size, kv_size], bias=biases.qkv)
+        self.qkv_proj = linear(f"{prefix}.qkv_proj", hf_config.hidden_size, [q_size, kv_size, kv_size], biases.qkv)
         self.query_key_sizes = [q_size, kv_size]
-        self.o_proj = nn.Linear(q_size, hf_config.hidden_size, bias=biases.output)
+        self.o_proj = linear(f"{prefix}.o_proj", q_size, hf_config.hidden_size, biases.output)
         self.rotary = rotary
         self.attn = PagedAttention(backend, layer_index, shape.num_heads, shape.num_kv_heads, shape.head_size)
 
@@ -67,11 +74,11 @@ class LlamaAttention(nn.Module):
 class LlamaMLP(nn.Module):
     """Gated feed-forward: ``down(act(gate(x)) * up(x))`` with gate and up in one matmul."""
 
-    def __init__(self, hf_config, bias: bool):
+    def __init__(self, hf_config, bias: bool, linear: LinearFactory, prefix: str):
         super().__init__()
         intermediate = hf_config.intermediate_size
-        self.gate_up_proj = MergedLinear(hf_config.hidden_size, [intermediate, intermediate], bias=bias)
-        self.down_proj = nn.Linear(intermediate, hf_config.hidden_size, bias=bias)
+        self.gate_up_proj = linear(f"{prefix}.gate_up_proj", hf_config.hidden_size, [intermediate, intermediate], bias)
+        self.down_proj = linear(f"{prefix}.down_proj", intermediate, hf_config.hidden_size, bias)
         self.act = activation_function(hf_config.hidden_act)
 
     def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
@@ -83,12 +90,21 @@ class LlamaMLP(nn.Module):
 class LlamaDecoderLayer(nn.Module):
     """Pre-norm residual block: attention, then the gated MLP."""
 
-    def __init__(self, hf_config, backend, layer_index: int, rotary: RotaryEmbedding, biases: ProjectionBiases):
+    def __init__(
+        self,
+        hf_config,
+        backend,
+        layer_index: int,
+        rotary: RotaryEmbedding,
+        biases: ProjectionBiases,
+        linear: LinearFactory,
+        prefix: str,
+    ):
         super().__init__()
         self.input_layernorm = RMSNorm(hf_config.hidden_size, hf_config.rms_norm_eps)
-        self.self_attn = LlamaAttention(hf_config, backend, layer_index, rotary, biases)
+        self.self_attn = LlamaAttention(hf_config, backend, layer_index, rotary, biases, linear, f"{prefix}.self_attn")
         self.post_attention_layernorm = RMSNorm(hf_config.hidden_size, hf_config.rms_norm_eps)
-        self.mlp = LlamaMLP(hf_config, biases.mlp)
+        self.mlp = LlamaMLP(hf_config, biases.mlp, linear, f"{prefix}.mlp")
 
     def forward(self, position_embeddings, hidden_states, kv_caches, metadata):
         hidden_states = hidden_states + self.self_attn(
@@ -100,12 +116,13 @@ class LlamaDecoderLayer(nn.Module):
 class LlamaModel(nn.Module):
     """Embedding, decoder layers and final norm; named ``model`` like in Hugging Face checkpoints."""
 
-    def __init__(self, hf_config, backend: AttentionBackend, biases: ProjectionBiases):
+    def __init__(self, hf_config, backend: AttentionBackend, biases: ProjectionBiases, linear: LinearFactory):
         super().__init__()
         self.embed_tokens = nn.Embedding(hf_config.vocab_size, hf_config.hidden_size)
         self.rotary = rotary = RotaryEmbedding.from_config(hf_config, attention_shape(hf_config).head_size)
         self.layers = nn.ModuleList(
-            LlamaDecoderLayer(hf_config, backend, index, rotary, biases) for index in range(hf_config.num_hidden_layers)
+            LlamaDecoderLayer(hf_config, backend, index, rotary, biases, linear, f"model.layers.{index}")
+            for index in range(hf_config.num_hidden_layers)
         )
         self.norm = RMSNorm(hf_config.hidden_size, hf_config.rms_norm_eps)
 
@@ -128,11 +145,12 @@ class LlamaForCausalLM(nn.Module):
         attention_bias = getattr(hf_config, "attention_bias", False)
         return ProjectionBiases(qkv=attention_bias, output=attention_bias, mlp=getattr(hf_config, "mlp_bias", False))
 
-    def __init__(self, hf_config, attention: AttentionBackend):
+    def __init__(self, hf_config, attention: AttentionBackend, linear: LinearFactory | None = None):
         super().__init__()
-        self.model = LlamaModel(hf_config, attention, self.projection_biases(hf_config))
-        self.lm_head = nn.Linear(hf_config.hidden_size, hf_config.vocab_size, bias=False)
-        if hf_config.tie_word_embeddings:
+        linear = linear or LinearFactory()
+        self.model = LlamaModel(hf_config, attention, self.projection_biases(hf_config), linear)
+        self.lm_head = linear("lm_head", hf_config.hidden_size, hf_config.vocab_size, False)
+        if hf_config.tie_word_embeddings and isinstance(self.lm_head, nn.Linear):
             self.lm_head.weight = self.model.embed_tokens.weight
 
     def forward(

@@ -12,7 +12,7 @@ from pagedllm_core.attention.metadata import AttentionMetadata
 from pagedllm_core.model.attention_shape import attention_shape
 from pagedllm_core.model.layers.activation import activation_function
 from pagedllm_core.model.layers.attention import PagedAttention
-from pagedllm_core.model.layers.linear import MergedLinear
+from pagedllm_core.model.layers.linear import LinearFactory
 from pagedllm_core.model.weight_loading import load_named_tensors
 
 MERGED_PROJECTIONS = {"q_proj": ("qkv_proj", 0), "k_proj": ("qkv_proj", 1), "v_proj": ("qkv_proj", 2)}
@@ -24,12 +24,12 @@ POSITION_OFFSET = 2
 class OPTAttention(nn.Module):
     """Fused q/k/v projection, paged attention, output projection; positions come from the embedding."""
 
-    def __init__(self, hf_config, backend: AttentionBackend, layer_index: int):
+    def __init__(self, hf_config, backend: AttentionBackend, layer_index: int, linear: LinearFactory, prefix: str):
         super().__init__()
         shape = attention_shape(hf_config)
         hidden = hf_config.hidden_size
-        self.qkv_proj = MergedLinear(hidden, [hidden] * 3, bias=hf_config.enable_bias)
-        self.out_proj = nn.Linear(hidden, hidden, bias=hf_config.enable_bias)
+        self.qkv_proj = linear(f"{prefix}.qkv_proj", hidden, [hidden] * 3, hf_config.enable_bias)
+        self.out_proj = linear(f"{prefix}.out_proj", hidden, hidden, hf_config.enable_bias)
         self.attn = PagedAttention(backend, layer_index, shape.num_heads, shape.num_kv_heads, shape.head_size)
 
     def forward(self, hidden_states, kv_caches, metadata):
@@ -41,15 +41,15 @@ class OPTAttention(nn.Module):
 class OPTDecoderLayer(nn.Module):
     """Attention and ReLU MLP blocks, normalised before (most sizes) or after (350m) each residual add."""
 
-    def __init__(self, hf_config, backend: AttentionBackend, layer_index: int):
+    def __init__(self, hf_config, backend: AttentionBackend, layer_index: int, linear: LinearFactory, prefix: str):
         super().__init__()
         hidden = hf_config.hidden_size
         affine = hf_config.layer_norm_elementwise_affine
         self.do_layer_norm_before = hf_config.do_layer_norm_before
-        self.self_attn = OPTAttention(hf_config, backend, layer_index)
+        self.self_attn = OPTAttention(hf_config, backend, layer_index, linear, f"{prefix}.self_attn")
         self.self_attn_layer_norm = nn.LayerNorm(hidden, elementwise_affine=affine)
-        self.fc1 = nn.Linear(hidden, hf_config.ffn_dim, bias=hf_config.enable_bias)
-        self.fc2 = nn.Linear(hf_config.ffn_dim, hidden, bias=hf_config.enable_bias)
+        self.fc1 = linear(f"{prefix}.fc1", hidden, hf_config.ffn_dim, hf_config.enable_bias)
+        self.fc2 = linear(f"{prefix}.fc2", hf_config.ffn_dim, hidden, hf_config.enable_bias)
         self.act = activation_function(hf_config.activation_function)
         self.final_layer_norm = nn.LayerNorm(hidden, elementwise_affine=affine)
 
@@ -68,17 +68,19 @@ class OPTDecoderLayer(nn.Module):
 class OPTDecoder(nn.Module):
     """Token and position embeddings, decoder layers, optional final norm (``model.decoder`` in checkpoints)."""
 
-    def __init__(self, hf_config, backend: AttentionBackend):
+    def __init__(self, hf_config, backend: AttentionBackend, linear: LinearFactory):
         super().__init__()
         hidden = hf_config.hidden_size
         embed_dim = hf_config.word_embed_proj_dim
         self.embed_tokens = nn.Embedding(hf_config.vocab_size, embed_dim)
         self.embed_positions = nn.Embedding(hf_config.max_position_embeddings + POSITION_OFFSET, hidden)
         # opt-350m embeds words in a smaller space than the decoder runs in.
-        self.project_in = nn.Linear(embed_dim, hidden, bias=False) if embed_dim != hidden else None
-        self.project_out = nn.Linear(hidden, embed_dim, bias=False) if embed_dim != hidden else None
+        projects = embed_dim != hidden
+        self.project_in = linear("model.decoder.project_in", embed_dim, hidden, False) if projects else None
+        self.project_out = linear("model.decoder.project_out", hidden, embed_dim, False) if projects else None
         self.layers = nn.ModuleList(
-            OPTDecoderLayer(hf_config, backend, index) for index in range(hf_config.num_hidden_layers)
+            OPTDecoderLayer(hf_config, backend, index, linear, f"model.decoder.layers.{index}")
+            for index in range(hf_config.num_hidden_layers)
         )
         has_final_norm = hf_config.do_layer_norm_before and not getattr(hf_config, "_remove_final_layer_norm", False)
         self.final_layer_norm = (
@@ -101,9 +103,9 @@ class OPTDecoder(nn.Module):
 class OPTModel(nn.Module):
     """Holds the decoder under the name checkpoints use (``model.decoder.*``)."""
 
-    def __init__(self, hf_config, backend: AttentionBackend):
+    def __init__(self, hf_config, backend: AttentionBackend, linear: LinearFactory):
         super().__init__()
-        self.decoder = OPTDecoder(hf_config, backend)
+        self.decoder = OPTDecoder(hf_config, backend, linear)
 
 
 class OPTForCausalLM(nn.Module):
@@ -111,11 +113,12 @@ class OPTForCausalLM(nn.Module):
 
     merged_projections = MERGED_PROJECTIONS
 
-    def __init__(self, hf_config, attention: AttentionBackend):
+    def __init__(self, hf_config, attention: AttentionBackend, linear: LinearFactory | None = None):
         super().__init__()
-        self.model = OPTModel(hf_config, attention)
-        self.lm_head = nn.Linear(hf_config.word_embed_proj_dim, hf_config.vocab_size, bias=False)
-        if hf_config.tie_word_embeddings:
+        linear = linear or LinearFactory()
+        self.model = OPTModel(hf_config, attention, linear)
+        self.lm_head = linear("lm_head", hf_config.word_embed_proj_dim, hf_config.vocab_size, False)
+        if hf_config.tie_word_embeddings and isinstance(self.lm_head, nn.Linear):
             self.lm_head.weight = self.model.decoder.embed_tokens.weight
 
     def forward(

@@ -67,7 +67,7 @@ def test_loading_the_plugin_and_asking_for_reasons_does_not_import_triton():
         "import pagedllm_attention_triton\n"
         "from pagedllm_attention_triton.backend import TritonAttentionBackend\n"
         "from pagedllm_core.attention.backend import AttentionSpec\n"
-        "pagedllm_attention_triton.register_attention_backends(lambda *args: None)\n"
+        "pagedllm_attention_triton.register_attention_backends(lambda *args, **kwargs: None)\n"
         "spec = AttentionSpec(8, 2, 64, 0.125, 16, torch.float16, torch.device('cpu'))\n"
         "TritonAttentionBackend.unsupported_reasons(spec)\n"
         "assert 'triton' not in sys.modules, 'triton was imported'\n"

@@ -24,7 +24,7 @@ def greedy_tokens(model_dir, attention_backend, max_num_batched_tokens):
         max_num_batched_tokens=max_num_batched_tokens,
     )
     if attention_backend == "triton":
-        assert isinstance(llm.llm_engine.runner.attention, TritonAttentionBackend)
+        assert isinstance(llm.llm_engine.executor.worker.model_runner.attention, TritonAttentionBackend)
     outputs = llm.generate(PROMPTS, SamplingParams(temperature=0, max_tokens=8), use_tqdm=False)
     return [output.outputs[0].token_ids for output in outputs]
 

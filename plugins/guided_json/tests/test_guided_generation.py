@@ -62,7 +62,7 @@ def test_unconstrained_requests_in_the_same_batch_are_unaffected(llm):
 
 def test_greedy_picks_the_most_likely_allowed_token_and_reports_raw_logprobs(llm):
     spec = StructuredOutputsParams(choice=["dogs", "cats", "trains", "99"])
-    vocab_size = llm.llm_engine.loaded.vocab_size
+    vocab_size = llm.llm_engine.vocab_size
     (raw,) = llm.generate(PROMPTS[0], SamplingParams(temperature=0, max_tokens=1, logprobs=vocab_size), use_tqdm=False)
     raw_logprobs = {token: entry.logprob for token, entry in raw.outputs[0].logprobs[0].items()}
     state = llm.llm_engine.constraint_compiler.compile(spec).new_state()

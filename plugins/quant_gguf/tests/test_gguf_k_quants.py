@@ -24,7 +24,7 @@ import torch
 from k_quantizer import q4_k_m_style_type, requantize_gguf, write_random_llama_gguf
 from pagedllm_core import LLM, SamplingParams
 from pagedllm_core.model.source import default_model_source
-from pagedllm_quant_gguf.blocks import Q4_K, Q5_0, Q5_1, Q5_K, Q6_K, Q8_0
+from pagedllm_quant_gguf.blocks import Q4_K, Q5_0, Q5_1, Q5_K, Q6_K, Q8_0, dequantize
 from pagedllm_quant_gguf.layer import MAX_BLOCK_ROWS, GGUFLinear
 
 RANDOM_MODEL_TYPES = {
@@ -69,7 +69,7 @@ def test_k_quant_blocks_give_the_dense_models_tokens(k_quant_files, file):
     tokens = {}
     for mode in ("gguf", "none"):
         llm = LLM(model=str(k_quant_files[file]), quantization=mode, dtype="float32", max_model_len=256)
-        layers = [module for module in llm.llm_engine.loaded.runner.model.modules() if isinstance(module, GGUFLinear)]
+        layers = [module for module in llm.llm_engine.executor.worker.model_runner.model.modules() if isinstance(module, GGUFLinear)]
         if mode == "gguf":
             assert Counter(layer.quant_type for layer in layers) == EXPECTED_LAYER_TYPES[file]
             check_both_paths_agree(layers)
@@ -85,9 +85,12 @@ def test_k_quant_blocks_give_the_dense_models_tokens(k_quant_files, file):
 
 
 def check_both_paths_agree(layers: list[GGUFLinear]) -> None:
-    """The blocks and the dense weight of one layer of each K-quant type give the same products."""
+    """For one layer of each K-quant type: the C++ dequantizer equals the reference bit for bit, and the
+    blocks' products (small steps) equal the dequantized weight's (large steps)."""
     for quant_type in (Q4_K, Q5_K, Q6_K):
         layer = next(layer for layer in layers if layer.quant_type == quant_type)
-        for num_rows in (1, 7, MAX_BLOCK_ROWS):
+        weight = dequantize(layer.blocks, quant_type, layer.in_features)
+        assert torch.equal(layer.dequantized_weight(), weight)
+        for num_rows in (1, 7, MAX_BLOCK_ROWS, MAX_BLOCK_ROWS + 1):
             hidden = torch.randn(num_rows, layer.in_features, generator=torch.Generator().manual_seed(num_rows))
-            torch.testing.assert_close(layer(hidden), layer.dense(hidden), rtol=1e-4, atol=1e-4)
+            torch.testing.assert_close(layer(hidden), hidden @ weight.T, rtol=1e-4, atol=1e-4)

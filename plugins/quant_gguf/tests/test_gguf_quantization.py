@@ -10,7 +10,8 @@ from pagedllm_core.errors import UnsupportedConfigError
 from pagedllm_core.model.quantization import QuantizationTarget
 from pagedllm_core.model.source import ModelSource
 from pagedllm_quant_gguf.layer import MAX_BLOCK_ROWS, GGUFLinear
-from pagedllm_quant_gguf.method import GGUFQuantization, _row_order
+from pagedllm_quant_gguf.blocks import dequantize
+from pagedllm_quant_gguf.method import GGUFQuantization, _unpermuted_rows
 
 Q4_1, Q8_0 = 3, 8
 PROMPTS = ["The capital of France is", "def fibonacci(n):", "Once upon a time, a small robot"]
@@ -23,7 +24,7 @@ def llms():
 
 
 def model_of(llm):
-    return llm.llm_engine.loaded.runner.model
+    return llm.llm_engine.executor.worker.model_runner.model
 
 
 def test_auto_runs_every_linear_layer_from_its_blocks(llms):
@@ -35,12 +36,34 @@ def test_auto_runs_every_linear_layer_from_its_blocks(llms):
     assert not any(isinstance(module, GGUFLinear) for module in model_of(llms["none"]).modules())
 
 
-@pytest.mark.parametrize("num_rows", [1, 3, MAX_BLOCK_ROWS, MAX_BLOCK_ROWS + 1])
-def test_both_paths_of_a_layer_agree(llms, num_rows):
-    model = model_of(llms["auto"])
-    for layer in (model.model.layers[3].self_attn.qkv_proj, model.model.layers[7].mlp.down_proj, model.lm_head):
-        hidden = torch.randn(num_rows, layer.in_features, generator=torch.Generator().manual_seed(num_rows))
-        torch.testing.assert_close(layer(hidden), layer.dense(hidden), rtol=1e-4, atol=1e-4)
+def layer_pairs(llms):
+    """(GGUF layer, the dense layer the same checkpoint loads into with quantization none)."""
+    quantized, dense = model_of(llms["auto"]), model_of(llms["none"])
+    for path in ("model.layers.3.self_attn.qkv_proj", "model.layers.7.mlp.down_proj", "model.layers.0.self_attn.o_proj"):
+        yield quantized.get_submodule(path), dense.get_submodule(path)
+    yield quantized.lm_head, dense.lm_head
+
+
+def dense_weight(layer) -> torch.Tensor:
+    """The float32 weight of a dense layer, plain or prepacked for oneDNN."""
+    if hasattr(layer, "weight"):
+        return layer.weight
+    return layer(torch.eye(layer.in_features)).T - (0 if layer.bias is None else layer.bias.unsqueeze(-1))
+
+
+def test_the_blocks_are_the_dense_weights_bit_for_bit_and_no_dense_copy_is_kept(llms):
+    for gguf_layer, dense_layer in layer_pairs(llms):
+        expected = dense_weight(dense_layer)
+        assert torch.equal(dequantize(gguf_layer.blocks, gguf_layer.quant_type, gguf_layer.in_features), expected)
+        assert torch.equal(gguf_layer.dequantized_weight(), expected)  # the C++ dequantizer, for large steps
+        assert not any(parameter.numel() == expected.numel() for parameter in gguf_layer.parameters())
+
+
+@pytest.mark.parametrize("num_rows", [1, 3, MAX_BLOCK_ROWS, MAX_BLOCK_ROWS + 1, 64])
+def test_both_paths_of_a_layer_agree_with_the_dense_layer(llms, num_rows):
+    for gguf_layer, dense_layer in layer_pairs(llms):
+        hidden = torch.randn(num_rows, gguf_layer.in_features, generator=torch.Generator().manual_seed(num_rows))
+        torch.testing.assert_close(gguf_layer(hidden), dense_layer(hidden), rtol=1e-4, atol=1e-4)
 
 
 def test_greedy_tokens_equal_the_dense_model(llms):
@@ -52,15 +75,12 @@ def test_greedy_tokens_equal_the_dense_model(llms):
         assert [out.outputs[0].token_ids for out in runs["auto"]] == [out.outputs[0].token_ids for out in runs["none"]]
 
 
-def test_row_order_finds_permuted_rows_and_refuses_other_weights():
-    weight = torch.randn(6, 32)
-    permutation = torch.tensor([3, 0, 5, 1, 4, 2])
-    order = _row_order(weight[permutation], weight)
-    assert torch.equal(weight[permutation][order], weight)
-    assert _row_order(weight, weight).tolist() == list(range(6))
-    changed = weight.clone()
-    changed[2, 7] += 1e-3
-    assert _row_order(weight, changed) is None
+def test_unpermuting_undoes_llama_cpps_rotary_permutation():
+    num_heads, head_size = 3, 8
+    rows = torch.arange(num_heads * head_size)
+    # llama.cpp's convert script: w.reshape(n_head, 2, head_size // 2, ...).swapaxes(1, 2)
+    permuted = rows.reshape(num_heads, 2, head_size // 2).swapaxes(1, 2).reshape(-1)
+    assert torch.equal(permuted[_unpermuted_rows(len(rows), num_heads)], rows)
 
 
 def test_unsupported_targets_are_named():

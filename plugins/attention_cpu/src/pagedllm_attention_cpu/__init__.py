@@ -13,4 +13,5 @@ def register_attention_backends(register):
         "cpu",
         "pagedllm_attention_cpu.backend:CpuAttentionBackend",
         "compiled C++ decode kernel reading the paged cache in place + per-sequence SDPA for prompts (CPU)",
+        auto_priority={"cpu": 20},
     )

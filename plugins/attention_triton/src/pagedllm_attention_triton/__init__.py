@@ -13,4 +13,5 @@ def register_attention_backends(register):
         "triton",
         "pagedllm_attention_triton.backend:TritonAttentionBackend",
         "Triton paged attention: decode (split-K), prefill, cache write (GPU; CPU via TRITON_INTERPRET=1)",
+        auto_priority={"cuda": 10},
     )

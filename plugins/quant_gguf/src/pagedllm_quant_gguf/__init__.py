@@ -14,4 +14,5 @@ def register_quantizers(register):
         "pagedllm_quant_gguf.method:GGUFQuantization",
         "GGUF Q4_0/Q4_1/Q5_0/Q5_1/Q8_0/Q4_K/Q5_K/Q6_K blocks read in place by a C++ kernel for small steps "
         "(CPU, float32)",
+        auto_priority={"gguf": 10},
     )

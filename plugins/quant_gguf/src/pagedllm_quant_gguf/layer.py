@@ -1,4 +1,4 @@
-"""A linear layer that keeps its checkpoint's GGUF blocks beside its dense weight."""
+"""A linear layer that runs from its checkpoint's GGUF blocks, with no dense copy of its weight."""
 
 from __future__ import annotations
 
@@ -7,35 +7,61 @@ from types import ModuleType
 import torch
 from torch import nn
 
-from pagedllm_core.model.layers.linear import SplitsOutput
+from pagedllm_core.errors import ModelLoadError
+from pagedllm_core.model.quantization import QuantizedLinear
 
-# Steps with at most this many rows read the blocks; bigger ones are compute-bound and the dense
-# float32 matmul is faster (decode steps of the default model, docs/quantization.md).
+# Steps with at most this many rows read the blocks; bigger ones are compute-bound, and the layer's
+# weight is dequantized for the step and multiplied densely (decode steps of the default model,
+# docs/quantization.md).
 MAX_BLOCK_ROWS = 16
 
 
-class GGUFLinear(SplitsOutput, nn.Module):
-    """``x @ W.T + b`` from the quantized blocks for small steps, from the dense layer otherwise.
+class GGUFLinear(QuantizedLinear):
+    """``x @ W.T + b`` with ``W`` held only as GGUF blocks, one weight row per row of ``blocks``.
 
     A decode step of up to a dozen or so sequences is bound by reading weights from memory: the blocks
-    hold 4.5-8.5 bits per weight against float32's 32. Both paths compute with the same weight
-    values (the blocks dequantize bit for bit to the dense weight) and differ only in summation order.
+    hold 4.5-8.5 bits per weight against float32's 32, and the kernel reads them in place. A larger
+    step dequantizes the weight into a temporary float32 matrix first.
     """
 
-    def __init__(self, dense: nn.Module, blocks: torch.Tensor, quant_type: int, kernels: ModuleType):
-        super().__init__()
-        self.dense = dense
-        self.in_features = dense.in_features
-        self.out_features = dense.out_features
-        self.output_sizes = list(getattr(dense, "output_sizes", [dense.out_features]))
+    def __init__(
+        self, input_size: int, output_sizes: list[int], blocks: torch.Tensor, quant_type: int, bias: bool, kernels: ModuleType
+    ):
+        super().__init__(input_size, output_sizes)
         self.register_buffer("blocks", blocks)
         self.quant_type = quant_type
+        self.bias = nn.Parameter(torch.empty(self.out_features), requires_grad=False) if bias else None
         self._kernels = kernels
+
+    def checkpoint_pieces(self) -> set[tuple[str, int | None]]:
+        if self.bias is None:
+            return set()
+        return {("bias", shard) for shard in self._shards()}
+
+    def load_checkpoint_tensor(self, parameter_name: str, shard_index: int | None, tensor: torch.Tensor) -> None:
+        start = sum(self.output_sizes[:shard_index]) if shard_index is not None else 0
+        size = self.output_sizes[shard_index] if shard_index is not None else self.out_features
+        # The weight is in the blocks already; the checkpoint's dense rendering of it is only checked.
+        expected = (size, self.in_features) if parameter_name == "weight" else (size,)
+        if tuple(tensor.shape) != expected or (parameter_name == "bias" and self.bias is None):
+            raise ModelLoadError(
+                f"GGUF layer got a {parameter_name} of shape {tuple(tensor.shape)}, expected {expected}"
+            )
+        if parameter_name == "bias":
+            self.bias.data.narrow(0, start, size).copy_(tensor)
+
+    def _shards(self) -> list[int | None]:
+        return list(range(len(self.output_sizes))) if len(self.output_sizes) > 1 else [None]
+
+    def dequantized_weight(self) -> torch.Tensor:
+        """``W`` as float32 ``[out_features, in_features]``, computed from the blocks."""
+        return self._kernels.gguf_dequantize(self.blocks, self.quant_type, self.in_features)
 
     def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
         # hidden_states: [..., in_features] -> [..., out_features]
         rows = hidden_states.reshape(-1, self.in_features)
         if rows.shape[0] > MAX_BLOCK_ROWS:
-            return self.dense(hidden_states)
-        output = self._kernels.gguf_linear(rows.contiguous(), self.blocks, self.quant_type, self.dense.bias)
+            output = nn.functional.linear(rows, self.dequantized_weight(), self.bias)
+        else:
+            output = self._kernels.gguf_linear(rows.contiguous(), self.blocks, self.quant_type, self.bias)
         return output.view(*hidden_states.shape[:-1], self.out_features)

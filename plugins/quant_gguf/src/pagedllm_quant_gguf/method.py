@@ -1,30 +1,31 @@
-"""The ``gguf`` quantization method: which layers get their blocks, and where the blocks come from."""
+"""The ``gguf`` quantization method: which layers run from their blocks, and where the blocks come from."""
 
 from __future__ import annotations
 
 import logging
 
 import torch
-from torch import nn
 
+from pagedllm_core.model.attention_shape import attention_shape
 from pagedllm_core.model.gguf_parse_cache import reuse_gguf_parses
-from pagedllm_core.model.layers.linear import MergedLinear, dense_linear_layers
+from pagedllm_core.model.models import resolve_model_class
 from pagedllm_core.model.quantization import QuantizationMethod, QuantizationTarget
-from pagedllm_quant_gguf.blocks import SUPPORTED_QUANT_TYPES, dequantize
+from pagedllm_quant_gguf.blocks import SUPPORTED_QUANT_TYPES
 from pagedllm_quant_gguf.layer import GGUFLinear
 
 logger = logging.getLogger(__name__)
 
+# The GGUF name of the token embedding, which a model with tied embeddings also uses as its output layer.
+TOKEN_EMBEDDING = "token_embd.weight"
+
 
 class GGUFQuantization(QuantizationMethod):
-    """Gives every dense linear layer whose checkpoint tensors are blocks of one of ``SUPPORTED_QUANT_TYPES``
-    (Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q4_K, Q5_K, Q6_K) a :class:`GGUFLinear`; layers stored in other
-    formats (or as floats) stay dense.
+    """Gives every linear layer whose GGUF tensors are blocks of one supported type a
+    :class:`GGUFLinear` holding those blocks; layers stored in other formats (or as floats) stay dense.
 
-    The blocks of a layer are taken only if they dequantize bit for bit to the layer's loaded
-    weight, after putting their rows in the weight's order: that finds the rows llama.cpp
-    permutes (q and k) without knowing each architecture's permutation, and guarantees both paths
-    of the layer hold the same weights.
+    The blocks are read from the file while the model is built, so no dense copy of a quantized
+    weight ever exists in the model. llama.cpp stores the q and k rows of llama-architecture
+    models permuted (for its rotary layout); the method puts them back in the checkpoint's order.
     """
 
     @classmethod
@@ -39,88 +40,74 @@ class GGUFQuantization(QuantizationMethod):
         return reasons
 
     def __init__(self, target: QuantizationTarget):
+        import gguf
+
         from pagedllm_quant_gguf.kernels import load_kernels
 
         super().__init__(target)
         self._kernels = load_kernels()
-
-    def process_weights_after_loading(self, model: nn.Module) -> int:
-        import gguf
-
-        source = self.target.source
+        source = target.source
         with reuse_gguf_parses(source.gguf_parses):
             reader = gguf.GGUFReader(source.directory / source.gguf_file)
-        tensors = {tensor.name: tensor for tensor in reader.tensors}
-        name_map = gguf.get_tensor_name_map(_architecture(reader), self.target.hf_config.num_hidden_layers)
-        owners = {id(parameter): name for name, parameter in model.named_parameters()}
-        swapped = 0
-        for parent_name, parent, name, layer in dense_linear_layers(model):
-            layer_name = f"{parent_name}.{name}" if parent_name else name
-            checkpoint_names = _checkpoint_weight_names(model, layer_name, layer, owners[id(layer.weight)])
-            found = _matching_blocks(layer, [_gguf_tensor(tensors, name_map, names) for names in checkpoint_names])
-            if found is None:
-                logger.debug("gguf: %s stays dense", layer_name)
-                continue
-            blocks, quant_type = found
-            setattr(parent, name, GGUFLinear(layer, blocks, quant_type, self._kernels))
-            swapped += 1
-        return swapped
+        self._tensors = {tensor.name: tensor for tensor in reader.tensors}
+        self._architecture = _architecture_name(reader)
+        architecture = {value: key for key, value in gguf.MODEL_ARCH_NAMES.items()}[self._architecture]
+        self._name_map = gguf.get_tensor_name_map(architecture, target.hf_config.num_hidden_layers)
+        merged = resolve_model_class(target.hf_config).merged_projections
+        # merged module name -> its checkpoint projections in order, e.g. qkv_proj -> [q_proj, k_proj, v_proj]
+        self._projections: dict[str, list[str]] = {}
+        for projection, (merged_name, index) in sorted(merged.items(), key=lambda item: item[1][1]):
+            self._projections.setdefault(merged_name, []).insert(index, projection)
+
+    def create_weights(self, prefix: str, input_size: int, output_sizes: list[int], bias: bool) -> GGUFLinear | None:
+        tensors = [self._gguf_tensor(name) for name in self._checkpoint_names(prefix, len(output_sizes))]
+        if any(tensor is None for tensor in tensors):
+            logger.debug("gguf: %s has no GGUF tensor; it stays dense", prefix)
+            return None
+        quant_types = {int(tensor.tensor_type) for tensor in tensors}
+        if len(quant_types) != 1 or not quant_types <= set(SUPPORTED_QUANT_TYPES):
+            logger.debug("gguf: %s is stored as type %s; it stays dense", prefix, sorted(quant_types))
+            return None
+        blocks = [self._rows_in_checkpoint_order(tensor) for tensor in tensors]
+        if [rows.shape[0] for rows in blocks] != output_sizes:
+            return None
+        return GGUFLinear(input_size, output_sizes, torch.cat(blocks), quant_types.pop(), bias, self._kernels)
+
+    def _checkpoint_names(self, prefix: str, num_projections: int) -> list[str]:
+        """The Hugging Face weight names of the layer's projections (one, or each of a merged layer's)."""
+        if prefix == "lm_head":
+            return ["lm_head.weight"]
+        parent, _, leaf = prefix.rpartition(".")
+        projections = self._projections.get(leaf, [leaf]) if num_projections > 1 else [leaf]
+        return [f"{parent}.{projection}.weight" for projection in projections]
+
+    def _gguf_tensor(self, hf_name: str):
+        gguf_name = self._name_map.get_name(hf_name, try_suffixes=(".weight",))
+        if gguf_name not in self._tensors and hf_name == "lm_head.weight" and self.target.hf_config.tie_word_embeddings:
+            gguf_name = TOKEN_EMBEDDING
+        return self._tensors.get(gguf_name)
+
+    def _rows_in_checkpoint_order(self, tensor) -> torch.Tensor:
+        """The tensor's blocks as uint8 ``[rows, bytes per row]``, llama.cpp's q/k permutation undone."""
+        blocks = torch.tensor(tensor.data.reshape(tensor.data.shape[0], -1))
+        if self._architecture != "llama":
+            return blocks
+        shape = attention_shape(self.target.hf_config)
+        if tensor.name.endswith("attn_q.weight"):
+            return blocks[_unpermuted_rows(blocks.shape[0], shape.num_heads)]
+        if tensor.name.endswith("attn_k.weight"):
+            return blocks[_unpermuted_rows(blocks.shape[0], shape.num_kv_heads)]
+        return blocks
 
 
-def _architecture(reader) -> object:
-    import gguf
+def _unpermuted_rows(num_rows: int, num_heads: int) -> torch.Tensor:
+    """Row indices that undo llama.cpp's rotary permutation of a q or k projection with ``num_heads`` heads.
 
+    llama.cpp stores each head's rows as (half, pair) where the checkpoint has (pair, half)."""
+    half = num_rows // num_heads // 2
+    return torch.arange(num_rows).reshape(num_heads, half, 2).transpose(1, 2).reshape(-1)
+
+
+def _architecture_name(reader) -> str:
     field = reader.fields["general.architecture"]
-    name = bytes(field.parts[field.data[0]]).decode()
-    return {value: key for key, value in gguf.MODEL_ARCH_NAMES.items()}[name]
-
-
-def _checkpoint_weight_names(model: nn.Module, layer_name: str, layer: nn.Linear, owner: str) -> list[list[str]]:
-    """Per projection of the layer (one, or each shard of a merged layer): the Hugging Face names its
-    weight may be stored under, best first (a tied ``lm_head`` is stored as the embedding)."""
-    if not isinstance(layer, MergedLinear):
-        return [[f"{layer_name}.weight", owner]]
-    parent, _, leaf = layer_name.rpartition(".")
-    shards = sorted(
-        (index, shard) for shard, (merged, index) in model.merged_projections.items() if merged == leaf
-    )
-    return [[f"{parent}.{shard}.weight"] for _, shard in shards]
-
-
-def _gguf_tensor(tensors: dict, name_map, hf_names: list[str]):
-    for hf_name in hf_names:
-        gguf_name = name_map.get_name(hf_name, try_suffixes=(".weight",))
-        if gguf_name in tensors:
-            return tensors[gguf_name]
-    return None
-
-
-def _matching_blocks(layer: nn.Linear, gguf_tensors: list) -> tuple[torch.Tensor, int] | None:
-    """The layer's blocks as ``[out_features, bytes per row]`` uint8 rows in the weight's row order,
-    with their quantization type; None unless they dequantize exactly to ``layer.weight``."""
-    if any(tensor is None for tensor in gguf_tensors):
-        return None
-    quant_types = {int(tensor.tensor_type) for tensor in gguf_tensors}
-    if len(quant_types) != 1 or not quant_types <= set(SUPPORTED_QUANT_TYPES):
-        return None
-    quant_type = quant_types.pop()
-    blocks = torch.cat([torch.tensor(tensor.data.reshape(tensor.data.shape[0], -1)) for tensor in gguf_tensors])
-    weight = layer.weight.detach()
-    if blocks.shape[0] != weight.shape[0]:
-        return None
-    order = _row_order(dequantize(blocks, quant_type, weight.shape[1]), weight)
-    if order is None:
-        return None
-    blocks = blocks[order].contiguous()
-    return blocks, quant_type
-
-
-def _row_order(dequantized: torch.Tensor, weight: torch.Tensor) -> torch.Tensor | None:
-    """Indices that put ``dequantized``'s rows in ``weight``'s order; None unless every row has an exact match."""
-    if torch.equal(dequantized, weight):
-        return torch.arange(weight.shape[0])
-    row_of = {row.numpy().tobytes(): index for index, row in enumerate(dequantized)}
-    order = [row_of.get(row.numpy().tobytes()) for row in weight]
-    if None in order:
-        return None
-    return torch.tensor(order)
+    return bytes(field.parts[field.data[0]]).decode()

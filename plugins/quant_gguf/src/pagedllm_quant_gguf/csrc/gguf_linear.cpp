@@ -381,6 +381,20 @@ void dot_all_rows(const float* x, int64_t M, int64_t K, LoadWeights load_weights
   }
 }
 
+// The K weights of one row, decoded into `decoded`.
+template <typename Format>
+void decode_row(const uint8_t* row, int64_t K, float* decoded) {
+  constexpr int64_t kGroups = Format::kValues / kGroupValues;
+  __m256 weights[4];
+  for (int64_t block = 0; block < K / Format::kValues; ++block) {
+    for (int64_t g = 0; g < kGroups; ++g) {
+      Format::decode(row + block * Format::kBytes, g, weights);
+      float* group = decoded + (block * kGroups + g) * kGroupValues;
+      for (int i = 0; i < 4; ++i) _mm256_storeu_ps(group + 8 * i, weights[i]);
+    }
+  }
+}
+
 // sums[m] = x[m] . (weight row `row`); row_buffer holds K floats.
 template <typename Format>
 void multiply_row(const float* x, const uint8_t* row, int64_t M, int64_t K, float* row_buffer, float* sums) {
@@ -391,27 +405,25 @@ void multiply_row(const float* x, const uint8_t* row, int64_t M, int64_t K, floa
     }, sums);
     return;
   }
-  __m256 weights[4];
-  for (int64_t block = 0; block < K / Format::kValues; ++block) {
-    for (int64_t g = 0; g < kGroups; ++g) {
-      Format::decode(row + block * Format::kBytes, g, weights);
-      float* decoded = row_buffer + (block * kGroups + g) * kGroupValues;
-      for (int i = 0; i < 4; ++i) _mm256_storeu_ps(decoded + 8 * i, weights[i]);
-    }
-  }
+  decode_row<Format>(row, K, row_buffer);
   dot_all_rows<1>(x, M, K, [&](int64_t group, int64_t, __m256* w) {
     for (int i = 0; i < 4; ++i) w[i] = _mm256_loadu_ps(row_buffer + group * kGroupValues + 8 * i);
   }, sums);
 }
 #else
 template <typename Format>
-void multiply_row(const float* x, const uint8_t* row, int64_t M, int64_t K, float* row_buffer, float* sums) {
+void decode_row(const uint8_t* row, int64_t K, float* decoded) {
   constexpr int64_t kGroups = Format::kValues / kGroupValues;
   for (int64_t block = 0; block < K / Format::kValues; ++block) {
     for (int64_t g = 0; g < kGroups; ++g) {
-      Format::decode(row + block * Format::kBytes, g, row_buffer + (block * kGroups + g) * kGroupValues);
+      Format::decode(row + block * Format::kBytes, g, decoded + (block * kGroups + g) * kGroupValues);
     }
   }
+}
+
+template <typename Format>
+void multiply_row(const float* x, const uint8_t* row, int64_t M, int64_t K, float* row_buffer, float* sums) {
+  decode_row<Format>(row, K, row_buffer);
   for (int64_t m = 0; m < M; ++m) {
     float sum = 0.f;
     for (int64_t k = 0; k < K; ++k) sum += x[m * K + k] * row_buffer[k];
@@ -440,19 +452,26 @@ void gguf_linear_kernel(const torch::Tensor& x, const torch::Tensor& blocks, con
   });
 }
 
+// The blocks of N rows of K weights each, in Format.
 template <typename Format>
-torch::Tensor gguf_linear_of(const torch::Tensor& x, const torch::Tensor& blocks, const std::optional<torch::Tensor>& bias) {
-  TORCH_CHECK(x.device().is_cpu() && blocks.device().is_cpu(), "x and blocks must be CPU tensors");
-  TORCH_CHECK(x.scalar_type() == at::kFloat, "x must be float32, got ", x.scalar_type());
-  TORCH_CHECK(x.dim() == 2 && x.is_contiguous(), "x must be a contiguous 2-D tensor [M, K], got shape ", x.sizes());
-  TORCH_CHECK(x.size(1) % Format::kValues == 0, "K (x.size(1) = ", x.size(1), ") must be a multiple of ",
-              Format::kValues, " for ", Format::kName);
+void check_blocks(const torch::Tensor& blocks, int64_t K) {
+  TORCH_CHECK(blocks.device().is_cpu(), "blocks must be a CPU tensor");
+  TORCH_CHECK(K > 0 && K % Format::kValues == 0, "K (", K, ") must be a positive multiple of ", Format::kValues,
+              " for ", Format::kName);
   TORCH_CHECK(blocks.scalar_type() == at::kByte, "blocks must be uint8, got ", blocks.scalar_type());
   TORCH_CHECK(blocks.dim() == 2 && blocks.is_contiguous(), "blocks must be a contiguous 2-D tensor, got shape ",
               blocks.sizes());
-  const int64_t num_blocks = x.size(1) / Format::kValues, row_bytes = num_blocks * Format::kBytes;
-  TORCH_CHECK(blocks.size(1) == row_bytes, "blocks rows must be ", row_bytes, " bytes for K = ", x.size(1), " (",
+  const int64_t num_blocks = K / Format::kValues, row_bytes = num_blocks * Format::kBytes;
+  TORCH_CHECK(blocks.size(1) == row_bytes, "blocks rows must be ", row_bytes, " bytes for K = ", K, " (",
               num_blocks, " ", Format::kName, " blocks of ", Format::kBytes, "), got ", blocks.size(1));
+}
+
+template <typename Format>
+torch::Tensor gguf_linear_of(const torch::Tensor& x, const torch::Tensor& blocks, const std::optional<torch::Tensor>& bias) {
+  TORCH_CHECK(x.device().is_cpu(), "x must be a CPU tensor");
+  TORCH_CHECK(x.scalar_type() == at::kFloat, "x must be float32, got ", x.scalar_type());
+  TORCH_CHECK(x.dim() == 2 && x.is_contiguous(), "x must be a contiguous 2-D tensor [M, K], got shape ", x.sizes());
+  check_blocks<Format>(blocks, x.size(1));
   const float* bias_data = nullptr;
   if (bias.has_value()) {
     TORCH_CHECK(bias->device().is_cpu() && bias->scalar_type() == at::kFloat && bias->is_contiguous(),
@@ -467,28 +486,54 @@ torch::Tensor gguf_linear_of(const torch::Tensor& x, const torch::Tensor& blocks
   return out;
 }
 
+// W as float32 [N, K], bit-identical to blocks.dequantize's: what a step too large for the blocks multiplies.
+template <typename Format>
+torch::Tensor gguf_dequantize_of(const torch::Tensor& blocks, int64_t K) {
+  check_blocks<Format>(blocks, K);
+  const int64_t N = blocks.size(0), row_bytes = blocks.size(1);
+  torch::Tensor out = torch::empty({N, K}, torch::dtype(torch::kFloat32));
+  const uint8_t* block_data = blocks.data_ptr<uint8_t>();
+  float* out_data = out.data_ptr<float>();
+  at::parallel_for(0, N, 16, [&](int64_t begin, int64_t end) {
+    for (int64_t n = begin; n < end; ++n) decode_row<Format>(block_data + n * row_bytes, K, out_data + n * K);
+  });
+  return out;
+}
+
+// visit(Format{}) for the format of ggml type id quant_type.
+template <typename Visit>
+torch::Tensor with_format(int64_t quant_type, Visit visit) {
+  switch (quant_type) {
+    case 2: return visit(Q4_0{});
+    case 3: return visit(Q4_1{});
+    case 6: return visit(Q5_0{});
+    case 7: return visit(Q5_1{});
+    case 8: return visit(Q8_0{});
+    case 12: return visit(Q4_K{});
+    case 13: return visit(Q5_K{});
+    case 14: return visit(Q6_K{});
+  }
+  TORCH_CHECK(false, "unsupported ggml quant type ", quant_type,
+              "; supported: 2 (Q4_0), 3 (Q4_1), 6 (Q5_0), 7 (Q5_1), 8 (Q8_0), 12 (Q4_K), 13 (Q5_K), 14 (Q6_K)");
+}
+
 }  // namespace
 
 // x: float32 [M, K], blocks: uint8 [N, (K / block values) * block bytes], bias: float32 [N] -> float32 [M, N].
 // quant_type is the ggml type id.
 torch::Tensor gguf_linear(torch::Tensor x, torch::Tensor blocks, int64_t quant_type, std::optional<torch::Tensor> bias) {
-  switch (quant_type) {
-    case 2: return gguf_linear_of<Q4_0>(x, blocks, bias);
-    case 3: return gguf_linear_of<Q4_1>(x, blocks, bias);
-    case 6: return gguf_linear_of<Q5_0>(x, blocks, bias);
-    case 7: return gguf_linear_of<Q5_1>(x, blocks, bias);
-    case 8: return gguf_linear_of<Q8_0>(x, blocks, bias);
-    case 12: return gguf_linear_of<Q4_K>(x, blocks, bias);
-    case 13: return gguf_linear_of<Q5_K>(x, blocks, bias);
-    case 14: return gguf_linear_of<Q6_K>(x, blocks, bias);
-    default:
-      TORCH_CHECK(false, "unsupported ggml quant type ", quant_type,
-                  "; supported: 2 (Q4_0), 3 (Q4_1), 6 (Q5_0), 7 (Q5_1), 8 (Q8_0), 12 (Q4_K), 13 (Q5_K), 14 (Q6_K)");
-  }
+  return with_format(quant_type, [&](auto format) { return gguf_linear_of<decltype(format)>(x, blocks, bias); });
+}
+
+// blocks: uint8 [N, (K / block values) * block bytes] -> float32 [N, K].
+torch::Tensor gguf_dequantize(torch::Tensor blocks, int64_t quant_type, int64_t in_features) {
+  return with_format(quant_type, [&](auto format) { return gguf_dequantize_of<decltype(format)>(blocks, in_features); });
 }
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, module) {
   module.def("gguf_linear", &gguf_linear,
              "x @ W.T (+ bias) with W in ggml Q4_0 / Q4_1 / Q5_0 / Q5_1 / Q8_0 / Q4_K / Q5_K / Q6_K blocks (CPU)",
              pybind11::arg("x"), pybind11::arg("blocks"), pybind11::arg("quant_type"), pybind11::arg("bias") = pybind11::none());
+  module.def("gguf_dequantize", &gguf_dequantize, "W as float32 [N, K] from its ggml blocks (CPU)",
+             pybind11::arg("blocks"), pybind11::arg("quant_type"), pybind11::arg("in_features"));
 }

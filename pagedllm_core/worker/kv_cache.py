@@ -37,9 +37,12 @@ def num_blocks_for_budget(
     return min(budget // shape.bytes_per_block(config.block_size), max_useful_blocks)
 
 
-def allocate_kv_cache(num_blocks: int, block_size: int, shape: KVCacheShape, device: torch.device) -> torch.Tensor:
-    """``[num_layers, 2, num_blocks, block_size, num_kv_heads, head_size]``; layer ``i`` uses ``cache[i]``."""
-    return torch.zeros(
-        shape.num_layers, 2, num_blocks, block_size, shape.num_kv_heads, shape.head_size,
-        dtype=shape.dtype, device=device,
-    )
+def allocate_kv_cache(
+    num_blocks: int, block_size: int, shape: KVCacheShape, device: torch.device, backend: type | None = None
+) -> torch.Tensor:
+    """``[num_layers, *layer shape]``, the layer shape in ``backend``'s layout (the default layout
+    ``[2, num_blocks, block_size, num_kv_heads, head_size]`` without one); layer ``i`` uses ``cache[i]``."""
+    from pagedllm_core.attention.backend import AttentionBackend
+
+    layer_shape = (backend or AttentionBackend).kv_cache_shape(num_blocks, block_size, shape.num_kv_heads, shape.head_size)
+    return torch.zeros(shape.num_layers, *layer_shape, dtype=shape.dtype, device=device)

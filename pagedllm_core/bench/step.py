@@ -1,0 +1,133 @@
+"""``pagedllm bench step``: where a decode step's time goes outside the model, at several batch sizes.
+
+The engine runs ``N`` greedy sequences until all of them decode, then times decode steps. Each
+phase is timed by wrapping the engine's own methods for the run: scheduling, building the step
+message, updating the worker's input batch and gathering its inputs, the sampling metadata, the
+sampling step (processing, choosing, scoring), and output processing (advancing sequences,
+detokenizing, stop strings). Model time is the forward pass plus the logits projection.
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import time
+from collections import defaultdict
+from contextlib import contextmanager
+
+from pagedllm_core.entrypoints.engine_args import add_engine_arguments, engine_settings_from_args
+from pagedllm_core.sampling_params import SamplingParams
+
+PHASES = ("schedule", "message", "inputs", "sampling metadata", "sampling", "outputs")
+
+
+def add_step_arguments(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("workload")
+    group.add_argument("--batch-sizes", default="1,32,256", help="running sequences (default: 1,32,256)")
+    group.add_argument("--input-len", type=int, default=32, help="prompt tokens per sequence (default: 32)")
+    group.add_argument("--num-steps", type=int, default=8, help="timed decode steps per batch size (default: 8)")
+    add_engine_arguments(parser)
+
+
+class PhaseTimer:
+    """Accumulates seconds per phase while the engine's methods are wrapped."""
+
+    def __init__(self):
+        self.seconds: dict[str, float] = defaultdict(float)
+
+    def wrap(self, owner, attribute: str, phase: str) -> None:
+        original = getattr(owner, attribute)
+
+        def timed(*args, **kwargs):
+            began = time.perf_counter()
+            try:
+                return original(*args, **kwargs)
+            finally:
+                self.seconds[phase] += time.perf_counter() - began
+
+        setattr(owner, attribute, timed)
+
+    @contextmanager
+    def phase(self, phase: str):
+        began = time.perf_counter()
+        yield
+        self.seconds[phase] += time.perf_counter() - began
+
+
+def instrument(engine, timer: PhaseTimer) -> None:
+    """Wrap the engine's phases (the in-process executor's runner included) with ``timer``."""
+    from pagedllm_core.worker import model_runner as runner_module
+
+    runner = engine.executor.worker.model_runner
+    timer.wrap(engine.scheduler, "schedule", "schedule")
+    timer.wrap(engine.message_builder, "build", "message")
+    timer.wrap(runner, "_update_batch", "inputs")
+    timer.wrap(runner, "_prepare_inputs", "inputs")
+    timer.wrap(runner.model, "forward", "model")
+    timer.wrap(runner.model, "compute_logits", "model")
+    timer.wrap(runner_module, "build_sampling_metadata", "sampling metadata")
+    timer.wrap(runner_module, "sample_tokens", "sampling")
+    timer.wrap(engine.scheduler, "update_from_output", "outputs")
+    timer.wrap(engine, "_process_samples", "outputs")
+
+
+def run_step_bench(args: argparse.Namespace) -> str:
+    from pagedllm_core.config import EngineConfig
+    from pagedllm_core.engine.llm_engine import LLMEngine
+
+    batch_sizes = [int(size) for size in args.batch_sizes.split(",")]
+    settings = {"max_num_seqs": max(batch_sizes), "max_num_batched_tokens": 8192, **engine_settings_from_args(args)}
+    engine = LLMEngine(EngineConfig.build(**settings))
+    timer = PhaseTimer()
+    instrument(engine, timer)
+    rows = []
+    for batch_size in batch_sizes:
+        rows.append((batch_size, *_time_decode_steps(engine, timer, batch_size, args)))
+    lines = [
+        f"Decode steps of `{engine.config.model or 'the default model'}` ({engine.model_info.dtype}), "
+        f"{args.input_len}-token prompts, mean of {args.num_steps} steps; CPU: {cpu_name()}.",
+        "",
+        "| running sequences | step ms | model ms | " + " | ".join(f"{phase} ms" for phase in PHASES)
+        + " | non-model share |",
+        "| ---: | ---: | ---: | " + " | ".join("---:" for _ in PHASES) + " | ---: |",
+    ]
+    for batch_size, step_ms, phase_ms in rows:
+        model_ms = phase_ms["model"]
+        cells = " | ".join(f"{phase_ms[phase]:.2f}" for phase in PHASES)
+        lines.append(
+            f"| {batch_size} | {step_ms:.1f} | {model_ms:.1f} | {cells} | {(step_ms - model_ms) / step_ms:.1%} |"
+        )
+    return "\n".join(lines)
+
+
+def _time_decode_steps(engine, timer: PhaseTimer, batch_size: int, args) -> tuple[float, dict[str, float]]:
+    params = SamplingParams(temperature=0.0, max_tokens=args.num_steps + 4, ignore_eos=True)
+    vocab = engine.vocab_size
+    request_ids = []
+    for index in range(batch_size):
+        # Distinct prompts, so the prefix cache cannot make the batch cheaper than it is.
+        prompt = [(7 + index * 131 + position * 17) % vocab for position in range(args.input_len)]
+        request_ids.append(f"step-{batch_size}-{index}")
+        engine.add_request(request_ids[-1], prompt, params)
+    while engine.scheduler.num_waiting_sequences or any(
+        sequence.num_output_tokens == 0 for sequence in engine.scheduler.running
+    ):
+        engine.step()
+    timer.seconds.clear()
+    began = time.perf_counter()
+    for _ in range(args.num_steps):
+        engine.step()
+    step_ms = (time.perf_counter() - began) * 1000 / args.num_steps
+    phase_ms = {phase: seconds * 1000 / args.num_steps for phase, seconds in timer.seconds.items()}
+    engine.abort_request(request_ids)
+    return step_ms, defaultdict(float, phase_ms)
+
+
+def cpu_name() -> str:
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()

@@ -1,0 +1,43 @@
+"""The executor contract: the engine hands it one step message and gets the step's output back."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+
+from pagedllm_core.config import EngineConfig
+from pagedllm_core.errors import PagedLLMError
+from pagedllm_core.executor.messages import ModelRunnerOutput, SchedulerOutput
+from pagedllm_core.registry import Registry
+
+
+class WorkerDiedError(PagedLLMError):
+    """A worker process ended or failed, so the step (and every request in it) cannot complete."""
+
+
+class Executor(ABC):
+    """Runs the engine's steps on its workers: in this process, or in worker processes it starts.
+
+    Whatever it does, the engine sees one call per step, :meth:`execute_model`, with a plain
+    :class:`SchedulerOutput`; the workers hold the model, the KV pool and the persistent batch.
+    """
+
+    num_kv_blocks: int
+    """KV blocks each worker's pool holds; the engine's block manager hands out exactly these."""
+
+    @abstractmethod
+    def execute_model(self, message: SchedulerOutput) -> ModelRunnerOutput:
+        """Run one step; raises :class:`WorkerDiedError` when a worker is gone."""
+
+    def shutdown(self) -> None:
+        """Stop the workers (idempotent); the executor cannot run steps afterwards."""
+
+
+def build_executor(config: EngineConfig, registry: Registry) -> Executor:
+    """The executor named by ``config.distributed_executor_backend``."""
+    if config.distributed_executor_backend == "mp":
+        from pagedllm_core.executor.multiproc import MultiprocExecutor
+
+        return MultiprocExecutor(config)
+    from pagedllm_core.executor.uniproc import UniProcExecutor
+
+    return UniProcExecutor(config, registry)

@@ -1,0 +1,20 @@
+"""The ``uni`` executor: one worker in the engine's own process, called directly."""
+
+from __future__ import annotations
+
+from pagedllm_core.config import EngineConfig
+from pagedllm_core.executor.base import Executor
+from pagedllm_core.executor.messages import ModelRunnerOutput, SchedulerOutput
+from pagedllm_core.registry import Registry
+from pagedllm_core.worker.worker import Worker
+
+
+class UniProcExecutor(Executor):
+    """Runs every step on an in-process :class:`Worker`; messages are passed by reference, never copied."""
+
+    def __init__(self, config: EngineConfig, registry: Registry):
+        self.worker = Worker(config, registry)
+        self.num_kv_blocks = self.worker.ready.num_kv_blocks
+
+    def execute_model(self, message: SchedulerOutput) -> ModelRunnerOutput:
+        return self.worker.execute_model(message)

@@ -1,0 +1,84 @@
+"""Encoding step messages for a pipe between the engine and its worker processes.
+
+Messages are pickled, and unpickled by an unpickler that builds only the message types listed
+here (and Python's built-in containers): a process that receives something else, whatever wrote
+it, refuses it instead of running code. Requests from clients never reach a pipe as bytes; the
+engine builds every message from values it validated.
+"""
+
+from __future__ import annotations
+
+import io
+import pickle
+from dataclasses import dataclass
+
+from pagedllm_core.config import EngineConfig
+from pagedllm_core.executor import messages
+from pagedllm_core.sampling_params import SamplingParams
+from pagedllm_core.structured_outputs import StructuredOutputsParams
+
+
+@dataclass
+class WorkerFailure:
+    """A worker's reply when it could not start or run a step: the error, as text."""
+
+    message: str
+
+
+@dataclass
+class ShutdownWorker:
+    """Tells a worker process to exit."""
+
+
+@dataclass
+class StartWorker:
+    """The first message to a worker process: the config it loads the model for."""
+
+    config: EngineConfig
+
+
+def _allowed_classes() -> dict[tuple[str, str], type]:
+    from pagedllm_core.worker.worker import WorkerReady
+
+    classes = [
+        messages.SchedulerOutput,
+        messages.NewSequenceData,
+        messages.CachedSequenceData,
+        messages.ModelRunnerOutput,
+        messages.TokenLogprobs,
+        SamplingParams,
+        StructuredOutputsParams,
+        WorkerReady,
+        WorkerFailure,
+        ShutdownWorker,
+        StartWorker,
+        EngineConfig,
+    ]
+    allowed = {(cls.__module__, cls.__qualname__): cls for cls in classes}
+    # How pickle rebuilds plain objects, sets and frozensets; pydantic models rebuild through copyreg too.
+    allowed[("copyreg", "_reconstructor")] = __import__("copyreg")._reconstructor
+    allowed[("builtins", "object")] = object
+    allowed[("builtins", "set")] = set
+    allowed[("builtins", "frozenset")] = frozenset
+    allowed[("pydantic.types", "ByteSize")] = __import__("pydantic").ByteSize
+    return allowed
+
+
+class _MessageUnpickler(pickle.Unpickler):
+    _allowed: dict[tuple[str, str], type] | None = None
+
+    def find_class(self, module: str, name: str):
+        if _MessageUnpickler._allowed is None:
+            _MessageUnpickler._allowed = _allowed_classes()
+        found = _MessageUnpickler._allowed.get((module, name))
+        if found is None:
+            raise pickle.UnpicklingError(f"refusing to build {module}.{name}: not a step message type")
+        return found
+
+
+def encode(message: object) -> bytes:
+    return pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL)
+
+
+def decode(payload: bytes) -> object:
+    return _MessageUnpickler(io.BytesIO(payload)).load()

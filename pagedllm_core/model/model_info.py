@@ -1,0 +1,79 @@
+"""What the engine and its workers both resolve from the config before anything is loaded."""
+
+from __future__ import annotations
+
+import functools
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from pagedllm_core.config import EngineConfig
+from pagedllm_core.errors import ConfigError
+from pagedllm_core.model import loader
+from pagedllm_core.model.source import ModelSource
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class ModelInfo:
+    """The checkpoint, its config, and the dtype, device and context the model runs with."""
+
+    source: ModelSource
+    hf_config: Any
+    dtype: torch.dtype
+    device: torch.device
+    max_model_len: int
+
+    @property
+    def vocab_size(self) -> int:
+        return self.hf_config.vocab_size
+
+
+def resolve_model_info(config: EngineConfig) -> ModelInfo:
+    device = resolve_device(config.device)
+    source = loader.resolve_model_source(config)
+    hf_config = loader.load_hf_config(source)
+    dtype = fit_dtype_to_device(config, loader.resolve_dtype(config.dtype, hf_config, source), device)
+    max_model_len = resolve_max_model_len(config, loader.context_length(hf_config))
+    return ModelInfo(source, hf_config, dtype, device, max_model_len)
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("device: 'cuda' was requested but no CUDA device is available; use 'cpu' or 'auto'")
+    return torch.device(name)
+
+
+@functools.cache
+def cpu_has_native_bfloat16() -> bool:
+    """Whether this CPU multiplies bfloat16 in hardware (AMX or AVX-512 BF16); without it torch
+    emulates bfloat16 matmuls, which is many times slower than float32."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text().split()
+    except OSError:
+        return False
+    return "amx_bf16" in flags or "avx512_bf16" in flags
+
+
+def fit_dtype_to_device(config: EngineConfig, dtype: torch.dtype, device: torch.device) -> torch.dtype:
+    """With ``dtype="auto"``, run in float32 on a CPU that has no fast half-precision matmuls."""
+    if config.dtype != "auto" or device.type != "cpu" or dtype == torch.float32 or cpu_has_native_bfloat16():
+        return dtype
+    logger.info("dtype auto: this CPU has no native bfloat16 matmuls, so the model runs in float32")
+    return torch.float32
+
+
+def resolve_max_model_len(config: EngineConfig, model_context: int) -> int:
+    if config.max_model_len is None:
+        return model_context
+    if config.max_model_len > model_context:
+        raise ConfigError(
+            f"max_model_len ({config.max_model_len}) exceeds the model's context length ({model_context})"
+        )
+    return config.max_model_len

@@ -1,0 +1,1 @@
+"""OpenAI's Responses API (``POST /v1/responses``), text in and text out, as vLLM serves it."""

@@ -1,0 +1,20 @@
+"""``pagedllm bench step`` times every phase of real decode steps and reports them per batch size."""
+
+from pagedllm_core.entrypoints.cli import build_parser
+
+
+def test_step_bench_reports_each_batch_size_with_its_phases(tiny_llama):
+    from pagedllm_core.bench.step import PHASES, run_step_bench
+
+    args = build_parser().parse_args(
+        ["bench", "step", "--model", str(tiny_llama), "--batch-sizes", "1,4", "--num-steps", "2", "--input-len", "8"]
+    )
+    table = run_step_bench(args)
+    rows = [line.split("|")[1:-1] for line in table.splitlines() if line.startswith("| ") and line[2].isdigit()]
+    assert [int(row[0]) for row in rows] == [1, 4]
+    for row in rows:
+        step_ms, model_ms, *phase_ms, share = (cell.strip() for cell in row[1:])
+        assert len(phase_ms) == len(PHASES)
+        assert 0 < float(model_ms) < float(step_ms)
+        assert all(float(ms) > 0 for ms in phase_ms)  # every phase ran and was timed
+        assert 0 < float(share.rstrip("%")) < 100
