@@ -52,7 +52,8 @@ def build_markdown(args, rounds: list[dict], llama_info: dict, commands: list[st
     """The side-by-side table per round, then the settings and the exact commands."""
     lines = [
         f"pagedllm against llama.cpp (llama-cpp-python {llama_info['llama_cpp_python_version']}, built from source) "
-        f"in one run on {cpu_name()} ({os.cpu_count()} cores), {args.threads} threads each: W4, one request of "
+        f"in one run on {cpu_name()} ({os.cpu_count()} cores), {args.threads} thread{'s' if args.threads > 1 else ''} "
+        "each: W4, one request of "
         f"128 prompt tokens and 128 greedy output tokens (EOS ignored), p50 of {args.num_iters} after "
         f"{args.num_warmup} warm-up, the same token-id prompts, the same GGUF file ({args.model_label}).",
         "",
@@ -98,6 +99,8 @@ def main() -> None:
     parser.add_argument("--out-dir", type=Path, default=ROOT / "bench_out" / "llamacpp_compare",
                         help="logs and results.json (default: bench_out/llamacpp_compare)")
     parser.add_argument("--write-docs", type=Path, default=None, help="write the table into this file's section")
+    parser.add_argument("--docs-section", default=DOCS_SECTION,
+                        help=f"name of that section (default: {DOCS_SECTION})")
     args = parser.parse_args()
     sys.path.insert(0, str(ROOT))
     if args.model is None:
@@ -151,7 +154,7 @@ def main() -> None:
     if args.write_docs:
         from pagedllm_core.bench.docs_section import write_section
 
-        write_section(args.write_docs, DOCS_SECTION, markdown)
+        write_section(args.write_docs, args.docs_section, markdown)
 
 
 if __name__ == "__main__":

@@ -61,7 +61,7 @@ def main() -> None:
     dense = [dequantize(matrix, first_type, K) for matrix in blocks[first_type]]
 
     print(f"gguf_linear against F.linear, {K} -> {N}, {args.num_matrices} distinct matrices per pass, fastest of "
-          f"{args.num_passes} passes, {torch.get_num_threads()} threads, {cpu_name()}.\n")
+          f"{args.num_passes} passes, {torch.get_num_threads()} thread(s), {cpu_name()}.\n")
     print("| format | bits per weight | " + " | ".join(f"{m} row{'s' if m > 1 else ''} (µs)" for m in rows) + " |")
     print("| --- | ---: |" + " ---: |" * len(rows))
     table = {"dense float32": (32.0, [])}

@@ -3,7 +3,10 @@
 gguf-py (0.19) dequantizes the K-quants but cannot write them, so the tests make their K-quant files
 with this. It picks scales by each sub-block's range (llama.cpp searches for better ones; the layout
 is what matters here), and ``test_k_quantizer_round_trips_through_gguf`` checks it through
-gguf-py's own dequantizer.
+gguf-py's own dequantizer. As a script it writes the tests' Q4_K_M-style file of the default model,
+for benchmarks:
+
+    .venv/bin/python plugins/quant_gguf/tests/k_quantizer.py bench_out/default-q4_k_m-style.gguf
 """
 
 from __future__ import annotations
@@ -203,3 +206,35 @@ def _finish(writer: gguf.GGUFWriter) -> None:
     writer.write_kv_data_to_file()
     writer.write_tensors_to_file()
     writer.close()
+
+
+def q4_k_m_style_type(name: str, shape: tuple[int, int]) -> gguf.GGMLQuantizationType | None:
+    """The type of the default model's tensor ``name`` in a file laid out like llama.cpp's Q4_K_M (None:
+    unchanged): K-quants for the down projections, whose rows fit 256-value super-blocks (all three
+    K-quants, in turn), and for the 576-wide projections the 32-value fallbacks, Q5_0, with Q8_0 for
+    every third v projection and Q5_1 for every other gate/up pair."""
+    if not name.startswith("blk."):
+        return None
+    layer, kind = int(name.split(".")[1]), name.split(".")[2]
+    if kind == "ffn_down":
+        return (Q6_K, Q5_K, Q4_K)[layer % 3]
+    if kind == "attn_v":
+        return gguf.GGMLQuantizationType.Q8_0 if layer % 3 == 0 else gguf.GGMLQuantizationType.Q5_0
+    if kind in ("ffn_gate", "ffn_up"):
+        return gguf.GGMLQuantizationType.Q5_1 if layer % 2 else gguf.GGMLQuantizationType.Q5_0
+    return gguf.GGMLQuantizationType.Q5_0
+
+
+def main() -> None:
+    import argparse
+
+    from pagedllm_core.model.source import default_model_source
+
+    parser = argparse.ArgumentParser(description="write the default model re-quantized like llama.cpp's Q4_K_M")
+    parser.add_argument("destination", type=Path, help="the GGUF file to write")
+    source = default_model_source()
+    requantize_gguf(source.directory / source.gguf_file, parser.parse_args().destination, q4_k_m_style_type)
+
+
+if __name__ == "__main__":
+    main()

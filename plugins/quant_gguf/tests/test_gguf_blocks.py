@@ -35,9 +35,10 @@ def test_dequantize_is_bit_identical_to_gguf(quant_type, out_features, num_block
     in_features = num_blocks * BLOCK_FORMATS[quant_type].values_per_block
 
     expected = gguf_dequantize(blocks, quant_type)
-    actual = dequantize(blocks, quant_type, in_features)
-    assert actual.dtype == torch.float32 and actual.shape == (out_features, in_features)
-    assert torch.equal(actual.view(torch.int32), expected.view(torch.int32))
+    for actual in (dequantize(blocks, quant_type, in_features),
+                   load_kernels().gguf_dequantize(blocks, quant_type, in_features)):  # torch, then C++
+        assert actual.dtype == torch.float32 and actual.shape == (out_features, in_features)
+        assert torch.equal(actual.view(torch.int32), expected.view(torch.int32))
 
 
 @pytest.mark.parametrize("quant_type", [Q4_0, Q4_1, Q5_0, Q5_1, Q8_0])

@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from k_quantizer import requantize_gguf, write_random_llama_gguf
+from k_quantizer import q4_k_m_style_type, requantize_gguf, write_random_llama_gguf
 from pagedllm_core import LLM, SamplingParams
 from pagedllm_core.model.source import default_model_source
 from pagedllm_quant_gguf.blocks import Q4_K, Q5_0, Q5_1, Q5_K, Q6_K, Q8_0, dequantize
@@ -61,20 +61,6 @@ def k_quant_files(tmp_path_factory) -> dict[str, Path]:
         default_file, files["random model, all K-quants"], RANDOM_MODEL_TYPES, num_layers=RANDOM_MODEL_LAYERS
     )
     return files
-
-
-def q4_k_m_style_type(name: str, shape: tuple[int, int]) -> int | None:
-    """The type the default model's tensor ``name`` gets in the Q4_K_M-style file (None: unchanged)."""
-    if not name.startswith("blk."):
-        return None
-    layer, kind = int(name.split(".")[1]), name.split(".")[2]
-    if kind == "ffn_down":
-        return (Q6_K, Q5_K, Q4_K)[layer % 3]
-    if kind == "attn_v":
-        return Q8_0 if layer % 3 == 0 else Q5_0
-    if kind in ("ffn_gate", "ffn_up"):
-        return Q5_1 if layer % 2 else Q5_0
-    return Q5_0
 
 
 @pytest.mark.parametrize("file", EXPECTED_LAYER_TYPES)

@@ -147,7 +147,7 @@ struct Q4_1 {
 };
 
 // Q5_0 and Q5_1: the nibbles of Q4_0/Q4_1 plus a 32-bit word whose bit j is the fifth bit of weight j;
-// w = d * (q - 16) or d * q + m.
+// w = d * (q - 16) or d * q + m. The 32 quants are assembled as bytes, then widened.
 template <bool kMinimum>
 struct FiveBit {
   static constexpr int64_t kValues = 32, kBytes = kMinimum ? 24 : 22;
@@ -156,20 +156,28 @@ struct FiveBit {
     constexpr int64_t high_offset = kMinimum ? 4 : 2;
     uint32_t high_bits;
     std::memcpy(&high_bits, block + high_offset, sizeof(high_bits));
-    __m256i quants[4];
-    nibbles_to_int32(block + high_offset + 4, quants);
-    const __m256i all_high = _mm256_set1_epi32(static_cast<int>(high_bits));
-    const __m256i lanes = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7), one = _mm256_set1_epi32(1);
+    // Weights 0-15 from the low nibbles, in the lower 16 bytes; 16-31 from the high nibbles, above.
+    const __m128i nibble_bytes = _mm_loadu_si128(reinterpret_cast<const __m128i*>(block + high_offset + 4));
+    const __m256i nibbles = _mm256_and_si256(
+        _mm256_inserti128_si256(_mm256_castsi128_si256(nibble_bytes), _mm_srli_epi16(nibble_bytes, 4), 1),
+        _mm256_set1_epi8(0x0F));
+    // Byte j gets byte j / 8 of the word (shuffles stay within 16-byte lanes; the word is in every
+    // lane), then 0x10 where its bit j % 8 is set.
+    const __m256i spread = _mm256_shuffle_epi8(
+        _mm256_set1_epi32(static_cast<int>(high_bits)),
+        _mm256_setr_epi8(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1, 2, 2, 2, 2, 2, 2, 2, 2, 3, 3, 3, 3, 3, 3, 3, 3));
+    const __m256i bit = _mm256_set1_epi64x(static_cast<int64_t>(0x8040201008040201ULL));
+    const __m256i fifth = _mm256_and_si256(_mm256_cmpeq_epi8(_mm256_and_si256(spread, bit), bit), _mm256_set1_epi8(0x10));
+    const __m256i quants = _mm256_or_si256(nibbles, fifth);
     const __m256 d = broadcast_float16(block);
-    for (int i = 0; i < 4; ++i) {
-      const __m256i shift = _mm256_add_epi32(lanes, _mm256_set1_epi32(8 * i));
-      const __m256i high = _mm256_and_si256(_mm256_srlv_epi32(all_high, shift), one);
-      const __m256i q = _mm256_or_si256(quants[i], _mm256_slli_epi32(high, 4));
-      if constexpr (kMinimum) {
-        weights[i] = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(q), broadcast_float16(block + 2));
-      } else {
-        weights[i] = _mm256_mul_ps(d, _mm256_cvtepi32_ps(_mm256_sub_epi32(q, _mm256_set1_epi32(16))));
-      }
+    __m256 values[4];
+    if constexpr (kMinimum) {
+      bytes_to_float<false>(quants, values);
+      const __m256 m = broadcast_float16(block + 2);
+      for (int i = 0; i < 4; ++i) weights[i] = _mm256_fmadd_ps(d, values[i], m);
+    } else {
+      bytes_to_float<true>(_mm256_sub_epi8(quants, _mm256_set1_epi8(16)), values);
+      for (int i = 0; i < 4; ++i) weights[i] = _mm256_mul_ps(d, values[i]);
     }
   }
 };
