@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import AsyncIterator, Awaitable, Callable
+import dataclasses
 from dataclasses import dataclass
 from typing import TypeVar
 
@@ -129,7 +130,8 @@ class DeltaTracker:
             held_output.add(RequestOutput("", None, [], outputs=[completion]))
             completion = held_output.outputs[0]
         if not completion.text and completion.finish_reason is None:
-            self._held[index] = completion  # e.g. half a UTF-8 character: wait for the rest
+            # e.g. half a UTF-8 character: wait for the rest (a copy, as it is added to later)
+            self._held[index] = dataclasses.replace(completion)
             return None
         is_first = index not in self._num_tokens
         num_tokens = self._num_tokens.get(index, 0)

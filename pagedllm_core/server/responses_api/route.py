@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import copy
 import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 
 from fastapi import APIRouter, Request
 
-from pagedllm_core.outputs import CompletionOutput
+from pagedllm_core.outputs import RequestOutput
 from pagedllm_core.server.generation import Generation
 from pagedllm_core.server.responses_api.objects import (
     IncompleteDetails,
@@ -97,12 +98,16 @@ class _Responder:
         part_position = {"item_id": self.message_id, "output_index": 0, "content_index": 0}
         yield self._event("response.content_part.added", **part_position, part=OutputText(text="").model_dump())
         tracker = DeltaTracker(1)
-        final: CompletionOutput | None = None
+        whole: RequestOutput | None = None
         async for _, output in generation.outputs():
             for delta in tracker.deltas(0, output):
                 if delta.text:
                     yield self._event("response.output_text.delta", **part_position, delta=delta.text, logprobs=[])
-            final = output.outputs[0]
+            if whole is None:
+                whole = copy.deepcopy(output)  # folded below; the tracker keeps its own copies
+            else:
+                whole.add(output)
+        final = whole.outputs[0]
         response = self._response(final.text, final.finish_reason, len(final.token_ids))
         message = response.output[0]
         yield self._event("response.output_text.done", **part_position, text=final.text, logprobs=[])
