@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import uuid
+from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -51,7 +52,7 @@ class ParsedOutput:
     calls: list[FunctionCall]
 
 
-class ToolParser:
+class ToolParser(ABC):
     """Finds tool calls in what one model family writes.
 
     A model's output is text, then optionally a *tool-call section* that starts where
@@ -64,18 +65,18 @@ class ToolParser:
     # Markers like [TOOL_CALLS] or <|python_tag|> are special tokens, dropped unless kept.
     needs_special_tokens: ClassVar[bool] = False
 
+    @abstractmethod
     def section_start(self, text: str) -> int | None:
         """Where the tool-call section begins in ``text``, or None if it has not begun."""
-        raise NotImplementedError
 
+    @abstractmethod
     def undecided_length(self, text: str) -> int:
         """How many characters at the end of ``text`` might still turn out to begin a section
         (a stream holds them back until it knows)."""
-        raise NotImplementedError
 
+    @abstractmethod
     def parse_section(self, section: str, final: bool) -> SectionCalls:
         """The calls at the start of ``section``; ``final`` when no more text will come."""
-        raise NotImplementedError
 
     def new_call_id(self) -> str:
         return f"call_{uuid.uuid4().hex[:24]}"
