@@ -33,6 +33,15 @@ class CompletionOutput:
     def finished(self) -> bool:
         return self.finish_reason is not None
 
+    def add(self, later: CompletionOutput) -> None:
+        """Append a later delta of the same sequence (its text, tokens and logprobs; its newest state)."""
+        self.text += later.text
+        self.token_ids = [*self.token_ids, *later.token_ids]
+        if self.logprobs is not None and later.logprobs is not None:
+            self.logprobs = [*self.logprobs, *later.logprobs]
+        self.cumulative_logprob = later.cumulative_logprob
+        self.finish_reason, self.stop_reason = later.finish_reason, later.stop_reason
+
 
 @dataclass
 class RequestOutput:
@@ -55,13 +64,8 @@ class RequestOutput:
             mine = by_index.get(completion.index)
             if mine is None:
                 self.outputs.append(completion)
-                continue
-            mine.text += completion.text
-            mine.token_ids = [*mine.token_ids, *completion.token_ids]
-            if mine.logprobs is not None and completion.logprobs is not None:
-                mine.logprobs = [*mine.logprobs, *completion.logprobs]
-            mine.cumulative_logprob = completion.cumulative_logprob
-            mine.finish_reason, mine.stop_reason = completion.finish_reason, completion.stop_reason
+            else:
+                mine.add(completion)
         self.prompt_logprobs = self.prompt_logprobs or later.prompt_logprobs
         self.finished, self.error = later.finished, later.error
 

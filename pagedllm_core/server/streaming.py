@@ -126,9 +126,8 @@ class DeltaTracker:
             return None
         held = self._held.pop(index, None)
         if held is not None:
-            held_output = RequestOutput("", None, [], outputs=[held])
-            held_output.add(RequestOutput("", None, [], outputs=[completion]))
-            completion = held_output.outputs[0]
+            held.add(completion)
+            completion = held
         if not completion.text and completion.finish_reason is None:
             # e.g. half a UTF-8 character: wait for the rest (a copy, as it is added to later)
             self._held[index] = dataclasses.replace(completion)
