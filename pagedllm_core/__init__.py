@@ -3,6 +3,7 @@
 from pagedllm_core.config import EngineConfig
 from pagedllm_core.errors import ConfigError, ModelLoadError, PagedLLMError, UnknownPluginTargetError
 from pagedllm_core.hookspecs import hookimpl
+from pagedllm_core.lora_request import LoRARequest
 from pagedllm_core.outputs import BeamSearchOutput, BeamSearchSequence, CompletionOutput, Logprob, RequestOutput
 from pagedllm_core.pooling.outputs import EmbeddingOutput, EmbeddingRequestOutput
 from pagedllm_core.pooling.params import PoolingParams
@@ -15,6 +16,7 @@ __all__ = [
     "BeamSearchParams",
     "BeamSearchSequence",
     "Logprob",
+    "LoRARequest",
     "CompletionOutput",
     "ConfigError",
     "EmbeddingOutput",

@@ -80,6 +80,19 @@ class EngineConfig(BaseModel):
         description="How the engine runs its worker: uni in the engine's own process; mp in a worker process the "
         "engine starts, sent each step as a message over a pipe (the process ends with the engine).",
     )
+    enable_lora: bool = Field(
+        False,
+        description="Serve LoRA adapters (requests pass a LoRARequest; the server's --lora-modules); needs a "
+        "registered LoRA manager (pip install 'pagedllm[lora]').",
+    )
+    max_loras: int = Field(1, ge=1, description="Most distinct LoRA adapters in one step (each holds a slot).")
+    max_lora_rank: int = Field(
+        16, ge=1, le=512, description="Highest LoRA rank accepted; every slot is sized for it."
+    )
+    max_cpu_loras: int | None = Field(
+        None, ge=1, description="Loaded adapters kept in memory (least recently used dropped first); None: max_loras."
+    )
+    lora_manager: str = Field("lora", min_length=1, description="Registered LoRA manager used with enable_lora.")
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto picks cuda when available.")
     num_cpu_threads: int | None = Field(
         None,
@@ -96,6 +109,12 @@ class EngineConfig(BaseModel):
                 f"without chunked prefill max_num_batched_tokens ({self.max_num_batched_tokens}) must be at "
                 f"least max_model_len ({self.max_model_len}) so that every prompt fits in one step"
             )
+        return self
+
+    @model_validator(mode="after")
+    def _check_lora_cache(self) -> EngineConfig:
+        if self.max_cpu_loras is not None and self.max_cpu_loras < self.max_loras:
+            raise ValueError(f"max_cpu_loras ({self.max_cpu_loras}) must be at least max_loras ({self.max_loras})")
         return self
 
     @classmethod

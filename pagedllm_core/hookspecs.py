@@ -107,10 +107,11 @@ def register_lora_managers(register: RegisterFn) -> None:
     """Register LoRA adapter managers.
 
     Called once when the registry is built. Each target is a
-    :class:`pagedllm_core.model.lora.LoRAManager` subclass, constructed with the loaded model; it
-    loads adapters and, before every step, learns each token's adapter. The engine does not select
-    LoRA managers yet (the LoRA plugin's issue adds the setting); registrations are listed by
-    ``pagedllm plugins`` meanwhile.
+    :class:`pagedllm_core.model.lora.LoRAManager` subclass. With ``EngineConfig.enable_lora`` the
+    worker resolves the manager named by ``EngineConfig.lora_manager`` (default ``"lora"``, from
+    ``pagedllm[lora]``) and constructs it with the loaded model, the config, the device and the
+    dtype; it loads and checks adapters (``add_adapter``, also called when a request first names
+    one) and, before every step's forward, learns each token's adapter (``set_step_adapters``).
 
     :param register: call ``register(name, target, description)`` once per manager.
     :returns: nothing; results are collected through ``register``.

@@ -78,8 +78,14 @@ class ContinuousBatchingScheduler(Scheduler):
                 index += 1
 
         # Admit new work only when nothing had to be preempted: the pool is known to be tight otherwise.
+        # A sequence whose LoRA adapter would be one too many this step waits, in place, for a later one.
+        lora_ids = {sequence.lora_int_id for sequence in self.running} - {0}
+        deferred: list[Sequence] = []
         while not plan.preempted and self.waiting and token_budget > 0 and len(self.running) < self.config.max_num_seqs:
             sequence = self.waiting[0]
+            if sequence.lora_int_id and sequence.lora_int_id not in lora_ids and len(lora_ids) >= self.config.max_loras:
+                deferred.append(self.waiting.popleft())
+                continue
             cached_block_ids = self.kv_cache_manager.find_cached_blocks(sequence)
             num_cached_tokens = len(cached_block_ids) * self.kv_cache_manager.block_size
             num_new_tokens = sequence.num_tokens - num_cached_tokens
@@ -95,6 +101,9 @@ class ContinuousBatchingScheduler(Scheduler):
             self.running.append(sequence)
             plan.scheduled.append(ScheduledSequence(sequence, num_new_tokens))
             token_budget -= num_new_tokens
+            if sequence.lora_int_id:
+                lora_ids.add(sequence.lora_int_id)
+        self.waiting.extendleft(reversed(deferred))
 
         plan.block_copies = self.kv_cache_manager.take_pending_copies()
         return plan

@@ -20,6 +20,7 @@ from pagedllm_core.engine.structured_outputs import ConstraintCompiler
 from pagedllm_core.errors import ConfigError
 from pagedllm_core.executor.base import build_executor
 from pagedllm_core.executor.messages import ModelRunnerOutput, TokenLogprobs, forked_seq_id
+from pagedllm_core.lora_request import LoRARequest
 from pagedllm_core.model import loader
 from pagedllm_core.model.model_info import ModelInfo, resolve_model_info
 from pagedllm_core.outputs import RequestOutput
@@ -71,6 +72,7 @@ class LLMEngine:
         self.message_builder = StepMessageBuilder(self.kv_cache_manager.block_tables, config.block_size)
         self._states: dict[str, RequestState] = {}
         self._beam_groups: dict[str, BeamSearchGroup] = {}
+        self._loras: dict[int, LoRARequest] = {}  # adapters loaded on the workers, by id
         self._sequence_counter = itertools.count()
         self._decode_token = functools.lru_cache(maxsize=65536)(self._decode_one)
         self.constraint_compiler = ConstraintCompiler(
@@ -91,39 +93,89 @@ class LLMEngine:
     # -- requests -------------------------------------------------------------------------------
 
     def add_request(
-        self, request_id: str, prompt: str | list[int], params: SamplingParams | BeamSearchParams
+        self,
+        request_id: str,
+        prompt: str | list[int],
+        params: SamplingParams | BeamSearchParams,
+        lora_request: LoRARequest | None = None,
     ) -> None:
         """Tokenize (if text) and validate a request, then queue its first sequence for the scheduler.
 
         With :class:`BeamSearchParams` the request is a beam search: its beams run beside every other
-        request and its one output, the best beams first, comes when the search ends."""
+        request and its one output, the best beams first, comes when the search ends. With
+        ``lora_request`` every token runs through that LoRA adapter (loaded and checked here the first
+        time it is named)."""
         if request_id in self._states or request_id in self._beam_groups:
             raise ConfigError(f"request id {request_id!r} is already in use")
+        if lora_request is not None:
+            self.add_lora(lora_request)
         prompt_token_ids = self.tokenizer.encode(prompt) if isinstance(prompt, str) else list(prompt)
         if isinstance(params, BeamSearchParams):
-            self._add_beam_search(request_id, prompt_token_ids, params)
+            self._add_beam_search(request_id, prompt_token_ids, params, lora_request)
             return
         max_output_tokens = self._validate(prompt_token_ids, params)
         constraint = self._new_constraint_state(params.structured_outputs)
         first = Sequence(
-            self._new_seq_id(), prompt_token_ids, params, max_output_tokens, self.eos_token_ids, request_id=request_id
+            self._new_seq_id(),
+            prompt_token_ids,
+            params,
+            max_output_tokens,
+            self.eos_token_ids,
+            request_id=request_id,
+            lora_request=lora_request,
         )
         first.constraint = constraint
         prompt_text = prompt if isinstance(prompt, str) else None
         self._states[request_id] = RequestState(request_id, prompt_text, first, self.tokenizer, self._decode_token)
         self.scheduler.add_sequence(first)
 
-    def _add_beam_search(self, request_id: str, prompt_token_ids: list[int], params: BeamSearchParams) -> None:
+    def _add_beam_search(
+        self, request_id: str, prompt_token_ids: list[int], params: BeamSearchParams, lora_request: LoRARequest | None
+    ) -> None:
         sampling_params = SamplingParams(temperature=params.temperature, max_tokens=params.max_tokens, ignore_eos=True)
         self._validate(prompt_token_ids, sampling_params)
         root = Sequence(
-            self._new_seq_id(), prompt_token_ids, sampling_params, params.max_tokens, frozenset(), request_id=request_id
+            self._new_seq_id(),
+            prompt_token_ids,
+            sampling_params,
+            params.max_tokens,
+            frozenset(),
+            request_id=request_id,
+            lora_request=lora_request,
         )
         root.constraint = self._new_constraint_state(params.structured_outputs)
         self._beam_groups[request_id] = BeamSearchGroup(
             request_id, root, params, self.eos_token_ids, self._new_seq_id
         )
         self.scheduler.add_sequence(root)
+
+    # -- LoRA adapters --------------------------------------------------------------------------
+
+    def add_lora(self, lora_request: LoRARequest) -> bool:
+        """Load and check an adapter on the workers (``ConfigError`` naming what is wrong); False if it
+        is loaded already. An id stands for one adapter: naming it with another name or path is an error."""
+        if not self.config.enable_lora:
+            raise ConfigError("a LoRA adapter was requested but LoRA is off; start the engine with enable_lora=True")
+        known = self._loras.get(lora_request.lora_int_id)
+        if known is not None:
+            if (known.lora_name, known.lora_path) != (lora_request.lora_name, lora_request.lora_path):
+                raise ConfigError(
+                    f"lora_int_id {lora_request.lora_int_id} is already adapter {known.lora_name!r} at "
+                    f"{known.lora_path!r}; give this adapter another id"
+                )
+            return False
+        added = self.executor.add_lora(lora_request)
+        self._loras[lora_request.lora_int_id] = lora_request
+        return added
+
+    def remove_lora(self, lora_int_id: int) -> bool:
+        """Drop an adapter from the workers' memory; requests still running with it reload it."""
+        if self._loras.pop(lora_int_id, None) is None:
+            return False
+        return self.executor.remove_lora(lora_int_id)
+
+    def list_loras(self) -> set[int]:
+        return set(self._loras)
 
     def precompile_structured_output(self, spec: StructuredOutputsParams) -> None:
         """Compile ``spec`` into the constraint cache now, from any thread, so that adding a request

@@ -13,7 +13,7 @@ from pagedllm_core.engine.sequence import Sequence
 
 BlockHash = NewType("BlockHash", bytes)
 """SHA-256 digest naming a full block's contents: its tokens, every token before them, and the
-sequence's extra keys (cache salt). Equal hashes mean equal keys and values in the block."""
+sequence's extra keys (cache salt, LoRA adapter). Equal hashes mean equal keys and values in the block."""
 
 
 def hash_extra_keys(extra_keys: Mapping[str, str | None]) -> BlockHash:
@@ -24,6 +24,16 @@ def hash_extra_keys(extra_keys: Mapping[str, str | None]) -> BlockHash:
     """
     encoded = json.dumps(["pagedllm prefix cache", extra_keys], sort_keys=True).encode()
     return BlockHash(hashlib.sha256(encoded).digest())
+
+
+def sequence_extra_keys(sequence: Sequence) -> dict[str, str | None]:
+    """The sequence's extra keys: its ``cache_salt`` and, for a LoRA adapter, the adapter's identity
+    (an adapter changes every layer's keys and values, so its blocks are never another's)."""
+    extra_keys = {"cache_salt": sequence.sampling_params.cache_salt}
+    lora = sequence.lora_request
+    if lora is not None:
+        extra_keys["lora"] = f"{lora.lora_int_id}:{lora.lora_name}:{lora.lora_path}"
+    return extra_keys
 
 
 def hash_block_tokens(parent_hash: BlockHash, token_ids: list[int]) -> BlockHash:
@@ -79,7 +89,7 @@ class PrefixCache:
         hashes = self._block_hashes.setdefault(sequence.seq_id, [])
         if len(hashes) < num_blocks:
             block_size = self.block_size
-            parent = hashes[-1] if hashes else hash_extra_keys({"cache_salt": sequence.sampling_params.cache_salt})
+            parent = hashes[-1] if hashes else hash_extra_keys(sequence_extra_keys(sequence))
             for index in range(len(hashes), num_blocks):
                 parent = hash_block_tokens(parent, sequence.token_ids[index * block_size : (index + 1) * block_size])
                 hashes.append(parent)

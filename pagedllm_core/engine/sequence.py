@@ -11,6 +11,7 @@ import enum
 from typing import TYPE_CHECKING
 
 from pagedllm_core.engine import stopping
+from pagedllm_core.lora_request import LoRARequest
 from pagedllm_core.sampling.constraints import ConstraintState
 from pagedllm_core.sampling_params import SamplingParams
 
@@ -27,6 +28,11 @@ class SequenceStatus(enum.Enum):
     FINISHED_ABORTED = "abort"
     # A beam that lost to better candidates; never reported to the user.
     FINISHED_PRUNED = "pruned"
+
+    @property
+    def lora_int_id(self) -> int:
+        """The adapter's id, 0 for the base model."""
+        return 0 if self.lora_request is None else self.lora_request.lora_int_id
 
     @property
     def is_finished(self) -> bool:
@@ -62,10 +68,13 @@ class Sequence:
         eos_token_ids: frozenset[int],
         request_id: str | None = None,
         index: int = 0,
+        lora_request: LoRARequest | None = None,
     ):
         self.seq_id = seq_id
         self.request_id = seq_id if request_id is None else request_id
         self.index = index
+        # The LoRA adapter every token of this sequence runs with (None: the base model).
+        self.lora_request = lora_request
         self.prompt_token_ids = prompt_token_ids
         self.sampling_params = sampling_params
         self.max_output_tokens = max_output_tokens
@@ -99,6 +108,11 @@ class Sequence:
         return self.token_ids[len(self.prompt_token_ids) :]
 
     @property
+    def lora_int_id(self) -> int:
+        """The adapter's id, 0 for the base model."""
+        return 0 if self.lora_request is None else self.lora_request.lora_int_id
+
+    @property
     def is_finished(self) -> bool:
         return self.status.is_finished
 
@@ -122,6 +136,7 @@ class Sequence:
             self.eos_token_ids,
             request_id=self.request_id,
             index=index,
+            lora_request=self.lora_request,
         )
         child.token_ids = list(self.token_ids)
         child.num_computed_tokens = self.num_computed_tokens

@@ -69,6 +69,7 @@ class StepMessageBuilder:
             num_samples=num_samples,
             index=sequence.index,
             num_beam_candidates=0 if group is None else group.num_candidates,
+            lora_request=sequence.lora_request,
         )
 
     def _cached(self, item: ScheduledSequence, num_samples: int) -> CachedSequenceData:

@@ -14,6 +14,7 @@ from pagedllm_core.config import EngineConfig
 from pagedllm_core.engine.beam_search import beam_score
 from pagedllm_core.engine.llm_engine import LLMEngine
 from pagedllm_core.errors import ConfigError
+from pagedllm_core.lora_request import LoRARequest
 from pagedllm_core.outputs import BeamSearchOutput, BeamSearchSequence, RequestOutput
 from pagedllm_core.pooling.config import PoolerConfig, PoolingConfig
 from pagedllm_core.pooling.engine import EmbeddingEngine
@@ -65,20 +66,25 @@ class LLM:
         prompts: PromptInput | Sequence[PromptInput],
         sampling_params: SamplingParams | Sequence[SamplingParams] | None = None,
         use_tqdm: bool = True,
+        lora_request: LoRARequest | Sequence[LoRARequest | None] | None = None,
     ) -> list[RequestOutput]:
         """Generate for every prompt; outputs come back in input order.
 
         A prompt is a string or ``{"prompt_token_ids": [...]}``. ``sampling_params`` is one
-        ``SamplingParams`` for all prompts or a list with one per prompt.
+        ``SamplingParams`` for all prompts or a list with one per prompt; so is ``lora_request``
+        (a :class:`LoRARequest`, or None for the base model; needs ``enable_lora=True``).
         """
         self._check_task("generate", "generate")
         if isinstance(prompts, (str, dict)):
             prompts = [prompts]
         params = _one_per_prompt(sampling_params, SamplingParams, len(prompts))
+        lora_requests = _lora_per_prompt(lora_request, len(prompts))
         # Only the final outputs are returned, so the engine need not build any before them.
         final_only = {id(p): dataclasses.replace(p, output_kind=RequestOutputKind.FINAL_ONLY) for p in params}
         params = [final_only[id(p)] for p in params]
-        return self._run_requests([_prompt_value(prompt) for prompt in prompts], params, use_tqdm, "Generating")
+        return self._run_requests(
+            [_prompt_value(prompt) for prompt in prompts], params, use_tqdm, "Generating", lora_requests
+        )
 
     def beam_search(
         self, prompts: PromptInput | Sequence[PromptInput], params: BeamSearchParams, use_tqdm: bool = False
@@ -157,13 +163,21 @@ class LLM:
         if self.task != task:
             raise ConfigError(f"LLM.{method}() needs a model loaded with task={task!r}; this one has task={self.task!r}")
 
-    def _run_requests(self, prompts: list[str | list[int]], params: list, use_tqdm: bool, description: str):
+    def _run_requests(
+        self,
+        prompts: list[str | list[int]],
+        params: list,
+        use_tqdm: bool,
+        description: str,
+        lora_requests: list[LoRARequest | None] | None = None,
+    ):
         """Add one request per prompt, step until all finished; outputs in input order."""
         request_ids = []
+        lora_requests = lora_requests or [None] * len(prompts)
         try:
-            for prompt, prompt_params in zip(prompts, params):
+            for prompt, prompt_params, lora in zip(prompts, params, lora_requests):
                 request_id = str(next(self._request_counter))
-                self.llm_engine.add_request(request_id, prompt, prompt_params)
+                self.llm_engine.add_request(request_id, prompt, prompt_params, lora_request=lora)
                 request_ids.append(request_id)
         except Exception:
             self.llm_engine.abort_request(request_ids)
@@ -193,6 +207,15 @@ def _one_per_prompt(params, params_type: type, num_prompts: int) -> list:
             f"got {len(params)} {params_type.__name__} for {num_prompts} prompts; give one, or one per prompt"
         )
     return list(params)
+
+
+def _lora_per_prompt(lora_request, num_prompts: int) -> list[LoRARequest | None]:
+    """``lora_request`` (None, one for all, or one per prompt) as a list with one per prompt."""
+    if lora_request is None or isinstance(lora_request, LoRARequest):
+        return [lora_request] * num_prompts
+    if len(lora_request) != num_prompts:
+        raise ConfigError(f"got {len(lora_request)} LoRA requests for {num_prompts} prompts; give one, or one per prompt")
+    return list(lora_request)
 
 
 def _prompt_value(prompt: PromptInput) -> str | list[int]:

@@ -7,6 +7,7 @@ from abc import ABC, abstractmethod
 from pagedllm_core.config import EngineConfig
 from pagedllm_core.errors import PagedLLMError
 from pagedllm_core.executor.messages import ModelRunnerOutput, SchedulerOutput
+from pagedllm_core.lora_request import LoRARequest
 from pagedllm_core.registry import Registry
 
 
@@ -27,6 +28,14 @@ class Executor(ABC):
     @abstractmethod
     def execute_model(self, message: SchedulerOutput) -> ModelRunnerOutput:
         """Run one step; raises :class:`WorkerDiedError` when a worker is gone."""
+
+    @abstractmethod
+    def add_lora(self, lora_request: LoRARequest) -> bool:
+        """Load an adapter on every worker, raising ``ConfigError`` when it is unusable; False if loaded already."""
+
+    @abstractmethod
+    def remove_lora(self, lora_int_id: int) -> bool:
+        """Drop an adapter on every worker; False if it was not loaded."""
 
     def shutdown(self) -> None:
         """Stop the workers (idempotent); the executor cannot run steps afterwards."""

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from pagedllm_core.lora_request import LoRARequest
 from pagedllm_core.sampling_params import SamplingParams
 
 
@@ -39,6 +40,8 @@ class NewSequenceData:
     index: int = 0
     # > 0 for a beam: score this many candidate next tokens instead of sampling one.
     num_beam_candidates: int = 0
+    # The LoRA adapter the sequence runs with; None for the base model.
+    lora_request: LoRARequest | None = None
 
 
 @dataclass

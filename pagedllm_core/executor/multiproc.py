@@ -7,9 +7,11 @@ import multiprocessing
 from multiprocessing.connection import Connection, wait
 
 from pagedllm_core.config import EngineConfig
+from pagedllm_core.errors import ConfigError
 from pagedllm_core.executor import wire
 from pagedllm_core.executor.base import Executor, WorkerDiedError
 from pagedllm_core.executor.messages import ModelRunnerOutput, SchedulerOutput
+from pagedllm_core.lora_request import LoRARequest
 
 logger = logging.getLogger(__name__)
 
@@ -48,6 +50,15 @@ class MultiprocExecutor(Executor):
 
     def execute_model(self, message: SchedulerOutput) -> ModelRunnerOutput:
         return self._call(message)
+
+    def add_lora(self, lora_request: LoRARequest) -> bool:
+        reply = self._call(wire.AddLoRA(lora_request))
+        if isinstance(reply, wire.LoRAFailure):
+            raise ConfigError(reply.message)
+        return reply
+
+    def remove_lora(self, lora_int_id: int) -> bool:
+        return self._call(wire.RemoveLoRA(lora_int_id))
 
     def _call(self, message):
         if self._closed:
@@ -114,8 +125,20 @@ def run_worker_process(connection: Connection) -> None:
         if isinstance(message, wire.ShutdownWorker):
             return
         try:
-            reply = worker.execute_model(message)
+            reply = _handle(worker, message)
         except Exception as error:  # noqa: BLE001 - reported to the engine, which raises it
             logger.exception("the worker failed to run a step")
             reply = wire.WorkerFailure(f"{type(error).__name__}: {error}")
         connection.send_bytes(wire.encode(reply))
+
+
+def _handle(worker, message):
+    """The worker's reply to one message: a step's output, or the outcome of an adapter change."""
+    if isinstance(message, wire.AddLoRA):
+        try:
+            return worker.add_lora(message.lora_request)
+        except ConfigError as error:  # an unusable adapter is the caller's error, not the worker's
+            return wire.LoRAFailure(str(error))
+    if isinstance(message, wire.RemoveLoRA):
+        return worker.remove_lora(message.lora_int_id)
+    return worker.execute_model(message)

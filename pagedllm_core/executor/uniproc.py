@@ -5,6 +5,7 @@ from __future__ import annotations
 from pagedllm_core.config import EngineConfig
 from pagedllm_core.executor.base import Executor
 from pagedllm_core.executor.messages import ModelRunnerOutput, SchedulerOutput
+from pagedllm_core.lora_request import LoRARequest
 from pagedllm_core.registry import Registry
 from pagedllm_core.worker.worker import Worker
 
@@ -18,3 +19,9 @@ class UniProcExecutor(Executor):
 
     def execute_model(self, message: SchedulerOutput) -> ModelRunnerOutput:
         return self.worker.execute_model(message)
+
+    def add_lora(self, lora_request: LoRARequest) -> bool:
+        return self.worker.add_lora(lora_request)
+
+    def remove_lora(self, lora_int_id: int) -> bool:
+        return self.worker.remove_lora(lora_int_id)

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 from pagedllm_core.config import EngineConfig
 from pagedllm_core.executor import messages
+from pagedllm_core.lora_request import LoRARequest
 from pagedllm_core.sampling_params import RequestOutputKind, SamplingParams
 from pagedllm_core.structured_outputs import StructuredOutputsParams
 
@@ -37,6 +38,28 @@ class StartWorker:
     config: EngineConfig
 
 
+@dataclass
+class AddLoRA:
+    """Tells a worker to load (and check) an adapter before requests use it; the reply is ``True`` or a
+    :class:`LoRAFailure`."""
+
+    lora_request: LoRARequest
+
+
+@dataclass
+class RemoveLoRA:
+    """Tells a worker to drop a loaded adapter; the reply says whether it was loaded."""
+
+    lora_int_id: int
+
+
+@dataclass
+class LoRAFailure:
+    """A worker's reply when an adapter is unusable (bad path, config, rank or targets): the error, as text."""
+
+    message: str
+
+
 def _allowed_classes() -> dict[tuple[str, str], type]:
     from pagedllm_core.worker.worker import WorkerReady
 
@@ -47,6 +70,10 @@ def _allowed_classes() -> dict[tuple[str, str], type]:
         messages.ModelRunnerOutput,
         messages.TokenLogprobs,
         SamplingParams,
+        LoRARequest,
+        AddLoRA,
+        RemoveLoRA,
+        LoRAFailure,
         RequestOutputKind,
         StructuredOutputsParams,
         WorkerReady,

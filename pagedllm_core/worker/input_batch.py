@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import torch
 
 from pagedllm_core.executor.messages import CachedSequenceData, NewSequenceData
+from pagedllm_core.lora_request import LoRARequest
 from pagedllm_core.sampling_params import SamplingParams
 
 
@@ -32,6 +33,7 @@ class HeldSequence:
     # Only for sequences with repetition, frequency or presence penalties: [vocab] statistics.
     prompt_token_mask: torch.Tensor | None = None
     output_token_counts: torch.Tensor | None = None
+    lora_request: LoRARequest | None = None
 
     @property
     def num_output_tokens(self) -> int:
@@ -61,6 +63,7 @@ class InputBatch:
         self.top_p = torch.zeros(0)
         self.min_p = torch.zeros(0)
         self.top_k = torch.zeros(0, dtype=torch.int64)
+        self.lora_int_ids = torch.zeros(0, dtype=torch.int64)  # 0: the base model
         self._grow(capacity)
 
     def _grow(self, capacity: int) -> None:
@@ -73,6 +76,7 @@ class InputBatch:
         self.temperature, self.top_p, self.min_p, self.top_k = (
             grown(self.temperature), grown(self.top_p), grown(self.min_p), grown(self.top_k)
         )
+        self.lora_int_ids = grown(self.lora_int_ids)
         self._free_slots.extend(range(capacity - 1, self.capacity - 1, -1))
         self.capacity = capacity
 
@@ -88,6 +92,7 @@ class InputBatch:
         self.top_p[slot] = params.top_p
         self.min_p[slot] = params.min_p
         self.top_k[slot] = params.top_k if params.top_k > 0 else self.vocab_size
+        self.lora_int_ids[slot] = 0 if data.lora_request is None else data.lora_request.lora_int_id
         held = HeldSequence(
             seq_id=data.seq_id,
             slot=slot,
@@ -99,6 +104,7 @@ class InputBatch:
             index=data.index,
             num_beam_candidates=data.num_beam_candidates,
             num_blocks=len(data.block_ids),
+            lora_request=data.lora_request,
         )
         if params.has_penalties:
             held.prompt_token_mask = self._counts(data.prompt_token_ids) > 0

@@ -6,6 +6,7 @@ import torch
 
 from pagedllm_core.attention.backend import AttentionBackend
 from pagedllm_core.attention.metadata import AttentionMetadata
+from pagedllm_core.model.lora import LoRAManager
 from pagedllm_core.executor.messages import ModelRunnerOutput, SchedulerOutput, TokenLogprobs, forked_seq_id
 from pagedllm_core.sampling.constraints import packed_bitmasks_from_bytes, unpack_token_bitmask
 from pagedllm_core.sampling.pipeline import sample_tokens
@@ -31,6 +32,7 @@ class ModelRunner:
         vocab_size: int,
         max_model_len: int,
         device: torch.device,
+        lora_manager: LoRAManager | None = None,
     ):
         self.model = model
         self.attention = attention
@@ -40,6 +42,7 @@ class ModelRunner:
         self.block_size = block_size
         self.vocab_size = vocab_size
         self.device = device
+        self.lora_manager = lora_manager
         self.batch = InputBatch(max_model_len, -(-max_model_len // block_size), vocab_size)
         self._generators: dict[str, torch.Generator] = {}
 
@@ -115,8 +118,18 @@ class ModelRunner:
 
     def _forward(self, scheduled) -> tuple[torch.Tensor, list[int]]:
         input_ids, positions, metadata, query_start = self._prepare_inputs(scheduled)
+        if self.lora_manager is not None:
+            self._set_lora_adapters(scheduled)
         self.attention.prepare(metadata)
         return self.model(input_ids, positions, self.kv_caches, metadata), query_start
+
+    def _set_lora_adapters(self, scheduled) -> None:
+        """Tell the LoRA manager every token's adapter id (its sequence's, from the batch)."""
+        slots = torch.tensor([held.slot for held, _, _ in scheduled], dtype=torch.int64)
+        num_new_tokens = torch.tensor([count for _, count, _ in scheduled], dtype=torch.int64)
+        token_lora_ids = torch.repeat_interleave(self.batch.lora_int_ids[slots], num_new_tokens)
+        requests = {held.lora_request.lora_int_id: held.lora_request for held, _, _ in scheduled if held.lora_request}
+        self.lora_manager.set_step_adapters(token_lora_ids, requests)
 
     def _prepare_inputs(self, scheduled):
         slots = torch.tensor([held.slot for held, _, _ in scheduled], dtype=torch.int64)

@@ -180,6 +180,9 @@ def load_model_runner(config: EngineConfig, registry: Registry, info: ModelInfo)
         )
     if prepacks_linear_weights(device, dtype):
         logger.info("prepacked %d linear layers for oneDNN", prepack_linear_layers(model))
+    lora_manager = None
+    if config.enable_lora:
+        lora_manager = registry.resolve(PluginKind.LORA_MANAGER, config.lora_manager)(model, config, device, dtype)
 
     max_model_len = info.max_model_len
     cache_shape = KVCacheShape(shape.num_layers, shape.num_kv_heads, shape.head_size, spec.kv_cache_dtype)
@@ -198,6 +201,6 @@ def load_model_runner(config: EngineConfig, registry: Registry, info: ModelInfo)
     )
     sampler = registry.resolve(PluginKind.SAMPLER, config.sampler)(config)
     runner = ModelRunner(
-        model, attention, sampler, kv_cache, config.block_size, info.vocab_size, max_model_len, device
+        model, attention, sampler, kv_cache, config.block_size, info.vocab_size, max_model_len, device, lora_manager
     )
     return LoadedRunner(runner, num_blocks)
