@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from pagedllm_core.errors import PagedLLMError, RequestFailedError
+from pagedllm_core.lora_request import LoRARequest
 from pagedllm_core.outputs import RequestOutput
 from pagedllm_core.sampling_params import BeamSearchParams, RequestOutputKind, SamplingParams
 from pagedllm_core.structured_outputs import StructuredOutputsParams
@@ -37,7 +38,11 @@ class SteppableEngine(Protocol):
     max_model_len: int
 
     def add_request(
-        self, request_id: str, prompt: str | list[int], params: SamplingParams | BeamSearchParams
+        self,
+        request_id: str,
+        prompt: str | list[int],
+        params: SamplingParams | BeamSearchParams,
+        lora_request: LoRARequest | None = None,
     ) -> None: ...
 
     def abort_request(self, request_ids: list[str]) -> list[RequestOutput]: ...
@@ -136,6 +141,15 @@ class _Add:
     params: SamplingParams | BeamSearchParams
     stream: RequestStream
     accepted: concurrent.futures.Future
+    lora_request: LoRARequest | None = None
+
+
+@dataclass
+class _Call:
+    """Run ``function(engine)`` on the step thread (between steps); its result or error goes to ``done``."""
+
+    function: Any
+    done: concurrent.futures.Future
 
 
 @dataclass
@@ -162,7 +176,7 @@ class AsyncLLMEngine:
         self.engine = engine
         self.tokenizer = engine.tokenizer
         self.max_model_len = engine.max_model_len
-        self._commands: queue.SimpleQueue[_Add | _Abort | _Stop] = queue.SimpleQueue()
+        self._commands: queue.SimpleQueue[_Add | _Call | _Abort | _Stop] = queue.SimpleQueue()
         self._lock = threading.Lock()  # orders "submit a command" against "the loop has died"
         self._dead_error: EngineDeadError | None = None
         self._streams: dict[str, RequestStream] = {}  # step thread only
@@ -180,10 +194,14 @@ class AsyncLLMEngine:
     # -- the caller's side ----------------------------------------------------------------------
 
     async def add_request(
-        self, request_id: str, prompt: str | list[int], params: SamplingParams | BeamSearchParams
+        self,
+        request_id: str,
+        prompt: str | list[int],
+        params: SamplingParams | BeamSearchParams,
+        lora_request: LoRARequest | None = None,
     ) -> RequestStream:
-        """Queue a request (a beam search with :class:`BeamSearchParams`); returns its stream once the
-        engine has accepted it."""
+        """Queue a request (a beam search with :class:`BeamSearchParams`, through a LoRA adapter with
+        ``lora_request``); returns its stream once the engine has accepted it."""
         if isinstance(prompt, str):
             prompt_token_ids = await asyncio.to_thread(self.tokenizer.encode, prompt)
         else:
@@ -192,7 +210,7 @@ class AsyncLLMEngine:
         deltas = getattr(params, "output_kind", None) is RequestOutputKind.DELTA
         stream = RequestStream(request_id, self, deltas)
         accepted: concurrent.futures.Future = concurrent.futures.Future()
-        self._submit(_Add(request_id, prompt_token_ids, params, stream, accepted))
+        self._submit(_Add(request_id, prompt_token_ids, params, stream, accepted, lora_request))
         try:
             await asyncio.wrap_future(accepted)
         except asyncio.CancelledError:
@@ -215,6 +233,19 @@ class AsyncLLMEngine:
         if spec is not None:
             self.check_health()
             await asyncio.to_thread(self.engine.precompile_structured_output, spec)
+
+    async def add_lora(self, lora_request: LoRARequest) -> bool:
+        """Load and check an adapter between steps (``ConfigError`` when unusable); False if loaded already."""
+        return await self._call(lambda engine: engine.add_lora(lora_request))
+
+    async def remove_lora(self, lora_int_id: int) -> bool:
+        """Drop an adapter from memory between steps; requests running with it reload it."""
+        return await self._call(lambda engine: engine.remove_lora(lora_int_id))
+
+    async def _call(self, function):
+        done: concurrent.futures.Future = concurrent.futures.Future()
+        self._submit(_Call(function, done))
+        return await asyncio.wrap_future(done)
 
     def abort(self, request_ids: str | list[str]) -> None:
         """Abort these requests (unknown or finished ids are ignored); returns at once."""
@@ -247,7 +278,7 @@ class AsyncLLMEngine:
         if not self._thread.is_alive():
             self.engine.shutdown()
 
-    def _submit(self, command: _Add | _Abort | _Stop) -> None:
+    def _submit(self, command: _Add | _Call | _Abort | _Stop) -> None:
         with self._lock:
             self.check_health()
             self._commands.put(command)
@@ -278,6 +309,8 @@ class AsyncLLMEngine:
                 return False
             if isinstance(command, _Add):
                 self._add(command)
+            elif isinstance(command, _Call):
+                self._call_function(command)
             else:
                 self._deliver(self.engine.abort_request(command.request_ids))
             try:
@@ -285,11 +318,24 @@ class AsyncLLMEngine:
             except queue.Empty:
                 return True
 
+    def _call_function(self, command: _Call) -> None:
+        if not command.done.set_running_or_notify_cancel():
+            return
+        try:
+            command.done.set_result(command.function(self.engine))
+        except Exception as error:  # noqa: BLE001 - the caller's error (e.g. an unusable adapter), never the loop's
+            command.done.set_exception(error)
+
     def _add(self, command: _Add) -> None:
         if not command.accepted.set_running_or_notify_cancel():
             return  # the caller gave up before we got here
         try:
-            self.engine.add_request(command.request_id, command.prompt_token_ids, command.params)
+            if command.lora_request is None:
+                self.engine.add_request(command.request_id, command.prompt_token_ids, command.params)
+            else:
+                self.engine.add_request(
+                    command.request_id, command.prompt_token_ids, command.params, lora_request=command.lora_request
+                )
         except Exception as error:  # noqa: BLE001 - a bad request is the caller's error, never the loop's
             command.accepted.set_exception(error)
             return
@@ -330,6 +376,8 @@ class AsyncLLMEngine:
         for command in pending:
             if isinstance(command, _Add) and command.accepted.set_running_or_notify_cancel():
                 command.accepted.set_exception(EngineDeadError(str(error)))
+            elif isinstance(command, _Call) and command.done.set_running_or_notify_cancel():
+                command.done.set_exception(EngineDeadError(str(error)))
         by_loop: dict[asyncio.AbstractEventLoop, list[tuple[RequestStream, BaseException]]] = defaultdict(list)
         for stream in self._streams.values():
             by_loop[stream.loop].append((stream, EngineDeadError(str(error))))

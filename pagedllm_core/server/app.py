@@ -9,7 +9,7 @@ from fastapi import Depends, FastAPI
 
 from pagedllm_core.engine.async_engine import AsyncLLMEngine
 from pagedllm_core.pooling.async_engine import AsyncEmbeddingEngine
-from pagedllm_core.server import chat, completions, embeddings, info, tokenization
+from pagedllm_core.server import chat, completions, embeddings, info, lora_routes, tokenization
 from pagedllm_core.server.access_log import AccessLogMiddleware
 from pagedllm_core.server.admission import InFlightRequests
 from pagedllm_core.server.auth import ApiKeyMiddleware
@@ -37,6 +37,8 @@ def build_app(
 
     @asynccontextmanager
     async def lifespan(_: FastAPI):
+        for module in settings.lora_modules:
+            await lora_routes.load_lora_module(app.state.server, module)
         yield
         if shutdown_engine:
             await asyncio.to_thread(engine.shutdown)
@@ -50,6 +52,8 @@ def build_app(
     for router in (completions.router, chat.router, responses_api.router):
         app.include_router(router, dependencies=[Depends(require_task("generate"))])
     app.include_router(embeddings.router, dependencies=[Depends(require_task("embed"))])
+    if settings.allow_runtime_lora_updating:
+        app.include_router(lora_routes.router, dependencies=[Depends(require_task("generate"))])
     install_error_handlers(app)
     # The last added runs first: access log, then the key, then the body limit.
     app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.limits.max_request_body_bytes)

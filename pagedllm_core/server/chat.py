@@ -39,7 +39,7 @@ async def create_chat_completion(body: ChatCompletionRequest, request: Request, 
     chat = _Chat(server, body, model, len(prompt_token_ids), params.logprobs, tool_reader)
     if body.use_beam_search:
         params = body.beam_search_params_per_prompt(server.settings.limits, server.engine.max_model_len, [prompt_token_ids])
-    generation = await Generation.start(server, [prompt_token_ids], params)
+    generation = await Generation.start(server, [prompt_token_ids], params, lora_request=server.lora_request(model))
     if body.stream:
         return sse_response(chat.stream(generation), on_close=generation.close)
     with generation:

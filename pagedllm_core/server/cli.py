@@ -17,6 +17,7 @@ from pagedllm_core.entrypoints.engine_args import (
     pooling_config_from_args,
 )
 from pagedllm_core.errors import ConfigError
+from pagedllm_core.server.lora_modules import parse_lora_module, runtime_updating_allowed
 from pagedllm_core.server.settings import ServerLimits, ServerSettings
 from pagedllm_core.server.tool_parsers import TOOL_PARSERS
 
@@ -91,6 +92,16 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
         "--enable-api-docs", action="store_true",
         help="serve /docs, /redoc and /openapi.json (behind --api-key when set); off by default",
     )
+    group.add_argument(
+        "--lora-modules", nargs="+", default=None, metavar="NAME=PATH",
+        help='LoRA adapters to serve (needs --enable-lora), each as name=path or as JSON '
+        '{"name": .., "path": .., "base_model_name": ..}; a request picks one with its "model"',
+    )
+    group.add_argument(
+        "--allow-runtime-lora-updating", action="store_true",
+        help="serve POST /v1/load_lora_adapter and /v1/unload_lora_adapter (also when "
+        "PAGEDLLM_ALLOW_RUNTIME_LORA_UPDATING or VLLM_ALLOW_RUNTIME_LORA_UPDATING is true)",
+    )
     group.add_argument("--uvicorn-log-level", choices=_LOG_LEVELS, default="info", help="uvicorn's log level")
     add_engine_arguments(parser)
     add_pooling_arguments(parser)
@@ -123,6 +134,10 @@ def server_settings_from_args(args: argparse.Namespace, config: EngineConfig, ta
         raise ConfigError(f"--shutdown-timeout must be >= 0 seconds, got {args.shutdown_timeout:g}")
     if args.request_timeout is not None:
         limits["request_timeout"] = args.request_timeout or None
+    lora_modules = [parse_lora_module(value) for value in args.lora_modules or []]
+    if (lora_modules or args.allow_runtime_lora_updating) and not config.enable_lora:
+        raise ConfigError("--lora-modules and --allow-runtime-lora-updating need --enable-lora")
+    allow_runtime_lora_updating = config.enable_lora and runtime_updating_allowed(args.allow_runtime_lora_updating)
     try:
         return ServerSettings(
             served_model_names=args.served_model_name or [config.model or DEFAULT_MODEL_NAME],
@@ -134,6 +149,8 @@ def server_settings_from_args(args: argparse.Namespace, config: EngineConfig, ta
             tool_call_parser=args.tool_call_parser,
             enable_auto_tool_choice=args.enable_auto_tool_choice,
             enable_api_docs=args.enable_api_docs,
+            lora_modules=lora_modules,
+            allow_runtime_lora_updating=allow_runtime_lora_updating,
         )
     except ValidationError as error:
         raise ConfigError(f"invalid server settings: {error}") from None

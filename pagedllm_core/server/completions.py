@@ -33,7 +33,7 @@ async def create_completion(body: CompletionRequest, request: Request, server: S
     prompt_token_ids = [prompt.token_ids for prompt in prompts]
     if body.use_beam_search:
         params = body.beam_search_params_per_prompt(server.settings.limits, server.engine.max_model_len, prompt_token_ids)
-    generation = await Generation.start(server, prompt_token_ids, params)
+    generation = await Generation.start(server, prompt_token_ids, params, lora_request=server.lora_request(model))
     if body.stream:
         return sse_response(completion.stream(generation), on_close=generation.close)
     with generation:

@@ -8,6 +8,7 @@ import uuid
 from collections.abc import AsyncIterator
 
 from pagedllm_core.engine.async_engine import RequestStream
+from pagedllm_core.lora_request import LoRARequest
 from pagedllm_core.outputs import RequestOutput
 from pagedllm_core.sampling_params import BeamSearchParams, RequestOutputKind, SamplingParams
 from pagedllm_core.server.errors import ContextLengthExceededError, RequestTimeoutError
@@ -47,7 +48,11 @@ class Generation:
 
     @classmethod
     async def start(
-        cls, server: ServerState, prompts: list[list[int]], params: SamplingParams | list[BeamSearchParams]
+        cls,
+        server: ServerState,
+        prompts: list[list[int]],
+        params: SamplingParams | list[BeamSearchParams],
+        lora_request: LoRARequest | None = None,
     ) -> Generation:
         """Add every prompt to the engine (with one ``SamplingParams`` for all, or a beam search each);
         if any is rejected, abort the others and raise its error. Sampled requests stream deltas
@@ -65,7 +70,7 @@ class Generation:
         try:
             added = await asyncio.gather(
                 *(
-                    server.engine.add_request(request_id, ids, prompt_params)
+                    server.engine.add_request(request_id, ids, prompt_params, lora_request=lora_request)
                     for request_id, ids, prompt_params in zip(request_ids, prompts, params_per_prompt)
                 ),
                 return_exceptions=True,

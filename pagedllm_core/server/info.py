@@ -5,7 +5,6 @@ from __future__ import annotations
 from fastapi import APIRouter, Response
 from prometheus_client import CONTENT_TYPE_LATEST
 
-from pagedllm_core.server.errors import ModelNotFoundError
 from pagedllm_core.server.responses import ModelCard, ModelList, pagedllm_version
 from pagedllm_core.server.state import Server, ServerState
 
@@ -34,13 +33,22 @@ def _model_card(server: ServerState, name: str) -> ModelCard:
     return ModelCard(id=name, root=server.settings.model_source, max_model_len=server.engine.max_model_len)
 
 
+def _lora_card(server: ServerState, lora) -> ModelCard:
+    return ModelCard(
+        id=lora.lora_name,
+        root=lora.lora_path,
+        parent=lora.base_model_name or server.model_name,
+        max_model_len=server.engine.max_model_len,
+    )
+
+
 @models_router.get("/v1/models", response_model=ModelList)
 async def list_models(server: Server) -> ModelList:
-    return ModelList(data=[_model_card(server, name) for name in server.settings.served_model_names])
+    cards = [_model_card(server, name) for name in server.settings.served_model_names]
+    return ModelList(data=cards + [_lora_card(server, lora) for lora in server.loras.all()])
 
 
 @models_router.get("/v1/models/{model:path}", response_model=ModelCard)
 async def retrieve_model(model: str, server: Server) -> ModelCard:
-    if model not in server.settings.served_model_names:
-        raise ModelNotFoundError(model, server.settings.served_model_names)
-    return _model_card(server, model)
+    lora = server.lora_request(model)
+    return _model_card(server, model) if lora is None else _lora_card(server, lora)

@@ -157,6 +157,7 @@ class ModelCard(BaseModel):
     created: int = Field(default_factory=lambda: int(time.time()))
     owned_by: str = "pagedllm"
     root: str
+    parent: str | None = None  # a LoRA adapter's base model
     max_model_len: int
 
 

@@ -6,6 +6,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from pagedllm_core.server.lora_modules import LoRAModulePath
 from pagedllm_core.server.tool_parsers import check_tool_parser_name
 
 
@@ -52,6 +53,12 @@ class ServerSettings(BaseModel):
     enable_auto_tool_choice: bool = Field(False, description="Allow tool_choice 'auto'; needs tool_call_parser.")
     enable_api_docs: bool = Field(
         False, description="Serve /docs, /redoc and /openapi.json (behind the API key when one is set)."
+    )
+    lora_modules: list[LoRAModulePath] = Field(
+        default_factory=list, description="LoRA adapters loaded at start-up, each served under its name as 'model'."
+    )
+    allow_runtime_lora_updating: bool = Field(
+        False, description="Mount /v1/load_lora_adapter and /v1/unload_lora_adapter (behind the API key)."
     )
 
     @field_validator("tool_call_parser")

@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import asyncio
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Annotated
 
 from fastapi import Depends, Request
 
 from pagedllm_core.engine.async_engine import AsyncLLMEngine
 from pagedllm_core.server.admission import InFlightRequests
+from pagedllm_core.lora_request import LoRARequest
 from pagedllm_core.server.errors import InvalidRequestError, ModelNotFoundError
+from pagedllm_core.server.lora_modules import ServedLoRAs
 from pagedllm_core.server.metrics import ServerMetrics
 from pagedllm_core.server.protocol import ChatMessage
 from pagedllm_core.server.settings import ServerSettings
@@ -37,18 +39,29 @@ class ServerState:
     settings: ServerSettings
     metrics: ServerMetrics
     in_flight: InFlightRequests
+    loras: ServedLoRAs = field(default_factory=ServedLoRAs)
 
     @property
     def model_name(self) -> str:
         return self.settings.served_model_names[0]
 
     def check_model(self, model: str | None) -> str:
-        """The model name to report for a request's ``model``; 404 for a name not served here."""
+        """The model name to report for a request's ``model`` (a served name or LoRA adapter); 404 otherwise."""
         if model is None:
             return self.model_name
-        if model not in self.settings.served_model_names:
-            raise ModelNotFoundError(model, self.settings.served_model_names)
+        self.lora_request(model)
         return model
+
+    def lora_request(self, model: str) -> LoRARequest | None:
+        """The LoRA adapter a request's ``model`` names, None for the base model; 404 for a name not served
+        (now: an adapter may have been unloaded since the name was checked)."""
+        if model in self.settings.served_model_names:
+            return None
+        lora_request = self.loras.get(model)
+        if lora_request is None:
+            adapters = [lora.lora_name for lora in self.loras.all()]
+            raise ModelNotFoundError(model, [*self.settings.served_model_names, *adapters])
+        return lora_request
 
     async def encode(self, text: str, add_special_tokens: bool = True) -> list[int]:
         tokenizer = self.engine.tokenizer

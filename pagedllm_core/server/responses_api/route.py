@@ -32,7 +32,7 @@ async def create_response(body: ResponsesRequest, request: Request, server: Serv
     params = body.to_sampling_params()
     prompt_token_ids = await server.render_chat(body.messages())
     responder = _Responder(body, model, len(prompt_token_ids))
-    generation = await Generation.start(server, [prompt_token_ids], params)
+    generation = await Generation.start(server, [prompt_token_ids], params, lora_request=server.lora_request(model))
     if body.stream:
         return sse_response(responder.events(generation), on_close=generation.close)
     with generation:
