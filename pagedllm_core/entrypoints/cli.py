@@ -83,6 +83,11 @@ BENCHMARKS = {
         "pagedllm_core.bench.soak:add_soak_arguments",
         "pagedllm_core.bench.soak:run_soak_bench",
     ),
+    "lora": (
+        "W1-style throughput with 0, 1, 4 and 16 distinct LoRA adapters in the batch (needs pagedllm[lora])",
+        "pagedllm_core.bench.lora:add_lora_bench_arguments",
+        "pagedllm_core.bench.lora:run_lora_bench",
+    ),
     "latency": (
         "W4 single stream: time to first token and decode tokens/s, with transformers as the baseline",
         "pagedllm_core.bench.latency:add_latency_arguments",
