@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ByteSize, ConfigDict, Field, ValidationError, model_validator
 
@@ -69,6 +69,11 @@ class EngineConfig(BaseModel):
     )
     sampler: str = Field("default", min_length=1, description="Registered sampler name.")
     scheduler: str = Field("default", min_length=1, description="Registered scheduler name.")
+    plugin_options: dict[Literal["attention_backend", "quantization", "sampler", "scheduler"], dict[str, Any]] = Field(
+        default_factory=dict,
+        description="Options for the implementation each plugin setting picks, keyed by that setting, e.g. "
+        '{"quantization": {"max_block_rows": 64}}; each implementation validates its own (docs/plugins.md).',
+    )
     structured_outputs_backend: str = Field(
         "outlines", min_length=1, description="Registered output-constraint backend for structured outputs."
     )

@@ -23,6 +23,7 @@ from pagedllm_core.executor.messages import ModelRunnerOutput, TokenLogprobs, fo
 from pagedllm_core.model import loader
 from pagedllm_core.model.model_info import ModelInfo, resolve_model_info
 from pagedllm_core.outputs import RequestOutput
+from pagedllm_core.plugin_options import instantiate
 from pagedllm_core.registry import PluginKind, Registry, default_registry
 from pagedllm_core.sampling.constraints import ConstraintState
 from pagedllm_core.sampling_params import BeamSearchParams, SamplingParams
@@ -67,7 +68,10 @@ class LLMEngine:
         self.kv_cache_manager = KVCacheManager(
             self.executor.num_kv_blocks, config.block_size, enable_prefix_caching=config.enable_prefix_caching
         )
-        self.scheduler = registry.resolve(PluginKind.SCHEDULER, config.scheduler)(config, self.kv_cache_manager)
+        scheduler_class = registry.resolve(PluginKind.SCHEDULER, config.scheduler)
+        self.scheduler = instantiate(
+            PluginKind.SCHEDULER, config.scheduler, scheduler_class, config, config, self.kv_cache_manager
+        )
         self.message_builder = StepMessageBuilder(self.kv_cache_manager.block_tables, config.block_size)
         self._states: dict[str, RequestState] = {}
         self._beam_groups: dict[str, BeamSearchGroup] = {}
