@@ -12,18 +12,20 @@ from pagedllm_core.errors import ConfigError
 
 
 class FakeTokenizer:
-    """Characters are tokens; records which threads encoded."""
+    """Characters are tokens; records which threads encoded and decoded."""
 
     chat_template = None
 
     def __init__(self):
         self.encode_threads: set[str] = set()
+        self.decode_threads: set[str] = set()
 
     def encode(self, text: str, add_special_tokens: bool = True) -> list[int]:
         self.encode_threads.add(threading.current_thread().name)
         return [ord(character) for character in text]
 
     def decode(self, token_ids, **_) -> str:
+        self.decode_threads.add(threading.current_thread().name)
         return "".join(chr(token) for token in token_ids)
 
     def __len__(self) -> int:
