@@ -44,7 +44,7 @@ void check_launch(cudaError_t error, const char* what) {
   TORCH_CHECK(error == cudaSuccess, what, " failed: ", cudaGetErrorString(error));
 }
 
-AttentionParams attention_params(at::Tensor& output, const at::Tensor& query, const at::Tensor& kv_cache,
+AttentionParams attention_params(const at::Tensor& output, const at::Tensor& query, const at::Tensor& kv_cache,
                                  const at::Tensor& block_tables, const at::Tensor& seq_lens, double scale) {
   check_cuda(query, "query");
   check_cuda(kv_cache, "kv_cache");
@@ -78,7 +78,7 @@ AttentionParams attention_params(at::Tensor& output, const at::Tensor& query, co
   return params;
 }
 
-void reshape_and_cache(const at::Tensor& key, const at::Tensor& value, at::Tensor& kv_cache,
+void reshape_and_cache(const at::Tensor& key, const at::Tensor& value, const at::Tensor& kv_cache,
                        const at::Tensor& slot_mapping) {
   check_cuda(key, "key");
   check_cuda(kv_cache, "kv_cache");
