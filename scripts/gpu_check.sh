@@ -34,17 +34,19 @@ WORK_DIR=${GPU_CHECK_WORK_DIR:-/tmp/pagedllm_gpu_check}
 SITE_DIR=$WORK_DIR/site
 WHEELS_DIR=${GPU_CHECK_WHEELS:-wheels}
 if [ "$MODE" = cpu ] && [ -x .venv/bin/python ]; then PYTHON=${PYTHON:-.venv/bin/python}; else PYTHON=${PYTHON:-python3}; fi
-mkdir -p "$OUT_DIR" "$WORK_DIR"
 SUMMARY=$OUT_DIR/gpu_check.md
 LOG=$OUT_DIR/gpu_check.log
-: >"$LOG"
+if [ "$DRY_RUN" = 0 ]; then
+    mkdir -p "$OUT_DIR" "$WORK_DIR"
+    : >"$LOG"
+fi
 export PYTHONUNBUFFERED=1
 
 # Sizes: the GPU run's, or the CPU rehearsal's (same commands, seconds each).
 if [ "$MODE" = gpu ]; then
     DEVICE=cuda
     DTYPE=bfloat16
-    PYTEST_WORKERS=(-n 8)
+    PYTEST_WORKERS=(-n 12)
     GREEDY_BACKENDS=(cuda triton)
     ATTENTION_BENCH=(--backends torch,triton,cuda)
     W1=(--num-prompts 200)
@@ -218,6 +220,12 @@ for model in "${models[@]}"; do
         "${model_args[@]}" "${W1[@]}" && table "W1 throughput, $model ($DEVICE, $DTYPE)"
     step "W4 latency: $model" 90 pagedllm bench latency --no-baseline --device "$DEVICE" --dtype "$DTYPE" \
         "${model_args[@]}" "${W4[@]}" && table "W4 latency, $model ($DEVICE, $DTYPE)"
+    # The same without CUDA graphs of decode steps, side by side with the run above.
+    if [ "$MODE" = gpu ]; then
+        step "W4 latency: $model, --enforce-eager" 90 pagedllm bench latency --no-baseline --enforce-eager \
+            --device "$DEVICE" --dtype "$DTYPE" "${model_args[@]}" "${W4[@]}" &&
+            table "W4 latency, $model ($DEVICE, $DTYPE), --enforce-eager"
+    fi
 done
 
 [ "$DRY_RUN" = 1 ] && exit 0

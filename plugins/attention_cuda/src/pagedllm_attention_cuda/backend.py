@@ -34,6 +34,9 @@ class CudaAttentionBackend(AttentionBackend):
     time a backend is built on a machine.
     """
 
+    # The cache write skips slot -1, and neither prepare nor forward waits on the device.
+    supports_cuda_graphs = True
+
     @classmethod
     def unsupported_reasons(cls, spec: AttentionSpec) -> list[str]:
         reasons = []

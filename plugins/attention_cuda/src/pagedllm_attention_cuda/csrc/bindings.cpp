@@ -40,8 +40,14 @@ CacheLayout layout_of(const at::Tensor& kv_cache) {
 }
 
 void check_launch(cudaError_t error, const char* what) {
-  TORCH_CHECK(error != cudaErrorInvalidValue, what, ": no kernel for this dtype and head size");
   TORCH_CHECK(error == cudaSuccess, what, " failed: ", cudaGetErrorString(error));
+}
+
+void check_head_size(int head_size) {
+  for (const int supported : kSupportedHeadSizes) {
+    if (head_size == supported) return;
+  }
+  TORCH_CHECK(false, "head size ", head_size, " unsupported (64, 80, 96, 128, 256 are)");
 }
 
 AttentionParams attention_params(const at::Tensor& output, const at::Tensor& query, const at::Tensor& kv_cache,
@@ -58,6 +64,7 @@ AttentionParams attention_params(const at::Tensor& output, const at::Tensor& que
   const CacheLayout cache = layout_of(kv_cache);
   TORCH_CHECK(query.size(2) == cache.head_size, "query head size ", query.size(2), " differs from the cache's ",
               cache.head_size);
+  check_head_size(cache.head_size);
   TORCH_CHECK(query.size(1) % cache.num_kv_heads == 0, query.size(1), " query heads do not divide into ",
               cache.num_kv_heads, " KV heads");
   AttentionParams params{};

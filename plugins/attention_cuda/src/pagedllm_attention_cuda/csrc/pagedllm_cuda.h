@@ -65,8 +65,8 @@ struct DecodePartitions {
   float* partial_sum;     // [num_seqs, num_heads, num_partitions]
 };
 
-// Each launcher returns cudaErrorInvalidValue for a dtype or head size it has no kernel for, else
-// the launch's own error.
+// Each launcher returns cudaErrorInvalidValue for a dtype or head size it has no kernel for (the
+// bindings check both first), else the launch's own error.
 cudaError_t launch_reshape_and_cache(const CacheWriteParams& params, cudaStream_t stream);
 cudaError_t launch_paged_decode(const AttentionParams& params, const DecodePartitions& partitions,
                                 cudaStream_t stream);
