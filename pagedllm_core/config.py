@@ -85,6 +85,12 @@ class EngineConfig(BaseModel):
         description="How the engine runs its worker: uni in the engine's own process; mp in a worker process the "
         "engine starts, sent each step as a message over a pipe (the process ends with the engine).",
     )
+    enforce_eager: bool = Field(
+        False,
+        description="On CUDA: run every step eagerly. When False, decode steps of up to max_num_seqs (at most 256) "
+        "sequences replay CUDA graphs captured at start-up per batch-size bucket, where the attention backend "
+        "allows it (cuda does).",
+    )
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto picks cuda when available.")
     num_cpu_threads: int | None = Field(
         None,

@@ -10,6 +10,7 @@ import torch
 from pagedllm_core.attention.backend import AttentionSpec
 from pagedllm_core.config import EngineConfig
 from pagedllm_core.worker.kv_cache import KVCacheShape, allocate_kv_cache, num_blocks_for_budget
+from pagedllm_core.worker.cuda_graphs import DecodeGraphs
 from pagedllm_core.worker.model_runner import ModelRunner
 from pagedllm_core.errors import ConfigError, UnsupportedConfigError
 from pagedllm_core.model import loader
@@ -207,4 +208,12 @@ def load_model_runner(config: EngineConfig, registry: Registry, info: ModelInfo)
     runner = ModelRunner(
         model, attention, sampler, kv_cache, config.block_size, info.vocab_size, max_model_len, device
     )
+    if device.type == "cuda" and not config.enforce_eager:
+        if attention.supports_cuda_graphs:
+            runner.decode_graphs = DecodeGraphs(
+                model, attention, runner.kv_caches, config.max_num_seqs, blocks_per_sequence, max_model_len, device
+            )
+            runner.decode_graphs.capture()
+        else:
+            logger.info("decode steps run eagerly: %s does not support CUDA graphs", type(attention).__name__)
     return LoadedRunner(runner, num_blocks)
