@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ByteSize, ConfigDict, Field, ValidationError, model_validator
 
@@ -69,6 +69,11 @@ class EngineConfig(BaseModel):
     )
     sampler: str = Field("default", min_length=1, description="Registered sampler name.")
     scheduler: str = Field("default", min_length=1, description="Registered scheduler name.")
+    plugin_options: dict[Literal["attention_backend", "quantization", "sampler", "scheduler"], dict[str, Any]] = Field(
+        default_factory=dict,
+        description="Options for the implementation each plugin setting picks, keyed by that setting, e.g. "
+        '{"quantization": {"max_block_rows": 64}}; each implementation validates its own (docs/plugins.md).',
+    )
     structured_outputs_backend: str = Field(
         "outlines", min_length=1, description="Registered output-constraint backend for structured outputs."
     )
@@ -93,6 +98,12 @@ class EngineConfig(BaseModel):
         None, ge=1, description="Loaded adapters kept in memory (least recently used dropped first); None: max_loras."
     )
     lora_manager: str = Field("lora", min_length=1, description="Registered LoRA manager used with enable_lora.")
+    enforce_eager: bool = Field(
+        False,
+        description="On CUDA: run every step eagerly. When False, decode steps of up to max_num_seqs (at most 256) "
+        "sequences replay CUDA graphs captured at start-up per batch-size bucket, where the attention backend "
+        "allows it (cuda does).",
+    )
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto picks cuda when available.")
     num_cpu_threads: int | None = Field(
         None,

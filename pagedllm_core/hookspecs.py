@@ -11,6 +11,11 @@ the registry is built at engine start-up (never per step), and the plugin calls
 - ``description`` is one line shown by ``pagedllm plugins``.
 - ``auto_priority`` (optional) makes it a candidate of ``auto`` selection (see :class:`RegisterFn`).
 
+An implementation with settings of its own declares them as a
+:class:`pagedllm_core.plugin_options.PluginOptions` subclass in its ``options_class`` attribute; the
+engine validates the user's ``plugin_options[<config field>]`` against it and passes the result to
+the constructor as the keyword ``options``.
+
 Registering a name another plugin already registered for the same kind is an error naming both
 plugins. The class contract for each kind lives next to the code that calls it and is named in
 each hook's docstring.

@@ -28,6 +28,20 @@ class PluginKind(enum.Enum):
     def label(self) -> str:
         return self.name.lower().replace("_", " ")
 
+    @property
+    def config_field(self) -> str | None:
+        """The ``EngineConfig`` field that picks this kind's implementation by name (None: not picked by config)."""
+        return _CONFIG_FIELDS.get(self)
+
+
+_CONFIG_FIELDS = {
+    PluginKind.ATTENTION_BACKEND: "attention_backend",
+    PluginKind.SAMPLER: "sampler",
+    PluginKind.SCHEDULER: "scheduler",
+    PluginKind.QUANTIZER: "quantization",
+    PluginKind.OUTPUT_CONSTRAINT: "structured_outputs_backend",
+}
+
 
 @dataclass(frozen=True)
 class Registration:

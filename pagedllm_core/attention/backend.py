@@ -37,6 +37,11 @@ class AttentionBackend(ABC):
     offset ``s % block_size``. A backend instance serves every layer of one model.
     """
 
+    # Whether decode steps may replay CUDA graphs (pagedllm_core/worker/cuda_graphs.py). Such a
+    # backend skips slot -1 in its cache write, and its prepare/forward never wait on the device
+    # and depend on the step only through tensors and max_seq_len (captured at max_model_len).
+    supports_cuda_graphs: bool = False
+
     @classmethod
     def unsupported_reasons(cls, spec: AttentionSpec) -> list[str]:
         """Why this backend cannot run ``spec`` (head size, dtype, device); empty when it can."""

@@ -1,10 +1,13 @@
-"""The async engine: one background thread steps an ``LLMEngine`` while asyncio code adds requests.
+"""The async engine: a step thread runs an ``LLMEngine``'s core, an output thread makes its outputs.
 
-The step thread is the only code that touches the ``LLMEngine``. Callers talk to it through a
-command queue (add / abort / stop) and read their outputs from a per-request :class:`RequestStream`
-fed with ``call_soon_threadsafe``. Everything that crosses between the two sides (token ids,
-``SamplingParams``, ``RequestOutput``) is plain picklable data, so the step thread can later become
-a separate process without changing the callers.
+The step thread is the only code that touches the engine's core (scheduler, executor, sequences).
+Callers talk to it through a command queue (add / abort / stop) and read their outputs from a
+per-request :class:`RequestStream` fed with ``call_soon_threadsafe``. After each step the core's
+token-id outputs go to the output thread, which owns the engine's :class:`OutputProcessor`:
+detokenization, stop strings and logprob text happen there, beside the next step's forward pass,
+and a stop string found there goes back to the step thread as a command. Everything that crosses
+between the sides (token ids, ``SamplingParams``, core and request outputs) is plain picklable data,
+so the step thread can later become a separate process without changing the callers.
 """
 
 from __future__ import annotations
@@ -18,6 +21,8 @@ from collections import defaultdict
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from pagedllm_core.engine.core_outputs import EngineCoreOutput
+from pagedllm_core.engine.output_processor import OutputProcessor
 from pagedllm_core.errors import PagedLLMError, RequestFailedError
 from pagedllm_core.lora_request import LoRARequest
 from pagedllm_core.outputs import RequestOutput
@@ -36,18 +41,21 @@ class SteppableEngine(Protocol):
 
     tokenizer: Any
     max_model_len: int
+    output_processor: OutputProcessor
 
-    def add_request(
+    def add_core_request(
         self,
         request_id: str,
-        prompt: str | list[int],
+        prompt_token_ids: list[int],
         params: SamplingParams | BeamSearchParams,
         lora_request: LoRARequest | None = None,
     ) -> None: ...
 
-    def abort_request(self, request_ids: list[str]) -> list[RequestOutput]: ...
+    def abort_core_requests(self, request_ids: list[str]) -> list[EngineCoreOutput]: ...
 
-    def step(self) -> list[RequestOutput]: ...
+    def finish_stopped_sequences(self, stopped: list[tuple[str, int, str]]) -> None: ...
+
+    def step_core(self) -> list[EngineCoreOutput]: ...
 
     def precompile_structured_output(self, spec: StructuredOutputsParams) -> None: ...
 
@@ -157,8 +165,33 @@ class _Abort:
     request_ids: list[str]
 
 
+@dataclass
+class _FinishStopped:
+    """From the output thread: sequences that reached a stop string, and requests whose output failed."""
+
+    stopped: list[tuple[str, int, str]]
+    failed: list[str]
+
+
 class _Stop:
     pass
+
+
+@dataclass
+class _Track:
+    """To the output thread: a request the core accepted, ahead of any of its core outputs."""
+
+    request_id: str
+    prompt_token_ids: list[int]
+    params: SamplingParams | BeamSearchParams
+    stream: RequestStream
+
+
+@dataclass
+class _Close:
+    """To the output thread: the engine is gone; end every open stream with ``error`` and exit."""
+
+    error: EngineDeadError
 
 
 class AsyncLLMEngine:
@@ -176,11 +209,16 @@ class AsyncLLMEngine:
         self.engine = engine
         self.tokenizer = engine.tokenizer
         self.max_model_len = engine.max_model_len
-        self._commands: queue.SimpleQueue[_Add | _Call | _Abort | _Stop] = queue.SimpleQueue()
+        self._commands: queue.SimpleQueue[_Add | _Call | _Abort | _FinishStopped | _Stop] = queue.SimpleQueue()
         self._lock = threading.Lock()  # orders "submit a command" against "the loop has died"
         self._dead_error: EngineDeadError | None = None
-        self._streams: dict[str, RequestStream] = {}  # step thread only
+        self._outputs: queue.SimpleQueue[_Track | list[EngineCoreOutput] | _Close] = queue.SimpleQueue()
+        self._streams: dict[str, RequestStream] = {}  # output thread only
         self._stats = self._snapshot()
+        self._output_thread = threading.Thread(
+            target=self._run_output_loop, name="pagedllm-output-loop", daemon=True
+        )
+        self._output_thread.start()
         self._thread = threading.Thread(target=self._run, name="pagedllm-engine-loop", daemon=True)
         self._thread.start()
 
@@ -276,9 +314,10 @@ class AsyncLLMEngine:
             pass
         self._thread.join(timeout)
         if not self._thread.is_alive():
+            self._output_thread.join(timeout)
             self.engine.shutdown()
 
-    def _submit(self, command: _Add | _Call | _Abort | _Stop) -> None:
+    def _submit(self, command: _Add | _Call | _Abort | _FinishStopped | _Stop) -> None:
         with self._lock:
             self.check_health()
             self._commands.put(command)
@@ -288,10 +327,12 @@ class AsyncLLMEngine:
     def _run(self) -> None:
         try:
             while self._apply_commands(wait=not self.engine.has_unfinished_requests()):
-                outputs = self.engine.step() if self.engine.has_unfinished_requests() else []
-                # Stats first, so that a caller who sees its request finish also sees its blocks freed.
+                outputs = self.engine.step_core() if self.engine.has_unfinished_requests() else []
+                # Stats first, so that a caller who sees its request finish also sees its blocks freed
+                # (a stop string frees them one step later, when the output thread's word arrives).
                 self._stats = self._snapshot()
-                self._deliver(outputs)
+                if outputs:
+                    self._outputs.put(outputs)
         except BaseException as error:  # any failure must reach every waiting caller
             logger.exception("the engine loop failed")
             self._die(EngineDeadError(f"the engine loop failed: {type(error).__name__}: {error}"))
@@ -311,8 +352,12 @@ class AsyncLLMEngine:
                 self._add(command)
             elif isinstance(command, _Call):
                 self._call_function(command)
+            elif isinstance(command, _FinishStopped):
+                self.engine.finish_stopped_sequences(command.stopped)
+                self.engine.abort_core_requests(command.failed)
+                self._stats = self._snapshot()
             else:
-                self._deliver(self.engine.abort_request(command.request_ids))
+                self._outputs.put(self.engine.abort_core_requests(command.request_ids))
             try:
                 command = self._commands.get_nowait()
             except queue.Empty:
@@ -331,16 +376,44 @@ class AsyncLLMEngine:
             return  # the caller gave up before we got here
         try:
             if command.lora_request is None:
-                self.engine.add_request(command.request_id, command.prompt_token_ids, command.params)
+                self.engine.add_core_request(command.request_id, command.prompt_token_ids, command.params)
             else:
-                self.engine.add_request(
+                self.engine.add_core_request(
                     command.request_id, command.prompt_token_ids, command.params, lora_request=command.lora_request
                 )
         except Exception as error:  # noqa: BLE001 - a bad request is the caller's error, never the loop's
             command.accepted.set_exception(error)
             return
-        self._streams[command.request_id] = command.stream
+        self._outputs.put(_Track(command.request_id, command.prompt_token_ids, command.params, command.stream))
         command.accepted.set_result(None)
+
+    # -- the output thread ----------------------------------------------------------------------
+
+    def _run_output_loop(self) -> None:
+        processor = self.engine.output_processor
+        while True:
+            item = self._outputs.get()
+            if isinstance(item, _Close):
+                self._end_streams(item.error)
+                return
+            try:
+                if isinstance(item, _Track):
+                    processor.add_request(item.request_id, None, item.prompt_token_ids, item.params)
+                    self._streams[item.request_id] = item.stream
+                    continue
+                processed = processor.process(item)
+            except BaseException as error:  # the processor itself broke: nothing more can be served
+                logger.exception("the output loop failed")
+                dead = EngineDeadError(f"the output loop failed: {type(error).__name__}: {error}")
+                self._die(dead)
+                self._end_streams(dead)
+                return
+            if processed.stopped or processed.failed:
+                try:
+                    self._submit(_FinishStopped(processed.stopped, processed.failed))
+                except EngineDeadError:
+                    pass  # the step thread is gone; _Close follows
+            self._deliver(processed.outputs)
 
     def _deliver(self, outputs: list[RequestOutput]) -> None:
         by_loop: dict[asyncio.AbstractEventLoop, list[tuple[RequestStream, Any]]] = defaultdict(list)
@@ -368,16 +441,23 @@ class AsyncLLMEngine:
         )
 
     def _die(self, error: EngineDeadError) -> None:
+        """Refuse new commands, fail the queued adds and tell the output thread to end every stream."""
         with self._lock:
+            if self._dead_error is not None:
+                return
             self._dead_error = error
             pending = []
             while not self._commands.empty():
                 pending.append(self._commands.get_nowait())
+            self._commands.put(_Stop())  # wakes the step thread if the output thread is the one dying
         for command in pending:
             if isinstance(command, _Add) and command.accepted.set_running_or_notify_cancel():
                 command.accepted.set_exception(EngineDeadError(str(error)))
             elif isinstance(command, _Call) and command.done.set_running_or_notify_cancel():
                 command.done.set_exception(EngineDeadError(str(error)))
+        self._outputs.put(_Close(error))
+
+    def _end_streams(self, error: EngineDeadError) -> None:
         by_loop: dict[asyncio.AbstractEventLoop, list[tuple[RequestStream, BaseException]]] = defaultdict(list)
         for stream in self._streams.values():
             by_loop[stream.loop].append((stream, EngineDeadError(str(error))))

@@ -6,7 +6,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from pagedllm_core.engine.sequence import Sequence
-from pagedllm_core.outputs import CompletionOutput
 from pagedllm_core.sampling_params import BeamSearchParams
 
 
@@ -156,7 +155,7 @@ class BeamSearchGroup:
         best_live = beam_score(max(score for _, _, score in chosen), self.num_steps, self.params.length_penalty)
         return worst_kept >= best_live
 
-    def completions(self, tokenizer, aborted: bool = False) -> list[CompletionOutput]:
+    def best_hypotheses(self, aborted: bool = False) -> list[Hypothesis]:
         """The best ``beam_width`` hypotheses, best first (an aborted group ranks its live beams too)."""
         hypotheses = list(self.finished)
         if aborted:
@@ -164,14 +163,4 @@ class BeamSearchGroup:
                 num_generated = max(sequence.num_output_tokens, 1)
                 score = beam_score(cum_logprob, num_generated, self.params.length_penalty)
                 hypotheses.append(Hypothesis(sequence.output_token_ids, cum_logprob, score, "abort"))
-        best = sorted(hypotheses, key=lambda h: h.score, reverse=True)[: self.params.beam_width]
-        return [
-            CompletionOutput(
-                index=index,
-                text=tokenizer.decode(h.token_ids, skip_special_tokens=True),
-                token_ids=h.token_ids,
-                cumulative_logprob=h.cum_logprob,
-                finish_reason=h.finish_reason,
-            )
-            for index, h in enumerate(best)
-        ]
+        return sorted(hypotheses, key=lambda h: h.score, reverse=True)[: self.params.beam_width]

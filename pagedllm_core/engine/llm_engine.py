@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 import itertools
 from dataclasses import dataclass
 
@@ -12,7 +11,8 @@ from pagedllm_core.config import EngineConfig
 from pagedllm_core.engine.beam_search import BeamSearchGroup
 from pagedllm_core.engine.kv_cache_manager import KVCacheManager
 from pagedllm_core.engine.prefix_cache import PrefixCacheStats
-from pagedllm_core.engine.request_state import RequestState
+from pagedllm_core.engine.core_outputs import EngineCoreOutput, SequenceUpdate
+from pagedllm_core.engine.output_processor import OutputProcessor
 from pagedllm_core.engine.scheduler import StepPlan
 from pagedllm_core.engine.sequence import Sequence, SequenceStatus
 from pagedllm_core.engine.step_messages import StepMessageBuilder
@@ -24,6 +24,7 @@ from pagedllm_core.lora_request import LoRARequest
 from pagedllm_core.model import loader
 from pagedllm_core.model.model_info import ModelInfo, resolve_model_info
 from pagedllm_core.outputs import RequestOutput
+from pagedllm_core.plugin_options import instantiate
 from pagedllm_core.registry import PluginKind, Registry, default_registry
 from pagedllm_core.sampling.constraints import ConstraintState
 from pagedllm_core.sampling_params import BeamSearchParams, SamplingParams
@@ -47,13 +48,34 @@ class KVCacheStats:
         return self.num_used_blocks / self.num_blocks
 
 
+@dataclass
+class CoreRequest:
+    """The core's side of a user request: its ``best_of`` sequences, by index."""
+
+    first: Sequence
+    sequences: dict[int, Sequence]
+
+    @property
+    def unfinished_sequences(self) -> list[Sequence]:
+        return [sequence for sequence in self.sequences.values() if not sequence.is_finished]
+
+    @property
+    def finished(self) -> bool:
+        all_forked = self.first.num_pending_forks == 0 or self.first.status is SequenceStatus.FINISHED_ABORTED
+        return all_forked and not self.unfinished_sequences
+
+
 class LLMEngine:
-    """Owns the scheduler and the block manager, and steps the workers through an executor.
+    """Owns the scheduler and the block manager, steps the workers through an executor, and turns
+    what they produce into request outputs.
 
     The engine's surface (``add_request`` / ``abort_request`` / ``step``) is all a front end needs,
     so the same engine serves the offline ``LLM`` and the HTTP server. Each step the scheduler plans
     which sequences run, the plan becomes a step message, the executor runs it on the workers
-    (in-process, or in worker processes), and the output advances the sequences and requests.
+    (in-process, or in worker processes), and the output advances the sequences: that is the core
+    step (:meth:`step_core`), which yields token ids only. The :class:`OutputProcessor` then makes
+    text, stop strings and logprobs of them (:meth:`process_outputs`); ``step`` runs both, while the
+    async engine runs the second half on a thread of its own.
     """
 
     def __init__(self, config: EngineConfig, registry: Registry | None = None):
@@ -68,13 +90,16 @@ class LLMEngine:
         self.kv_cache_manager = KVCacheManager(
             self.executor.num_kv_blocks, config.block_size, enable_prefix_caching=config.enable_prefix_caching
         )
-        self.scheduler = registry.resolve(PluginKind.SCHEDULER, config.scheduler)(config, self.kv_cache_manager)
+        scheduler_class = registry.resolve(PluginKind.SCHEDULER, config.scheduler)
+        self.scheduler = instantiate(
+            PluginKind.SCHEDULER, config.scheduler, scheduler_class, config, config, self.kv_cache_manager
+        )
         self.message_builder = StepMessageBuilder(self.kv_cache_manager.block_tables, config.block_size)
-        self._states: dict[str, RequestState] = {}
+        self.output_processor = OutputProcessor(self.tokenizer)
+        self._requests: dict[str, CoreRequest] = {}
         self._beam_groups: dict[str, BeamSearchGroup] = {}
         self._loras: dict[int, LoRARequest] = {}  # adapters loaded on the workers, by id
         self._sequence_counter = itertools.count()
-        self._decode_token = functools.lru_cache(maxsize=65536)(self._decode_one)
         self.constraint_compiler = ConstraintCompiler(
             registry,
             config.structured_outputs_backend,
@@ -83,9 +108,6 @@ class LLMEngine:
             self.eos_token_ids,
             config.structured_outputs_compile_timeout,
         )
-
-    def _decode_one(self, token_id: int) -> str:
-        return self.tokenizer.decode([token_id])
 
     def _new_seq_id(self) -> str:
         return str(next(self._sequence_counter))
@@ -105,11 +127,25 @@ class LLMEngine:
         request and its one output, the best beams first, comes when the search ends. With
         ``lora_request`` every token runs through that LoRA adapter (loaded and checked here the first
         time it is named)."""
-        if request_id in self._states or request_id in self._beam_groups:
+        prompt_token_ids = self.tokenizer.encode(prompt) if isinstance(prompt, str) else list(prompt)
+        self.add_core_request(request_id, prompt_token_ids, params, lora_request)
+        self.output_processor.add_request(
+            request_id, prompt if isinstance(prompt, str) else None, prompt_token_ids, params
+        )
+
+    def add_core_request(
+        self,
+        request_id: str,
+        prompt_token_ids: list[int],
+        params: SamplingParams | BeamSearchParams,
+        lora_request: LoRARequest | None = None,
+    ) -> None:
+        """Validate a tokenized request and queue it in the core; whoever processes this engine's
+        core outputs must be told of it too (:meth:`OutputProcessor.add_request`)."""
+        if request_id in self._requests or request_id in self._beam_groups:
             raise ConfigError(f"request id {request_id!r} is already in use")
         if lora_request is not None:
             self.add_lora(lora_request)
-        prompt_token_ids = self.tokenizer.encode(prompt) if isinstance(prompt, str) else list(prompt)
         if isinstance(params, BeamSearchParams):
             self._add_beam_search(request_id, prompt_token_ids, params, lora_request)
             return
@@ -125,8 +161,7 @@ class LLMEngine:
             lora_request=lora_request,
         )
         first.constraint = constraint
-        prompt_text = prompt if isinstance(prompt, str) else None
-        self._states[request_id] = RequestState(request_id, prompt_text, first, self.tokenizer, self._decode_token)
+        self._requests[request_id] = CoreRequest(first, {0: first})
         self.scheduler.add_sequence(first)
 
     def _add_beam_search(
@@ -214,18 +249,36 @@ class LLMEngine:
 
     def abort_request(self, request_ids: str | list[str]) -> list[RequestOutput]:
         """Stop these requests now and free their KV blocks; returns their final outputs."""
+        return self.process_outputs(self.abort_core_requests(request_ids))
+
+    def abort_core_requests(self, request_ids: str | list[str]) -> list[EngineCoreOutput]:
+        """Stop these requests in the core and free their KV blocks (unknown ids are ignored)."""
         if isinstance(request_ids, str):
             request_ids = [request_ids]
         outputs = []
         for request_id in request_ids:
-            state = self._states.get(request_id)
+            request = self._requests.pop(request_id, None)
             group = self._beam_groups.get(request_id)
-            if state is not None:
-                self._finish_sequences(state.unfinished_sequences, SequenceStatus.FINISHED_ABORTED)
-                outputs.append(self._finish(state))
+            if request is not None:
+                unfinished = request.unfinished_sequences
+                self._finish_sequences(unfinished, SequenceStatus.FINISHED_ABORTED)
+                updates = [SequenceUpdate(sequence.index, [], finish_reason="abort") for sequence in unfinished]
+                outputs.append(EngineCoreOutput(request_id, updates, finished=True))
             elif group is not None:
                 outputs.append(self._finish_beam_search(group, aborted=True))
         return outputs
+
+    def finish_stopped_sequences(self, stopped: list[tuple[str, int, str]]) -> None:
+        """End the sequences whose text reached a stop string, as (request id, sequence index, stop string)."""
+        for request_id, index, stop in stopped:
+            request = self._requests.get(request_id)
+            sequence = None if request is None else request.sequences.get(index)
+            if sequence is None or sequence.is_finished:
+                continue
+            sequence.stop_reason = stop
+            self._finish_sequences([sequence], SequenceStatus.FINISHED_STOPPED)
+            if request.finished:
+                del self._requests[request_id]
 
     def has_unfinished_requests(self) -> bool:
         return self.scheduler.has_unfinished_sequences()
@@ -240,6 +293,18 @@ class LLMEngine:
     def step(self) -> list[RequestOutput]:
         """Run one batch; returns an output for every request that produced a token this step, and
         the final output of every beam search that ended."""
+        return self.process_outputs(self.step_core())
+
+    def process_outputs(self, core_outputs: list[EngineCoreOutput]) -> list[RequestOutput]:
+        """Make request outputs of core outputs right away, telling the core of stop strings found."""
+        processed = self.output_processor.process(core_outputs)
+        self.finish_stopped_sequences(processed.stopped)
+        self.abort_core_requests(processed.failed)
+        return processed.outputs
+
+    def step_core(self) -> list[EngineCoreOutput]:
+        """Schedule, run the workers and advance the sequences: one output per request that got
+        tokens (or prompt logprobs) this step, failed, or ended a beam search. No text is made here."""
         plan = self.scheduler.schedule()
         if not plan.scheduled and self.scheduler.has_unfinished_sequences():
             raise RuntimeError("scheduler made no progress although requests are waiting")  # pool sizing bug
@@ -249,8 +314,7 @@ class LLMEngine:
         failures = {item.sequence.request_id: item.sequence.failure for item in plan.scheduled if item.sequence.failure}
         failures.update({self._request_of(plan, seq_id): message for seq_id, message in result.failed.items()})
         outputs = self._fail_requests(failures)
-        progressed = [sequence for sequence in progressed if sequence.request_id not in failures]
-        outputs += self._process_samples(plan, result, progressed)
+        outputs += self._token_outputs(plan, result, [s for s in progressed if s.request_id not in failures], failures)
         if result.beam_candidates:
             outputs.extend(self._advance_beam_searches(plan, result.beam_candidates))
         return outputs
@@ -259,47 +323,53 @@ class LLMEngine:
     def _request_of(plan: StepPlan, seq_id: str) -> str:
         return next(item.sequence.request_id for item in plan.scheduled if item.sequence.seq_id == seq_id)
 
-    def _fail_requests(self, failures: dict[str, str]) -> list[RequestOutput]:
+    def _fail_requests(self, failures: dict[str, str]) -> list[EngineCoreOutput]:
         """End the requests whose own sequences failed; the rest of the batch goes on."""
         outputs = []
         for request_id, message in failures.items():
-            for output in self.abort_request(request_id):
+            for output in self.abort_core_requests(request_id):
                 output.error = message
                 outputs.append(output)
         return outputs
 
-    def _process_samples(self, plan: StepPlan, result: ModelRunnerOutput, progressed: list[Sequence]) -> list[RequestOutput]:
-        """Detokenize, match stop strings and record logprobs for the sequences that got a token."""
+    def _token_outputs(
+        self, plan: StepPlan, result: ModelRunnerOutput, progressed: list[Sequence], failures: dict[str, str]
+    ) -> list[EngineCoreOutput]:
+        """Group the step's new tokens, their logprobs and prompt logprobs by request."""
+        by_request: dict[str, EngineCoreOutput] = {}
+
+        def output_of(request_id: str) -> EngineCoreOutput:
+            output = by_request.get(request_id)
+            if output is None:
+                output = by_request[request_id] = EngineCoreOutput(request_id)
+            return output
+
         for item in plan.scheduled:
             entries = result.prompt_logprobs.get(item.sequence.seq_id)
-            if entries:
-                self._states[item.sequence.request_id].add_prompt_logprobs(entries)
+            if entries and item.sequence.request_id not in failures:
+                output_of(item.sequence.request_id).prompt_logprobs.extend(entries)
         token_logprobs = _logprobs_by_sequence(result)
-        touched: dict[str, RequestState] = {}
-        stopped: list[Sequence] = []
-        detokenizer_failures: dict[str, str] = {}
         for sequence in progressed:
-            state = self._states[sequence.request_id]
-            touched[sequence.request_id] = state
-            token_id = sequence.token_ids[-1]
-            try:
-                if state.sequence(sequence).add_token(token_logprobs.get(sequence.seq_id), token_id):
-                    stopped.append(sequence)
-            except Exception as error:  # noqa: BLE001 - one request's detokenizer failure is its own
-                detokenizer_failures[sequence.request_id] = f"detokenizing failed: {type(error).__name__}: {error}"
-        if stopped:
-            self._finish_sequences(stopped, SequenceStatus.FINISHED_STOPPED)
-        outputs = self._fail_requests(detokenizer_failures)
-        for request_id in detokenizer_failures:
-            touched.pop(request_id)
-        for state in touched.values():
-            if state.finished:
-                outputs.append(self._finish(state))
-            elif state.streams_progress:
-                outputs.append(state.output())
-        return outputs
+            request = self._requests[sequence.request_id]
+            request.sequences.setdefault(sequence.index, sequence)  # a sibling forked this step
+            token = token_logprobs.get(sequence.seq_id)
+            finished = sequence.is_finished
+            output_of(sequence.request_id).updates.append(
+                SequenceUpdate(
+                    sequence.index,
+                    [sequence.token_ids[-1]],
+                    None if token is None else [token],
+                    sequence.status.value if finished else None,
+                    sequence.stop_reason if finished else None,
+                )
+            )
+        for request_id, output in by_request.items():
+            if self._requests[request_id].finished:
+                del self._requests[request_id]
+                output.finished = True
+        return list(by_request.values())
 
-    def _advance_beam_searches(self, plan: StepPlan, candidates: dict[str, list[tuple[int, float]]]) -> list[RequestOutput]:
+    def _advance_beam_searches(self, plan: StepPlan, candidates: dict[str, list[tuple[int, float]]]) -> list[EngineCoreOutput]:
         beams = {item.sequence.seq_id: item.sequence for item in plan.scheduled if item.sequence.beam_group is not None}
         outputs = []
         for seq_id, beam_candidates in candidates.items():
@@ -316,28 +386,18 @@ class LLMEngine:
                 outputs.append(self._finish_beam_search(group))
         return outputs
 
-    def _finish_beam_search(self, group: BeamSearchGroup, aborted: bool = False) -> RequestOutput:
+    def _finish_beam_search(self, group: BeamSearchGroup, aborted: bool = False) -> EngineCoreOutput:
         del self._beam_groups[group.request_id]
         status = SequenceStatus.FINISHED_ABORTED if aborted else SequenceStatus.FINISHED_PRUNED
         self._finish_sequences(group.live_sequences, status)
-        return RequestOutput(
-            request_id=group.request_id,
-            prompt=None,
-            prompt_token_ids=group.prompt_token_ids,
-            outputs=group.completions(self.tokenizer, aborted),
-            finished=True,
-        )
-
-    def _finish(self, state: RequestState) -> RequestOutput:
-        del self._states[state.request_id]
-        return state.output()
+        return EngineCoreOutput(group.request_id, finished=True, beams=group.best_hypotheses(aborted))
 
     # -- stats ----------------------------------------------------------------------------------
 
     def kv_cache_stats(self) -> KVCacheStats:
         manager = self.kv_cache_manager
         unfinished = [
-            *(sequence for state in self._states.values() for sequence in state.unfinished_sequences),
+            *(sequence for request in self._requests.values() for sequence in request.unfinished_sequences),
             *(sequence for group in self._beam_groups.values() for sequence in group.live_sequences),
         ]
         return KVCacheStats(

@@ -1,128 +1,158 @@
-"""What the engine tracks per user request between steps: text, stop strings, logprobs."""
+"""What the output processor tracks per user request: text, stop strings, logprobs.
+
+It is built from :class:`~pagedllm_core.engine.core_outputs.EngineCoreOutput`s alone and never
+touches the core's live sequences, so it can run on another thread than the one that steps.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 
-from pagedllm_core.engine.detokenizer import IncrementalDetokenizer
 from pagedllm_core.engine import stopping
-from pagedllm_core.engine.sequence import Sequence, SequenceStatus
+from pagedllm_core.engine.core_outputs import SequenceUpdate
+from pagedllm_core.engine.detokenizer import IncrementalDetokenizer
 from pagedllm_core.executor.messages import TokenLogprobs
 from pagedllm_core.outputs import CompletionOutput, Logprob, PositionLogprobs, RequestOutput
 from pagedllm_core.sampling_params import RequestOutputKind, SamplingParams
 
 DecodeToken = Callable[[int], str]
+STOP = "stop"
 
 
 class SequenceState:
-    """One sequence's text and logprobs as they grow."""
+    """One sequence's tokens, text and logprobs as they grow."""
 
-    def __init__(self, sequence: Sequence, tokenizer, decode_token: DecodeToken):
-        self.sequence = sequence
-        params = sequence.sampling_params
+    def __init__(self, params: SamplingParams, prompt_token_ids: list[int], tokenizer, decode_token: DecodeToken):
+        self.params = params
         self.detokenizer = (
-            IncrementalDetokenizer(tokenizer, sequence.prompt_token_ids, params.skip_special_tokens)
-            if params.detokenize
-            else None
+            IncrementalDetokenizer(tokenizer, prompt_token_ids, params.skip_special_tokens) if params.detokenize else None
         )
         self.decode_token = decode_token
+        self.token_ids: list[int] = []
         self.cumulative_logprob = 0.0
         self.logprobs: list[PositionLogprobs] | None = [] if params.logprobs is not None else None
         self.text = ""
+        self.finish_reason: str | None = None
+        self.stop_reason: int | str | None = None
         # Streamed text holds back what could still turn out to be the start of a stop string.
         self._holdback = max((len(stop) for stop in params.stop_strings), default=1) - 1
         self._num_sent_chars = self._num_sent_tokens = 0  # what deltas have carried so far
 
-    def add_token(self, token: TokenLogprobs | None, token_id: int) -> bool:
-        """Take the sequence's newest token; returns True when it completed a stop string.
+    @property
+    def finished(self) -> bool:
+        return self.finish_reason is not None
+
+    def apply(self, update: SequenceUpdate) -> bool:
+        """Take the step's news for this sequence; returns True when its text completed a stop string
+        (the sequence is then finished here, and the core must be told). A sequence finished here
+        ignores what the core produced for it before it learnt so."""
+        if self.finished:
+            return False
+        logprobs = update.new_logprobs or [None] * len(update.new_token_ids)
+        last = len(update.new_token_ids) - 1
+        for position, (token_id, token) in enumerate(zip(update.new_token_ids, logprobs)):
+            ended_by_stop_token = position == last and update.finish_reason == STOP and update.stop_reason == token_id
+            if self._add_token(token_id, token, ended_by_stop_token):
+                self.finish_reason = STOP
+                return True
+        if update.finish_reason is not None:
+            self.finish_reason, self.stop_reason = update.finish_reason, update.stop_reason
+        return False
+
+    def finish(self, reason: str) -> None:
+        if not self.finished:
+            self.finish_reason = reason
+
+    def _add_token(self, token_id: int, token: TokenLogprobs | None, ended_by_stop_token: bool) -> bool:
+        """Append one token; True when it completed a stop string.
 
         The text of a stop token that ended the sequence stays out of the output (as in vLLM) unless
         ``include_stop_str_in_output``; it shows otherwise when special tokens are kept."""
+        self.token_ids.append(token_id)
         if token is not None:
             self.cumulative_logprob += token.logprob
             if self.logprobs is not None:
                 self.logprobs.append(position_logprobs(token, self.decode_token))
-        if self.detokenizer is None or self._ended_by_stop_token(token_id):
+        if self.detokenizer is None or (ended_by_stop_token and not self.params.include_stop_str_in_output):
             return False
         previous_length = len(self.text)
         self.text += self.detokenizer.add_tokens([token_id])
         return self._cut_at_stop_string(previous_length)
 
-    def _ended_by_stop_token(self, token_id: int) -> bool:
-        sequence = self.sequence
-        return (
-            sequence.status is SequenceStatus.FINISHED_STOPPED
-            and sequence.stop_reason == token_id
-            and not sequence.sampling_params.include_stop_str_in_output
-        )
-
     def _cut_at_stop_string(self, previous_length: int) -> bool:
-        params = self.sequence.sampling_params
-        if not params.stop_strings or self.sequence.below_min_tokens:
+        params = self.params
+        if not params.stop_strings or len(self.token_ids) < params.min_tokens:
             return False
         match = stopping.find_stop_string(self.text, previous_length, params)
         if match is None:
             return False
-        end, self.sequence.stop_reason = match
+        end, self.stop_reason = match
         self.text = self.text[:end]
         return True
 
     def completion(self, index: int, delta: bool = False) -> CompletionOutput:
         """The sequence so far, or with ``delta`` only what was added since the previous delta."""
-        finished = self.sequence.is_finished
-        visible = len(self.text) if finished else max(len(self.text) - self._holdback, 0)
-        sequence = self.sequence
+        visible = len(self.text) if self.finished else max(len(self.text) - self._holdback, 0)
         text_start, token_start = (self._num_sent_chars, self._num_sent_tokens) if delta else (0, 0)
         completion = CompletionOutput(
             index=index,
             text=self.text[text_start:visible],
-            token_ids=sequence.token_ids[sequence.num_prompt_tokens + token_start :],
+            token_ids=self.token_ids[token_start:],
             cumulative_logprob=self.cumulative_logprob,
             logprobs=None if self.logprobs is None else self.logprobs[token_start:],
-            finish_reason=sequence.status.value if finished else None,
-            stop_reason=sequence.stop_reason,
+            finish_reason=self.finish_reason,
+            stop_reason=self.stop_reason,
         )
         if delta:
-            self._num_sent_chars, self._num_sent_tokens = max(visible, text_start), sequence.num_output_tokens
+            self._num_sent_chars, self._num_sent_tokens = max(visible, text_start), len(self.token_ids)
         return completion
 
 
 class RequestState:
     """A user request: its prompt, its ``best_of`` sequences and its prompt logprobs."""
 
-    def __init__(self, request_id: str, prompt: str | None, first: Sequence, tokenizer, decode_token: DecodeToken):
+    def __init__(
+        self, request_id: str, prompt: str | None, prompt_token_ids: list[int], params: SamplingParams, tokenizer,
+        decode_token: DecodeToken,
+    ):
         self.request_id = request_id
         self.prompt = prompt
-        self.params: SamplingParams = first.sampling_params
-        self.first = first
+        self.prompt_token_ids = prompt_token_ids
+        self.params = params
         self.tokenizer = tokenizer
         self.decode_token = decode_token
-        self.sequences: dict[int, SequenceState] = {0: SequenceState(first, tokenizer, decode_token)}
-        self.prompt_logprobs: list[PositionLogprobs | None] | None = (
-            [None] if self.params.prompt_logprobs is not None else None
-        )
+        self.sequences: dict[int, SequenceState] = {0: self._new_sequence()}
+        self.prompt_logprobs: list[PositionLogprobs | None] | None = [None] if params.prompt_logprobs is not None else None
         self._sent_prompt_logprobs = False
+        self._core_finished = False
 
-    def sequence(self, sequence: Sequence) -> SequenceState:
-        state = self.sequences.get(sequence.index)
+    def _new_sequence(self) -> SequenceState:
+        return SequenceState(self.params, self.prompt_token_ids, self.tokenizer, self.decode_token)
+
+    def sequence(self, index: int) -> SequenceState:
+        state = self.sequences.get(index)
         if state is None:
-            state = self.sequences[sequence.index] = SequenceState(sequence, self.tokenizer, self.decode_token)
+            state = self.sequences[index] = self._new_sequence()
         return state
 
     def add_prompt_logprobs(self, entries: list[tuple[int, TokenLogprobs]]) -> None:
+        if self.prompt_logprobs is None:
+            return
         for position, token in entries:
             # A preempted prompt is recomputed; positions already scored are not scored twice.
             if position == len(self.prompt_logprobs):
                 self.prompt_logprobs.append(position_logprobs(token, self.decode_token))
 
-    @property
-    def unfinished_sequences(self) -> list[Sequence]:
-        return [state.sequence for state in self.sequences.values() if not state.sequence.is_finished]
+    def mark_core_finished(self, reason: str) -> None:
+        """The core holds nothing more of the request: what is still open ended with ``reason``."""
+        self._core_finished = True
+        for state in self.sequences.values():
+            state.finish(reason)
 
     @property
     def finished(self) -> bool:
-        all_forked = self.first.num_pending_forks == 0 or self.first.status is SequenceStatus.FINISHED_ABORTED
-        return all_forked and not self.unfinished_sequences
+        every_sequence_started = len(self.sequences) == self.params.best_of or self._core_finished
+        return every_sequence_started and all(state.finished for state in self.sequences.values())
 
     @property
     def streams_progress(self) -> bool:
@@ -142,7 +172,7 @@ class RequestState:
         return RequestOutput(
             request_id=self.request_id,
             prompt=self.prompt,
-            prompt_token_ids=self.first.prompt_token_ids,
+            prompt_token_ids=self.prompt_token_ids,
             prompt_logprobs=prompt_logprobs,
             outputs=[state.completion(index, delta) for index, state in enumerate(ordered)],
             finished=self.finished,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import types
 import typing
 from typing import Any, Literal
@@ -19,13 +20,15 @@ def add_engine_arguments(parser: argparse.ArgumentParser, skip: tuple[str, ...] 
             continue
         flag = "--" + name.replace("_", "-")
         annotation = _unwrap_optional(field.annotation)
-        help_text = f"{field.description} (default: {field.default})"
+        help_text = f"{field.description} (default: {field.get_default(call_default_factory=True)})"
         if annotation is bool:
             group.add_argument(flag, action=argparse.BooleanOptionalAction, default=None, help=help_text)
         elif typing.get_origin(annotation) is Literal:
             group.add_argument(flag, choices=typing.get_args(annotation), default=None, help=help_text)
         elif annotation in (int, float):
             group.add_argument(flag, type=annotation, default=None, help=help_text)
+        elif typing.get_origin(annotation) is dict:
+            group.add_argument(flag, type=_json_object, metavar="JSON", default=None, help=help_text)
         else:
             group.add_argument(flag, default=None, help=help_text)
 
@@ -56,6 +59,16 @@ def add_pooling_arguments(parser: argparse.ArgumentParser) -> None:
 
 def pooling_config_from_args(args: argparse.Namespace) -> PoolingConfig:
     return PoolingConfig.build(args.task, args.override_pooler_config)
+
+
+def _json_object(text: str) -> dict[str, Any]:
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as error:
+        raise argparse.ArgumentTypeError(f"not valid JSON ({error})") from None
+    if not isinstance(value, dict):
+        raise argparse.ArgumentTypeError(f"expected a JSON object, got {type(value).__name__}")
+    return value
 
 
 def _unwrap_optional(annotation: Any) -> Any:

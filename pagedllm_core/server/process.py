@@ -89,6 +89,8 @@ class PagedLLMServer(uvicorn.Server):
     async def _watch_engine(self) -> None:
         while self.state.engine.is_running:
             await asyncio.sleep(WATCHDOG_INTERVAL)
+        if self.should_exit:
+            return  # the shutdown under way stopped the engine (the app's lifespan ends it): no death
         self.engine_died = True
         if self.keep_serving_on_engine_death:
             logger.critical("the engine loop has died; still serving (/health answers 503) as asked")

@@ -11,6 +11,7 @@ from pagedllm_core.executor.messages import ModelRunnerOutput, SchedulerOutput, 
 from pagedllm_core.sampling.constraints import packed_bitmasks_from_bytes, unpack_token_bitmask
 from pagedllm_core.sampling.pipeline import sample_tokens
 from pagedllm_core.sampling.sampler import Sampler, SamplerOutput, score_tokens
+from pagedllm_core.worker.cuda_graphs import DecodeGraphs
 from pagedllm_core.worker.input_batch import HeldSequence, InputBatch
 from pagedllm_core.worker.sampling_metadata import SamplingRow, build_sampling_metadata
 
@@ -45,6 +46,8 @@ class ModelRunner:
         self.lora_manager = lora_manager
         self.batch = InputBatch(max_model_len, -(-max_model_len // block_size), vocab_size)
         self._generators: dict[str, torch.Generator] = {}
+        # Set at start-up on CUDA unless enforce_eager (pagedllm_core/worker/cuda_graphs.py).
+        self.decode_graphs: DecodeGraphs | None = None
 
     @torch.inference_mode()
     def execute(self, message: SchedulerOutput) -> ModelRunnerOutput:
@@ -120,6 +123,8 @@ class ModelRunner:
         input_ids, positions, metadata, query_start = self._prepare_inputs(scheduled)
         if self.lora_manager is not None:
             self._set_lora_adapters(scheduled)
+        if self.decode_graphs is not None and self.decode_graphs.bucket(metadata) is not None:
+            return self.decode_graphs.run(input_ids, positions, metadata), query_start
         self.attention.prepare(metadata)
         return self.model(input_ids, positions, self.kv_caches, metadata), query_start
 

@@ -10,12 +10,14 @@ import torch
 from pagedllm_core.attention.backend import AttentionSpec
 from pagedllm_core.config import EngineConfig
 from pagedllm_core.worker.kv_cache import KVCacheShape, allocate_kv_cache, num_blocks_for_budget
+from pagedllm_core.worker.cuda_graphs import DecodeGraphs
 from pagedllm_core.worker.model_runner import ModelRunner
 from pagedllm_core.errors import ConfigError, UnsupportedConfigError
 from pagedllm_core.model import loader
 from pagedllm_core.model.model_info import ModelInfo, cpu_has_native_bfloat16
 from pagedllm_core.model.layers.linear import prepack_linear_layers
 from pagedllm_core.model.quantization import QuantizationTarget
+from pagedllm_core.plugin_options import check_unused_options, instantiate
 from pagedllm_core.registry import PluginKind, Registry
 
 logger = logging.getLogger(__name__)
@@ -45,7 +47,7 @@ def prepacks_linear_weights(device: torch.device, dtype: torch.dtype) -> bool:
 def build_attention(config: EngineConfig, registry: Registry, spec: AttentionSpec):
     """Instantiate the configured attention backend after it confirms it can run ``spec``."""
     if config.attention_backend == "auto":
-        return _build_auto_attention(registry, spec)
+        return _build_auto_attention(config, registry, spec)
     backend_class = registry.resolve(PluginKind.ATTENTION_BACKEND, config.attention_backend)
     reasons = backend_reasons(backend_class, spec)
     if reasons:
@@ -58,17 +60,20 @@ def build_attention(config: EngineConfig, registry: Registry, spec: AttentionSpe
             f"attention backend {config.attention_backend!r} cannot run this model: {'; '.join(reasons)}. "
             f"Backends that can: {', '.join(alternatives) or 'none'}"
         )
-    return backend_class(spec)
+    return instantiate(PluginKind.ATTENTION_BACKEND, config.attention_backend, backend_class, config, spec)
 
 
-def _build_auto_attention(registry: Registry, spec: AttentionSpec):
+def _build_auto_attention(config: EngineConfig, registry: Registry, spec: AttentionSpec):
     """The first preferred backend that is installed, can run ``spec`` and starts (a kernel may fail to build)."""
     candidates = registry.auto_candidates(PluginKind.ATTENTION_BACKEND, spec.device.type)
     for name in candidates:
         if _reasons_of(registry, name, spec):
             continue
+        backend_class = registry.resolve(PluginKind.ATTENTION_BACKEND, name)
         try:
-            backend = registry.resolve(PluginKind.ATTENTION_BACKEND, name)(spec)
+            backend = instantiate(PluginKind.ATTENTION_BACKEND, name, backend_class, config, spec)
+        except ConfigError:
+            raise  # bad options: another backend would not take them either
         except Exception as error:  # noqa: BLE001 - any start-up failure means: try the next backend
             if name == candidates[-1]:
                 raise
@@ -107,6 +112,7 @@ def build_quantization(config: EngineConfig, registry: Registry, target: Quantiz
     ``auto`` takes the highest-priority method registered for the checkpoint's format that can run it;
     a checkpoint that only a quantization method can load (its config names one) fails without one."""
     if config.quantization == "none":
+        check_unused_options(config, PluginKind.QUANTIZER)
         return None
     if config.quantization == "auto":
         checkpoint_format = quantization_format(target)
@@ -115,10 +121,11 @@ def build_quantization(config: EngineConfig, registry: Registry, target: Quantiz
             method_class = registry.resolve(PluginKind.QUANTIZER, name)
             reasons = method_class.unsupported_reasons(target)
             if not reasons:
-                return method_class(target)
+                return instantiate(PluginKind.QUANTIZER, name, method_class, config, target)
             reasons_by_method[name] = reasons
             logger.info("quantization auto: not using %r (%s)", name, "; ".join(reasons))
         if checkpoint_format in ("dense", "gguf"):
+            check_unused_options(config, PluginKind.QUANTIZER)
             return None  # both load as dense weights too
         tried = "; ".join(f"{name}: {', '.join(reasons)}" for name, reasons in reasons_by_method.items())
         raise UnsupportedConfigError(
@@ -129,7 +136,7 @@ def build_quantization(config: EngineConfig, registry: Registry, target: Quantiz
     reasons = method_class.unsupported_reasons(target)
     if reasons:
         raise UnsupportedConfigError(f"quantization {config.quantization!r} cannot run this model: {'; '.join(reasons)}")
-    return method_class(target)
+    return instantiate(PluginKind.QUANTIZER, config.quantization, method_class, config, target)
 
 
 def quantization_format(target: QuantizationTarget) -> str:
@@ -199,8 +206,20 @@ def load_model_runner(config: EngineConfig, registry: Registry, info: ModelInfo)
         "KV cache: %d blocks of %d tokens (%.1f MiB, %d tokens)",
         num_blocks, config.block_size, kv_cache.numel() * kv_cache.element_size() / 2**20, num_blocks * config.block_size,
     )
-    sampler = registry.resolve(PluginKind.SAMPLER, config.sampler)(config)
+    sampler_class = registry.resolve(PluginKind.SAMPLER, config.sampler)
+    sampler = instantiate(PluginKind.SAMPLER, config.sampler, sampler_class, config, config)
     runner = ModelRunner(
         model, attention, sampler, kv_cache, config.block_size, info.vocab_size, max_model_len, device, lora_manager
     )
+    if device.type == "cuda" and not config.enforce_eager:
+        if lora_manager is not None:
+            # A captured graph replays fixed LoRA slots; the step's adapters change from step to step.
+            logger.info("decode steps run eagerly: LoRA adapters are enabled")
+        elif attention.supports_cuda_graphs:
+            runner.decode_graphs = DecodeGraphs(
+                model, attention, runner.kv_caches, config.max_num_seqs, blocks_per_sequence, max_model_len, device
+            )
+            runner.decode_graphs.capture()
+        else:
+            logger.info("decode steps run eagerly: %s does not support CUDA graphs", type(attention).__name__)
     return LoadedRunner(runner, num_blocks)

@@ -13,8 +13,8 @@ def test_step_bench_reports_each_batch_size_with_its_phases(tiny_llama):
     rows = [line.split("|")[1:-1] for line in table.splitlines() if line.startswith("| ") and line[2].isdigit()]
     assert [int(row[0]) for row in rows] == [1, 4]
     for row in rows:
-        step_ms, model_ms, *phase_ms, share = (cell.strip() for cell in row[1:])
+        step_ms, model_ms, *phase_ms, share, step_thread_share = (cell.strip() for cell in row[1:])
         assert len(phase_ms) == len(PHASES)
         assert 0 < float(model_ms) < float(step_ms)
         assert all(float(ms) > 0 for ms in phase_ms)  # every phase ran and was timed
-        assert 0 < float(share.rstrip("%")) < 100
+        assert 0 < float(step_thread_share.rstrip("%")) < float(share.rstrip("%")) < 100

@@ -2,7 +2,7 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from tests.engine.greedy_reference import NUM_NEW_TOKENS, PROMPTS
+from tests.engine.greedy_reference import NUM_NEW_TOKENS, PROMPTS, model_overrides
 
 
 @pytest.fixture(scope="session")
@@ -12,7 +12,7 @@ def transformers_greedy(tiny_model_dir):
 
     def get(architecture: str):
         if architecture not in cache:
-            directory = tiny_model_dir(architecture)
+            directory = tiny_model_dir(architecture, **model_overrides(architecture))
             tokenizer = AutoTokenizer.from_pretrained(directory)
             model = AutoModelForCausalLM.from_pretrained(directory, dtype=torch.float32).eval()
             model.generation_config.eos_token_id = None  # compare fixed-length continuations

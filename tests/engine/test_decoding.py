@@ -89,7 +89,7 @@ def test_parallel_sampling_shares_prompt_blocks_and_frees_them(llm):
     engine.add_request("fan", PROMPTS[3], params)
     engine.step()  # the prompt is prefilled once and forked into four sequences
     stats = engine.kv_cache_stats()
-    prompt_blocks = len(engine.kv_cache_manager.block_tables[engine._states["fan"].first.seq_id])
+    prompt_blocks = len(engine.kv_cache_manager.block_tables[engine._requests["fan"].first.seq_id])
     assert stats.num_referenced_blocks == 4 * prompt_blocks
     assert stats.num_used_blocks == prompt_blocks
     outputs = []

@@ -101,14 +101,14 @@ def test_a_sampler_failure_for_one_request_fails_only_that_request(engine):
 def test_a_constraint_failure_for_one_request_fails_only_that_request(engine):
     for index in range(NUM_REQUESTS):
         engine.add_request(f"r{index}", f"Story number {index}:", GREEDY)
-    engine._states["r3"].first.constraint = BrokenConstraint(engine.vocab_size)
+    engine._requests["r3"].first.constraint = BrokenConstraint(engine.vocab_size)
     assert_only_the_poisoned_request_failed(run_to_completion(engine), 3, "the output constraint failed")
 
 
 def test_a_detokenizer_failure_for_one_request_fails_only_that_request(engine, monkeypatch):
     for index in range(NUM_REQUESTS):
         engine.add_request(f"r{index}", f"Story number {index}:", GREEDY)
-    detokenizer = engine._states["r11"].sequences[0].detokenizer
+    detokenizer = engine.output_processor._states["r11"].sequences[0].detokenizer
     monkeypatch.setattr(detokenizer, "add_tokens", lambda token_ids: 1 / 0)
     assert_only_the_poisoned_request_failed(run_to_completion(engine), 11, "detokenizing failed: ZeroDivisionError")
 

@@ -3,13 +3,13 @@
 import pytest
 
 from pagedllm_core import LLM, SamplingParams
-from tests.engine.greedy_reference import ARCHITECTURES, NUM_NEW_TOKENS
+from tests.engine.greedy_reference import ARCHITECTURES, NUM_NEW_TOKENS, engine_settings, model_overrides
 
 GREEDY = SamplingParams(temperature=0, max_tokens=NUM_NEW_TOKENS, ignore_eos=True)
 
 
 def generate_greedy(directory, prompt_ids, **settings):
-    llm = LLM(model=str(directory), dtype="float32", **settings)
+    llm = LLM(model=str(directory), dtype="float32", **engine_settings(), **settings)
     outputs = llm.generate([{"prompt_token_ids": ids} for ids in prompt_ids], GREEDY, use_tqdm=False)
     stats = llm.llm_engine.kv_cache_stats()
     return [output.outputs[0].token_ids for output in outputs], stats, llm
@@ -18,7 +18,7 @@ def generate_greedy(directory, prompt_ids, **settings):
 @pytest.mark.parametrize("architecture", ARCHITECTURES)
 def test_batch_of_prompts_matches_transformers(architecture, tiny_model_dir, transformers_greedy):
     prompt_ids, expected = transformers_greedy(architecture)
-    tokens, stats, _ = generate_greedy(tiny_model_dir(architecture), prompt_ids)
+    tokens, stats, _ = generate_greedy(tiny_model_dir(architecture, **model_overrides(architecture)), prompt_ids)
     assert tokens == expected
     assert stats.num_used_blocks == 0
 
@@ -26,7 +26,7 @@ def test_batch_of_prompts_matches_transformers(architecture, tiny_model_dir, tra
 @pytest.mark.parametrize("block_size", [1, 16, 32])
 def test_block_sizes_match_transformers(block_size, tiny_model_dir, transformers_greedy):
     prompt_ids, expected = transformers_greedy("LlamaForCausalLM")
-    tokens, stats, _ = generate_greedy(tiny_model_dir("LlamaForCausalLM"), prompt_ids, block_size=block_size)
+    tokens, stats, _ = generate_greedy(tiny_model_dir("LlamaForCausalLM", **model_overrides("LlamaForCausalLM")), prompt_ids, block_size=block_size)
     assert tokens == expected
     assert stats.num_used_blocks == 0
 
@@ -38,7 +38,7 @@ def test_preemption_in_a_tiny_pool_gives_identical_tokens(architecture, tiny_mod
     # Room for one longest sequence plus a little: the four requests cannot all run at once.
     num_blocks = -(-longest // 4) + 2
     tokens, stats, llm = generate_greedy(
-        tiny_model_dir(architecture), prompt_ids, block_size=4, num_kv_blocks=num_blocks, max_model_len=longest
+        tiny_model_dir(architecture, **model_overrides(architecture)), prompt_ids, block_size=4, num_kv_blocks=num_blocks, max_model_len=longest
     )
     assert tokens == expected
     assert stats.num_used_blocks == 0
@@ -47,5 +47,5 @@ def test_preemption_in_a_tiny_pool_gives_identical_tokens(architecture, tiny_mod
 
 def test_chunked_prefill_gives_identical_tokens(tiny_model_dir, transformers_greedy):
     prompt_ids, expected = transformers_greedy("Qwen2ForCausalLM")
-    tokens, _, _ = generate_greedy(tiny_model_dir("Qwen2ForCausalLM"), prompt_ids, max_num_batched_tokens=5)
+    tokens, _, _ = generate_greedy(tiny_model_dir("Qwen2ForCausalLM", **model_overrides("Qwen2ForCausalLM")), prompt_ids, max_num_batched_tokens=5)
     assert tokens == expected

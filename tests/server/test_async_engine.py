@@ -66,6 +66,18 @@ def test_text_is_tokenized_off_the_step_thread(engine, fake):
     assert fake.tokenizer.encode_threads and "pagedllm-engine-loop" not in fake.tokenizer.encode_threads
 
 
+def test_text_and_stop_strings_are_made_on_the_output_thread(engine, fake):
+    outputs = asyncio.run(collect(engine, "r", "hi", 20, stop=["cd"]))
+    final = outputs[-1].outputs[0]
+    assert (final.text, final.finish_reason, final.stop_reason) == ("ab", "stop", "cd")
+    assert final.token_ids == [ord(c) for c in "abcd"]  # what the core sent after the stop is dropped
+    assert fake.tokenizer.decode_threads == {"pagedllm-output-loop"}
+    deadline = time.monotonic() + 5
+    while fake.requests:  # the step thread was told, and ended the sequence in the core
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+
+
 def test_rejected_request_raises_and_engine_keeps_serving(engine):
     with pytest.raises(ConfigError, match="too long"):
         asyncio.run(collect(engine, "r", [1] * 100, 2))
@@ -159,3 +171,33 @@ def test_matches_the_synchronous_engine_on_a_tiny_model(tiny_model):
         assert engine.stats().num_used_blocks == 0
     finally:
         engine.shutdown(timeout=5)
+
+
+def test_stop_strings_logprobs_and_n_match_the_synchronous_engine(tiny_model):
+    config = EngineConfig(model=str(tiny_model), num_kv_blocks=64)
+    probe = LLMEngine(config)
+    probe.add_request("p", "Hello world", SamplingParams(temperature=0, max_tokens=16, ignore_eos=True))
+    text = run_to_end(probe).outputs[0].text
+    stop = text[len(text) // 2 : len(text) // 2 + 3]  # a stop string the greedy output meets halfway
+    params = dict(n=2, temperature=0, max_tokens=16, ignore_eos=True, stop=[stop], logprobs=2)
+    probe.add_request("s", "Hello world", SamplingParams(**params))
+    expected = run_to_end(probe).outputs
+
+    engine = AsyncLLMEngine(LLMEngine(config))
+    try:
+        got = asyncio.run(collect(engine, "s", "Hello world", **params))[-1].outputs
+        wait_idle(engine)
+    finally:
+        engine.shutdown(timeout=5)
+    assert [(c.text, c.token_ids, c.finish_reason, c.stop_reason) for c in got] == [
+        (c.text, c.token_ids, c.finish_reason, c.stop_reason) for c in expected
+    ]
+    assert [c.logprobs for c in got] == [c.logprobs for c in expected]
+    assert all(c.stop_reason == stop for c in expected)
+
+
+def run_to_end(engine: LLMEngine):
+    final = None
+    while engine.has_unfinished_requests():
+        final = next((output for output in engine.step() if output.finished), final)
+    return final

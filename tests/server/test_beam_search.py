@@ -79,14 +79,14 @@ def test_a_client_that_leaves_aborts_its_beam_search(server, engine, monkeypatch
     import httpx
 
     aborted = []
-    abort_request = engine.engine.abort_request
+    abort_core_requests = engine.engine.abort_core_requests
 
     def recording_abort(request_ids):
-        outputs = abort_request(request_ids)
+        outputs = abort_core_requests(request_ids)
         aborted.extend(outputs)
         return outputs
 
-    monkeypatch.setattr(engine.engine, "abort_request", recording_abort)
+    monkeypatch.setattr(engine.engine, "abort_core_requests", recording_abort)
     body = {
         "model": MODEL_NAME, "prompt": "Hello", "n": 4, "max_tokens": 240, "stream": True,
         "use_beam_search": True, "ignore_eos": True,
@@ -96,4 +96,4 @@ def test_a_client_that_leaves_aborts_its_beam_search(server, engine, monkeypatch
         while not engine.stats().num_running_requests:
             time.sleep(0.001)
     wait_until_idle(engine)  # the beams left the batch: no blocks held, nothing running
-    assert [output.outputs[0].finish_reason for output in aborted] == ["abort"]
+    assert [output.beams[0].finish_reason for output in aborted] == ["abort"]

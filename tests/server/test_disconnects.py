@@ -44,9 +44,9 @@ class SlowFakeEngine(FakeEngine):
 
     max_model_len = 20_000  # room for those 10,000 tokens: the server checks prompt + max_tokens
 
-    def step(self):
+    def step_core(self):
         time.sleep(0.01)
-        return super().step()
+        return super().step_core()
 
 
 @pytest.fixture

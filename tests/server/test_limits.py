@@ -106,7 +106,7 @@ def test_aborted_requests_are_counted(http, server, engine):
 
 
 class SecretFailureEngine(FakeEngine):
-    def add_request(self, request_id, prompt, sampling_params) -> None:
+    def add_core_request(self, request_id, prompt_token_ids, sampling_params) -> None:
         raise RuntimeError("cannot open /srv/secret/weights.bin for user alice")
 
 

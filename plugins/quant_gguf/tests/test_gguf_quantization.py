@@ -6,10 +6,10 @@ import pytest
 import torch
 
 from pagedllm_core import LLM, SamplingParams
-from pagedllm_core.errors import UnsupportedConfigError
+from pagedllm_core.errors import ConfigError, UnsupportedConfigError
 from pagedllm_core.model.quantization import QuantizationTarget
 from pagedllm_core.model.source import ModelSource
-from pagedllm_quant_gguf.layer import MAX_BLOCK_ROWS, GGUFLinear
+from pagedllm_quant_gguf.layer import DEFAULT_MAX_BLOCK_ROWS, GGUFLinear
 from pagedllm_quant_gguf.blocks import dequantize
 from pagedllm_quant_gguf.method import GGUFQuantization, _unpermuted_rows
 
@@ -59,7 +59,7 @@ def test_the_blocks_are_the_dense_weights_bit_for_bit_and_no_dense_copy_is_kept(
         assert not any(parameter.numel() == expected.numel() for parameter in gguf_layer.parameters())
 
 
-@pytest.mark.parametrize("num_rows", [1, 3, MAX_BLOCK_ROWS, MAX_BLOCK_ROWS + 1, 64])
+@pytest.mark.parametrize("num_rows", [1, 3, DEFAULT_MAX_BLOCK_ROWS, DEFAULT_MAX_BLOCK_ROWS + 1, 64])
 def test_both_paths_of_a_layer_agree_with_the_dense_layer(llms, num_rows):
     for gguf_layer, dense_layer in layer_pairs(llms):
         hidden = torch.randn(num_rows, gguf_layer.in_features, generator=torch.Generator().manual_seed(num_rows))
@@ -96,3 +96,25 @@ def test_asking_for_gguf_on_a_dense_checkpoint_is_an_error(tmp_path):
     directory = build_tiny_model(tmp_path / "tiny", "LlamaForCausalLM")
     with pytest.raises(UnsupportedConfigError, match="quantization 'gguf' cannot run this model: the checkpoint is not a GGUF"):
         LLM(model=str(directory), quantization="gguf")
+
+
+def test_max_block_rows_option_reaches_every_layer_and_outputs_stay_greedy_equal(llms):
+    llm = LLM(dtype="float32", max_model_len=256, plugin_options={"quantization": {"max_block_rows": 0}})
+    layers = [module for module in model_of(llm).modules() if isinstance(module, GGUFLinear)]
+    assert layers and all(layer.max_block_rows == 0 for layer in layers)
+    assert all(layer.max_block_rows == DEFAULT_MAX_BLOCK_ROWS for layer in model_of(llms["auto"]).modules()
+               if isinstance(layer, GGUFLinear))
+    params = SamplingParams(temperature=0.0, max_tokens=8)
+    # Every step now dequantizes: the same weights bit for bit, so the same greedy tokens.
+    expected = [output.outputs[0].token_ids for output in llms["auto"].generate(PROMPTS[:1], params)]
+    assert [output.outputs[0].token_ids for output in llm.generate(PROMPTS[:1], params)] == expected
+
+
+def test_bad_gguf_options_name_the_option_and_what_it_takes():
+    with pytest.raises(ConfigError, match=r"plugin_options.quantization for quantizer 'gguf': max_block_rows: .*"
+                                          r"greater than or equal to 0.*its options are: max_block_rows"):
+        LLM(dtype="float32", plugin_options={"quantization": {"max_block_rows": -1}})
+    with pytest.raises(ConfigError, match="block_rows: unknown setting"):
+        LLM(dtype="float32", plugin_options={"quantization": {"block_rows": 4}})
+    with pytest.raises(ConfigError, match="plugin_options.quantization is set but no quantizer runs"):
+        LLM(dtype="float32", quantization="none", plugin_options={"quantization": {"max_block_rows": 4}})

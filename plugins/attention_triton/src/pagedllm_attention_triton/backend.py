@@ -5,16 +5,25 @@ from __future__ import annotations
 import importlib.util
 
 import torch
+from pydantic import Field
 
 from pagedllm_attention_triton.interpreter import INTERPRET_ENV, interpreter_enabled
 from pagedllm_core.attention.backend import AttentionBackend, AttentionSpec
 from pagedllm_core.attention.metadata import AttentionMetadata
+from pagedllm_core.plugin_options import PluginOptions
 
 SUPPORTED_HEAD_SIZES = (64, 80, 96, 128)
 SUPPORTED_KV_CACHE_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 
-# Decode contexts are split only until a step has this many programs per streaming multiprocessor.
-DECODE_PROGRAMS_PER_SM = 2
+class TritonOptions(PluginOptions):
+    """``plugin_options={"attention_backend": {...}}`` of the triton backend."""
+
+    decode_programs_per_sm: int = Field(
+        2,
+        ge=1,
+        description="On a GPU, decode contexts are split into partitions until a step has this many programs per "
+        "streaming multiprocessor (more: more parallelism for few long sequences, more reduce work).",
+    )
 
 
 class TritonAttentionBackend(AttentionBackend):
@@ -48,7 +57,9 @@ class TritonAttentionBackend(AttentionBackend):
             reasons.append(f"{spec.num_heads} query heads do not divide into {spec.num_kv_heads} KV head groups")
         return reasons
 
-    def __init__(self, spec: AttentionSpec):
+    options_class = TritonOptions
+
+    def __init__(self, spec: AttentionSpec, options: TritonOptions = TritonOptions()):
         super().__init__(spec)
         # Imported here rather than at module level so that unsupported_reasons can run (and say
         # so) where triton is missing.
@@ -62,7 +73,7 @@ class TritonAttentionBackend(AttentionBackend):
         self._paged_prefill = paged_prefill
         if spec.device.type == "cuda":
             num_sms = torch.cuda.get_device_properties(spec.device).multi_processor_count
-            self._num_target_decode_programs = DECODE_PROGRAMS_PER_SM * num_sms
+            self._num_target_decode_programs = options.decode_programs_per_sm * num_sms
         else:
             # The interpreter runs programs one after another: splitting would only add work.
             self._num_target_decode_programs = 1

@@ -10,24 +10,31 @@ from torch import nn
 from pagedllm_core.errors import ModelLoadError
 from pagedllm_core.model.quantization import QuantizedLinear
 
-# Steps with at most this many rows read the blocks; bigger ones are compute-bound, and the layer's
-# weight is dequantized for the step and multiplied densely (decode steps of the default model,
-# docs/quantization.md).
-MAX_BLOCK_ROWS = 16
-
+# Steps with at most this many rows read the blocks unless the user sets the gguf option
+# ``max_block_rows``: the crossover on the default model's decode steps (docs/quantization.md).
+DEFAULT_MAX_BLOCK_ROWS = 16
 
 class GGUFLinear(QuantizedLinear):
     """``x @ W.T + b`` with ``W`` held only as GGUF blocks, one weight row per row of ``blocks``.
 
     A decode step of up to a dozen or so sequences is bound by reading weights from memory: the blocks
-    hold 4.5-8.5 bits per weight against float32's 32, and the kernel reads them in place. A larger
-    step dequantizes the weight into a temporary float32 matrix first.
+    hold 4.5-8.5 bits per weight against float32's 32, and the kernel reads them in place. A step of
+    more than ``max_block_rows`` rows is compute-bound and dequantizes the weight into a temporary
+    float32 matrix first.
     """
 
     def __init__(
-        self, input_size: int, output_sizes: list[int], blocks: torch.Tensor, quant_type: int, bias: bool, kernels: ModuleType
+        self,
+        input_size: int,
+        output_sizes: list[int],
+        blocks: torch.Tensor,
+        quant_type: int,
+        bias: bool,
+        kernels: ModuleType,
+        max_block_rows: int,
     ):
         super().__init__(input_size, output_sizes)
+        self.max_block_rows = max_block_rows
         self.register_buffer("blocks", blocks)
         self.quant_type = quant_type
         self.bias = nn.Parameter(torch.empty(self.out_features), requires_grad=False) if bias else None
@@ -60,7 +67,7 @@ class GGUFLinear(QuantizedLinear):
     def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
         # hidden_states: [..., in_features] -> [..., out_features]
         rows = hidden_states.reshape(-1, self.in_features)
-        if rows.shape[0] > MAX_BLOCK_ROWS:
+        if rows.shape[0] > self.max_block_rows:
             output = nn.functional.linear(rows, self.dequantized_weight(), self.bias)
         else:
             output = self._kernels.gguf_linear(rows.contiguous(), self.blocks, self.quant_type, self.bias)
