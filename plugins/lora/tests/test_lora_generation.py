@@ -105,6 +105,19 @@ def test_prefix_cache_never_shares_blocks_across_adapters(setup):
     assert hit_tokens(requests[1]) > 0
 
 
+def test_the_adapter_crosses_the_worker_pipe():
+    from pagedllm_core.executor import wire
+    from pagedllm_core.executor.messages import NewSequenceData, SchedulerOutput
+
+    lora = LoRARequest("sql-lora", 3, "/adapters/sql", "base")
+    data = NewSequenceData("0", [1, 2], [], GREEDY, [2], [0], 0, 2, 1, lora_request=lora)
+    message = wire.decode(wire.encode(SchedulerOutput(new_sequences=[data])))
+    assert message.new_sequences[0].lora_request == lora
+    assert wire.decode(wire.encode(wire.AddLoRA(lora))).lora_request == lora
+    assert wire.decode(wire.encode(wire.RemoveLoRA(3))).lora_int_id == 3
+
+
+@pytest.mark.slow
 def test_mp_executor_carries_the_adapter(setup):
     model_dir, requests, llm, _ = setup
     expected = token_ids(llm.generate(PROMPTS[:1], GREEDY, use_tqdm=False, lora_request=requests[2]))
