@@ -33,7 +33,11 @@ BUDGET_S=${GPU_CHECK_BUDGET_S:-480}
 WORK_DIR=${GPU_CHECK_WORK_DIR:-/tmp/pagedllm_gpu_check}
 SITE_DIR=$WORK_DIR/site
 WHEELS_DIR=${GPU_CHECK_WHEELS:-wheels}
-if [ "$MODE" = cpu ] && [ -x .venv/bin/python ]; then PYTHON=${PYTHON:-.venv/bin/python}; else PYTHON=${PYTHON:-python3}; fi
+if [ "$MODE" = cpu ] && [ -x .venv/bin/python ]; then
+    PYTHON=${PYTHON:-.venv/bin/python}
+else
+    PYTHON=${PYTHON:-python3}
+fi
 SUMMARY=$OUT_DIR/gpu_check.md
 LOG=$OUT_DIR/gpu_check.log
 if [ "$DRY_RUN" = 0 ]; then
@@ -183,7 +187,8 @@ if [ "$MODE" = gpu ]; then
 fi
 
 # Conformance of each backend against the torch reference (the reference itself: CUDA against CPU).
-step "conformance: cuda, torch reference" 180 "$PYTHON" -m pytest -q -p no:cacheprovider "${PYTEST_WORKERS[@]}" plugins/attention_cuda/tests
+step "conformance: cuda, torch reference" 180 "$PYTHON" -m pytest -q -p no:cacheprovider "${PYTEST_WORKERS[@]}" \
+    plugins/attention_cuda/tests
 if [ "$MODE" = gpu ]; then
     step "conformance: triton" 180 "$PYTHON" -m pytest -q -p no:cacheprovider "${PYTEST_WORKERS[@]}" \
         plugins/attention_triton/tests

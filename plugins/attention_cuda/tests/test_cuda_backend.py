@@ -73,7 +73,8 @@ def test_registered_lazily_through_the_entry_point_above_triton():
     assert registration.target == "pagedllm_attention_cuda.backend:CudaAttentionBackend"
     assert registration.plugin_name == "attention_cuda"
     assert registration.load() is CudaAttentionBackend
-    assert registration.auto_priority["cuda"] > registry.get(PluginKind.ATTENTION_BACKEND, "triton").auto_priority["cuda"]
+    triton = registry.get(PluginKind.ATTENTION_BACKEND, "triton")
+    assert registration.auto_priority["cuda"] > triton.auto_priority["cuda"]
 
 
 def test_loading_the_plugin_and_asking_for_reasons_builds_nothing():
