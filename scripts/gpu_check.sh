@@ -88,7 +88,8 @@ step() {
     [ "$limit" -gt "$remaining" ] && limit=$remaining
     printf '\n===== %s (timeout %ss): %s\n' "$name" "$limit" "$*" >>"$LOG"
     local step_started=$SECONDS status
-    timeout "$limit" "$@" >"$WORK_DIR/step.out" 2>&1
+    # Through bash so that a step can be one of the functions below (exported to it).
+    timeout "$limit" bash -c '"$@"' step "$@" >"$WORK_DIR/step.out" 2>&1
     status=$?
     cat "$WORK_DIR/step.out" >>"$LOG"
     local result=ok
@@ -120,7 +121,7 @@ PY
 # Wheels into $SITE_DIR (the image's own Python stays untouched), then pagedllm and its plugins
 # built from this checkout (their build backend, setuptools, comes from the wheels folder too: the
 # machine has no network; it is not installed).
-install() {
+install_packages() {
     local runtime_wheels=()
     for wheel in "$WHEELS_DIR"/*.whl; do
         case "$(basename "$wheel")" in setuptools-*) ;; *) runtime_wheels+=("$wheel") ;; esac
@@ -169,13 +170,16 @@ print(f"built and loaded the CUDA kernels in {time.perf_counter() - began:.0f} s
 PY
 }
 
+export -f install_packages build_kernels
+export PYTHON SITE_DIR WHEELS_DIR
+
 # --- the steps -------------------------------------------------------------------------------------
 if [ "$DRY_RUN" = 0 ]; then
     environment >"$WORK_DIR/environment.md" 2>&1
 fi
 
 if [ "$DRY_RUN" = 1 ] || [ "${GPU_CHECK_INSTALL:-0}" = 1 ] || [ -n "$(missing_modules)" ]; then
-    step "install wheels/ and pagedllm" 120 install
+    step "install wheels/ and pagedllm" 120 install_packages
 fi
 export PYTHONPATH=$SITE_DIR${PYTHONPATH:+:$PYTHONPATH}
 export PATH=$SITE_DIR/bin:$PATH
