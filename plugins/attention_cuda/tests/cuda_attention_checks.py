@@ -19,7 +19,7 @@ DTYPES = list(TOLERANCES)
 HEAD_SIZES = [64, 80, 96, 128, 256]
 
 needs_cuda = pytest.mark.skipif(
-    not torch.cuda.is_available(), reason="no CUDA device: the kernels run only on a GPU (scripts/gpu_check.sh)"
+    not torch.cuda.is_available(), reason="no CUDA device: these tests need a GPU (scripts/gpu_check.sh runs them on one)"
 )
 
 
