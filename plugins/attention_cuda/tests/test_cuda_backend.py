@@ -4,10 +4,10 @@ import sys
 
 import pytest
 import torch
-
 from pagedllm_attention_cuda import backend as cuda_backend
 from pagedllm_attention_cuda.backend import CudaAttentionBackend
 from pagedllm_attention_cuda.decode_plan import MAX_PARTITION_SIZE, MIN_PARTITION_SIZE, plan_decode_partitions
+
 from pagedllm_core.attention.backend import AttentionSpec
 from pagedllm_core.registry import PluginKind, default_registry
 
