@@ -33,7 +33,11 @@ BUDGET_S=${GPU_CHECK_BUDGET_S:-480}
 WORK_DIR=${GPU_CHECK_WORK_DIR:-/tmp/pagedllm_gpu_check}
 SITE_DIR=$WORK_DIR/site
 WHEELS_DIR=${GPU_CHECK_WHEELS:-wheels}
-if [ "$MODE" = cpu ] && [ -x .venv/bin/python ]; then PYTHON=${PYTHON:-.venv/bin/python}; else PYTHON=${PYTHON:-python3}; fi
+if [ "$MODE" = cpu ] && [ -x .venv/bin/python ]; then
+    PYTHON=${PYTHON:-.venv/bin/python}
+else
+    PYTHON=${PYTHON:-python3}
+fi
 SUMMARY=$OUT_DIR/gpu_check.md
 LOG=$OUT_DIR/gpu_check.log
 if [ "$DRY_RUN" = 0 ]; then
@@ -84,7 +88,8 @@ step() {
     [ "$limit" -gt "$remaining" ] && limit=$remaining
     printf '\n===== %s (timeout %ss): %s\n' "$name" "$limit" "$*" >>"$LOG"
     local step_started=$SECONDS status
-    timeout "$limit" "$@" >"$WORK_DIR/step.out" 2>&1
+    # Through bash so that a step can be one of the functions below (exported to it).
+    timeout "$limit" bash -c '"$@"' step "$@" >"$WORK_DIR/step.out" 2>&1
     status=$?
     cat "$WORK_DIR/step.out" >>"$LOG"
     local result=ok
@@ -116,7 +121,7 @@ PY
 # Wheels into $SITE_DIR (the image's own Python stays untouched), then pagedllm and its plugins
 # built from this checkout (their build backend, setuptools, comes from the wheels folder too: the
 # machine has no network; it is not installed).
-install() {
+install_packages() {
     local runtime_wheels=()
     for wheel in "$WHEELS_DIR"/*.whl; do
         case "$(basename "$wheel")" in setuptools-*) ;; *) runtime_wheels+=("$wheel") ;; esac
@@ -165,13 +170,16 @@ print(f"built and loaded the CUDA kernels in {time.perf_counter() - began:.0f} s
 PY
 }
 
+export -f install_packages build_kernels
+export PYTHON SITE_DIR WHEELS_DIR
+
 # --- the steps -------------------------------------------------------------------------------------
 if [ "$DRY_RUN" = 0 ]; then
     environment >"$WORK_DIR/environment.md" 2>&1
 fi
 
 if [ "$DRY_RUN" = 1 ] || [ "${GPU_CHECK_INSTALL:-0}" = 1 ] || [ -n "$(missing_modules)" ]; then
-    step "install wheels/ and pagedllm" 120 install
+    step "install wheels/ and pagedllm" 120 install_packages
 fi
 export PYTHONPATH=$SITE_DIR${PYTHONPATH:+:$PYTHONPATH}
 export PATH=$SITE_DIR/bin:$PATH
@@ -183,7 +191,8 @@ if [ "$MODE" = gpu ]; then
 fi
 
 # Conformance of each backend against the torch reference (the reference itself: CUDA against CPU).
-step "conformance: cuda, torch reference" 180 "$PYTHON" -m pytest -q -p no:cacheprovider "${PYTEST_WORKERS[@]}" plugins/attention_cuda/tests
+step "conformance: cuda, torch reference" 180 "$PYTHON" -m pytest -q -p no:cacheprovider "${PYTEST_WORKERS[@]}" \
+    plugins/attention_cuda/tests
 if [ "$MODE" = gpu ]; then
     step "conformance: triton" 180 "$PYTHON" -m pytest -q -p no:cacheprovider "${PYTEST_WORKERS[@]}" \
         plugins/attention_triton/tests

@@ -1,12 +1,13 @@
+import re
 import subprocess
 import sys
 
 import pytest
 import torch
-
 from pagedllm_attention_cuda import backend as cuda_backend
 from pagedllm_attention_cuda.backend import CudaAttentionBackend
 from pagedllm_attention_cuda.decode_plan import MAX_PARTITION_SIZE, MIN_PARTITION_SIZE, plan_decode_partitions
+
 from pagedllm_core.attention.backend import AttentionSpec
 from pagedllm_core.registry import PluginKind, default_registry
 
@@ -72,7 +73,8 @@ def test_registered_lazily_through_the_entry_point_above_triton():
     assert registration.target == "pagedllm_attention_cuda.backend:CudaAttentionBackend"
     assert registration.plugin_name == "attention_cuda"
     assert registration.load() is CudaAttentionBackend
-    assert registration.auto_priority["cuda"] > registry.get(PluginKind.ATTENTION_BACKEND, "triton").auto_priority["cuda"]
+    triton = registry.get(PluginKind.ATTENTION_BACKEND, "triton")
+    assert registration.auto_priority["cuda"] > triton.auto_priority["cuda"]
 
 
 def test_loading_the_plugin_and_asking_for_reasons_builds_nothing():
@@ -105,3 +107,12 @@ def test_decode_plan_keeps_short_contexts_whole_and_splits_long_ones():
     assert plan_decode_partitions(4, 64, 8, 1000, num_target_blocks=264).partition_size == MIN_PARTITION_SIZE
     # A query group above 8 heads takes two blocks per KV head.
     assert plan_decode_partitions(1, 16, 1, 512, num_target_blocks=4).num_partitions == 2
+
+
+def test_head_sizes_agree_between_python_and_the_kernels():
+    from pagedllm_attention_cuda.kernels import CSRC
+
+    declared = re.search(r"kSupportedHeadSizes\[\] = \{([^}]*)\}", (CSRC / "pagedllm_cuda.h").read_text()).group(1)
+    dispatched = re.findall(r"case (\d+):", (CSRC / "common.cuh").read_text())
+    assert [int(size) for size in declared.split(",")] == list(cuda_backend.SUPPORTED_HEAD_SIZES)
+    assert [int(size) for size in dispatched] == list(cuda_backend.SUPPORTED_HEAD_SIZES)

@@ -1,8 +1,9 @@
 import pytest
 import torch
-from cuda_attention_checks import assert_matches_reference, cuda_step, needs_cuda, reference_forward
-
+from cuda_attention_checks import cuda_step, needs_cuda
 from pagedllm_attention_cuda.decode_plan import DecodePartitions
+
+from pagedllm_core.attention.conformance import assert_matches_reference, reference_forward
 
 pytestmark = needs_cuda
 

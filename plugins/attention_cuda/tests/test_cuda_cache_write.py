@@ -1,6 +1,8 @@
 import pytest
 import torch
-from cuda_attention_checks import cuda_step, needs_cuda, reference_forward
+from cuda_attention_checks import cuda_step, needs_cuda
+
+from pagedllm_core.attention.conformance import reference_forward
 
 pytestmark = needs_cuda
 

@@ -1,7 +1,5 @@
 import pytest
-
 from nvcc_check import compile_all, nvcc_path
-
 from pagedllm_attention_cuda.kernels import KERNEL_SOURCES
 
 

@@ -1,8 +1,9 @@
 import pytest
 import torch
-from cuda_attention_checks import DTYPES, HEAD_SIZES, assert_matches_reference, cuda_step, needs_cuda, reference_forward
-
+from cuda_attention_checks import HEAD_SIZES, cuda_step, needs_cuda
 from pagedllm_attention_cuda.decode_plan import plan_decode_partitions
+
+from pagedllm_core.attention.conformance import DTYPES, assert_matches_reference, reference_forward
 
 pytestmark = needs_cuda
 

@@ -25,7 +25,8 @@ def greedy_tokens(model_dir, attention_backend, max_num_batched_tokens):
         max_num_batched_tokens=max_num_batched_tokens,
     )
     backend = llm.llm_engine.executor.worker.model_runner.attention
-    assert type(backend).__name__ == ("CudaAttentionBackend" if attention_backend == "cuda" else "TorchAttentionBackend")
+    expected_backend = "CudaAttentionBackend" if attention_backend == "cuda" else "TorchAttentionBackend"
+    assert type(backend).__name__ == expected_backend
     outputs = llm.generate(PROMPTS, SamplingParams(temperature=0, max_tokens=8), use_tqdm=False)
     return [output.outputs[0].token_ids for output in outputs]
 

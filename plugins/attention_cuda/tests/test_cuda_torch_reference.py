@@ -4,7 +4,9 @@ import dataclasses
 
 import pytest
 import torch
-from cuda_attention_checks import DTYPES, TOLERANCES, cuda_step, needs_cuda, reference_forward
+from cuda_attention_checks import cuda_step, needs_cuda
+
+from pagedllm_core.attention.conformance import DTYPES, TOLERANCES, reference_forward
 
 pytestmark = needs_cuda
 

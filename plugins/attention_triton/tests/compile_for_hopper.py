@@ -10,10 +10,9 @@ from __future__ import annotations
 
 import triton
 import triton.language as tl
+from pagedllm_attention_triton import cache_write, decode, prefill
 from triton.backends.compiler import GPUTarget
 from triton.compiler import ASTSource
-
-from pagedllm_attention_triton import cache_write, decode, prefill
 
 HOPPER = GPUTarget("cuda", 90, 32)
 FLOAT_ARGUMENTS = {"scale_log2": "fp32"}

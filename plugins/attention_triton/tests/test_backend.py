@@ -4,8 +4,8 @@ import sys
 
 import pytest
 import torch
-
 from pagedllm_attention_triton.backend import TritonAttentionBackend
+
 from pagedllm_core.attention.backend import AttentionSpec
 from pagedllm_core.registry import PluginKind, default_registry
 

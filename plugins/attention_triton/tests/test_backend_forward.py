@@ -3,10 +3,10 @@ import torch
 
 pytest.importorskip("triton", reason="triton is not installed (pip install triton)")
 
-from triton_attention_checks import assert_matches_reference, reference_forward  # noqa: E402
-
 from pagedllm_attention_triton.backend import TritonAttentionBackend  # noqa: E402
 from pagedllm_attention_triton.decode import DecodeSplit  # noqa: E402
+
+from pagedllm_core.attention.conformance import assert_matches_reference, reference_forward  # noqa: E402
 from pagedllm_core.bench.attention import build_random_step  # noqa: E402
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"

@@ -3,9 +3,9 @@ import torch
 
 pytest.importorskip("triton", reason="triton is not installed (pip install triton)")
 
-from triton_attention_checks import reference_forward  # noqa: E402
-
 from pagedllm_attention_triton.cache_write import write_kv_cache  # noqa: E402
+
+from pagedllm_core.attention.conformance import reference_forward  # noqa: E402
 from pagedllm_core.bench.attention import build_random_step  # noqa: E402
 
 

@@ -3,9 +3,9 @@ import torch
 
 pytest.importorskip("triton", reason="triton is not installed (pip install triton)")
 
-from triton_attention_checks import DTYPES, assert_matches_reference, reference_forward  # noqa: E402
-
 from pagedllm_attention_triton.decode import BLOCK_N, DecodeSplit, paged_decode, plan_decode_split  # noqa: E402
+
+from pagedllm_core.attention.conformance import DTYPES, assert_matches_reference, reference_forward  # noqa: E402
 from pagedllm_core.bench.attention import build_random_step  # noqa: E402
 
 # One token, exactly one block, a partial last block, several blocks, several key tiles.

@@ -3,6 +3,7 @@ import pytest
 pytest.importorskip("triton", reason="triton is not installed (pip install triton)")
 
 from pagedllm_attention_triton.backend import TritonAttentionBackend  # noqa: E402
+
 from pagedllm_core import LLM, SamplingParams  # noqa: E402
 from pagedllm_core.testing import build_tiny_model  # noqa: E402
 

@@ -3,9 +3,9 @@ import torch
 
 pytest.importorskip("triton", reason="triton is not installed (pip install triton)")
 
-from triton_attention_checks import DTYPES, assert_matches_reference, reference_forward  # noqa: E402
-
 from pagedllm_attention_triton.prefill import TARGET_ROWS, paged_prefill  # noqa: E402
+
+from pagedllm_core.attention.conformance import DTYPES, assert_matches_reference, reference_forward  # noqa: E402
 from pagedllm_core.bench.attention import build_random_step  # noqa: E402
 
 # (seq_lens, query_lens): each sequence's new tokens are the last query_len of its context.

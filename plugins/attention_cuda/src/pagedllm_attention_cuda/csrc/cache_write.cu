@@ -14,7 +14,8 @@ __global__ void __launch_bounds__(kCacheWriteThreads) reshape_and_cache_kernel(C
   const int64_t slot = params.slot_mapping[token];
   if (slot < 0) return;
   const CacheLayout& cache = params.cache;
-  const int64_t slot_offset = (slot / cache.block_size) * cache.block_stride() + (slot % cache.block_size) * cache.slot_stride();
+  const int64_t slot_offset =
+      (slot / cache.block_size) * cache.block_stride() + (slot % cache.block_size) * cache.slot_stride();
   const auto* key = static_cast<const input_t*>(params.key);
   const auto* value = static_cast<const input_t*>(params.value);
   auto* key_cache = static_cast<cache_t*>(params.key_cache);
@@ -24,7 +25,8 @@ __global__ void __launch_bounds__(kCacheWriteThreads) reshape_and_cache_kernel(C
     const int head = i / cache.head_size;
     const int dim = i % cache.head_size;
     const int64_t destination = slot_offset + i;
-    key_cache[destination] = from_float<cache_t>(to_float(key[token * params.key_stride_token + head * params.key_stride_head + dim]));
+    key_cache[destination] =
+        from_float<cache_t>(to_float(key[token * params.key_stride_token + head * params.key_stride_head + dim]));
     value_cache[destination] =
         from_float<cache_t>(to_float(value[token * params.value_stride_token + head * params.value_stride_head + dim]));
   }

@@ -14,6 +14,31 @@ constexpr int kDecodeWarps = kDecodeThreads / kWarpSize;
 // up to this many of them; larger groups are split over several blocks.
 constexpr int kMaxGroupRows = 8;
 constexpr int kReduceThreads = 128;
+// Positions a warp loads before it uses any of them, so that several loads are in flight per warp.
+constexpr int kRowsInFlight = 4;
+
+template <int HEAD_SIZE>
+constexpr int pairs_per_lane() {
+  return ceil_div(HEAD_SIZE / 2, kWarpSize);
+}
+
+// This lane's pairs of the key (or value) rows of positions first .. first + kRowsInFlight - 1 of the
+// partition; zeros past its end.
+template <typename scalar_t, int HEAD_SIZE>
+__device__ __forceinline__ void load_rows(float2 (&rows)[kRowsInFlight][pairs_per_lane<HEAD_SIZE>()],
+                                          const scalar_t* cache, const int32_t* block_table, int context_start,
+                                          int first, int num_context, const CacheLayout& layout, int lane) {
+#pragma unroll
+  for (int u = 0; u < kRowsInFlight; ++u) {
+    const bool in_partition = first + u < num_context;
+    const scalar_t* row = in_partition ? cache + cache_offset(block_table, context_start + first + u, layout) : cache;
+#pragma unroll
+    for (int i = 0; i < pairs_per_lane<HEAD_SIZE>(); ++i) {
+      const int pair = lane + i * kWarpSize;
+      rows[u][i] = in_partition && pair < HEAD_SIZE / 2 ? load_pair(row + 2 * pair) : make_float2(0.f, 0.f);
+    }
+  }
+}
 
 __host__ __device__ int num_row_chunks(const AttentionParams& params) {
   return ceil_div(params.num_heads / params.cache.num_kv_heads, kMaxGroupRows);
@@ -32,7 +57,7 @@ template <typename scalar_t, int HEAD_SIZE>
 __global__ void __launch_bounds__(kDecodeThreads)
     paged_decode_kernel(AttentionParams params, DecodePartitions partitions) {
   constexpr int kPairs = HEAD_SIZE / 2;
-  constexpr int kPairsPerLane = ceil_div(kPairs, kWarpSize);
+  constexpr int kPairsPerLane = pairs_per_lane<HEAD_SIZE>();
 
   const int seq = blockIdx.x;
   const int kv_head = blockIdx.y / num_row_chunks(params);
@@ -74,27 +99,34 @@ __global__ void __launch_bounds__(kDecodeThreads)
   const auto* key_cache = static_cast<const scalar_t*>(params.key_cache) + head_offset;
   const auto* value_cache = static_cast<const scalar_t*>(params.value_cache) + head_offset;
 
-  // Scores: a warp per key; its lanes read the key's dims in pairs and reduce each row's dot product.
-  for (int t = warp; t < num_context; t += kDecodeWarps) {
-    const scalar_t* key = key_cache + cache_offset(block_table, context_start + t, params.cache);
-    float partial[kMaxGroupRows] = {};
+  // Scores: a warp takes kRowsInFlight keys at a time; its lanes read each key's dims in pairs and
+  // reduce each query row's dot product with shuffles.
+  for (int first = warp * kRowsInFlight; first < num_context; first += kDecodeWarps * kRowsInFlight) {
+    float2 keys[kRowsInFlight][kPairsPerLane];
+    load_rows<scalar_t, HEAD_SIZE>(keys, key_cache, block_table, context_start, first, num_context, params.cache,
+                                   lane);
 #pragma unroll
-    for (int i = 0; i < kPairsPerLane; ++i) {
-      const int pair = lane + i * kWarpSize;
-      if (pair < kPairs) {
-        const float2 k = load_pair(key + 2 * pair);
+    for (int u = 0; u < kRowsInFlight; ++u) {
+      const int t = first + u;
+      if (t >= num_context) break;  // the same for the whole warp
+      float partial[kMaxGroupRows] = {};
 #pragma unroll
-        for (int row = 0; row < kMaxGroupRows; ++row) {
-          const float2 q = reinterpret_cast<const float2*>(query_rows + row * HEAD_SIZE)[pair];
-          partial[row] += q.x * k.x + q.y * k.y;
+      for (int i = 0; i < kPairsPerLane; ++i) {
+        const int pair = lane + i * kWarpSize;
+        if (pair < kPairs) {
+#pragma unroll
+          for (int row = 0; row < kMaxGroupRows; ++row) {
+            const float2 q = reinterpret_cast<const float2*>(query_rows + row * HEAD_SIZE)[pair];
+            partial[row] += q.x * keys[u][i].x + q.y * keys[u][i].y;
+          }
         }
       }
-    }
 #pragma unroll
-    for (int row = 0; row < kMaxGroupRows; ++row) {
-      if (row < num_rows) {
-        const float score = warp_sum(partial[row]);
-        if (lane == 0) scores[row * partitions.partition_size + t] = score;
+      for (int row = 0; row < kMaxGroupRows; ++row) {
+        if (row < num_rows) {
+          const float score = warp_sum(partial[row]);
+          if (lane == 0) scores[row * partitions.partition_size + t] = score;
+        }
       }
     }
   }
@@ -120,22 +152,25 @@ __global__ void __launch_bounds__(kDecodeThreads)
   }
   __syncthreads();
 
-  // Weighted values: a warp per key again, each lane owning the same dims as above; warps then add
-  // their partial rows into shared memory.
+  // Weighted values: the same positions per warp as the scores, each lane owning the same dims; the
+  // warps then add their partial rows into shared memory.
   float accumulator[kMaxGroupRows][2 * kPairsPerLane] = {};
-  for (int t = warp; t < num_context; t += kDecodeWarps) {
-    const scalar_t* value = value_cache + cache_offset(block_table, context_start + t, params.cache);
+  for (int first = warp * kRowsInFlight; first < num_context; first += kDecodeWarps * kRowsInFlight) {
+    float2 values[kRowsInFlight][kPairsPerLane];
+    load_rows<scalar_t, HEAD_SIZE>(values, value_cache, block_table, context_start, first, num_context, params.cache,
+                                   lane);
 #pragma unroll
-    for (int i = 0; i < kPairsPerLane; ++i) {
-      const int pair = lane + i * kWarpSize;
-      if (pair < kPairs) {
-        const float2 v = load_pair(value + 2 * pair);
+    for (int u = 0; u < kRowsInFlight; ++u) {
+      const int t = first + u;
+      if (t >= num_context) break;
 #pragma unroll
-        for (int row = 0; row < kMaxGroupRows; ++row) {
-          if (row < num_rows) {
-            const float weight = scores[row * partitions.partition_size + t];
-            accumulator[row][2 * i] += weight * v.x;
-            accumulator[row][2 * i + 1] += weight * v.y;
+      for (int row = 0; row < kMaxGroupRows; ++row) {
+        if (row < num_rows) {
+          const float weight = scores[row * partitions.partition_size + t];
+#pragma unroll
+          for (int i = 0; i < kPairsPerLane; ++i) {
+            accumulator[row][2 * i] += weight * values[u][i].x;
+            accumulator[row][2 * i + 1] += weight * values[u][i].y;
           }
         }
       }

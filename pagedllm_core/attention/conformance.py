@@ -1,4 +1,8 @@
-"""Shared by the kernel tests: the torch reference result of a step and per-dtype tolerances."""
+"""Checking an attention kernel against the torch reference: the oracle and the tolerances.
+
+Every backend's kernel tests (the Triton and CUDA plugins', and a third party's) compare with
+:func:`reference_forward` on steps from :func:`pagedllm_core.bench.attention.build_random_step`.
+"""
 
 from __future__ import annotations
 
@@ -7,8 +11,8 @@ import torch
 from pagedllm_core.attention.reference import paged_attention, write_kv_cache
 from pagedllm_core.bench.attention import RandomStep
 
-# (rtol, atol) against the reference run in the same dtype. Half-precision outputs are rounded
-# to the dtype by both sides, so a one-ulp difference near 1.0 must pass.
+# (rtol, atol) against the reference run in the same dtype. Kernels accumulate in float32; half-precision
+# outputs are rounded to the dtype by both sides, so a one-ulp difference near 1.0 must pass.
 TOLERANCES = {
     torch.float32: (1e-4, 1e-5),
     torch.float16: (2e-3, 2e-3),
@@ -26,6 +30,8 @@ def reference_forward(step: RandomStep) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def assert_matches_reference(actual: torch.Tensor, expected: torch.Tensor) -> None:
+    """``actual`` equals the reference's ``expected`` in dtype and shape, and within the dtype's tolerance."""
     assert actual.dtype == expected.dtype
+    assert actual.shape == expected.shape
     rtol, atol = TOLERANCES[expected.dtype]
     torch.testing.assert_close(actual, expected, rtol=rtol, atol=atol)
