@@ -214,7 +214,9 @@ def _lora_per_prompt(lora_request, num_prompts: int) -> list[LoRARequest | None]
     if lora_request is None or isinstance(lora_request, LoRARequest):
         return [lora_request] * num_prompts
     if len(lora_request) != num_prompts:
-        raise ConfigError(f"got {len(lora_request)} LoRA requests for {num_prompts} prompts; give one, or one per prompt")
+        raise ConfigError(
+            f"got {len(lora_request)} LoRA requests for {num_prompts} prompts; give one, or one per prompt"
+        )
     return list(lora_request)
 
 

@@ -26,7 +26,7 @@ def make_peft_adapter(model_dir, out_dir, r: int, lora_alpha: int, target_module
     return str(Path(out_dir))
 
 
-def peft_greedy(model_dir, adapter_dir, prompt_ids: list[list[int]], num_new_tokens: int, merge: bool) -> list[list[int]]:
+def peft_greedy(model_dir, adapter_dir, prompt_ids: list[list[int]], num_new_tokens: int, merge: bool):
     """Greedy continuations from transformers + peft (float32), unmerged or merged into the weights."""
     from peft import PeftModel
     from transformers import AutoModelForCausalLM

@@ -1,4 +1,4 @@
-"""Unusable adapters and LoRA settings are ValueErrors (ConfigError) naming the problem, and leave the engine running."""
+"""Unusable adapters and LoRA settings are ValueErrors (ConfigError) naming the problem; the engine runs on."""
 
 import json
 import shutil

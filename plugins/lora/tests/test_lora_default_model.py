@@ -70,10 +70,13 @@ def test_wrapped_gguf_layer_matches_the_dense_layer_with_lora(quant_type):
     dense = MergedLinear(in_features, sizes, bias=False)
     dense.weight.data = dequantize(blocks, quant_type, in_features)
     generator = torch.Generator().manual_seed(quant_type)
-    pieces = {name: LoRAWeights(torch.randn(4, in_features, generator=generator), torch.randn(size, 4, generator=generator))
-              for name, size in zip(["q_proj", "v_proj"], [48, 16])}
+    pieces = {
+        name: LoRAWeights(torch.randn(4, in_features, generator=generator), torch.randn(size, 4, generator=generator))
+        for name, size in zip(["q_proj", "v_proj"], [48, 16])
+    }
     state = LoRAStepState()
-    wrapped = [LoRALinear(base, ["q_proj", "k_proj", "v_proj"], 2, 8, state, torch_op, torch.device("cpu"), torch.float32)
+    names = ["q_proj", "k_proj", "v_proj"]
+    wrapped = [LoRALinear(base, names, 2, 8, state, torch_op, torch.device("cpu"), torch.float32)
                for base in (quantized, dense)]
     for layer in wrapped:
         layer.set_slot(1, pieces)

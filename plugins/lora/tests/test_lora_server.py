@@ -18,7 +18,11 @@ from pagedllm_core.config import EngineConfig  # noqa: E402
 from pagedllm_core.engine.async_engine import AsyncLLMEngine  # noqa: E402
 from pagedllm_core.server.app import build_app  # noqa: E402
 from pagedllm_core.server.background import BackgroundServer  # noqa: E402
-from pagedllm_core.server.cli import add_serve_arguments, engine_config_from_serve_args, server_settings_from_args  # noqa: E402
+from pagedllm_core.server.cli import (  # noqa: E402
+    add_serve_arguments,
+    engine_config_from_serve_args,
+    server_settings_from_args,
+)
 from pagedllm_core.server.lora_modules import LoRAModulePath, parse_lora_module  # noqa: E402
 from pagedllm_core.server.settings import ServerSettings  # noqa: E402
 from pagedllm_core.testing import build_tiny_model  # noqa: E402
@@ -96,8 +100,8 @@ def test_32_concurrent_requests_each_get_their_own_adapter(http, server, expecte
         assert response.status_code == 200, response.text
         assert response.json()["choices"][0]["text"] == expected[model], model
         assert response.json()["model"] == model
-    chat = http.post("/v1/chat/completions", json={"model": "chat-lora", "messages": [{"role": "user", "content": "hi"}],
-                                                    "max_tokens": 3})
+    messages = [{"role": "user", "content": "hi"}]
+    chat = http.post("/v1/chat/completions", json={"model": "chat-lora", "messages": messages, "max_tokens": 3})
     assert chat.status_code == 200 and chat.json()["model"] == "chat-lora"
     wait_until_idle(server[1])
 

@@ -20,7 +20,7 @@ _PEFT_PREFIX = "base_model.model."
 
 @dataclass
 class LoRAWeights:
-    """One projection's low-rank update: ``delta(x) = (x @ lora_a.T) @ lora_b.T``, the scaling folded into ``lora_b``."""
+    """One projection's low-rank update ``delta(x) = (x @ lora_a.T) @ lora_b.T``, scaling folded into ``lora_b``."""
 
     lora_a: torch.Tensor  # [rank, in_features]
     lora_b: torch.Tensor  # [out_features, rank]
@@ -60,7 +60,9 @@ def read_lora_config(path: str):
         raise ConfigError(f"LoRA adapter {path!r}: {CONFIG_FILE} is not valid JSON ({error})") from None
     if not isinstance(values, dict) or values.get("peft_type", "LORA") != "LORA":
         found = values.get("peft_type") if isinstance(values, dict) else type(values).__name__
-        raise ConfigError(f"LoRA adapter {path!r}: {CONFIG_FILE} must describe a peft LORA adapter (peft_type {found!r})")
+        raise ConfigError(
+            f"LoRA adapter {path!r}: {CONFIG_FILE} must describe a peft LORA adapter (peft_type {found!r})"
+        )
     try:
         return LoraConfig.from_pretrained(path)
     except (TypeError, ValueError) as error:
@@ -96,10 +98,12 @@ def load_adapter(lora_request: LoRARequest, max_lora_rank: int) -> LoRAAdapter:
     config = read_lora_config(path)
     problems = check_lora_config(config, path, max_lora_rank)
     if problems:
-        raise ConfigError(f"LoRA adapter {lora_request.lora_name!r} at {path!r} cannot be served: {'; '.join(problems)}")
+        raise ConfigError(
+            f"LoRA adapter {lora_request.lora_name!r} at {path!r} cannot be served: {'; '.join(problems)}"
+        )
     weights_path = os.path.join(path, WEIGHTS_FILE)
     if not os.path.isfile(weights_path):
-        pickled = [name for name in ("adapter_model.bin", "adapter_model.pt") if os.path.isfile(os.path.join(path, name))]
+        pickled = [name for name in ("adapter_model.bin", "adapter_model.pt") if os.path.isfile(f"{path}/{name}")]
         hint = f" ({pickled[0]} is pickle, which is never loaded; save with safe_serialization=True)" if pickled else ""
         raise ConfigError(f"LoRA adapter {path!r} has no {WEIGHTS_FILE}{hint}")
     try:

@@ -45,7 +45,9 @@ class PunicaLoRAManager(LoRAManager):
         }
         self._adapters: OrderedDict[int, LoRAAdapter] = OrderedDict()  # least recently used first
         self._slot_of: OrderedDict[int, int] = OrderedDict()  # lora id -> slot, least recently used first
-        logger.info("LoRA: %d layers wrapped, %d slots of rank %d", len(self.layers), self.num_slots, config.max_lora_rank)
+        logger.info(
+            "LoRA: %d layers wrapped, %d slots of rank %d", len(self.layers), self.num_slots, config.max_lora_rank
+        )
 
     @property
     def target_projections(self) -> list[str]:
