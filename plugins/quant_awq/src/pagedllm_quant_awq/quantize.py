@@ -171,3 +171,8 @@ def quantize_awq(model: str, out: str | Path, settings: AWQSettings = AWQSetting
     write_awq_checkpoint(float_model, tokenizer, quantized, group_size, Path(out))
     logger.info("AWQ: wrote %s in %.0f s", out, time.perf_counter() - started)
     return Path(out)
+
+
+def quantize_from_args(model: str, out: str, args) -> Path:
+    """``pagedllm quantize --method awq``'s entry point (``--group-size``, ``--no-clip``)."""
+    return quantize_awq(model, out, AWQSettings(group_size=args.group_size, clip=args.clip))
