@@ -36,3 +36,17 @@ def test_awq_gemm_float16():
     assert output.dtype == torch.float16
     expected = x.double() @ dequantize(qweight, qzeros, scales, 64).double()
     torch.testing.assert_close(output.double(), expected, rtol=1e-2, atol=1e-2 * expected.abs().max().item())
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="on a GPU the tests above compile the kernel anyway")
+def test_the_kernel_compiles_for_hopper_without_a_gpu():
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    environment = {name: value for name, value in os.environ.items() if name != "TRITON_INTERPRET"}
+    script = Path(__file__).with_name("compile_for_hopper.py")
+    result = subprocess.run([sys.executable, str(script)], env=environment, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.count("compiled") == 3
