@@ -9,7 +9,7 @@ model's, and on average at least 8 identical greedy tokens before the first diff
 import pytest
 
 from pagedllm_core import LLM
-from pagedllm_quant_awq.quality import greedy_agreement, heldout_text, perplexity
+from pagedllm_quant_awq.quality import ENGINE_SETTINGS, greedy_agreement, heldout_text, perplexity
 from pagedllm_quant_awq.quantize import AWQSettings, quantize_awq
 
 pytestmark = pytest.mark.slow
@@ -17,8 +17,8 @@ pytestmark = pytest.mark.slow
 
 def test_awq_default_model_perplexity_and_greedy_agreement(tmp_path):
     checkpoint = quantize_awq("default", tmp_path / "awq", AWQSettings(max_sequences=2, clip=False))
-    reference = LLM(quantization="none", dtype="float32", max_model_len=1024)
-    quantized = LLM(model=str(checkpoint), dtype="float32", max_model_len=1024)
+    reference = LLM(quantization="none", **ENGINE_SETTINGS)
+    quantized = LLM(model=str(checkpoint), **ENGINE_SETTINGS)
     text = heldout_text()
     float_perplexity, awq_perplexity = perplexity(reference, text), perplexity(quantized, text)
     print(f"perplexity: float32 {float_perplexity:.3f}, AWQ {awq_perplexity:.3f}")

@@ -29,6 +29,10 @@ PROMPTS = (
 )
 
 
+# Both models in float32 with a small KV pool: one sequence of the held-out text at a time.
+ENGINE_SETTINGS = dict(dtype="float32", max_model_len=2048, kv_cache_memory="256MiB")
+
+
 def heldout_text() -> str:
     return resources.files("pagedllm_quant_awq").joinpath("data/heldout.txt").read_text(encoding="utf-8")
 
@@ -62,8 +66,8 @@ def greedy_agreement(reference, quantized, num_tokens: int, prompts=PROMPTS) -> 
 def quality_table(reference_model: str | None, quantized_model: str, num_tokens: int = 32) -> str:
     from pagedllm_core import LLM
 
-    reference = LLM(model=reference_model, quantization="none", dtype="float32")
-    quantized = LLM(model=quantized_model, dtype="float32")
+    reference = LLM(model=reference_model, quantization="none", **ENGINE_SETTINGS)
+    quantized = LLM(model=quantized_model, **ENGINE_SETTINGS)
     text = heldout_text()
     agreement = greedy_agreement(reference, quantized, num_tokens)
     rows = [
