@@ -38,3 +38,15 @@ def test_weight_rounding_is_within_half_a_step():
     quantized, scales = quantize_per_channel(weight)
     assert quantized.dtype == torch.int8 and int(quantized.abs().max()) == 127
     assert bool(((quantized.float() * scales[:, None] - weight).abs() <= scales[:, None] / 2 + 1e-7).all())
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_the_cpp_quantizer_equals_the_torch_one(dtype):
+    from pagedllm_quant_int8.kernel import ACTIVATION_ZERO_POINT, load_kernels
+
+    rows = (torch.randn(70, 200) * torch.logspace(-3, 3, 70)[:, None]).to(dtype)
+    rows[3] = 0.0
+    shifted, scales = load_kernels().quantize_rows(rows.contiguous())
+    quantized, expected_scales = quantize_per_token(rows)
+    assert torch.equal(scales, expected_scales)
+    assert torch.equal(shifted.to(torch.int16) - ACTIVATION_ZERO_POINT, quantized.to(torch.int16))

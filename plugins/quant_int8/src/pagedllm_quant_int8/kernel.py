@@ -5,12 +5,20 @@ once at load time (``onednn.qlinear_prepack``). oneDNN takes unsigned activation
 point, so each row quantized to [-127, 127] is shifted by +128 with zero point 128, which it
 subtracts exactly; it applies the weight's per-channel scale, and the per-token scale and the bias
 are applied here. Measured against ``torch._int_mm`` (which repacks the weight on every call) and a
-hand-written AVX-512 VNNI loop, this was the fastest on the machine of docs/benchmarks.md.
+hand-written AVX-512 VNNI loop, this was the fastest on the machine of docs/benchmarks.md. The
+activations are quantized by a small C++ kernel (``csrc/quantize_rows.cpp``), equal to
+:func:`quantize_per_token` plus the shift.
 """
 
 from __future__ import annotations
 
+import functools
+from pathlib import Path
+from types import ModuleType
+
 import torch
+
+from pagedllm_core.cpp_extensions import load_cpp_extension
 
 INT8_MAX = 127
 # oneDNN's activations are uint8; a symmetric int8 row shifted by this is exact.
@@ -31,6 +39,12 @@ def quantize_per_channel(weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tens
     return torch.round(weight / scales[:, None]).clamp_(-INT8_MAX, INT8_MAX).to(torch.int8), scales
 
 
+@functools.cache
+def load_kernels() -> ModuleType:
+    """The compiled activation quantizer (built on first use on a machine, then cached)."""
+    return load_cpp_extension("pagedllm_quant_int8", Path(__file__).parent / "csrc" / "quantize_rows.cpp")
+
+
 def pack_weight(weight: torch.Tensor) -> torch.Tensor:
     """``weight`` int8 ``[n, k]`` in oneDNN's layout for :func:`int8_linear`."""
     return torch.ops.onednn.qlinear_prepack(weight, None)
@@ -45,8 +59,7 @@ def int8_linear(
     :param packed_weight: ``W`` (int8 ``[n, k]``) from :func:`pack_weight`; ``weight_scale``: float32 ``[n]``
     :returns: ``[m, n]`` in ``rows``' dtype
     """
-    quantized, scales = quantize_per_token(rows)
-    shifted = (quantized.to(torch.int16) + ACTIVATION_ZERO_POINT).to(torch.uint8)
+    shifted, scales = load_kernels().quantize_rows(rows)
     output = torch.ops.onednn.qlinear_pointwise(
         shifted, 1.0, ACTIVATION_ZERO_POINT, packed_weight, weight_scale, _zero_points(weight_scale),
         None, 1.0, 0, torch.float32, "none", [], "",
