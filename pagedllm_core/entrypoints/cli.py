@@ -7,6 +7,7 @@ import logging
 import sys
 
 from pagedllm_core.entrypoints.engine_args import add_engine_arguments, engine_settings_from_args
+from pagedllm_core.entrypoints.quantize_command import add_quantize_parser
 from pagedllm_core.errors import PagedLLMError
 from pagedllm_core.server.cli import add_serve_arguments
 
@@ -37,35 +38,8 @@ def build_parser() -> argparse.ArgumentParser:
     chat.set_defaults(handler=_run_chat)
 
     _add_bench_parser(commands)
-    _add_quantize_parser(commands)
+    add_quantize_parser(commands)
     return parser
-
-
-# --method -> "module:function(model, out, args)" writing a quantized checkpoint; each lives in its plugin.
-QUANTIZE_METHODS = {
-    "awq": "pagedllm_quant_awq.quantize:quantize_from_args",
-}
-
-
-def _add_quantize_parser(commands) -> None:
-    quantize = commands.add_parser("quantize", help="write a quantized checkpoint of a float model (AWQ, ...)")
-    quantize.add_argument("model", help="a Hugging Face directory, Hub id or GGUF file; 'default' for the default model")
-    quantize.add_argument("out", help="the directory to write")
-    quantize.add_argument("--method", required=True, choices=sorted(QUANTIZE_METHODS), help="the quantization method")
-    quantize.add_argument("--group-size", type=int, default=None,
-                          help="weights per quantization group (default: 128, or the largest of 64/32 dividing every "
-                               "layer's input size)")
-    quantize.add_argument("--no-clip", dest="clip", action="store_false",
-                          help="AWQ: skip the search for each group's clipping range")
-    quantize.set_defaults(handler=_run_quantize)
-
-
-def _run_quantize(args: argparse.Namespace) -> None:
-    try:
-        run = _load(QUANTIZE_METHODS[args.method])
-    except ModuleNotFoundError as error:
-        raise PagedLLMError(f"--method {args.method} needs its plugin: pip install 'pagedllm[{args.method}]' ({error})")
-    print(f"wrote {run(args.model, args.out, args)}")
 
 
 # name -> (help, "module:add_arguments", "module:run"); each run returns a markdown table.
