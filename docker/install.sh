@@ -21,7 +21,7 @@ case "$variant" in
     # The CPU wheel from PyTorch's CPU index: PyPI's default torch is the CUDA build, gigabytes larger.
     cpu)
         torch_index=(--index-url https://download.pytorch.org/whl/cpu)
-        plugins=(attention_cpu quant_gguf guided_json lora)
+        plugins=(attention_cpu quant_gguf quant_int8 guided_json lora)
         ;;
     cuda)
         torch_index=()

@@ -24,10 +24,11 @@ class EngineConfig(BaseModel):
     dtype: Literal["auto", "bfloat16", "float16", "float32"] = Field(
         "auto", description="Weight and activation dtype; auto takes the checkpoint's (bfloat16 for GGUF)."
     )
-    kv_cache_dtype: Literal["auto", "bfloat16", "float16", "float32"] = Field(
+    kv_cache_dtype: Literal["auto", "bfloat16", "float16", "float32", "fp8", "fp8_e4m3", "fp8_e5m2"] = Field(
         "auto",
-        description="Dtype the KV cache keeps keys and values in; auto takes the model's dtype. Other values need an "
-        "attention backend that declares them (FP8 arrives with the quantization plugins).",
+        description="Dtype the KV cache keeps keys and values in; auto takes the model's dtype. fp8 (= fp8_e4m3) and "
+        "fp8_e5m2 store them in one byte with per-layer scales (the torch, cpu and triton backends). Other values "
+        "need an attention backend that declares them.",
     )
     max_model_len: int | None = Field(
         None, ge=1, description="Longest prompt + output in tokens; defaults to the model's context length."
@@ -103,6 +104,11 @@ class EngineConfig(BaseModel):
         description="On CUDA: run every step eagerly. When False, decode steps of up to max_num_seqs (at most 256) "
         "sequences replay CUDA graphs captured at start-up per batch-size bucket, where the attention backend "
         "allows it (cuda does).",
+    )
+    calculate_kv_scales: bool = Field(
+        False,
+        description="With an fp8 KV cache: compute each layer's key and value scales from the first step's keys and "
+        "values (amax / fp8 max); otherwise they come from the checkpoint's k_scale/v_scale tensors, else 1.0.",
     )
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto picks cuda when available.")
     num_cpu_threads: int | None = Field(

@@ -23,6 +23,8 @@ class AttentionSpec:
     device: torch.device
     # The model's activation dtype; None means the same as ``kv_cache_dtype``.
     dtype: torch.dtype | None = None
+    # With an fp8 cache: compute each layer's K/V scales from the first step's keys and values.
+    calculate_kv_scales: bool = False
 
     @property
     def model_dtype(self) -> torch.dtype:
@@ -81,6 +83,10 @@ class AttentionBackend(ABC):
         metadata: AttentionMetadata,
     ) -> torch.Tensor:
         """Write this step's keys/values into ``kv_cache`` at ``metadata.slot_mapping``, then attend.
+
+        A backend whose :meth:`supported_kv_cache_dtypes` include fp8 ones also takes the keyword
+        ``kv_scales``: the layer's ``(k_scale, v_scale)`` float32 scalars, passed whenever the cache
+        is fp8 (keys are stored as ``key / k_scale``, see :mod:`pagedllm_core.attention.kv_quant`).
 
         :param query: ``[num_tokens, num_heads, head_size]``
         :param key: ``[num_tokens, num_kv_heads, head_size]``

@@ -7,14 +7,38 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from pagedllm_core.attention.kv_quant import dequantize_kv, is_fp8, quantize_kv
 from pagedllm_core.attention.metadata import AttentionMetadata
 
+# (k_scale, v_scale): one layer's float32 scalar scales of an FP8 KV cache (see kv_quant).
+KVScales = tuple[torch.Tensor, torch.Tensor]
 
-def write_kv_cache(key: torch.Tensor, value: torch.Tensor, kv_cache: torch.Tensor, slot_mapping: torch.Tensor) -> None:
-    """Store ``key``/``value`` ``[num_tokens, num_kv_heads, head_size]`` into their slots of ``kv_cache``."""
+
+def write_kv_cache(
+    key: torch.Tensor,
+    value: torch.Tensor,
+    kv_cache: torch.Tensor,
+    slot_mapping: torch.Tensor,
+    kv_scales: KVScales | None = None,
+) -> None:
+    """Store ``key``/``value`` ``[num_tokens, num_kv_heads, head_size]`` into their slots of ``kv_cache``;
+    an fp8 cache stores them divided by ``kv_scales``."""
     num_kv_heads, head_size = kv_cache.shape[-2:]
-    kv_cache[0].view(-1, num_kv_heads, head_size).index_copy_(0, slot_mapping, key.to(kv_cache.dtype))
-    kv_cache[1].view(-1, num_kv_heads, head_size).index_copy_(0, slot_mapping, value.to(kv_cache.dtype))
+    for index, tensor in enumerate((key, value)):
+        layer_cache = kv_cache[index].view(-1, num_kv_heads, head_size)
+        if is_fp8(kv_cache.dtype):
+            # index_copy_ has no fp8 kernel on the CPU; the bytes are copied as they are.
+            stored = quantize_kv(tensor, kv_scales[index], kv_cache.dtype)
+            layer_cache.view(torch.uint8).index_copy_(0, slot_mapping, stored.view(torch.uint8))
+        else:
+            layer_cache.index_copy_(0, slot_mapping, tensor.to(kv_cache.dtype))
+
+
+def read_kv_cache(cache: torch.Tensor, dtype: torch.dtype, scale: torch.Tensor | None = None) -> torch.Tensor:
+    """Cache contents (keys or values) in ``dtype``, fp8 ones multiplied by their ``scale``."""
+    if is_fp8(cache.dtype):
+        return dequantize_kv(cache, scale, dtype)
+    return cache.to(dtype)
 
 
 @dataclass
@@ -57,10 +81,12 @@ def paged_attention(
     metadata: AttentionMetadata,
     scale: float,
     layout: PaddedLayout | None = None,
+    kv_scales: KVScales | None = None,
 ) -> torch.Tensor:
     """Causal attention of each sequence's new tokens over its paged context (already in the cache).
 
     :param query: ``[num_tokens, num_heads, head_size]``
+    :param kv_scales: the layer's scales when the cache is fp8
     :returns: ``[num_tokens, num_heads, head_size]``
     """
     block_size, num_kv_heads, head_size = kv_cache.shape[-3:]
@@ -70,14 +96,15 @@ def paged_attention(
     num_heads = query.shape[1]
 
     # keys/values: [num_seqs, num_kv_heads, max_seq_len, head_size]
+    key_scale, value_scale = kv_scales if kv_scales is not None else (None, None)
     keys = kv_cache[0].view(-1, num_kv_heads, head_size)[layout.context_slots].transpose(1, 2)
     values = kv_cache[1].view(-1, num_kv_heads, head_size)[layout.context_slots].transpose(1, 2)
     padded_query = query.new_zeros(num_seqs, metadata.max_query_len, num_heads, head_size)
     padded_query[layout.token_seq, layout.token_row] = query
     output = F.scaled_dot_product_attention(
         padded_query.transpose(1, 2),
-        keys.to(query.dtype),
-        values.to(query.dtype),
+        read_kv_cache(keys, query.dtype, key_scale),
+        read_kv_cache(values, query.dtype, value_scale),
         attn_mask=layout.mask,
         scale=scale,
         enable_gqa=num_heads != num_kv_heads,

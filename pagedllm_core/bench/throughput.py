@@ -173,7 +173,7 @@ def _title(workload: Workload, config, dtype: torch.dtype, kv_pool_tokens: int) 
         f"bench throughput: {workload.name}, {len(lengths)} requests, prompts of {min(lengths)}-{max(lengths)} "
         f"tokens (mean {sum(lengths) / len(lengths):.0f}), {workload.output_len} output tokens each (EOS ignored), "
         f"greedy; model {config.model or 'SmolLM2-135M-Instruct (default)'}, {_dtype_name(dtype)}, "
-        f"KV pool {kv_pool_tokens:,} tokens in blocks of {config.block_size}."
+        f"KV pool {kv_pool_tokens:,} tokens (kv_cache_dtype {config.kv_cache_dtype}) in blocks of {config.block_size}."
     )
 
 

@@ -7,6 +7,7 @@ import logging
 import sys
 
 from pagedllm_core.entrypoints.engine_args import add_engine_arguments, engine_settings_from_args
+from pagedllm_core.entrypoints.quantize_command import add_quantize_parser
 from pagedllm_core.errors import PagedLLMError
 from pagedllm_core.server.cli import add_serve_arguments
 
@@ -37,6 +38,7 @@ def build_parser() -> argparse.ArgumentParser:
     chat.set_defaults(handler=_run_chat)
 
     _add_bench_parser(commands)
+    add_quantize_parser(commands)
     return parser
 
 

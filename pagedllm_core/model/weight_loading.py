@@ -14,6 +14,9 @@ from pagedllm_core.model.quantization import QuantizedLinear
 # A parameter name, and for a MergedLinear's parameter the index of one of its projections.
 Piece = tuple[str, int | None]
 
+# Checkpoint names of an FP8 KV cache's per-layer scales (vLLM's, llm-compressor's).
+KV_SCALES = ("k_scale", "v_scale")
+
 
 def load_named_tensors(
     model: nn.Module,
@@ -30,6 +33,7 @@ def load_named_tensors(
     the checkpoint never fills is an error, so that a naming mismatch cannot leave random weights.
     """
     parameters = dict(model.named_parameters())
+    buffers = dict(model.named_buffers())
     quantized = {name: module for name, module in model.named_modules() if isinstance(module, QuantizedLinear)}
     missing = _pieces(model)
     for name, tensor in weights:
@@ -52,6 +56,9 @@ def load_named_tensors(
             except ValueError as error:
                 raise ModelLoadError(f"checkpoint tensor {name}: {error}") from None
             missing.discard((target, shard_index))
+        elif parameter_name in KV_SCALES and f"{module_name}.attn.{parameter_name}" in buffers:
+            # An FP8 KV cache's per-layer scale, stored on the attention module (self_attn.k_scale).
+            buffers[f"{module_name}.attn.{parameter_name}"].copy_(tensor.reshape(()))
         elif name in parameters:
             parameter = parameters[name]
             if parameter.shape != tensor.shape:

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 import torch
 
 from pagedllm_core.attention.backend import AttentionSpec
+from pagedllm_core.attention.kv_quant import kv_cache_torch_dtype
 from pagedllm_core.config import EngineConfig
 from pagedllm_core.worker.kv_cache import KVCacheShape, allocate_kv_cache, num_blocks_for_budget
 from pagedllm_core.worker.cuda_graphs import DecodeGraphs
@@ -32,9 +33,10 @@ def attention_spec(config: EngineConfig, info: ModelInfo) -> AttentionSpec:
         head_size=shape.head_size,
         scale=shape.scale,
         block_size=config.block_size,
-        kv_cache_dtype=info.dtype if config.kv_cache_dtype == "auto" else getattr(torch, config.kv_cache_dtype),
+        kv_cache_dtype=kv_cache_torch_dtype(config.kv_cache_dtype, info.dtype),
         device=info.device,
         dtype=info.dtype,
+        calculate_kv_scales=config.calculate_kv_scales,
     )
 
 

@@ -26,6 +26,7 @@ PLUGIN_DISTRIBUTIONS = {
     "lora": "pagedllm-lora",
     "quant_awq": "pagedllm-quant-awq",
     "quant_gguf": "pagedllm-quant-gguf",
+    "quant_int8": "pagedllm-quant-int8",
 }
 
 PROBE = """

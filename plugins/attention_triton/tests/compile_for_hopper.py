@@ -49,6 +49,8 @@ def main() -> None:
         "partial_output_ptr": "*fp32",
         "partial_max_ptr": "*fp32",
         "partial_sum_ptr": "*fp32",
+        "k_scale_ptr": "*fp32",
+        "v_scale_ptr": "*fp32",
     }
     # Head size 80 exercises the padded tile; a query group of 4 the GQA rows.
     tiles = dict(HEAD_SIZE=80, HEAD_PAD=128, KV_BLOCK_SIZE=16, DOT_DTYPE=tl.bfloat16, DOT_PRECISION="tf32")
@@ -63,16 +65,33 @@ def main() -> None:
         attention_pointers,
         dict(tiles, QUERY_GROUP_SIZE=4, GROUP_PAD=4, BLOCK_M=16, BLOCK_N=prefill.BLOCK_N),
     )
+    write_pointers = {
+        "key_ptr": "*fp32",
+        "value_ptr": "*fp32",
+        "key_cache_ptr": "*bf16",
+        "value_cache_ptr": "*bf16",
+        "slot_mapping_ptr": "*i64",
+        "k_scale_ptr": "*fp32",
+        "v_scale_ptr": "*fp32",
+    }
+    write_tiles = dict(HEAD_SIZE=80, HEADS_PAD=8, HEAD_PAD=128, KV_BLOCK_SIZE=16)
     compile_kernel(
         cache_write._write_kv_cache_kernel,
-        {
-            "key_ptr": "*fp32",
-            "value_ptr": "*fp32",
-            "key_cache_ptr": "*bf16",
-            "value_cache_ptr": "*bf16",
-            "slot_mapping_ptr": "*i64",
-        },
-        dict(HEAD_SIZE=80, HEADS_PAD=8, HEAD_PAD=128, KV_BLOCK_SIZE=16),
+        write_pointers,
+        dict(write_tiles, FP8_MAX=0.0, FP8_MANTISSA_BITS=0, FP8_MIN_EXPONENT=0),
+    )
+    # An FP8 (E4M3) cache: the write rounds and casts, the decode widens to float32.
+    fp8_cache = {"key_cache_ptr": "*fp8e4nv", "value_cache_ptr": "*fp8e4nv"}
+    compile_kernel(
+        cache_write._write_kv_cache_kernel,
+        dict(write_pointers, **fp8_cache),
+        dict(write_tiles, FP8_MAX=448.0, FP8_MANTISSA_BITS=3, FP8_MIN_EXPONENT=-6),
+    )
+    compile_kernel(
+        decode._decode_kernel,
+        dict(attention_pointers, **fp8_cache),
+        dict(tiles, DOT_DTYPE=tl.float32, DOT_PRECISION="ieee", QUERY_GROUP_SIZE=4, ROWS=16, BLOCK_N=decode.BLOCK_N,
+             WRITE_PARTIALS=False),
     )
 
 

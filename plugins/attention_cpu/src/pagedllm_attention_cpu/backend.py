@@ -11,10 +11,11 @@ import torch
 import torch.nn.functional as F
 
 from pagedllm_core.attention.backend import AttentionBackend, AttentionSpec
+from pagedllm_core.attention.kv_quant import FP8_DTYPES, dequantize_kv, is_fp8, quantize_kv
 from pagedllm_core.attention.metadata import AttentionMetadata
-from pagedllm_core.attention.reference import write_kv_cache
+from pagedllm_core.attention.reference import read_kv_cache, write_kv_cache
 
-SUPPORTED_KV_CACHE_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
+SUPPORTED_KV_CACHE_DTYPES = (torch.float32, torch.bfloat16, torch.float16, *FP8_DTYPES)
 
 
 @dataclass
@@ -45,7 +46,9 @@ class CpuAttentionBackend(AttentionBackend):
     """Decode rows go to a C++ kernel that reads keys and values in place from the paged cache,
     parallel over (sequence, KV head); prompt chunks go to ``scaled_dot_product_attention`` one
     sequence at a time, on the chunk's own keys when it has no earlier context and on its gathered
-    blocks otherwise. Nothing is padded to the step's longest sequence.
+    blocks otherwise. Nothing is padded to the step's longest sequence. An fp8 cache is read with
+    its layer's scales; a chunk without earlier context attends to its own keys rounded through fp8,
+    exactly what later steps will read back.
     """
 
     @classmethod
@@ -64,6 +67,10 @@ class CpuAttentionBackend(AttentionBackend):
         if spec.num_heads % spec.num_kv_heads:
             reasons.append(f"{spec.num_heads} query heads do not divide into {spec.num_kv_heads} KV head groups")
         return reasons
+
+    @classmethod
+    def supported_kv_cache_dtypes(cls, model_dtype: torch.dtype) -> tuple[torch.dtype, ...]:
+        return (model_dtype, *FP8_DTYPES)
 
     def __init__(self, spec: AttentionSpec):
         super().__init__(spec)
@@ -91,31 +98,43 @@ class CpuAttentionBackend(AttentionBackend):
             chunks.append(PromptChunk(tokens, seq_len, metadata.block_tables[seq, :num_blocks].long()))
         metadata.backend_data = StepPlan(decode, chunks)
 
-    def forward(self, query, key, value, kv_cache, metadata):
-        write_kv_cache(key, value, kv_cache, metadata.slot_mapping)
+    def forward(self, query, key, value, kv_cache, metadata, kv_scales=None):
+        write_kv_cache(key, value, kv_cache, metadata.slot_mapping, kv_scales)
         plan: StepPlan = metadata.backend_data
         query = query.contiguous()
         output = torch.empty_like(query)
+        if kv_scales is None:
+            kv_scales = (None, None)
         if plan.decode is not None:
             decode = plan.decode
+            k_scale, v_scale = (1.0, 1.0) if kv_scales[0] is None else (float(kv_scales[0]), float(kv_scales[1]))
             self._kernels.paged_decode(
                 output, query, kv_cache[0], kv_cache[1], decode.token_index, decode.block_tables, decode.seq_lens,
-                self.spec.scale,
+                self.spec.scale, k_scale, v_scale,
             )
         for chunk in plan.chunks:
             output[chunk.tokens] = self._attend_chunk(query[chunk.tokens], key[chunk.tokens], value[chunk.tokens],
-                                                      kv_cache, chunk)
+                                                      kv_cache, chunk, kv_scales)
         return output
 
-    def _attend_chunk(self, query, key, value, kv_cache, chunk: PromptChunk) -> torch.Tensor:
+    def _attend_chunk(self, query, key, value, kv_cache, chunk: PromptChunk, kv_scales) -> torch.Tensor:
         # query: [chunk_len, num_heads, head_size] -> [chunk_len, num_heads, head_size]
         chunk_len = query.shape[0]
+        key_scale, value_scale = kv_scales
         if chunk.seq_len == chunk_len:
             context_keys, context_values, mask, causal = key, value, None, True
+            if is_fp8(kv_cache.dtype):
+                context_keys = _round_through_fp8(key, key_scale, kv_cache.dtype)
+                context_values = _round_through_fp8(value, value_scale, kv_cache.dtype)
         else:
             num_kv_heads, head_size = kv_cache.shape[-2:]
-            context_keys = kv_cache[0][chunk.block_ids].view(-1, num_kv_heads, head_size)[: chunk.seq_len]
-            context_values = kv_cache[1][chunk.block_ids].view(-1, num_kv_heads, head_size)[: chunk.seq_len]
+            context_keys = read_kv_cache(
+                kv_cache[0][chunk.block_ids].view(-1, num_kv_heads, head_size)[: chunk.seq_len], query.dtype, key_scale
+            )
+            context_values = read_kv_cache(
+                kv_cache[1][chunk.block_ids].view(-1, num_kv_heads, head_size)[: chunk.seq_len], query.dtype,
+                value_scale,
+            )
             # Query r sits at position seq_len - chunk_len + r and sees keys up to it.
             positions = torch.arange(chunk.seq_len)
             mask = positions[None, :] <= (chunk.seq_len - chunk_len + torch.arange(chunk_len))[:, None]
@@ -132,3 +151,8 @@ class CpuAttentionBackend(AttentionBackend):
             enable_gqa=self.spec.num_heads != self.spec.num_kv_heads,
         )
         return output[0].transpose(0, 1)
+
+
+def _round_through_fp8(tensor: torch.Tensor, scale: torch.Tensor, cache_dtype: torch.dtype) -> torch.Tensor:
+    """``tensor`` as the cache will give it back: quantized to ``cache_dtype`` and multiplied out again."""
+    return dequantize_kv(quantize_kv(tensor, scale, cache_dtype), scale, tensor.dtype)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+
 import torch
 import triton
 import triton.language as tl
@@ -29,6 +31,19 @@ def dot_dtype(query_dtype: torch.dtype, cache_dtype: torch.dtype) -> tl.dtype:
     if cache_dtype == torch.bfloat16 and interpreter_enabled():
         return tl.float32
     return _TRITON_DTYPES[cache_dtype]
+
+
+def kv_scale_tensors(
+    kv_scales: tuple[torch.Tensor, torch.Tensor] | None, device: torch.device
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The ``(k_scale, v_scale)`` the kernels read: an fp8 cache's, else ones (a cache in the model's dtype)."""
+    return kv_scales if kv_scales is not None else _unit_scales(device)
+
+
+@functools.cache
+def _unit_scales(device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    ones = torch.ones(2, dtype=torch.float32, device=device)
+    return ones[0], ones[1]
 
 
 def dot_precision(dtype: tl.dtype) -> str:

@@ -9,11 +9,12 @@ from pydantic import Field
 
 from pagedllm_attention_triton.interpreter import INTERPRET_ENV, interpreter_enabled
 from pagedllm_core.attention.backend import AttentionBackend, AttentionSpec
+from pagedllm_core.attention.kv_quant import FP8_DTYPES
 from pagedllm_core.attention.metadata import AttentionMetadata
 from pagedllm_core.plugin_options import PluginOptions
 
 SUPPORTED_HEAD_SIZES = (64, 80, 96, 128)
-SUPPORTED_KV_CACHE_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
+SUPPORTED_KV_CACHE_DTYPES = (torch.float32, torch.float16, torch.bfloat16, *FP8_DTYPES)
 
 class TritonOptions(PluginOptions):
     """``plugin_options={"attention_backend": {...}}`` of the triton backend."""
@@ -55,7 +56,15 @@ class TritonAttentionBackend(AttentionBackend):
             reasons.append("KV cache dtype torch.bfloat16 needs a GPU with bfloat16 support (compute capability 8.0+)")
         if spec.num_heads % spec.num_kv_heads:
             reasons.append(f"{spec.num_heads} query heads do not divide into {spec.num_kv_heads} KV head groups")
+        if spec.kv_cache_dtype == torch.float8_e4m3fn and spec.device.type == "cuda" and (
+            torch.cuda.get_device_capability(spec.device) < (8, 9)
+        ):
+            reasons.append("KV cache dtype fp8 E4M3 needs a GPU of compute capability 8.9+ (fp8_e5m2 does not)")
         return reasons
+
+    @classmethod
+    def supported_kv_cache_dtypes(cls, model_dtype: torch.dtype) -> tuple[torch.dtype, ...]:
+        return (model_dtype, *FP8_DTYPES)
 
     options_class = TritonOptions
 
@@ -84,8 +93,8 @@ class TritonAttentionBackend(AttentionBackend):
                 metadata.num_seqs, self.spec.num_kv_heads, metadata.max_seq_len, self._num_target_decode_programs
             )
 
-    def forward(self, query, key, value, kv_cache, metadata):
-        self._write_kv_cache(key, value, kv_cache, metadata.slot_mapping)
+    def forward(self, query, key, value, kv_cache, metadata, kv_scales=None):
+        self._write_kv_cache(key, value, kv_cache, metadata.slot_mapping, kv_scales)
         if metadata.max_query_len == 1:
-            return self._paged_decode(query, kv_cache, metadata, self.spec.scale, metadata.backend_data)
-        return self._paged_prefill(query, kv_cache, metadata, self.spec.scale)
+            return self._paged_decode(query, kv_cache, metadata, self.spec.scale, metadata.backend_data, kv_scales)
+        return self._paged_prefill(query, kv_cache, metadata, self.spec.scale, kv_scales)

@@ -19,6 +19,7 @@ from pagedllm_attention_triton.attend import (
     attend_paged_context,
     dot_dtype,
     dot_precision,
+    kv_scale_tensors,
 )
 from pagedllm_core.attention.metadata import AttentionMetadata
 
@@ -57,6 +58,8 @@ def _decode_kernel(
     value_cache_ptr,
     block_tables_ptr,
     seq_lens_ptr,
+    k_scale_ptr,
+    v_scale_ptr,
     scale_log2,
     num_heads,
     num_splits,
@@ -113,7 +116,7 @@ def _decode_kernel(
         stride_cache_dim,
         context_start,
         context_end,
-        scale_log2,
+        scale_log2 * tl.load(k_scale_ptr),
         ROWS,
         HEAD_SIZE,
         HEAD_PAD,
@@ -122,7 +125,8 @@ def _decode_kernel(
         DOT_DTYPE,
         DOT_PRECISION,
     )
-    output = output / running_sum[:, None]
+    # An fp8 cache's value scale multiplies the weighted sum of its values.
+    output = output * (tl.load(v_scale_ptr) / running_sum[:, None])
 
     if WRITE_PARTIALS:
         # partials: [num_seqs, num_heads, num_splits] (and [..., HEAD_SIZE] for outputs), contiguous
@@ -184,11 +188,13 @@ def paged_decode(
     metadata: AttentionMetadata,
     scale: float,
     split: DecodeSplit,
+    kv_scales: tuple[torch.Tensor, torch.Tensor] | None = None,
 ) -> torch.Tensor:
     """Attention of each sequence's single new token over its paged context (already in the cache).
 
     :param query: ``[num_seqs, num_heads, head_size]``; the step must be decode-only.
     :param split: how to partition the contexts; one partition skips the reduction.
+    :param kv_scales: ``(k_scale, v_scale)`` of an fp8 cache.
     :returns: ``[num_seqs, num_heads, head_size]`` in the query's dtype.
     """
     num_seqs, num_heads, head_size = query.shape
@@ -216,6 +222,7 @@ def paged_decode(
         value_cache,
         metadata.block_tables,
         metadata.seq_lens,
+        *kv_scale_tensors(kv_scales, query.device),
         scale * LOG2_E,
         num_heads,
         split.num_splits,

@@ -11,7 +11,13 @@ import torch
 import triton
 import triton.language as tl
 
-from pagedllm_attention_triton.attend import LOG2_E, attend_paged_context, dot_dtype, dot_precision
+from pagedllm_attention_triton.attend import (
+    LOG2_E,
+    attend_paged_context,
+    dot_dtype,
+    dot_precision,
+    kv_scale_tensors,
+)
 from pagedllm_core.attention.metadata import AttentionMetadata
 
 # Context positions per key tile.
@@ -29,6 +35,8 @@ def _prefill_kernel(
     block_tables_ptr,
     seq_lens_ptr,
     query_start_loc_ptr,
+    k_scale_ptr,
+    v_scale_ptr,
     scale_log2,
     stride_query_token,
     stride_query_head,
@@ -91,7 +99,7 @@ def _prefill_kernel(
         stride_cache_dim,
         0,
         context_end,
-        scale_log2,
+        scale_log2 * tl.load(k_scale_ptr),
         ROWS,
         HEAD_SIZE,
         HEAD_PAD,
@@ -100,7 +108,8 @@ def _prefill_kernel(
         DOT_DTYPE,
         DOT_PRECISION,
     )
-    output = output / running_sum[:, None]
+    # An fp8 cache's value scale multiplies the weighted sum of its values.
+    output = output * (tl.load(v_scale_ptr) / running_sum[:, None])
     output_offsets = (
         token_ids[:, None] * stride_output_token
         + heads[:, None] * stride_output_head
@@ -110,11 +119,16 @@ def _prefill_kernel(
 
 
 def paged_prefill(
-    query: torch.Tensor, kv_cache: torch.Tensor, metadata: AttentionMetadata, scale: float
+    query: torch.Tensor,
+    kv_cache: torch.Tensor,
+    metadata: AttentionMetadata,
+    scale: float,
+    kv_scales: tuple[torch.Tensor, torch.Tensor] | None = None,
 ) -> torch.Tensor:
     """Causal attention of each sequence's new tokens over its paged context (already in the cache).
 
     :param query: ``[num_tokens, num_heads, head_size]``
+    :param kv_scales: ``(k_scale, v_scale)`` of an fp8 cache.
     :returns: ``[num_tokens, num_heads, head_size]`` in the query's dtype.
     """
     num_heads, head_size = query.shape[1:]
@@ -134,6 +148,7 @@ def paged_prefill(
         metadata.block_tables,
         metadata.seq_lens,
         metadata.query_start_loc,
+        *kv_scale_tensors(kv_scales, query.device),
         scale * LOG2_E,
         *query.stride(),
         *output.stride(),

@@ -1,6 +1,18 @@
-"""pagedllm plugin for AWQ weight quantization.
+"""pagedllm plugin: AWQ 4-bit checkpoints run from their packed weights, registered as ``awq``.
 
-It will register a ``quantizer`` named ``awq``: it claims the linear layers of an AWQ checkpoint,
-keeps their packed 4-bit weights with per-group scales and zero points, and dequantizes them in
-its forward pass. Until that lands it registers nothing, so installing it changes no behaviour.
+Registered by its ``"module:Class"`` path; the C++ kernel is compiled (once per machine, then cached by
+torch) and triton imported only when the method is chosen.
 """
+
+from pagedllm_core.hookspecs import hookimpl
+
+
+@hookimpl
+def register_quantizers(register):
+    register(
+        "awq",
+        "pagedllm_quant_awq.method:AWQQuantization",
+        "AWQ 4-bit GEMM checkpoints (AutoAWQ / vLLM layout) run from their packed weights: a C++ kernel on the "
+        "CPU, Triton on a GPU",
+        auto_priority={"awq": 10},
+    )

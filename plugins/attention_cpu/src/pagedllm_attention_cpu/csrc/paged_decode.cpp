@@ -4,11 +4,16 @@
 // sequence are computed straight from the paged cache (no gather into a padded copy), softmaxed,
 // and used to sum the values. Keys and values are read once per step, which is what bounds decode
 // attention on a CPU. Accumulation is in float32 whatever the cache dtype.
+//
+// An fp8 cache (E4M3 or E5M2 bytes, per-layer scales) is read one token row at a time into float32
+// through a 256-entry table; the key scale is folded into the query and the value scale into the
+// softmax normaliser, so the inner loops are the float32 ones.
 
 #include <torch/extension.h>
 #include <ATen/Parallel.h>
 
 #include <algorithm>
+#include <array>
 #include <cmath>
 #include <limits>
 #include <vector>
@@ -55,11 +60,42 @@ inline void add_scaled(float* accumulator, const scalar_t* value, float weight, 
   for (int64_t d = 0; d < head_size; ++d) accumulator[d] += weight * static_cast<float>(value[d]);
 }
 
-template <typename scalar_t>
+// Token rows read in place from a cache in the model's dtype.
+template <typename cache_t>
+struct DirectRows {
+  const cache_t* data;
+  const cache_t* row(int64_t offset, float*) const { return data + offset; }
+};
+
+// Token rows of an fp8 cache, widened to float32 into the caller's scratch row.
+struct Fp8Rows {
+  const uint8_t* data;
+  const float* table;
+  int64_t row_size;
+  const float* row(int64_t offset, float* scratch) const {
+    const uint8_t* bytes = data + offset;
+    for (int64_t i = 0; i < row_size; ++i) scratch[i] = table[bytes[i]];
+    return scratch;
+  }
+};
+
+template <typename fp8_t>
+const float* fp8_table() {
+  static const std::array<float, 256> table = [] {
+    std::array<float, 256> values{};
+    for (int bits = 0; bits < 256; ++bits) {
+      values[bits] = static_cast<float>(fp8_t(static_cast<uint8_t>(bits), fp8_t::from_bits()));
+    }
+    return values;
+  }();
+  return table.data();
+}
+
+template <typename scalar_t, typename Rows>
 void paged_decode_kernel(
-    torch::Tensor& output, const torch::Tensor& query, const torch::Tensor& key_cache,
-    const torch::Tensor& value_cache, const torch::Tensor& token_index, const torch::Tensor& block_tables,
-    const torch::Tensor& seq_lens, double scale) {
+    torch::Tensor& output, const torch::Tensor& query, const Rows& key_rows, const Rows& value_rows,
+    const torch::Tensor& key_cache, const torch::Tensor& token_index, const torch::Tensor& block_tables,
+    const torch::Tensor& seq_lens, double scale, double k_scale, double v_scale) {
   const int64_t num_rows = token_index.size(0);
   const int64_t num_heads = query.size(1);
   const int64_t head_size = query.size(2);
@@ -73,13 +109,12 @@ void paged_decode_kernel(
   const int64_t token_stride = num_kv_heads * head_size;
 
   const scalar_t* query_data = query.data_ptr<scalar_t>();
-  const scalar_t* key_data = key_cache.data_ptr<scalar_t>();
-  const scalar_t* value_data = value_cache.data_ptr<scalar_t>();
   scalar_t* output_data = output.data_ptr<scalar_t>();
   const int64_t* token_data = token_index.data_ptr<int64_t>();
   const int32_t* table_data = block_tables.data_ptr<int32_t>();
   const int32_t* seq_len_data = seq_lens.data_ptr<int32_t>();
-  const float softmax_scale = static_cast<float>(scale);
+  const float query_scale = static_cast<float>(scale * k_scale);
+  const float value_scale = static_cast<float>(v_scale);
 
   // One task per sequence: its positions are visited in order, all KV heads of a position together,
   // so every block is read front to back exactly once for keys and once for values.
@@ -88,6 +123,7 @@ void paged_decode_kernel(
     std::vector<float> accumulators(num_heads * head_size);
     std::vector<float> normalisers(num_heads);
     std::vector<float> scores;
+    std::vector<float> scratch(token_stride);
     for (int64_t row = begin; row < end; ++row) {
       const int64_t token = token_data[row];
       const int64_t seq_len = seq_len_data[row];
@@ -95,13 +131,13 @@ void paged_decode_kernel(
       scores.resize(num_heads * seq_len);
 
       const scalar_t* q = query_data + token * num_heads * head_size;
-      for (int64_t i = 0; i < num_heads * head_size; ++i) queries[i] = static_cast<float>(q[i]) * softmax_scale;
+      for (int64_t i = 0; i < num_heads * head_size; ++i) queries[i] = static_cast<float>(q[i]) * query_scale;
 
       // scores[head * seq_len + position] = q_head . k_position (of the head's KV group)
       for (int64_t block_index = 0, position = 0; position < seq_len; ++block_index) {
-        const scalar_t* block_keys = key_data + block_table[block_index] * block_stride;
+        const int64_t block_start = block_table[block_index] * block_stride;
         for (int64_t offset = 0; offset < block_size && position < seq_len; ++offset, ++position) {
-          const scalar_t* keys = block_keys + offset * token_stride;
+          const auto* keys = key_rows.row(block_start + offset * token_stride, scratch.data());
           for (int64_t head = 0; head < num_heads; ++head) {
             scores[head * seq_len + position] =
                 dot(&queries[head * head_size], keys + (head / group_size) * head_size, head_size);
@@ -118,14 +154,14 @@ void paged_decode_kernel(
           head_scores[position] = std::exp(head_scores[position] - maximum);
           total += head_scores[position];
         }
-        normalisers[head] = 1.f / total;
+        normalisers[head] = value_scale / total;
       }
 
       std::fill(accumulators.begin(), accumulators.end(), 0.f);
       for (int64_t block_index = 0, position = 0; position < seq_len; ++block_index) {
-        const scalar_t* block_values = value_data + block_table[block_index] * block_stride;
+        const int64_t block_start = block_table[block_index] * block_stride;
         for (int64_t offset = 0; offset < block_size && position < seq_len; ++offset, ++position) {
-          const scalar_t* values = block_values + offset * token_stride;
+          const auto* values = value_rows.row(block_start + offset * token_stride, scratch.data());
           for (int64_t head = 0; head < num_heads; ++head) {
             add_scaled(&accumulators[head * head_size], values + (head / group_size) * head_size,
                        scores[head * seq_len + position], head_size);
@@ -144,13 +180,18 @@ void paged_decode_kernel(
 }  // namespace
 
 // Fills output[token_index[i]] for each decode row i; every other row of output is left as is.
+// k_scale and v_scale multiply an fp8 cache's keys and values (1.0 for a cache in the model's dtype).
 void paged_decode(
     torch::Tensor output, torch::Tensor query, torch::Tensor key_cache, torch::Tensor value_cache,
-    torch::Tensor token_index, torch::Tensor block_tables, torch::Tensor seq_lens, double scale) {
+    torch::Tensor token_index, torch::Tensor block_tables, torch::Tensor seq_lens, double scale, double k_scale,
+    double v_scale) {
   TORCH_CHECK(query.is_contiguous() && output.is_contiguous(), "query and output must be contiguous");
   TORCH_CHECK(key_cache.is_contiguous() && value_cache.is_contiguous(), "the KV cache must be contiguous");
-  TORCH_CHECK(query.scalar_type() == key_cache.scalar_type() && query.scalar_type() == output.scalar_type(),
-              "query, output and KV cache must share a dtype");
+  const auto cache_type = key_cache.scalar_type();
+  const bool fp8 = cache_type == at::kFloat8_e4m3fn || cache_type == at::kFloat8_e5m2;
+  TORCH_CHECK(query.scalar_type() == output.scalar_type() && (fp8 || query.scalar_type() == cache_type),
+              "query and output must share a dtype, and the KV cache it or an fp8 one");
+  TORCH_CHECK(value_cache.scalar_type() == cache_type, "keys and values must share a dtype");
   TORCH_CHECK(token_index.scalar_type() == at::kLong, "token_index must be int64");
   TORCH_CHECK(block_tables.scalar_type() == at::kInt && seq_lens.scalar_type() == at::kInt,
               "block_tables and seq_lens must be int32");
@@ -158,7 +199,20 @@ void paged_decode(
               "index tensors must be contiguous");
   TORCH_CHECK(query.size(1) % key_cache.size(2) == 0, "query heads must divide into KV head groups");
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, query.scalar_type(), "paged_decode", [&] {
-    paged_decode_kernel<scalar_t>(output, query, key_cache, value_cache, token_index, block_tables, seq_lens, scale);
+    if (fp8) {
+      const float* table = cache_type == at::kFloat8_e4m3fn ? fp8_table<c10::Float8_e4m3fn>()
+                                                             : fp8_table<c10::Float8_e5m2>();
+      const int64_t row_size = key_cache.size(2) * key_cache.size(3);
+      const Fp8Rows keys{static_cast<const uint8_t*>(key_cache.data_ptr()), table, row_size};
+      const Fp8Rows values{static_cast<const uint8_t*>(value_cache.data_ptr()), table, row_size};
+      paged_decode_kernel<scalar_t>(output, query, keys, values, key_cache, token_index, block_tables, seq_lens,
+                                    scale, k_scale, v_scale);
+    } else {
+      const DirectRows<scalar_t> keys{key_cache.data_ptr<scalar_t>()};
+      const DirectRows<scalar_t> values{value_cache.data_ptr<scalar_t>()};
+      paged_decode_kernel<scalar_t>(output, query, keys, values, key_cache, token_index, block_tables, seq_lens,
+                                    scale, k_scale, v_scale);
+    }
   });
 }
 

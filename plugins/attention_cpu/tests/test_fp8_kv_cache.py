@@ -1,0 +1,38 @@
+"""The cpu backend's FP8 KV cache against the torch reference over the dequantized cache."""
+
+import pytest
+import torch
+
+from pagedllm_attention_cpu.backend import CpuAttentionBackend
+from pagedllm_core.attention.fp8_conformance import compare_fp8_backend, fp8_step
+from pagedllm_core.bench.attention import build_random_step
+
+# (rtol, atol) of the output against the reference in the model's dtype: only the order of float32
+# operations differs (the key scale is folded into the query, the value scale into the normaliser).
+TOLERANCES = {torch.float32: (1e-4, 1e-5), torch.bfloat16: (2e-2, 2e-2)}
+
+
+@pytest.mark.parametrize("cache_dtype", [torch.float8_e4m3fn, torch.float8_e5m2])
+@pytest.mark.parametrize("dtype", list(TOLERANCES))
+@pytest.mark.parametrize(
+    "seq_lens, query_lens",
+    [
+        ([37, 200, 16, 5], [1, 1, 1, 1]),  # decode rows: the C++ kernel
+        ([40, 9], [40, 9]),  # fresh prompts: their own keys, rounded through fp8
+        ([300, 70, 33], [1, 50, 33]),  # decode mixed with a later chunk (gathered blocks)
+    ],
+)
+def test_fp8_cache_matches_reference(cache_dtype, dtype, seq_lens, query_lens):
+    step, kv_scales = fp8_step(
+        build_random_step(seq_lens, query_lens, num_heads=6, num_kv_heads=2, head_size=64, block_size=16, dtype=dtype),
+        cache_dtype,
+    )
+    result = compare_fp8_backend(CpuAttentionBackend(step.spec), step, kv_scales)
+    assert torch.equal(result.cache, result.expected_cache)
+    rtol, atol = TOLERANCES[dtype]
+    torch.testing.assert_close(result.output, result.expected_output, rtol=rtol, atol=atol)
+
+
+def test_declares_fp8():
+    assert torch.float8_e4m3fn in CpuAttentionBackend.supported_kv_cache_dtypes(torch.float32)
+    assert torch.float8_e5m2 in CpuAttentionBackend.supported_kv_cache_dtypes(torch.bfloat16)

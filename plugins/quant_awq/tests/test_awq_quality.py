@@ -1,0 +1,28 @@
+"""AWQ on the default model (SmolLM2-135M-Instruct): the quantized model stays close to the float one.
+
+Quantizing takes minutes on 2 cores, so this is a slow test, with a lighter search than the command's default
+(2 calibration sequences, no clipping). Bounds: perplexity on the held-out text at most 15% above the float
+model's, and on average at least 8 identical greedy tokens before the first difference over the prompt set
+(docs/quantization.md gives the numbers of the full search).
+"""
+
+import pytest
+
+from pagedllm_core import LLM
+from pagedllm_quant_awq.quality import ENGINE_SETTINGS, greedy_agreement, heldout_text, perplexity
+from pagedllm_quant_awq.quantize import AWQSettings, quantize_awq
+
+pytestmark = pytest.mark.slow
+
+
+def test_awq_default_model_perplexity_and_greedy_agreement(tmp_path):
+    checkpoint = quantize_awq("default", tmp_path / "awq", AWQSettings(max_sequences=2, clip=False))
+    reference = LLM(quantization="none", **ENGINE_SETTINGS)
+    quantized = LLM(model=str(checkpoint), **ENGINE_SETTINGS)
+    text = heldout_text()
+    float_perplexity, awq_perplexity = perplexity(reference, text), perplexity(quantized, text)
+    print(f"perplexity: float32 {float_perplexity:.3f}, AWQ {awq_perplexity:.3f}")
+    assert awq_perplexity <= 1.15 * float_perplexity
+    agreement = greedy_agreement(reference, quantized, num_tokens=32)
+    print(agreement)
+    assert agreement.mean_common_prefix >= 8

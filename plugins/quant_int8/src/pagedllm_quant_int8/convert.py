@@ -1,0 +1,113 @@
+"""``pagedllm quantize --method w8a8``: a float model (safetensors or GGUF) to a compressed-tensors W8A8 checkpoint.
+
+Weights are rounded to int8 per output channel (round-to-nearest, scale = channel amax / 127, as
+llm-compressor's plain ``W8A8`` preset without SmoothQuant or GPTQ); activations are left dynamic
+per token, so no calibration data is needed. The output loads in pagedllm (``quantization="auto"``)
+and in any runtime that reads compressed-tensors W8A8 int8 (vLLM).
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import torch
+
+from pagedllm_core.attention.backend import AttentionSpec
+from pagedllm_core.config import EngineConfig
+from pagedllm_core.default_plugins.torch_attention import TorchAttentionBackend
+from pagedllm_core.model import loader
+from pagedllm_core.model.checkpoint import checkpoint_tensors
+from pagedllm_core.model.quantization import QuantizationMethod
+from pagedllm_quant_int8.kernel import quantize_per_channel
+from pagedllm_quant_int8.method import checkpoint_module_names, checkpoint_projections
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_MODEL = "default"
+
+
+def w8a8_quantization_config(ignore: list[str]) -> dict:
+    """The ``quantization_config`` compressed-tensors gives a W8A8 int8 checkpoint (llm-compressor's ``W8A8``)."""
+    return {
+        "quant_method": "compressed-tensors",
+        "format": "int-quantized",
+        "quantization_status": "compressed",
+        "config_groups": {
+            "group_0": {
+                "targets": ["Linear"],
+                "weights": {"num_bits": 8, "type": "int", "symmetric": True, "strategy": "channel", "dynamic": False},
+                "input_activations": {
+                    "num_bits": 8, "type": "int", "symmetric": True, "strategy": "token", "dynamic": True,
+                },
+                "output_activations": None,
+            }
+        },
+        "ignore": ignore,
+        "kv_cache_scheme": None,
+    }
+
+
+def quantize_w8a8(model: str, output: str | Path) -> Path:
+    """Write ``model`` (a directory, .gguf file, Hub id, or ``default``) to ``output`` as W8A8 int8.
+
+    Every linear layer but the output layer (``lm_head``, llm-compressor's default ``ignore``) is
+    quantized; the other tensors are written in float32.
+    """
+    config = EngineConfig.build(model=None if model == DEFAULT_MODEL else model)
+    source = loader.resolve_model_source(config)
+    hf_config = loader.load_hf_config(source)
+    ignore = ["lm_head"]
+    weight_names = {f"{name}.weight" for name in linear_module_names(hf_config) if name not in ignore}
+
+    tensors: dict[str, torch.Tensor] = {}
+    for name, tensor in checkpoint_tensors(source, hf_config, torch.float32):
+        if name in weight_names:
+            weight, scales = quantize_per_channel(tensor)
+            tensors[name] = weight
+            tensors[f"{name.removesuffix('.weight')}.weight_scale"] = scales[:, None].contiguous()
+        else:
+            tensors[name] = tensor.float().contiguous()
+    missing = weight_names - tensors.keys()
+    if missing:
+        raise ValueError(f"the checkpoint has no tensor for {len(missing)} linear layers, e.g. {sorted(missing)[0]}")
+
+    from safetensors.torch import save_file
+
+    output = Path(output)
+    output.mkdir(parents=True, exist_ok=True)
+    save_file(tensors, output / "model.safetensors", metadata={"format": "pt"})
+    hf_config.quantization_config = w8a8_quantization_config(ignore)
+    hf_config.dtype = "float32"
+    hf_config.save_pretrained(output)
+    loader.load_tokenizer(source, config).save_pretrained(output)
+    logger.info("wrote %d int8 linear layers of %s to %s", len(weight_names), source.name, output)
+    return output
+
+
+def quantize_from_args(model: str, out: str, args) -> Path:
+    """``pagedllm quantize --method w8a8``'s entry point (the method has no options)."""
+    return quantize_w8a8(model, out)
+
+
+def linear_module_names(hf_config) -> list[str]:
+    """The checkpoint's module names of every linear layer our model of ``hf_config`` has."""
+    recorder = _LinearRecorder()
+    shape = loader.attention_shape(hf_config)
+    spec = AttentionSpec(
+        shape.num_heads, shape.num_kv_heads, shape.head_size, shape.scale, 16, torch.float32, torch.device("meta")
+    )
+    loader.build_model(hf_config, TorchAttentionBackend(spec), torch.float32, "meta", recorder)
+    projections = checkpoint_projections(hf_config)
+    return [name for prefix, count in recorder.layers for name in checkpoint_module_names(prefix, count, projections)]
+
+
+class _LinearRecorder(QuantizationMethod):
+    """Notes the linear layers offered while a model is built and leaves them all dense."""
+
+    def __init__(self):
+        self.layers: list[tuple[str, int]] = []
+
+    def create_weights(self, prefix: str, input_size: int, output_sizes: list[int], bias: bool):
+        self.layers.append((prefix, len(output_sizes)))
+        return None
