@@ -27,7 +27,8 @@ CACHES = [("fp8_e4m3", True), ("fp8_e4m3", False), ("fp8_e5m2", True), ("fp8_e5m
 
 def generate(settings: dict, max_tokens: int) -> list[list[int]]:
     llm = LLM(**settings)
-    outputs = llm.generate(PROMPTS, SamplingParams(temperature=0.0, max_tokens=max_tokens, ignore_eos=True), use_tqdm=False)
+    params = SamplingParams(temperature=0.0, max_tokens=max_tokens, ignore_eos=True)
+    outputs = llm.generate(PROMPTS, params, use_tqdm=False)
     del llm
     gc.collect()
     return [list(output.outputs[0].token_ids) for output in outputs]

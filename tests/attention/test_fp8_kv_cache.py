@@ -27,7 +27,9 @@ def engine_of(llm):
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 def test_torch_backend_matches_the_reference_on_dequantized_values(cache_dtype, dtype):
     step, kv_scales = fp8_step(
-        build_random_step([37, 70, 9], [1, 20, 9], num_heads=4, num_kv_heads=2, head_size=32, block_size=16, dtype=dtype),
+        build_random_step(
+            [37, 70, 9], [1, 20, 9], num_heads=4, num_kv_heads=2, head_size=32, block_size=16, dtype=dtype
+        ),
         cache_dtype,
     )
     result = compare_fp8_backend(TorchAttentionBackend(step.spec), step, kv_scales)
@@ -52,7 +54,9 @@ def test_fp8_blocks_hold_two_and_four_times_the_tokens():
 
 def test_the_pool_holds_four_times_the_tokens_of_float32(tiny_model_dir):
     settings = dict(model=str(tiny_model_dir("LlamaForCausalLM")), dtype="float32", kv_cache_memory="2MiB")
-    num_blocks = {dtype: LLM(kv_cache_dtype=dtype, **settings).llm_engine.executor.num_kv_blocks for dtype in ("auto", "fp8")}
+    num_blocks = {
+        dtype: LLM(kv_cache_dtype=dtype, **settings).llm_engine.executor.num_kv_blocks for dtype in ("auto", "fp8")
+    }
     assert num_blocks["fp8"] == 4 * num_blocks["auto"]
 
 
@@ -127,8 +131,8 @@ def test_a_backend_without_fp8_is_refused_and_auto_skips_it(tiny_model_dir, monk
     monkeypatch.setattr(CpuAttentionBackend, "supported_kv_cache_dtypes", classmethod(lambda cls, dtype: (dtype,)))
     settings = dict(model=str(tiny_model_dir("LlamaForCausalLM")), dtype="float32", kv_cache_dtype="fp8",
                     kv_cache_memory="2MiB")
-    with pytest.raises(UnsupportedConfigError, match=r"'cpu' cannot run.*kv_cache_dtype float8_e4m3fn is not supported.*"
-                                                      r"Backends that can: .*torch"):
+    refusal = r"'cpu' cannot run.*kv_cache_dtype float8_e4m3fn is not supported.*Backends that can: .*torch"
+    with pytest.raises(UnsupportedConfigError, match=refusal):
         LLM(attention_backend="cpu", **settings)
     assert isinstance(engine_of(LLM(**settings)).attention, TorchAttentionBackend)
 
