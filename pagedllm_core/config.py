@@ -7,6 +7,7 @@ from typing import Literal
 from pydantic import BaseModel, ByteSize, ConfigDict, Field, ValidationError, model_validator
 
 from pagedllm_core.errors import ConfigError
+from pagedllm_core.spec_decode.config import SpeculativeConfig
 
 
 class EngineConfig(BaseModel):
@@ -79,6 +80,12 @@ class EngineConfig(BaseModel):
         "uni",
         description="How the engine runs its worker: uni in the engine's own process; mp in a worker process the "
         "engine starts, sent each step as a message over a pipe (the process ends with the engine).",
+    )
+    speculative_config: SpeculativeConfig | None = Field(
+        None,
+        description="Speculative decoding, as a dict or JSON (vLLM's keys), e.g. '{\"method\": \"ngram\", "
+        "\"num_speculative_tokens\": 4}' or '{\"method\": \"draft_model\", \"model\": PATH, "
+        "\"num_speculative_tokens\": 4}'; see docs/speculative_decoding.md. None decodes one token per step.",
     )
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto picks cuda when available.")
     num_cpu_threads: int | None = Field(

@@ -26,6 +26,7 @@ from pagedllm_core.outputs import RequestOutput
 from pagedllm_core.registry import PluginKind, Registry, default_registry
 from pagedllm_core.sampling.constraints import ConstraintState
 from pagedllm_core.sampling_params import BeamSearchParams, SamplingParams
+from pagedllm_core.spec_decode.stats import SpecDecodeStats
 from pagedllm_core.structured_outputs import StructuredOutputsParams
 
 
@@ -73,6 +74,7 @@ class LLMEngine:
         self._beam_groups: dict[str, BeamSearchGroup] = {}
         self._sequence_counter = itertools.count()
         self._decode_token = functools.lru_cache(maxsize=65536)(self._decode_one)
+        self.spec_decode_stats = SpecDecodeStats()
         self.constraint_compiler = ConstraintCompiler(
             registry,
             config.structured_outputs_backend,
@@ -192,13 +194,18 @@ class LLMEngine:
         if not plan.scheduled and self.scheduler.has_unfinished_sequences():
             raise RuntimeError("scheduler made no progress although requests are waiting")  # pool sizing bug
         result = self.executor.execute_model(self.message_builder.build(plan))
+        num_tokens_before = {item.sequence.seq_id: item.sequence.num_tokens for item in plan.scheduled}
         progressed = self.scheduler.update_from_output(plan, result.sampled_token_ids)
+        for item in plan.scheduled:
+            if item.spec_token_ids and item.sequence.seq_id in result.samples:
+                self.spec_decode_stats.record(len(item.spec_token_ids), len(result.samples[item.sequence.seq_id]) - 1)
+            item.sequence.spec_token_ids = result.draft_token_ids.get(item.sequence.seq_id, [])
         self.message_builder.finish([sequence.seq_id for sequence in progressed if sequence.is_finished])
         failures = {item.sequence.request_id: item.sequence.failure for item in plan.scheduled if item.sequence.failure}
         failures.update({self._request_of(plan, seq_id): message for seq_id, message in result.failed.items()})
         outputs = self._fail_requests(failures)
         progressed = [sequence for sequence in progressed if sequence.request_id not in failures]
-        outputs += self._process_samples(plan, result, progressed)
+        outputs += self._process_samples(plan, result, progressed, num_tokens_before)
         if result.beam_candidates:
             outputs.extend(self._advance_beam_searches(plan, result.beam_candidates))
         return outputs
@@ -216,8 +223,11 @@ class LLMEngine:
                 outputs.append(output)
         return outputs
 
-    def _process_samples(self, plan: StepPlan, result: ModelRunnerOutput, progressed: list[Sequence]) -> list[RequestOutput]:
-        """Detokenize, match stop strings and record logprobs for the sequences that got a token."""
+    def _process_samples(
+        self, plan: StepPlan, result: ModelRunnerOutput, progressed: list[Sequence], num_tokens_before: dict[str, int]
+    ) -> list[RequestOutput]:
+        """Detokenize, match stop strings and record logprobs for the sequences that got tokens (one,
+        or a verified speculative run, which a stop string may cut short)."""
         for item in plan.scheduled:
             entries = result.prompt_logprobs.get(item.sequence.seq_id)
             if entries:
@@ -229,10 +239,16 @@ class LLMEngine:
         for sequence in progressed:
             state = self._states[sequence.request_id]
             touched[sequence.request_id] = state
-            token_id = sequence.token_ids[-1]
+            # A sequence forked this step has exactly its first token.
+            num_new_tokens = sequence.num_tokens - num_tokens_before.get(sequence.seq_id, sequence.num_tokens - 1)
+            entries = result.samples.get(sequence.seq_id, []) if num_new_tokens > 1 else [token_logprobs.get(sequence.seq_id)]
+            new_token_ids = sequence.token_ids[-num_new_tokens:]
             try:
-                if state.sequence(sequence).add_token(token_logprobs.get(sequence.seq_id), token_id):
-                    stopped.append(sequence)
+                for index, token_id in enumerate(new_token_ids):
+                    if state.sequence(sequence).add_token(entries[index], token_id):
+                        stopped.append(sequence)
+                        sequence.drop_last_tokens(num_new_tokens - index - 1)
+                        break
             except Exception as error:  # noqa: BLE001 - one request's detokenizer failure is its own
                 detokenizer_failures[sequence.request_id] = f"detokenizing failed: {type(error).__name__}: {error}"
         if stopped:

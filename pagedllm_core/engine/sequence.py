@@ -81,6 +81,8 @@ class Sequence:
         self.beam_group: BeamSearchGroup | None = None
         # Why this sequence failed on its own (a constraint that raised); its request then fails.
         self.failure: str | None = None
+        # Speculative decoding: draft tokens proposed after its last step, for the next step to verify.
+        self.spec_token_ids: list[int] = []
 
     @property
     def num_tokens(self) -> int:
@@ -141,6 +143,13 @@ class Sequence:
         except Exception as error:  # noqa: BLE001 - a plugin's failure belongs to this sequence alone
             self.failure = f"the output constraint failed: {type(error).__name__}: {error}"
             return False
+
+    def drop_last_tokens(self, num_tokens: int) -> None:
+        """Forget the newest ``num_tokens`` tokens (verified drafts past a stop string), keeping the
+        computed count within the tokens left."""
+        if num_tokens:
+            del self.token_ids[-num_tokens:]
+            self.num_computed_tokens = min(self.num_computed_tokens, self.num_tokens)
 
     def append_output_token(self, token_id: int) -> None:
         """Add a sampled token and finish the sequence if it stops here (see :mod:`stopping`)."""
