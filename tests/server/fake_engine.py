@@ -6,6 +6,7 @@ import threading
 from dataclasses import dataclass
 
 from pagedllm_core.engine.prefix_cache import PrefixCacheStats
+from pagedllm_core.spec_decode.stats import SpecDecodeStats
 from pagedllm_core.errors import ConfigError
 from pagedllm_core.outputs import CompletionOutput, RequestOutput
 
@@ -98,6 +99,8 @@ class FakeEngine:
 
     def prefix_cache_stats(self) -> PrefixCacheStats:
         return PrefixCacheStats(num_queried_tokens=10, num_hit_tokens=4)
+
+    spec_decode_stats = SpecDecodeStats(num_drafts=2, num_draft_tokens=8, num_accepted_tokens=5)
 
     @property
     def num_running_requests(self) -> int:
