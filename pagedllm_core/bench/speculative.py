@@ -57,25 +57,31 @@ def run_speculative_latency_bench(args: argparse.Namespace) -> str:
     ratio = spec_result.decode_tokens_per_second_median / plain_result.decode_tokens_per_second_median
     lengths = sorted({len(prompt) for prompt in workload.prompts})
     model = speculative_config.model or "SmolLM2-135M-Instruct (default)"
+    dtype = str(plain.model_info.dtype).removeprefix("torch.")
+    rows = [
+        f"| {result.system} | {result.ttft_median * 1e3:.1f} | {result.decode_tokens_per_second_mean:.1f} | "
+        f"{result.decode_tokens_per_second_median:.1f} | {acceptance} |"
+        for result, acceptance in (
+            (plain_result, "- | 1"),
+            (spec_result, f"{stats.acceptance_rate:.2f} | {stats.mean_accepted_length:.2f}"),
+        )
+    ]
+    identical = "yes" if num_mismatches == 0 else f"no ({num_mismatches} of {len(workload.prompts)} prompts differ)"
     return "\n".join(
         [
             (
-                f"bench latency, speculative: workload {workload.name} (prompts of {lengths[0]}-{lengths[-1]} tokens, "
-                f"{workload.output_len} output tokens, EOS ignored, greedy); {args.num_iters} timed iterations after "
-                f"{args.num_warmup} warm-up, alternating plain and speculative; model {model}, "
-                f"{str(plain.model_info.dtype).removeprefix('torch.')}, quantization {speculative_config.quantization}; "
+                f"bench latency, speculative: workload {workload.name} (prompts of {lengths[0]}-{lengths[-1]} "
+                f"tokens, {workload.output_len} output tokens, EOS ignored, greedy); {args.num_iters} timed "
+                f"iterations after {args.num_warmup} warm-up, alternating plain and speculative; model {model}, "
+                f"{dtype}, quantization {speculative_config.quantization}; "
                 f"speculative_config {spec.model_dump_json(exclude_none=True)}."
             ),
             "",
-            "| system | TTFT p50 (ms) | decode tok/s mean | decode tok/s p50 | acceptance rate | mean accepted length |",
+            "| system | TTFT p50 (ms) | decode tok/s mean | decode tok/s p50 "
+            "| acceptance rate | mean accepted length |",
             "| --- | ---: | ---: | ---: | ---: | ---: |",
-            f"| {plain_result.system} | {plain_result.ttft_median * 1e3:.1f} | "
-            f"{plain_result.decode_tokens_per_second_mean:.1f} | {plain_result.decode_tokens_per_second_median:.1f} | - | 1 |",
-            f"| {spec_result.system} | {spec_result.ttft_median * 1e3:.1f} | "
-            f"{spec_result.decode_tokens_per_second_mean:.1f} | {spec_result.decode_tokens_per_second_median:.1f} | "
-            f"{stats.acceptance_rate:.2f} | {stats.mean_accepted_length:.2f} |",
+            *rows,
             "",
-            f"Decode speed-up (p50): {ratio:.2f}x. Outputs identical to plain greedy decoding: "
-            f"{'yes' if num_mismatches == 0 else f'no ({num_mismatches} of {len(workload.prompts)} prompts differ)'}.",
+            f"Decode speed-up (p50): {ratio:.2f}x. Outputs identical to plain greedy decoding: {identical}.",
         ]
     )

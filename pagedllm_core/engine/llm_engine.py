@@ -241,7 +241,10 @@ class LLMEngine:
             touched[sequence.request_id] = state
             # A sequence forked this step has exactly its first token.
             num_new_tokens = sequence.num_tokens - num_tokens_before.get(sequence.seq_id, sequence.num_tokens - 1)
-            entries = result.samples.get(sequence.seq_id, []) if num_new_tokens > 1 else [token_logprobs.get(sequence.seq_id)]
+            if num_new_tokens > 1:
+                entries = result.samples[sequence.seq_id]
+            else:
+                entries = [token_logprobs.get(sequence.seq_id)]
             new_token_ids = sequence.token_ids[-num_new_tokens:]
             try:
                 for index, token_id in enumerate(new_token_ids):

@@ -47,14 +47,17 @@ class SpeculativeConfig(BaseModel):
             try:
                 return json.loads(value)
             except json.JSONDecodeError as error:
-                raise ValueError(f"must be a JSON object such as '{{\"method\": \"ngram\", \"num_speculative_tokens\": 4}}': {error}") from None
+                example = '{"method": "ngram", "num_speculative_tokens": 4}'
+                raise ValueError(f"must be a JSON object such as '{example}': {error}") from None
         return value
 
     @model_validator(mode="after")
     def _check_method_settings(self) -> SpeculativeConfig:
         if self.method == "ngram":
             if self.model is not None or self.quantization is not None:
-                raise ValueError("method 'ngram' drafts from the sequence itself; model and quantization belong to 'draft_model'")
+                raise ValueError(
+                    "method 'ngram' drafts from the sequence itself; model and quantization belong to 'draft_model'"
+                )
             low, high = self.prompt_lookup_min, self.prompt_lookup_max
             if low is not None and high is not None and low > high:
                 raise ValueError(f"prompt_lookup_min ({low}) must not exceed prompt_lookup_max ({high})")

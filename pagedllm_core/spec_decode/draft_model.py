@@ -87,7 +87,8 @@ class DraftModelProposer:
             # The k-th draft is proposed without being written, so k drafts need k - 1 slots past the new token.
             budget = min(num_tokens, room - length + 1)
             if gets_drafts and with_new_token and budget > 0:
-                proposing.append((len(catch_up) - 1, _Proposal(held.seq_id, held.slot, held.num_blocks, length, budget)))
+                proposal = _Proposal(held.seq_id, held.slot, held.num_blocks, length, budget)
+                proposing.append((len(catch_up) - 1, proposal))
         if not catch_up:
             return {}
         first_drafts = self._last_token_ids(runner, catch_up)

@@ -53,7 +53,8 @@ def load_draft_model(config: EngineConfig, registry: Registry, target: ModelInfo
     shape = loader.attention_shape(info.hf_config)
     spec = attention_spec(draft_config, info)
     logger.info("speculative decoding: draft model %s (quantization %s)", info.source, draft_config.quantization)
-    return LoadedDraft(model, attention, KVCacheShape(shape.num_layers, shape.num_kv_heads, shape.head_size, spec.kv_cache_dtype))
+    cache_shape = KVCacheShape(shape.num_layers, shape.num_kv_heads, shape.head_size, spec.kv_cache_dtype)
+    return LoadedDraft(model, attention, cache_shape)
 
 
 def build_speculator(config: EngineConfig, runner, draft: LoadedDraft | None, num_blocks: int) -> Speculator | None:

@@ -51,7 +51,9 @@ class Speculator:
             self._generator.manual_seed(self._seed)
         return self._generator
 
-    def verify(self, runner: ModelRunner, items: list[tuple[HeldSequence, int]], hidden_states, result: ModelRunnerOutput):
+    def verify(
+        self, runner: ModelRunner, items: list[tuple[HeldSequence, int]], hidden_states, result: ModelRunnerOutput
+    ) -> None:
         """Score each sequence's last token and drafts (its rows from ``first_row`` on) and put its
         run, the accepted drafts and one more token with their logprobs, in ``result.samples``."""
         rows, sampling_rows = [], []
@@ -91,7 +93,8 @@ class Speculator:
         for held, num_new_tokens, _ in scheduled:
             samples = result.samples.get(held.seq_id) if held.seq_id not in result.failed else None
             # A forking sequence's extra samples belong to its siblings.
-            run = [] if not samples else [sample.token_id for sample in (samples if held.spec_token_ids else samples[:1])]
+            own_samples = (samples if held.spec_token_ids else samples[:1]) if samples else []
+            run = [sample.token_id for sample in own_samples]
             if run:
                 start = held.num_tokens
                 runner.batch.token_ids[held.slot, start : start + len(run)] = torch.tensor(run, dtype=torch.int64)
@@ -125,7 +128,8 @@ class NgramProposer:
             length = held.num_tokens + len(run)
             room = min(num_tokens, self.max_model_len - length)
             if gets_drafts and room > 0:
-                proposed = propose_ngram(runner.batch.token_ids[held.slot, :length].numpy(), self.min_n, self.max_n, room)
+                token_ids = runner.batch.token_ids[held.slot, :length].numpy()
+                proposed = propose_ngram(token_ids, self.min_n, self.max_n, room)
                 if proposed:
                     drafts[held.seq_id] = proposed
         return drafts

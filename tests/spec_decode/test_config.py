@@ -32,13 +32,22 @@ def test_a_dict_works_as_in_vllm():
 @pytest.mark.parametrize(
     ("value", "message"),
     [
-        ({"method": "eagle", "num_speculative_tokens": 4}, "speculative_config.method: Input should be 'ngram' or 'draft_model'"),
+        (
+            {"method": "eagle", "num_speculative_tokens": 4},
+            "speculative_config.method: Input should be 'ngram' or 'draft_model'",
+        ),
         ({"method": "ngram"}, "speculative_config.num_speculative_tokens: Field required"),
         ({"method": "ngram", "num_speculative_tokens": 0}, "greater than or equal to 1"),
-        ({"method": "ngram", "num_speculative_tokens": 2, "prompt_lookup_min": 4, "prompt_lookup_max": 2}, "must not exceed"),
+        (
+            {"method": "ngram", "num_speculative_tokens": 2, "prompt_lookup_min": 4, "prompt_lookup_max": 2},
+            "must not exceed",
+        ),
         ({"method": "ngram", "num_speculative_tokens": 2, "model": "x"}, "belong to 'draft_model'"),
         ({"method": "draft_model", "num_speculative_tokens": 2}, "needs a draft model, or a quantization"),
-        ({"method": "ngram", "num_speculative_tokens": 2, "lookahead": 1}, "speculative_config.lookahead: unknown setting"),
+        (
+            {"method": "ngram", "num_speculative_tokens": 2, "lookahead": 1},
+            "speculative_config.lookahead: unknown setting",
+        ),
         ("{not json", "must be a JSON object"),
     ],
 )
@@ -54,4 +63,7 @@ def test_a_draft_with_another_vocabulary_is_refused(tiny_model_dir):
     target = tiny_model_dir("LlamaForCausalLM")
     draft = tiny_model_dir("LlamaForCausalLM", vocab_size=600)
     with pytest.raises(ConfigError, match="vocabulary"):
-        LLM(model=str(target), speculative_config={"method": "draft_model", "model": str(draft), "num_speculative_tokens": 2})
+        LLM(
+            model=str(target),
+            speculative_config={"method": "draft_model", "model": str(draft), "num_speculative_tokens": 2},
+        )

@@ -8,7 +8,13 @@ pytestmark = pytest.mark.slow  # loads the default model three times
 
 FLOAT = {"quantization": "none", "dtype": "float32", "max_model_len": 512, "kv_cache_memory": "64MiB"}
 PROMPTS = [
-    [{"role": "user", "content": "Repeat this sentence exactly: the paged cache hands out blocks of sixteen tokens as a sequence grows."}],
+    [
+        {
+            "role": "user",
+            "content": "Repeat this sentence exactly: the paged cache hands out blocks of sixteen tokens as a "
+            "sequence grows.",
+        }
+    ],
     [{"role": "user", "content": "Write a short story about a robot who learns to paint."}],
 ]
 PARAMS = SamplingParams(temperature=0, max_tokens=48)

@@ -34,7 +34,9 @@ def test_metrics_count_drafts_and_accepted_tokens(tiny_model_dir):
         text = ServerMetrics(engine).render().decode()
     finally:
         engine.shutdown(timeout=5)
-    samples = {sample.name: sample.value for family in text_string_to_metric_families(text) for sample in family.samples}
+    families = text_string_to_metric_families(text)
+    samples = {sample.name: sample.value for family in families for sample in family.samples}
     assert samples["pagedllm:spec_decode_num_drafts_total"] >= 3
     assert samples["pagedllm:spec_decode_num_draft_tokens_total"] >= 9
-    assert samples["pagedllm:spec_decode_num_accepted_tokens_total"] == samples["pagedllm:spec_decode_num_draft_tokens_total"]
+    num_draft_tokens = samples["pagedllm:spec_decode_num_draft_tokens_total"]
+    assert samples["pagedllm:spec_decode_num_accepted_tokens_total"] == num_draft_tokens

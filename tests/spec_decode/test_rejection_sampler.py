@@ -49,7 +49,10 @@ def sampled_proposer(draft_probs: torch.Tensor):
 @pytest.mark.parametrize("proposer", ["point_mass", "sampled"])
 def test_speculative_sampling_keeps_the_target_distribution(proposer):
     target = distributions(0, 3)
-    propose = point_mass_proposer([int(target[0].argmax()), 3]) if proposer == "point_mass" else sampled_proposer(distributions(1, 2))
+    if proposer == "point_mass":
+        propose = point_mass_proposer([int(target[0].argmax()), 3])
+    else:
+        propose = sampled_proposer(distributions(1, 2))
     first, second = emitted_counts(target, propose)
     assert chi_square(first, target[0]) < CHI_SQUARE_CRITICAL
     assert second.sum() > 1000

@@ -20,7 +20,10 @@ def engines(tiny_model_dir):
         key = (architecture, repr(speculative_config), repr(sorted(settings.items())))
         if key not in built:
             built[key] = LLM(
-                model=str(tiny_model_dir(architecture)), dtype="float32", speculative_config=speculative_config, **settings
+                model=str(tiny_model_dir(architecture)),
+                dtype="float32",
+                speculative_config=speculative_config,
+                **settings,
             )
         return built[key]
 
@@ -75,7 +78,8 @@ def test_a_draft_identical_to_the_target_is_always_accepted(engines, tiny_model_
 @pytest.mark.parametrize("method", ["ngram", "draft_model"])
 def test_preempted_speculative_sequences_give_identical_tokens_and_free_their_blocks(method, engines, tiny_model_dir):
     expected = token_ids(engines("LlamaForCausalLM"))
-    longest = max(len(output.prompt_token_ids) for output in engines("LlamaForCausalLM").generate(PROMPTS, GREEDY, use_tqdm=False))
+    reference = engines("LlamaForCausalLM").generate(PROMPTS, GREEDY, use_tqdm=False)
+    longest = max(len(output.prompt_token_ids) for output in reference)
     max_model_len = longest + NUM_NEW_TOKENS
     config = NGRAM if method == "ngram" else self_draft_config(tiny_model_dir)
     llm = engines(
@@ -109,9 +113,14 @@ def test_stop_strings_and_stop_tokens_inside_a_verified_run_cut_it(engines, tiny
     completions = [output.outputs[0] for output in reference]
     # Stops in the middle of the output, where runs of several verified tokens are being emitted.
     requests = [
-        [SamplingParams(temperature=0, max_tokens=NUM_NEW_TOKENS, stop_token_ids=[c.token_ids[NUM_NEW_TOKENS // 2]]) for c in completions],
         [
-            SamplingParams(temperature=0, max_tokens=NUM_NEW_TOKENS, ignore_eos=True, stop=[c.text[len(c.text) // 2 :][:3]])
+            SamplingParams(temperature=0, max_tokens=NUM_NEW_TOKENS, stop_token_ids=[c.token_ids[NUM_NEW_TOKENS // 2]])
+            for c in completions
+        ],
+        [
+            SamplingParams(
+                temperature=0, max_tokens=NUM_NEW_TOKENS, ignore_eos=True, stop=[c.text[len(c.text) // 2 :][:3]]
+            )
             for c in completions
         ],
         SamplingParams(temperature=0, max_tokens=NUM_NEW_TOKENS // 3 + 1, ignore_eos=True),
