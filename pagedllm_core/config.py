@@ -7,6 +7,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ByteSize, ConfigDict, Field, ValidationError, model_validator
 
 from pagedllm_core.errors import ConfigError
+from pagedllm_core.spec_decode.config import SpeculativeConfig
 
 
 class EngineConfig(BaseModel):
@@ -109,6 +110,12 @@ class EngineConfig(BaseModel):
         False,
         description="With an fp8 KV cache: compute each layer's key and value scales from the first step's keys and "
         "values (amax / fp8 max); otherwise they come from the checkpoint's k_scale/v_scale tensors, else 1.0.",
+    )
+    speculative_config: SpeculativeConfig | None = Field(
+        None,
+        description="Speculative decoding, as a dict or JSON (vLLM's keys), e.g. '{\"method\": \"ngram\", "
+        "\"num_speculative_tokens\": 4}' or '{\"method\": \"draft_model\", \"model\": PATH, "
+        "\"num_speculative_tokens\": 4}'; see docs/speculative_decoding.md. None decodes one token per step.",
     )
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto picks cuda when available.")
     num_cpu_threads: int | None = Field(

@@ -29,6 +29,13 @@ def add_latency_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--num-iters", type=int, default=5, help="timed iterations (default: 5)")
     group.add_argument("--num-warmup", type=int, default=1, help="untimed iterations first (default: 1)")
     group.add_argument("--workload-seed", type=int, default=0, help="seed of the prompts (default: 0)")
+    group.add_argument(
+        "--workload",
+        choices=["W4", "copy"],
+        default="W4",
+        help="W4: random token prompts; copy: prompts asking to repeat or edit a text they give (with "
+        "--speculative-config only; default: W4)",
+    )
     add_baseline_arguments(parser)
     parser.add_argument("--plot", metavar="PNG", default=None, help="also draw TTFT and decode speed as bar charts")
     add_engine_arguments(parser)
@@ -36,17 +43,22 @@ def add_latency_arguments(parser: argparse.ArgumentParser) -> None:
 
 def time_engine_stream(engine, prompt: list[int], output_len: int) -> StreamTiming:
     """Generate for one prompt alone on an idle engine, greedy and ignoring EOS, timing its tokens."""
+    return time_stream_tokens(engine, prompt, output_len)[0]
+
+
+def time_stream_tokens(engine, prompt: list[int], output_len: int) -> tuple[StreamTiming, list[int]]:
+    """:func:`time_engine_stream`, also returning the generated tokens."""
     params = SamplingParams(temperature=0.0, max_tokens=output_len, ignore_eos=True)
     began = time.perf_counter()
     engine.add_request("latency", prompt, params)
     first_token_at = None
-    num_output_tokens = 0
+    token_ids: list[int] = []
     while engine.has_unfinished_requests():
         for output in engine.step():
-            num_output_tokens = len(output.outputs[0].token_ids)
-            if first_token_at is None and num_output_tokens:
+            token_ids = list(output.outputs[0].token_ids)
+            if first_token_at is None and token_ids:
                 first_token_at = time.perf_counter()
-    return StreamTiming(first_token_at - began, time.perf_counter() - first_token_at, num_output_tokens)
+    return StreamTiming(first_token_at - began, time.perf_counter() - first_token_at, len(token_ids)), token_ids
 
 
 def run_latency(time_stream, workload: Workload, num_warmup: int, system: str) -> LatencyResult:
@@ -61,6 +73,10 @@ def run_latency_bench(args: argparse.Namespace) -> str:
     from pagedllm_core.config import EngineConfig
     from pagedllm_core.engine.llm_engine import LLMEngine
 
+    if args.speculative_config is not None:
+        from pagedllm_core.bench.speculative import run_speculative_latency_bench
+
+        return run_speculative_latency_bench(args)
     config = EngineConfig.build(**engine_settings_from_args(args))
     engine = LLMEngine(config)
     workload = workload_for_engine(

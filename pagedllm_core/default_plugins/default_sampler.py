@@ -32,21 +32,27 @@ class DefaultSampler(Sampler):
         return token_ids
 
     def _draw(self, logits: torch.Tensor, metadata: SamplingMetadata) -> torch.Tensor:
-        temperature = torch.where(metadata.temperature > 0, metadata.temperature, 1.0)
-        logits = logits / temperature.unsqueeze(-1)
-        if not (metadata.no_top_k and metadata.no_top_p):
-            logits = apply_top_k_top_p(
-                logits,
-                None if metadata.no_top_k else metadata.top_k,
-                None if metadata.no_top_p else metadata.top_p,
-            )
-        probs = logits.softmax(dim=-1)
-        if not metadata.no_min_p:
-            probs = apply_min_p(probs, metadata.min_p)
+        probs = sampling_probs(logits, metadata)
         noise = torch.empty_like(probs).exponential_(generator=self._shared_generator(probs.device))
         for row, generator in metadata.generators.items():
             noise[row].exponential_(generator=generator)
         return (probs / noise).argmax(dim=-1)
+
+
+def sampling_probs(logits: torch.Tensor, metadata: SamplingMetadata) -> torch.Tensor:
+    """The distribution each row draws from: temperature (1 for greedy rows), top-k/top-p, min-p."""
+    temperature = torch.where(metadata.temperature > 0, metadata.temperature, 1.0)
+    logits = logits / temperature.unsqueeze(-1)
+    if not (metadata.no_top_k and metadata.no_top_p):
+        logits = apply_top_k_top_p(
+            logits,
+            None if metadata.no_top_k else metadata.top_k,
+            None if metadata.no_top_p else metadata.top_p,
+        )
+    probs = logits.softmax(dim=-1)
+    if not metadata.no_min_p:
+        probs = apply_min_p(probs, metadata.min_p)
+    return probs
 
 
 @hookimpl

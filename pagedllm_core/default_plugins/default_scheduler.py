@@ -8,6 +8,12 @@ from pagedllm_core.engine.sequence import Sequence, SequenceStatus
 from pagedllm_core.executor.messages import forked_seq_id
 from pagedllm_core.engine.scheduler import ScheduledSequence, Scheduler, StepPlan
 from pagedllm_core.hookspecs import hookimpl
+from pagedllm_core.spec_decode.scheduling import (
+    advance_verified,
+    drafts_to_verify,
+    free_uncomputed_blocks,
+    num_lookahead_slots,
+)
 
 
 class ContinuousBatchingScheduler(Scheduler):
@@ -66,14 +72,19 @@ class ContinuousBatchingScheduler(Scheduler):
             if num_new_tokens == 0:  # a beam waiting for its group to pick its next token
                 index += 1
                 continue
-            while not self.kv_cache_manager.allocate_slots(sequence, num_new_tokens):
+            spec_token_ids = drafts_to_verify(sequence, num_new_tokens, token_budget)
+            num_new_tokens += len(spec_token_ids)
+            num_slots = num_new_tokens + num_lookahead_slots(
+                self.config.speculative_config, sequence, sequence.num_computed_tokens + num_new_tokens
+            )
+            while not self.kv_cache_manager.allocate_slots(sequence, num_slots):
                 victim = self.running.pop()
                 self._preempt(victim)
                 plan.preempted.append(victim)
                 if victim is sequence:
                     break
             else:
-                plan.scheduled.append(ScheduledSequence(sequence, num_new_tokens))
+                plan.scheduled.append(ScheduledSequence(sequence, num_new_tokens, spec_token_ids))
                 token_budget -= num_new_tokens
                 index += 1
 
@@ -93,7 +104,10 @@ class ContinuousBatchingScheduler(Scheduler):
                 if not self.config.enable_chunked_prefill:
                     break
                 num_new_tokens = token_budget
-            if not self.kv_cache_manager.allocate_slots(sequence, num_new_tokens, cached_block_ids):
+            num_slots = num_new_tokens + num_lookahead_slots(
+                self.config.speculative_config, sequence, num_cached_tokens + num_new_tokens
+            )
+            if not self.kv_cache_manager.allocate_slots(sequence, num_slots, cached_block_ids):
                 break
             sequence.num_computed_tokens = num_cached_tokens
             self.waiting.popleft()
@@ -112,6 +126,7 @@ class ContinuousBatchingScheduler(Scheduler):
         self.num_preemptions += 1
         self.kv_cache_manager.free(sequence)
         sequence.num_computed_tokens = 0
+        sequence.spec_token_ids = []
         sequence.status = SequenceStatus.PREEMPTED
         self.waiting.appendleft(sequence)
 
@@ -121,6 +136,14 @@ class ContinuousBatchingScheduler(Scheduler):
             sequence = item.sequence
             sequence.num_computed_tokens += item.num_new_tokens
             tokens = sampled_token_ids.get(sequence.seq_id)
+            if item.spec_token_ids:
+                # A verified run: every token is the sequence's own (it never forks while decoding).
+                advance_verified(sequence, len(item.spec_token_ids), tokens or [])
+                if tokens:
+                    progressed.append(sequence)
+                tokens = []
+            if self.config.speculative_config is not None:
+                free_uncomputed_blocks(self.kv_cache_manager, sequence)
             if not tokens:
                 continue
             first_token, *sibling_tokens = tokens

@@ -67,6 +67,8 @@ class SteppableEngine(Protocol):
 
     def prefix_cache_stats(self) -> Any: ...
 
+    spec_decode_stats: Any  # speculative decoding counters (SpecDecodeStats)
+
     @property
     def num_running_requests(self) -> int: ...
 
@@ -84,6 +86,10 @@ class EngineStats:
     num_blocks: int = 0
     num_prefix_cache_queries: int = 0  # tokens looked up in the prefix cache since start
     num_prefix_cache_hits: int = 0  # of those, tokens found cached
+    # Speculative decoding since start: verifying sequence steps, drafts proposed, drafts accepted.
+    num_spec_decode_drafts: int = 0
+    num_spec_decode_draft_tokens: int = 0
+    num_spec_decode_accepted_tokens: int = 0
 
     @property
     def kv_cache_usage(self) -> float:
@@ -431,6 +437,7 @@ class AsyncLLMEngine:
     def _snapshot(self) -> EngineStats:
         kv = self.engine.kv_cache_stats()
         prefix = self.engine.prefix_cache_stats()
+        spec = self.engine.spec_decode_stats
         return EngineStats(
             self.engine.num_running_requests,
             self.engine.num_waiting_requests,
@@ -438,6 +445,9 @@ class AsyncLLMEngine:
             kv.num_blocks,
             prefix.num_queried_tokens,
             prefix.num_hit_tokens,
+            spec.num_drafts,
+            spec.num_draft_tokens,
+            spec.num_accepted_tokens,
         )
 
     def _die(self, error: EngineDeadError) -> None:

@@ -112,6 +112,13 @@ class KVCacheManager:
             self.prefix_cache.forget(sequence)
         self.pool.release(block_table[::-1])
 
+    def truncate(self, sequence: Sequence, num_blocks: int) -> None:
+        """Release the sequence's blocks past its first ``num_blocks`` (rolled-back speculative tokens)."""
+        block_table = self.block_tables.get(sequence.seq_id)
+        if block_table is not None and len(block_table) > num_blocks:
+            self.pool.release(block_table[num_blocks:][::-1])
+            del block_table[num_blocks:]
+
     def take_pending_copies(self) -> list[tuple[int, int]]:
         """The (source, destination) block copies the runner must do before this step's forward."""
         copies, self._pending_copies = self._pending_copies, []

@@ -28,6 +28,7 @@ from pagedllm_core.plugin_options import instantiate
 from pagedllm_core.registry import PluginKind, Registry, default_registry
 from pagedllm_core.sampling.constraints import ConstraintState
 from pagedllm_core.sampling_params import BeamSearchParams, SamplingParams
+from pagedllm_core.spec_decode.stats import SpecDecodeStats
 from pagedllm_core.structured_outputs import StructuredOutputsParams
 
 
@@ -100,6 +101,7 @@ class LLMEngine:
         self._beam_groups: dict[str, BeamSearchGroup] = {}
         self._loras: dict[int, LoRARequest] = {}  # adapters loaded on the workers, by id
         self._sequence_counter = itertools.count()
+        self.spec_decode_stats = SpecDecodeStats()
         self.constraint_compiler = ConstraintCompiler(
             registry,
             config.structured_outputs_backend,
@@ -309,12 +311,18 @@ class LLMEngine:
         if not plan.scheduled and self.scheduler.has_unfinished_sequences():
             raise RuntimeError("scheduler made no progress although requests are waiting")  # pool sizing bug
         result = self.executor.execute_model(self.message_builder.build(plan))
+        num_tokens_before = {item.sequence.seq_id: item.sequence.num_tokens for item in plan.scheduled}
         progressed = self.scheduler.update_from_output(plan, result.sampled_token_ids)
+        for item in plan.scheduled:
+            if item.spec_token_ids and item.sequence.seq_id in result.samples:
+                self.spec_decode_stats.record(len(item.spec_token_ids), len(result.samples[item.sequence.seq_id]) - 1)
+            item.sequence.spec_token_ids = result.draft_token_ids.get(item.sequence.seq_id, [])
         self.message_builder.finish([sequence.seq_id for sequence in progressed if sequence.is_finished])
         failures = {item.sequence.request_id: item.sequence.failure for item in plan.scheduled if item.sequence.failure}
         failures.update({self._request_of(plan, seq_id): message for seq_id, message in result.failed.items()})
         outputs = self._fail_requests(failures)
-        outputs += self._token_outputs(plan, result, [s for s in progressed if s.request_id not in failures], failures)
+        progressed = [sequence for sequence in progressed if sequence.request_id not in failures]
+        outputs += self._token_outputs(plan, result, progressed, failures, num_tokens_before)
         if result.beam_candidates:
             outputs.extend(self._advance_beam_searches(plan, result.beam_candidates))
         return outputs
@@ -333,9 +341,15 @@ class LLMEngine:
         return outputs
 
     def _token_outputs(
-        self, plan: StepPlan, result: ModelRunnerOutput, progressed: list[Sequence], failures: dict[str, str]
+        self,
+        plan: StepPlan,
+        result: ModelRunnerOutput,
+        progressed: list[Sequence],
+        failures: dict[str, str],
+        num_tokens_before: dict[str, int],
     ) -> list[EngineCoreOutput]:
-        """Group the step's new tokens, their logprobs and prompt logprobs by request."""
+        """Group the step's new tokens (one, or a verified speculative run), their logprobs and prompt
+        logprobs by request."""
         by_request: dict[str, EngineCoreOutput] = {}
 
         def output_of(request_id: str) -> EngineCoreOutput:
@@ -352,13 +366,19 @@ class LLMEngine:
         for sequence in progressed:
             request = self._requests[sequence.request_id]
             request.sequences.setdefault(sequence.index, sequence)  # a sibling forked this step
-            token = token_logprobs.get(sequence.seq_id)
+            # A sequence forked this step has exactly its first token.
+            num_new_tokens = sequence.num_tokens - num_tokens_before.get(sequence.seq_id, sequence.num_tokens - 1)
+            if num_new_tokens > 1:
+                logprobs = result.samples[sequence.seq_id]
+            else:
+                token = token_logprobs.get(sequence.seq_id)
+                logprobs = None if token is None else [token]
             finished = sequence.is_finished
             output_of(sequence.request_id).updates.append(
                 SequenceUpdate(
                     sequence.index,
-                    [sequence.token_ids[-1]],
-                    None if token is None else [token],
+                    sequence.token_ids[-num_new_tokens:],
+                    logprobs,
                     sequence.status.value if finished else None,
                     sequence.stop_reason if finished else None,
                 )

@@ -16,11 +16,14 @@ class ScheduledSequence:
 
     sequence: Sequence
     num_new_tokens: int
+    # Speculative decoding: draft tokens verified after the last token (counted in ``num_new_tokens``).
+    spec_token_ids: list[int] = field(default_factory=list)
 
     @property
     def reaches_last_token(self) -> bool:
         """True when this step computes the sequence's last token, so its logits give the next one."""
-        return self.sequence.num_computed_tokens + self.num_new_tokens == self.sequence.num_tokens
+        num_real_tokens = self.num_new_tokens - len(self.spec_token_ids)
+        return self.sequence.num_computed_tokens + num_real_tokens == self.sequence.num_tokens
 
     @property
     def num_samples(self) -> int:

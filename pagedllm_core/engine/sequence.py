@@ -90,6 +90,8 @@ class Sequence:
         self.beam_group: BeamSearchGroup | None = None
         # Why this sequence failed on its own (a constraint that raised); its request then fails.
         self.failure: str | None = None
+        # Speculative decoding: draft tokens proposed after its last step, for the next step to verify.
+        self.spec_token_ids: list[int] = []
 
     @property
     def num_tokens(self) -> int:

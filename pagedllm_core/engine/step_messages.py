@@ -83,6 +83,7 @@ class StepMessageBuilder:
             num_computed_tokens=sequence.num_computed_tokens,
             num_new_tokens=item.num_new_tokens,
             num_samples=num_samples,
+            spec_token_ids=item.spec_token_ids,
         )
 
 

@@ -57,6 +57,8 @@ class CachedSequenceData:
     num_computed_tokens: int
     num_new_tokens: int
     num_samples: int
+    # Speculative decoding: draft tokens to verify after the last token (counted in ``num_new_tokens``).
+    spec_token_ids: list[int] = field(default_factory=list)
 
 
 @dataclass
@@ -97,7 +99,8 @@ class TokenLogprobs:
 class ModelRunnerOutput:
     """What a step produced, by sequence id."""
 
-    # Each sampling sequence's ``num_samples`` tokens: first for itself, then for the siblings it forks.
+    # Each sampling sequence's ``num_samples`` tokens: first for itself, then for the siblings it forks;
+    # a sequence that verified drafts gets its run instead: the accepted drafts, then one more token.
     samples: dict[str, list[TokenLogprobs]] = field(default_factory=dict)
     # (prompt position, logprobs of the prompt token there) computed this step.
     prompt_logprobs: dict[str, list[tuple[int, TokenLogprobs]]] = field(default_factory=dict)
@@ -105,6 +108,8 @@ class ModelRunnerOutput:
     beam_candidates: dict[str, list[tuple[int, float]]] = field(default_factory=dict)
     # Sequences whose own sampling failed (the error, as text); the rest of the step is unaffected.
     failed: dict[str, str] = field(default_factory=dict)
+    # Speculative decoding: draft tokens proposed for each sequence's next step.
+    draft_token_ids: dict[str, list[int]] = field(default_factory=dict)
 
     @property
     def sampled_token_ids(self) -> dict[str, list[int]]:

@@ -61,6 +61,7 @@ class LoRAFailure:
 
 
 def _allowed_classes() -> dict[tuple[str, str], type]:
+    from pagedllm_core.spec_decode.config import SpeculativeConfig
     from pagedllm_core.worker.worker import WorkerReady
 
     classes = [
@@ -81,6 +82,7 @@ def _allowed_classes() -> dict[tuple[str, str], type]:
         ShutdownWorker,
         StartWorker,
         EngineConfig,
+        SpeculativeConfig,
     ]
     allowed = {(cls.__module__, cls.__qualname__): cls for cls in classes}
     # How pickle rebuilds plain objects, sets and frozensets; pydantic models rebuild through copyreg too.

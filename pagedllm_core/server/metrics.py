@@ -37,6 +37,13 @@ class _EngineCollector:
         counters = (
             ("prefix_cache_queries", "Tokens of admitted requests looked up in the prefix cache.", stats.num_prefix_cache_queries),
             ("prefix_cache_hits", "Looked-up tokens found in the prefix cache.", stats.num_prefix_cache_hits),
+            ("spec_decode_num_drafts", "Sequence steps that verified speculative drafts.", stats.num_spec_decode_drafts),
+            ("spec_decode_num_draft_tokens", "Speculative draft tokens proposed.", stats.num_spec_decode_draft_tokens),
+            (
+                "spec_decode_num_accepted_tokens",
+                "Speculative draft tokens accepted.",
+                stats.num_spec_decode_accepted_tokens,
+            ),
         )
         for name, documentation, value in counters:
             yield CounterMetricFamily(PREFIX + name, documentation, value=value)

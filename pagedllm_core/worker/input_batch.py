@@ -7,7 +7,7 @@ Python lists. Each held sequence owns a slot: a row of the token, block-table an
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 
@@ -30,6 +30,8 @@ class HeldSequence:
     index: int
     num_beam_candidates: int
     num_blocks: int
+    # Speculative decoding: the draft tokens this step verifies (written after the sequence's tokens).
+    spec_token_ids: list[int] = field(default_factory=list)
     # Only for sequences with repetition, frequency or presence penalties: [vocab] statistics.
     prompt_token_mask: torch.Tensor | None = None
     output_token_counts: torch.Tensor | None = None
@@ -125,6 +127,10 @@ class InputBatch:
             self.block_table[held.slot, data.block_ids_start : end] = torch.tensor(data.new_block_ids, dtype=torch.int32)
         held.num_blocks = end
         held.num_computed_tokens = data.num_computed_tokens
+        held.spec_token_ids = data.spec_token_ids
+        if data.spec_token_ids:
+            spec_end = held.num_tokens + len(data.spec_token_ids)
+            self.token_ids[held.slot, held.num_tokens : spec_end] = torch.tensor(data.spec_token_ids, dtype=torch.int64)
         return held
 
     def remove(self, seq_id: str) -> None:

@@ -24,17 +24,25 @@ class KVCacheShape:
 
 
 def num_blocks_for_budget(
-    config: EngineConfig, shape: KVCacheShape, available_device_bytes: int | None, max_model_len: int
+    config: EngineConfig,
+    shape: KVCacheShape,
+    available_device_bytes: int | None,
+    max_model_len: int,
+    draft_shape: KVCacheShape | None = None,
 ) -> int:
     """Blocks that fit the configured budget (and, on CUDA, the memory left after profiling), but no
-    more than ``max_num_seqs`` sequences of ``max_model_len`` tokens could ever hold."""
+    more than ``max_num_seqs`` sequences of ``max_model_len`` tokens could ever hold. A speculative
+    draft model's cache (``draft_shape``) has a block for each of the target's and shares the budget."""
     if config.num_kv_blocks is not None:
         return config.num_kv_blocks
     budget = int(config.kv_cache_memory)
     if available_device_bytes is not None:
         budget = min(budget, available_device_bytes)
     max_useful_blocks = config.max_num_seqs * -(-max_model_len // config.block_size)
-    return min(budget // shape.bytes_per_block(config.block_size), max_useful_blocks)
+    bytes_per_block = shape.bytes_per_block(config.block_size)
+    if draft_shape is not None:
+        bytes_per_block += draft_shape.bytes_per_block(config.block_size)
+    return min(budget // bytes_per_block, max_useful_blocks)
 
 
 def allocate_kv_cache(

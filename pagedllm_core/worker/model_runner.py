@@ -48,6 +48,8 @@ class ModelRunner:
         self._generators: dict[str, torch.Generator] = {}
         # Set at start-up on CUDA unless enforce_eager (pagedllm_core/worker/cuda_graphs.py).
         self.decode_graphs: DecodeGraphs | None = None
+        # Speculative decoding (pagedllm_core.spec_decode.speculator.Speculator), set at start-up when configured.
+        self.speculator = None
 
     @torch.inference_mode()
     def execute(self, message: SchedulerOutput) -> ModelRunnerOutput:
@@ -64,10 +66,14 @@ class ModelRunner:
         rows: list[SamplingRow] = []
         beam_rows: list[int] = []
         beams: list[HeldSequence] = []
+        verified: list[tuple[HeldSequence, int]] = []
         for i, (held, _, num_samples) in enumerate(scheduled):
             if not num_samples:
                 continue
             last_row = query_start[i + 1] - 1
+            if held.spec_token_ids:
+                verified.append((held, last_row - len(held.spec_token_ids)))
+                continue
             if held.num_beam_candidates:
                 beam_rows.append(last_row)
                 beams.append(held)
@@ -80,6 +86,10 @@ class ModelRunner:
             self._sample(rows, self.model.compute_logits(hidden_states[sample_rows]), result)
         if beams:
             self._score_beam_candidates(beams, hidden_states[beam_rows], message, result)
+        if verified:
+            self.speculator.verify(self, verified, hidden_states, result)
+        if self.speculator is not None:
+            self.speculator.propose(self, scheduled, message, result)
         return result
 
     def _sample(self, rows: list[SamplingRow], logits: torch.Tensor, result: ModelRunnerOutput) -> None:
@@ -118,6 +128,8 @@ class ModelRunner:
     def _copy_blocks(self, block_copies: list[tuple[int, int]]) -> None:
         if block_copies:
             self.attention.copy_blocks(self.kv_cache, block_copies)
+            if self.speculator is not None:
+                self.speculator.proposer.copy_blocks(block_copies)
 
     def _forward(self, scheduled) -> tuple[torch.Tensor, list[int]]:
         input_ids, positions, metadata, query_start = self._prepare_inputs(scheduled)

@@ -20,6 +20,7 @@ from pagedllm_core.model.layers.linear import prepack_linear_layers
 from pagedllm_core.model.quantization import QuantizationTarget
 from pagedllm_core.plugin_options import check_unused_options, instantiate
 from pagedllm_core.registry import PluginKind, Registry
+from pagedllm_core.spec_decode.setup import build_speculator, load_draft_model
 
 logger = logging.getLogger(__name__)
 
@@ -171,12 +172,9 @@ class LoadedRunner:
     num_kv_blocks: int
 
 
-def load_model_runner(config: EngineConfig, registry: Registry, info: ModelInfo) -> LoadedRunner:
-    """Build and load the model, size and allocate the KV pool, and build the runner over them."""
+def load_model(config: EngineConfig, registry: Registry, info: ModelInfo):
+    """Build ``info``'s model with its attention backend and quantization, load its weights; returns (model, attention)."""
     device, dtype, hf_config = info.device, info.dtype, info.hf_config
-    if device.type == "cpu" and config.num_cpu_threads is not None:
-        torch.set_num_threads(config.num_cpu_threads)
-    shape = loader.attention_shape(hf_config)
     spec = attention_spec(config, info)
     attention = build_attention(config, registry, spec)
     quantization = build_quantization(config, registry, QuantizationTarget(info.source, hf_config, dtype, device))
@@ -189,13 +187,27 @@ def load_model_runner(config: EngineConfig, registry: Registry, info: ModelInfo)
         )
     if prepacks_linear_weights(device, dtype):
         logger.info("prepacked %d linear layers for oneDNN", prepack_linear_layers(model))
+    return model, attention
+
+
+def load_model_runner(config: EngineConfig, registry: Registry, info: ModelInfo) -> LoadedRunner:
+    """Build and load the model, size and allocate the KV pool, and build the runner over them."""
+    device, hf_config = info.device, info.hf_config
+    if device.type == "cpu" and config.num_cpu_threads is not None:
+        torch.set_num_threads(config.num_cpu_threads)
+    shape = loader.attention_shape(hf_config)
+    spec = attention_spec(config, info)
+    model, attention = load_model(config, registry, info)
     lora_manager = None
     if config.enable_lora:
-        lora_manager = registry.resolve(PluginKind.LORA_MANAGER, config.lora_manager)(model, config, device, dtype)
+        lora_manager = registry.resolve(PluginKind.LORA_MANAGER, config.lora_manager)(model, config, device, info.dtype)
+    draft = load_draft_model(config, registry, info)
 
     max_model_len = info.max_model_len
     cache_shape = KVCacheShape(shape.num_layers, shape.num_kv_heads, shape.head_size, spec.kv_cache_dtype)
-    num_blocks = num_blocks_for_budget(config, cache_shape, available_device_bytes(config, device), max_model_len)
+    num_blocks = num_blocks_for_budget(
+        config, cache_shape, available_device_bytes(config, device), max_model_len, draft and draft.cache_shape
+    )
     blocks_per_sequence = -(-max_model_len // config.block_size)
     if num_blocks < blocks_per_sequence:
         raise ConfigError(
@@ -224,4 +236,5 @@ def load_model_runner(config: EngineConfig, registry: Registry, info: ModelInfo)
             runner.decode_graphs.capture()
         else:
             logger.info("decode steps run eagerly: %s does not support CUDA graphs", type(attention).__name__)
+    runner.speculator = build_speculator(config, runner, draft, num_blocks)
     return LoadedRunner(runner, num_blocks)

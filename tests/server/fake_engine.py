@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from pagedllm_core.engine.core_outputs import EngineCoreOutput, SequenceUpdate
 from pagedllm_core.engine.output_processor import OutputProcessor
 from pagedllm_core.engine.prefix_cache import PrefixCacheStats
+from pagedllm_core.spec_decode.stats import SpecDecodeStats
 from pagedllm_core.errors import ConfigError
 
 
@@ -99,6 +100,8 @@ class FakeEngine:
 
     def prefix_cache_stats(self) -> PrefixCacheStats:
         return PrefixCacheStats(num_queried_tokens=10, num_hit_tokens=4)
+
+    spec_decode_stats = SpecDecodeStats(num_drafts=2, num_draft_tokens=8, num_accepted_tokens=5)
 
     @property
     def num_running_requests(self) -> int:

@@ -41,6 +41,8 @@ def test_metrics(client, http):
     assert samples["pagedllm:engine_healthy"] == 1
     assert samples["pagedllm:prefix_cache_queries_total"] >= 2
     assert 0 <= samples["pagedllm:prefix_cache_hits_total"] <= samples["pagedllm:prefix_cache_queries_total"]
+    for name in ("spec_decode_num_drafts", "spec_decode_num_draft_tokens", "spec_decode_num_accepted_tokens"):
+        assert samples[f"pagedllm:{name}_total"] == 0  # this server does not speculate
 
 
 def test_tokenize_round_trip(http):
