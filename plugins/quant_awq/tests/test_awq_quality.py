@@ -1,6 +1,6 @@
 """AWQ on the default model (SmolLM2-135M-Instruct): the quantized model stays close to the float one.
 
-Quantizing takes minutes on 2 cores, so this is a slow test, with a lighter search than the command's default
+Quantizing takes tens of minutes on 2 cores, so this is a heavy test (outside the default run: `-m heavy`), with a lighter search than the command's default
 (2 calibration sequences, no clipping). Bounds: perplexity on the held-out text at most 30% above the float
 model's (measured: 28.05 against 23.04, +22%), and on average at least 2 identical greedy tokens before the first
 difference over the prompt set (the full search: 4.1). A 135M model whose float weights are themselves Q4_1
@@ -14,7 +14,7 @@ from pagedllm_core import LLM
 from pagedllm_quant_awq.quality import ENGINE_SETTINGS, greedy_agreement, heldout_text, perplexity
 from pagedllm_quant_awq.quantize import AWQSettings, quantize_awq
 
-pytestmark = pytest.mark.slow
+pytestmark = pytest.mark.heavy
 
 
 def test_awq_default_model_perplexity_and_greedy_agreement(tmp_path):
