@@ -1,52 +1,22 @@
 import pytest
 import torch
-from cuda_attention_checks import cuda_step, needs_cuda
+from cuda_attention_checks import needs_cuda
 
-from pagedllm_core.attention.conformance import reference_forward
+from pagedllm_core.attention.conformance import CACHE_WRITE_CASES, check_cache_write, check_cache_write_of_strided_inputs
 
 pytestmark = needs_cuda
 
 
-def write(step, key, value):
+def reshape_and_cache(key, value, kv_cache, slot_mapping):
     from pagedllm_attention_cuda.kernels import load_kernels
 
-    kv_cache = step.kv_cache.clone()
-    load_kernels().reshape_and_cache(key, value, kv_cache, step.metadata.slot_mapping)
-    return kv_cache
+    load_kernels().reshape_and_cache(key, value, kv_cache, slot_mapping)
 
 
-@pytest.mark.parametrize(
-    ("cache_dtype", "input_dtype", "block_size", "num_kv_heads", "head_size"),
-    [
-        (torch.float32, torch.float32, 16, 2, 64),
-        (torch.float16, torch.float16, 32, 4, 80),
-        (torch.bfloat16, torch.bfloat16, 16, 1, 128),
-        (torch.bfloat16, torch.float32, 32, 3, 96),
-        (torch.float16, torch.float32, 16, 2, 256),
-    ],
-)
-def test_write_matches_reference(cache_dtype, input_dtype, block_size, num_kv_heads, head_size):
-    # Prefill, chunked prefill and decode rows: new tokens start mid-block and cross block edges.
-    step = cuda_step(
-        [19, 45, 3, 70],
-        [19, 12, 1, 33],
-        num_heads=num_kv_heads,
-        num_kv_heads=num_kv_heads,
-        head_size=head_size,
-        block_size=block_size,
-        dtype=cache_dtype,
-    )
-    step.key = step.key.to(input_dtype)
-    step.value = step.value.to(input_dtype)
-    expected_cache, _ = reference_forward(step)
-
-    assert torch.equal(write(step, step.key, step.value), expected_cache)
+@pytest.mark.parametrize("case", CACHE_WRITE_CASES, ids=str)
+def test_write_matches_reference(case):
+    check_cache_write(reshape_and_cache, case, device="cuda")
 
 
 def test_write_follows_strided_inputs():
-    # Keys and values sliced out of a fused projection are not contiguous.
-    step = cuda_step([9], [9], num_heads=2, num_kv_heads=2, head_size=64, block_size=16, dtype=torch.float16)
-    fused = torch.cat([step.key, step.value], dim=-1)
-    expected_cache, _ = reference_forward(step)
-
-    assert torch.equal(write(step, fused[..., :64], fused[..., 64:]), expected_cache)
+    check_cache_write_of_strided_inputs(reshape_and_cache, torch.float16, device="cuda")
