@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from pagedllm_lora.punica import add_lora, add_lora_reference
+from pagedllm_lora.punica import add_lora, add_lora_gathered, add_lora_reference, add_lora_segmented
 
 NUM_SLOTS, WIDTH = 4, 24  # a width that is not a power of two, as with 3 projections of rank 8
 
@@ -32,6 +32,25 @@ def test_torch_op_matches_row_by_row(num_rows):
     torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-4)
     base_rows = token_slots < 0
     torch.testing.assert_close(got[base_rows], output[base_rows], rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("path", ["gathered", "segmented"])
+@pytest.mark.parametrize("num_rows", [1, 7, 40])
+def test_gathered_and_segmented_ops_match_row_by_row(num_rows, path):
+    output, x, lora_a, lora_b, token_slots = random_case(num_rows, 96, 80, torch.float32)
+    expected = add_lora_reference(output.clone(), x, lora_a, lora_b, token_slots)
+    if path == "gathered":
+        got = add_lora_gathered(output.clone(), x, lora_a, lora_b, token_slots)
+    else:
+        got = add_lora_segmented(output.clone(), x, lora_a, lora_b, token_slots, frozenset({0, 1, 2}))
+    torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-4)
+    base_rows = token_slots < 0
+    torch.testing.assert_close(got[base_rows], output[base_rows], rtol=0, atol=0)
+
+
+def test_gathered_op_leaves_an_all_base_step_alone():
+    output, x, lora_a, lora_b, _ = random_case(5, 96, 80, torch.float32)
+    assert torch.equal(add_lora_gathered(output.clone(), x, lora_a, lora_b, torch.full((5,), -1)), output)
 
 
 triton = pytest.importorskip("triton", reason="triton is not installed")

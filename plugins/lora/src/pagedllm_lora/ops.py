@@ -7,8 +7,19 @@ import torch
 from pagedllm_lora import punica
 
 
+# Up to this many rows per adapter slot in use, gathering each row's A and B costs less than multiplying
+# every row by every slot (decode steps of many adapters; docs/lora.md).
+MAX_GATHERED_ROWS_PER_SLOT = 2
+
+
 def torch_op(output, x, lora_a, lora_b, state):
-    return punica.add_lora(output, x, lora_a, lora_b, state.slot_mask)
+    """The CPU's batched op: masked for one adapter, gathered for few rows per adapter, else segmented."""
+    num_active = len(state.active_slots)
+    if num_active <= 1:
+        return punica.add_lora(output, x, lora_a, lora_b, state.slot_mask)
+    if x.shape[0] <= MAX_GATHERED_ROWS_PER_SLOT * num_active:
+        return punica.add_lora_gathered(output, x, lora_a, lora_b, state.token_slots)
+    return punica.add_lora_segmented(output, x, lora_a, lora_b, state.token_slots, state.active_slots)
 
 
 def triton_op(output, x, lora_a, lora_b, state):
