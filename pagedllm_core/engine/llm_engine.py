@@ -311,12 +311,13 @@ class LLMEngine:
         if not plan.scheduled and self.scheduler.has_unfinished_sequences():
             raise RuntimeError("scheduler made no progress although requests are waiting")  # pool sizing bug
         result = self.executor.execute_model(self.message_builder.build(plan))
-        num_tokens_before = {item.sequence.seq_id: item.sequence.num_tokens for item in plan.scheduled}
+        # Only a verified speculative run can add more than one token to a sequence in a step.
+        num_tokens_before = {
+            item.sequence.seq_id: item.sequence.num_tokens for item in plan.scheduled if item.spec_token_ids
+        }
         progressed = self.scheduler.update_from_output(plan, result.sampled_token_ids)
-        for item in plan.scheduled:
-            if item.spec_token_ids and item.sequence.seq_id in result.samples:
-                self.spec_decode_stats.record(len(item.spec_token_ids), len(result.samples[item.sequence.seq_id]) - 1)
-            item.sequence.spec_token_ids = result.draft_token_ids.get(item.sequence.seq_id, [])
+        if self.config.speculative_config is not None:
+            self._take_drafts(plan, result)
         self.message_builder.finish([sequence.seq_id for sequence in progressed if sequence.is_finished])
         failures = {item.sequence.request_id: item.sequence.failure for item in plan.scheduled if item.sequence.failure}
         failures.update({self._request_of(plan, seq_id): message for seq_id, message in result.failed.items()})
@@ -326,6 +327,13 @@ class LLMEngine:
         if result.beam_candidates:
             outputs.extend(self._advance_beam_searches(plan, result.beam_candidates))
         return outputs
+
+    def _take_drafts(self, plan: StepPlan, result: ModelRunnerOutput) -> None:
+        """Count the step's verified drafts, and give each sequence the drafts proposed for its next step."""
+        for item in plan.scheduled:
+            if item.spec_token_ids and item.sequence.seq_id in result.samples:
+                self.spec_decode_stats.record(len(item.spec_token_ids), len(result.samples[item.sequence.seq_id]) - 1)
+            item.sequence.spec_token_ids = result.draft_token_ids.get(item.sequence.seq_id, [])
 
     @staticmethod
     def _request_of(plan: StepPlan, seq_id: str) -> str:
@@ -366,8 +374,9 @@ class LLMEngine:
         for sequence in progressed:
             request = self._requests[sequence.request_id]
             request.sequences.setdefault(sequence.index, sequence)  # a sibling forked this step
-            # A sequence forked this step has exactly its first token.
-            num_new_tokens = sequence.num_tokens - num_tokens_before.get(sequence.seq_id, sequence.num_tokens - 1)
+            # One new token, unless a verified run (a sequence forked this step has exactly its first token).
+            before = num_tokens_before.get(sequence.seq_id)
+            num_new_tokens = 1 if before is None else sequence.num_tokens - before
             if num_new_tokens > 1:
                 logprobs = result.samples[sequence.seq_id]
             else:
