@@ -24,10 +24,6 @@ class PluginOptions(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-def options_class(implementation: type) -> type[PluginOptions] | None:
-    return getattr(implementation, "options_class", None)
-
-
 def raw_options(config: EngineConfig, kind: PluginKind) -> dict[str, Any] | None:
     """What the user set for ``kind``'s implementation; None when nothing."""
     return config.plugin_options.get(kind.config_field)
@@ -35,7 +31,7 @@ def raw_options(config: EngineConfig, kind: PluginKind) -> dict[str, Any] | None
 
 def parse_options(kind: PluginKind, name: str, implementation: type, raw: dict[str, Any] | None) -> PluginOptions | None:
     """``raw`` validated by ``implementation``'s options class; errors name the setting and what is allowed."""
-    declared = options_class(implementation)
+    declared: type[PluginOptions] | None = getattr(implementation, "options_class", None)
     where = f"plugin_options.{kind.config_field}"
     if declared is None:
         if raw:

@@ -53,9 +53,6 @@ class OutputProcessor:
                 request_id, prompt, prompt_token_ids, params, self.tokenizer, self._decode_token
             )
 
-    def has_request(self, request_id: str) -> bool:
-        return request_id in self._states or request_id in self._beam_searches
-
     def process(self, core_outputs: list[EngineCoreOutput]) -> ProcessedOutputs:
         processed = ProcessedOutputs()
         for core_output in core_outputs:
