@@ -39,10 +39,12 @@ def test_torch_op_matches_row_by_row(num_rows):
 def test_gathered_and_segmented_ops_match_row_by_row(num_rows, path):
     output, x, lora_a, lora_b, token_slots = random_case(num_rows, 96, 80, torch.float32)
     expected = add_lora_reference(output.clone(), x, lora_a, lora_b, token_slots)
+    rows = (token_slots >= 0).nonzero().squeeze(-1)
     if path == "gathered":
-        got = add_lora_gathered(output.clone(), x, lora_a, lora_b, token_slots)
+        got = add_lora_gathered(output.clone(), x, lora_a, lora_b, rows, token_slots[rows])
     else:
-        got = add_lora_segmented(output.clone(), x, lora_a, lora_b, token_slots, frozenset({0, 1, 2}))
+        rows_by_slot = {slot: (token_slots == slot).nonzero().squeeze(-1) for slot in (0, 1, 2)}
+        got = add_lora_segmented(output.clone(), x, lora_a, lora_b, rows_by_slot)
     torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-4)
     base_rows = token_slots < 0
     torch.testing.assert_close(got[base_rows], output[base_rows], rtol=0, atol=0)
@@ -50,7 +52,8 @@ def test_gathered_and_segmented_ops_match_row_by_row(num_rows, path):
 
 def test_gathered_op_leaves_an_all_base_step_alone():
     output, x, lora_a, lora_b, _ = random_case(5, 96, 80, torch.float32)
-    assert torch.equal(add_lora_gathered(output.clone(), x, lora_a, lora_b, torch.full((5,), -1)), output)
+    no_rows = torch.empty(0, dtype=torch.int64)
+    assert torch.equal(add_lora_gathered(output.clone(), x, lora_a, lora_b, no_rows, no_rows), output)
 
 
 triton = pytest.importorskip("triton", reason="triton is not installed")

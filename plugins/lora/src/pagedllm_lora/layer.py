@@ -21,6 +21,11 @@ class LoRAStepState:
     slot_mask: torch.Tensor | None = None
     # Slots some token of the step uses; empty: the step runs the base model only.
     active_slots: frozenset[int] = field(default_factory=frozenset)
+    # The tokens that use an adapter and their slots, and each active slot's tokens (the CPU op's
+    # gathered and segmented paths read these; found once per step rather than once per layer).
+    adapter_rows: torch.Tensor | None = None
+    adapter_row_slots: torch.Tensor | None = None
+    rows_by_slot: dict[int, torch.Tensor] = field(default_factory=dict)
 
 
 LoRAOp = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, LoRAStepState], torch.Tensor]

@@ -80,6 +80,7 @@ class PunicaLoRAManager(LoRAManager):
         step_ids = set(lora_requests)
         if not step_ids:
             self.state.token_slots, self.state.slot_mask, self.state.active_slots = None, None, frozenset()
+            self.state.adapter_rows, self.state.adapter_row_slots, self.state.rows_by_slot = None, None, {}
             return
         if len(step_ids) > self.num_slots:
             raise ConfigError(f"a step uses {len(step_ids)} adapters but max_loras is {self.num_slots}")
@@ -90,9 +91,15 @@ class PunicaLoRAManager(LoRAManager):
         active = frozenset(int(slot_by_id[i]) for i in step_ids)
         num_slots_in_use = max(active) + 1
         slot_mask = (token_slots.unsqueeze(1) == torch.arange(num_slots_in_use)).to(self.dtype)
+        adapter_rows = (token_slots >= 0).nonzero().squeeze(-1)
         self.state.token_slots = token_slots.to(self.device)
         self.state.slot_mask = slot_mask.to(self.device)
         self.state.active_slots = active
+        self.state.adapter_rows = adapter_rows.to(self.device)
+        self.state.adapter_row_slots = token_slots[adapter_rows].to(self.device)
+        self.state.rows_by_slot = {
+            slot: (token_slots == slot).nonzero().squeeze(-1).to(self.device) for slot in sorted(active)
+        }
 
     def _activate(self, lora_request: LoRARequest, step_ids: set[int]) -> int:
         """The slot holding the adapter, copying it into one (the lowest free, else the least recently

@@ -18,8 +18,8 @@ def torch_op(output, x, lora_a, lora_b, state):
     if num_active <= 1:
         return punica.add_lora(output, x, lora_a, lora_b, state.slot_mask)
     if x.shape[0] <= MAX_GATHERED_ROWS_PER_SLOT * num_active:
-        return punica.add_lora_gathered(output, x, lora_a, lora_b, state.token_slots)
-    return punica.add_lora_segmented(output, x, lora_a, lora_b, state.token_slots, state.active_slots)
+        return punica.add_lora_gathered(output, x, lora_a, lora_b, state.adapter_rows, state.adapter_row_slots)
+    return punica.add_lora_segmented(output, x, lora_a, lora_b, state.rows_by_slot)
 
 
 def triton_op(output, x, lora_a, lora_b, state):

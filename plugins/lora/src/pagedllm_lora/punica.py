@@ -38,22 +38,19 @@ def add_lora(output: torch.Tensor, x: torch.Tensor, lora_a: torch.Tensor, lora_b
 
 
 def add_lora_gathered(output: torch.Tensor, x: torch.Tensor, lora_a: torch.Tensor, lora_b: torch.Tensor,
-                      token_slots: torch.Tensor) -> torch.Tensor:
-    """:func:`add_lora` with each row's slot taken from ``token_slots`` ``[num_rows]`` (-1: none) and its A
+                      rows: torch.Tensor, slots: torch.Tensor) -> torch.Tensor:
+    """:func:`add_lora` for the tokens ``rows`` (those with an adapter) with their ``slots``, each row's A
     and B gathered; returns ``output``, updated in place."""
-    rows = (token_slots >= 0).nonzero().squeeze(-1)
     if rows.numel():
-        slots = token_slots[rows]
         shrunk = torch.bmm(lora_a[slots], x[rows].unsqueeze(-1))  # [rows, R, 1]
         output.index_add_(0, rows, torch.bmm(shrunk.transpose(1, 2), lora_b[slots]).squeeze(1))
     return output
 
 
 def add_lora_segmented(output: torch.Tensor, x: torch.Tensor, lora_a: torch.Tensor, lora_b: torch.Tensor,
-                       token_slots: torch.Tensor, slots: frozenset[int]) -> torch.Tensor:
-    """:func:`add_lora_gathered`'s result with one matmul pair per slot of ``slots`` over the rows it holds."""
-    for slot in sorted(slots):
-        rows = (token_slots == slot).nonzero().squeeze(-1)
+                       rows_by_slot: dict[int, torch.Tensor]) -> torch.Tensor:
+    """:func:`add_lora_gathered`'s result with one matmul pair per slot over the tokens it holds."""
+    for slot, rows in rows_by_slot.items():
         if rows.numel():
             output.index_add_(0, rows, (x[rows] @ lora_a[slot].T) @ lora_b[slot])
     return output
