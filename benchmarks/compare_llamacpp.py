@@ -41,15 +41,10 @@ def w4_prompts(model: Path, num_prompts: int, seed: int) -> list[list[int]]:
     return latency_workload(len(tokenizer), tokenizer.all_special_ids, seed=seed, num_prompts=num_prompts).prompts
 
 
-def cpu_name() -> str:
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return "unknown CPU"
-
-
 def build_markdown(args, rounds: list[dict], llama_info: dict, commands: list[str], prompts_sha256: str) -> str:
     """The side-by-side table per round, then the settings and the exact commands."""
+    from pagedllm_core.bench.docs_section import cpu_name  # importable once main() put the repository on sys.path
+
     lines = [
         f"pagedllm against llama.cpp (llama-cpp-python {llama_info['llama_cpp_python_version']}, built from source) "
         f"in one run on {cpu_name()} ({os.cpu_count()} cores), {args.threads} thread{'s' if args.threads > 1 else ''} "

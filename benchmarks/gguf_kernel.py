@@ -11,11 +11,11 @@ by the number of matrices. Threads: torch's (``--threads`` to change).
 from __future__ import annotations
 
 import argparse
-import platform
 import time
 
 import torch
 
+from pagedllm_core.bench.docs_section import cpu_name
 from pagedllm_quant_gguf.blocks import BLOCK_FORMATS, dequantize
 from pagedllm_quant_gguf.kernels import load_kernels
 from pagedllm_quant_gguf.testing import random_blocks
@@ -28,13 +28,6 @@ def microseconds_per_call(run, num_matrices: int, num_passes: int) -> float:
         run()
         fastest = min(fastest, time.perf_counter() - began)
     return fastest / num_matrices * 1e6
-
-
-def cpu_name() -> str:
-    for line in open("/proc/cpuinfo"):
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return platform.processor() or platform.machine()
 
 
 def main() -> None:

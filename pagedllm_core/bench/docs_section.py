@@ -11,8 +11,22 @@ def machine_line() -> str:
     """Where and when a table was measured, for the record under it."""
     import torch
 
-    device = torch.cuda.get_device_name() if torch.cuda.is_available() else f"CPU ({torch.get_num_threads()} threads)"
-    return f"Measured {datetime.date.today().isoformat()} on {platform.machine()} {device}, torch {torch.__version__}."
+    if torch.cuda.is_available():
+        device = torch.cuda.get_device_name()
+    else:
+        device = f"{cpu_name()} ({platform.machine()}, {torch.get_num_threads()} threads)"
+    return f"Measured {datetime.date.today().isoformat()} on {device}, torch {torch.__version__}."
+
+
+def cpu_name() -> str:
+    """The CPU's model name as lscpu reports it (the platform's processor string where /proc has none)."""
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
 
 
 def write_section(path: Path, name: str, markdown: str) -> None:

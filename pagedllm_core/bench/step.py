@@ -13,11 +13,11 @@ step thread carries the rest (the last column).
 from __future__ import annotations
 
 import argparse
-import platform
 import time
 from collections import defaultdict
 from contextlib import contextmanager
 
+from pagedllm_core.bench.docs_section import cpu_name
 from pagedllm_core.entrypoints.engine_args import add_engine_arguments, engine_settings_from_args
 from pagedllm_core.sampling_params import SamplingParams
 
@@ -127,13 +127,3 @@ def _time_decode_steps(engine, timer: PhaseTimer, batch_size: int, args) -> tupl
     phase_ms = {phase: seconds * 1000 / args.num_steps for phase, seconds in timer.seconds.items()}
     engine.abort_request(request_ids)
     return step_ms, defaultdict(float, phase_ms)
-
-
-def cpu_name() -> str:
-    try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
