@@ -82,11 +82,31 @@ class EngineConfig(BaseModel):
     structured_outputs_compile_timeout: float = Field(
         30.0, gt=0, description="Seconds a request waits for its JSON schema or regex to compile before a 400."
     )
-    distributed_executor_backend: Literal["uni", "mp"] = Field(
-        "uni",
-        description="How the engine runs its worker: uni in the engine's own process; mp in a worker process the "
-        "engine starts, sent each step as a message over a pipe (the process ends with the engine).",
+    distributed_executor_backend: Literal["uni", "mp"] | None = Field(
+        None,
+        description="How the engine runs its workers: uni, one worker in the engine's own process; mp, worker processes "
+        "the engine starts (one per tensor-parallel rank on this node), sent each step as a message (they end with "
+        "the engine). None: uni for one worker, mp for several.",
     )
+    tensor_parallel_size: int = Field(
+        1,
+        ge=1,
+        description="Ranks that split each layer's weights, attention heads and KV cache (torch.distributed: gloo on "
+        "CPUs, NCCL on GPUs); see docs/distributed.md.",
+    )
+    nnodes: int = Field(
+        1, ge=1, description="Machines the tensor-parallel ranks span (torch.distributed rendezvous at master_addr)."
+    )
+    node_rank: int = Field(
+        0, ge=0, description="This machine's index among nnodes; the engine runs on node 0, the others run --headless."
+    )
+    master_addr: str = Field(
+        "127.0.0.1",
+        min_length=1,
+        description="With nnodes > 1: the address of node 0 where the ranks meet (on a private network: the ranks "
+        "trust each other's messages).",
+    )
+    master_port: int = Field(29501, ge=1, le=65535, description="With nnodes > 1: the port of the rendezvous on node 0.")
     enable_lora: bool = Field(
         False,
         description="Serve LoRA adapters (requests pass a LoRARequest; the server's --lora-modules); needs a "
@@ -132,6 +152,35 @@ class EngineConfig(BaseModel):
             raise ValueError(
                 f"without chunked prefill max_num_batched_tokens ({self.max_num_batched_tokens}) must be at "
                 f"least max_model_len ({self.max_model_len}) so that every prompt fits in one step"
+            )
+        return self
+
+    @model_validator(mode="before")
+    @classmethod
+    def _choose_executor(cls, values: Any) -> Any:
+        if isinstance(values, dict) and values.get("distributed_executor_backend") is None:
+            several = values.get("tensor_parallel_size", 1) not in (1, None)
+            values = {**values, "distributed_executor_backend": "mp" if several else "uni"}
+        return values
+
+    @model_validator(mode="after")
+    def _check_parallel_layout(self) -> EngineConfig:
+        if self.tensor_parallel_size > 1 and self.distributed_executor_backend == "uni":
+            raise ValueError(
+                f"tensor_parallel_size={self.tensor_parallel_size} needs one worker per rank: use "
+                "distributed_executor_backend 'mp' (or leave it unset)"
+            )
+        if self.tensor_parallel_size % self.nnodes:
+            raise ValueError(
+                f"tensor_parallel_size ({self.tensor_parallel_size}) must be a multiple of nnodes ({self.nnodes}): "
+                "every node runs as many ranks"
+            )
+        if self.node_rank >= self.nnodes:
+            raise ValueError(f"node_rank ({self.node_rank}) must be below nnodes ({self.nnodes})")
+        unsplit = [name for name, used in (("enable_lora", self.enable_lora), ("speculative_config", self.speculative_config)) if used]
+        if self.tensor_parallel_size > 1 and unsplit:
+            raise ValueError(
+                f"{' and '.join(unsplit)} cannot be combined with tensor_parallel_size > 1 yet: run them with one rank"
             )
         return self
 

@@ -1,10 +1,19 @@
-"""The ``mp`` executor: the worker runs in a process the engine starts and talks to over a pipe."""
+"""The ``mp`` executor: worker processes the engine starts, one per tensor-parallel rank on this node.
+
+The engine talks to the driver worker (rank 0) over a pipe; the driver broadcasts each message to
+the other ranks over the tensor-parallel group, so ranks on other machines (``--headless`` nodes,
+:func:`run_headless`) get the same messages without a pipe of their own.
+"""
 
 from __future__ import annotations
 
 import logging
 import multiprocessing
+import shutil
+import sys
+import tempfile
 from multiprocessing.connection import Connection, wait
+from pathlib import Path
 
 from pagedllm_core.config import EngineConfig
 from pagedllm_core.errors import ConfigError
@@ -15,38 +24,134 @@ from pagedllm_core.lora_request import LoRARequest
 
 logger = logging.getLogger(__name__)
 
-SHUTDOWN_GRACE_SECONDS = 5.0
+SHUTDOWN_GRACE_SECONDS = 10.0
+# While the engine sends nothing, the driver tells the other ranks it is alive this often.
+KEEPALIVE_SECONDS = 60.0
 
 
-class MultiprocExecutor(Executor):
-    """Starts one worker process (spawned, so it shares no state with the engine's threads) and sends
-    it each step message.
+class LocalWorkers:
+    """The worker processes of one node's tensor-parallel ranks (spawned, so they share no state with
+    the engine's threads), each with a pipe for its start-up and, on rank 0, for every message.
 
-    The worker ends with the engine: on :meth:`shutdown`, when the engine's process exits (the
-    worker is a daemon), and when the engine's process dies (the pipe closes, and the worker exits
-    on the end of its input). A worker that dies makes the step raise :class:`WorkerDiedError`
-    at once, rather than a wait for a reply that never comes.
+    The workers end with their parent: on :meth:`shutdown`, when the parent exits (they are daemons),
+    and when it dies: rank 0 exits at the end of its pipe, and the other ranks when rank 0 leaves
+    their group (their next collective fails).
     """
 
     def __init__(self, config: EngineConfig):
         context = multiprocessing.get_context("spawn")
-        self._connection, child_connection = context.Pipe()
-        self._process = context.Process(
-            target=run_worker_process, args=(child_connection,), name="pagedllm-worker-0", daemon=True
-        )
-        self._process.start()
-        child_connection.close()
+        local_size = config.tensor_parallel_size // config.nnodes
+        self.ranks = range(config.node_rank * local_size, (config.node_rank + 1) * local_size)
+        self._rendezvous_dir = None
+        init_method = None
+        if config.tensor_parallel_size > 1:
+            init_method = self._init_method(config)
+        self.connections: list[Connection] = []
+        self.processes = []
+        for rank in self.ranks:
+            parent_end, child_end = context.Pipe()
+            process = context.Process(
+                target=run_worker_process, args=(child_end,), name=f"pagedllm-worker-{rank}", daemon=True
+            )
+            process.start()
+            child_end.close()
+            self.connections.append(parent_end)
+            self.processes.append(process)
         self._closed = False
         try:
-            ready = self._call(wire.StartWorker(config))
+            for connection, rank in zip(self.connections, self.ranks):
+                connection.send_bytes(wire.encode(wire.StartWorker(config, rank, init_method)))
+            self.ready = [self.receive(index) for index in range(len(self.processes))]
         except BaseException:
             self.shutdown()
             raise
-        self.num_kv_blocks = ready.num_kv_blocks
+
+    def _init_method(self, config: EngineConfig) -> str:
+        if config.nnodes > 1:
+            return f"tcp://{config.master_addr}:{config.master_port}"
+        # One machine: the ranks meet through a file only this user can read, not a listening socket.
+        self._rendezvous_dir = tempfile.mkdtemp(prefix="pagedllm-tp-")
+        return (Path(self._rendezvous_dir) / "rendezvous").as_uri()
+
+    @property
+    def pids(self) -> list[int]:
+        return [process.pid for process in self.processes]
+
+    def send(self, index: int, message_bytes: bytes) -> None:
+        if self._closed:
+            raise WorkerDiedError("the worker processes have been shut down")
+        try:
+            self.connections[index].send_bytes(message_bytes)
+        except OSError as error:
+            raise self._died() from error
+
+    def receive(self, index: int):
+        """Worker ``index``'s reply; raises :class:`WorkerDiedError` as soon as any worker has exited."""
+        connection = self.connections[index]
+        wait([connection, *(process.sentinel for process in self.processes)])
+        if not connection.poll():
+            raise self._died()
+        try:
+            reply = wire.decode(connection.recv_bytes())
+        except (EOFError, OSError) as error:
+            raise self._died() from error
+        if isinstance(reply, wire.WorkerFailure):
+            if reply.is_config_error:
+                raise ConfigError(reply.message)
+            raise WorkerDiedError(f"the worker process failed: {reply.message}")
+        return reply
+
+    def wait(self) -> int:
+        """Block until a worker exits; shut the others down and return the first exit code."""
+        wait([process.sentinel for process in self.processes])
+        exited = next(process for process in self.processes if not process.is_alive())
+        self.shutdown()
+        return exited.exitcode
+
+    def _died(self) -> WorkerDiedError:
+        dead = [process for process in self.processes if not process.is_alive()] or self.processes[:1]
+        for process in dead:
+            process.join(1.0)
+        described = ", ".join(f"pid {process.pid} exit code {process.exitcode}" for process in dead)
+        return WorkerDiedError(f"a worker process died ({described}); the requests it was running cannot complete")
+
+    def shutdown(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        if self.processes[0].is_alive():
+            try:
+                self.connections[0].send_bytes(wire.encode(wire.ShutdownWorker()))
+            except OSError:
+                pass
+        for process in self.processes:
+            process.join(SHUTDOWN_GRACE_SECONDS)
+            if process.is_alive():
+                logger.warning("worker process %d did not exit; killing it", process.pid)
+                process.kill()
+                process.join()
+        for connection in self.connections:
+            connection.close()
+        if self._rendezvous_dir is not None:
+            shutil.rmtree(self._rendezvous_dir, ignore_errors=True)
+
+
+class MultiprocExecutor(Executor):
+    """Runs each step on this node's worker processes (see :class:`LocalWorkers`) through rank 0.
+
+    A worker that dies makes the step raise :class:`WorkerDiedError` at once, rather than a wait for
+    a reply that never comes. The engine runs on node 0; other nodes run :func:`run_headless`.
+    """
+
+    def __init__(self, config: EngineConfig):
+        if config.node_rank != 0:
+            raise ConfigError(f"the engine runs on node 0; node_rank {config.node_rank} runs headless (--headless)")
+        self._workers = LocalWorkers(config)
+        self.num_kv_blocks = self._workers.ready[0].num_kv_blocks
 
     @property
     def worker_pids(self) -> list[int]:
-        return [self._process.pid]
+        return self._workers.pids
 
     def execute_model(self, message: SchedulerOutput) -> ModelRunnerOutput:
         return self._call(message)
@@ -61,84 +166,69 @@ class MultiprocExecutor(Executor):
         return self._call(wire.RemoveLoRA(lora_int_id))
 
     def _call(self, message):
-        if self._closed:
-            raise WorkerDiedError("the worker process has been shut down")
-        try:
-            self._connection.send_bytes(wire.encode(message))
-        except OSError as error:
-            raise self._died() from error
-        # Wake on a reply or on the worker's exit, whichever comes first.
-        wait([self._connection, self._process.sentinel])
-        if not self._connection.poll():
-            raise self._died()
-        try:
-            reply = wire.decode(self._connection.recv_bytes())
-        except (EOFError, OSError) as error:
-            raise self._died() from error
-        if isinstance(reply, wire.WorkerFailure):
-            raise WorkerDiedError(f"the worker process failed: {reply.message}")
-        return reply
-
-    def _died(self) -> WorkerDiedError:
-        self._process.join(1.0)
-        return WorkerDiedError(
-            f"the worker process (pid {self._process.pid}) died with exit code {self._process.exitcode}; "
-            "the requests it was running cannot complete"
-        )
+        self._workers.send(0, wire.encode(message))
+        return self._workers.receive(0)
 
     def shutdown(self) -> None:
-        if self._closed:
-            return
-        self._closed = True
-        if self._process.is_alive():
-            try:
-                self._connection.send_bytes(wire.encode(wire.ShutdownWorker()))
-            except OSError:
-                pass
-            self._process.join(SHUTDOWN_GRACE_SECONDS)
-        if self._process.is_alive():
-            logger.warning("worker process %d did not exit; killing it", self._process.pid)
-            self._process.kill()
-        self._process.join()
-        self._connection.close()
+        self._workers.shutdown()
+
+
+def run_headless(config: EngineConfig) -> int:
+    """A node other than 0 (``--node-rank`` > 0): start this node's ranks, which join node 0's group and
+    follow its driver; returns when they end (when the engine on node 0 shuts down or a rank fails)."""
+    if config.nnodes == 1 or config.node_rank == 0:
+        raise ConfigError("--headless runs the ranks of another node: it needs --nnodes > 1 and --node-rank > 0")
+    workers = LocalWorkers(config)
+    logger.info("node %d: ranks %s joined the group at %s:%d", config.node_rank, list(workers.ranks), config.master_addr, config.master_port)
+    return workers.wait()
 
 
 def run_worker_process(connection: Connection) -> None:
-    """The worker process's main loop: load the model, then answer each message until told to stop
-    or until the engine's end of the pipe closes."""
+    """A worker process's main loop: load the model, then run messages, from the pipe (rank 0) or from
+    rank 0's broadcasts (the others), until told to stop or until the engine's end of the pipe closes."""
     from pagedllm_core.worker.worker import Worker
 
     try:
         start = wire.decode(connection.recv_bytes())
-        worker = Worker(start.config)
+        worker = Worker(start.config, rank=start.rank, distributed_init_method=start.distributed_init_method)
     except EOFError:
         return
-    except Exception as error:  # noqa: BLE001 - reported to the engine, which raises it
+    except Exception as error:
+        logger.exception("the worker failed to start")
         connection.send_bytes(wire.encode(wire.WorkerFailure(f"{type(error).__name__}: {error}")))
         return
     connection.send_bytes(wire.encode(worker.ready))
+    try:
+        if worker.tp.is_driver:
+            _drive(worker, connection)
+        else:
+            worker.follow()
+    finally:
+        worker.shutdown()
+
+
+def _drive(worker, connection: Connection) -> None:
+    """Rank 0: run each message from the engine (broadcasting it to the other ranks) and reply."""
+    shutdown = wire.encode(wire.ShutdownWorker())
+    keepalive = wire.encode(wire.KeepAlive())
     while True:
+        if worker.tp.world_size > 1 and not connection.poll(KEEPALIVE_SECONDS):
+            worker.run_driver_message(keepalive)
+            continue
         try:
-            message = wire.decode(connection.recv_bytes())
+            payload = connection.recv_bytes()
         except EOFError:
-            return
-        if isinstance(message, wire.ShutdownWorker):
-            return
+            payload = shutdown  # the engine is gone: take the other ranks down with this one
         try:
-            reply = _handle(worker, message)
-        except Exception as error:  # noqa: BLE001 - reported to the engine, which raises it
+            reply = worker.run_driver_message(payload)
+        except Exception as error:
             logger.exception("the worker failed to run a step")
-            reply = wire.WorkerFailure(f"{type(error).__name__}: {error}")
-        connection.send_bytes(wire.encode(reply))
+            connection.send_bytes(wire.encode(wire.WorkerFailure(f"{type(error).__name__}: {error}")))
+            if worker.tp.world_size > 1:
+                sys.exit(1)  # the ranks' collectives are out of step: this group cannot run another step
+            continue
+        if payload == shutdown:
+            return
+        if reply is not None:
+            connection.send_bytes(wire.encode(reply))
 
-
-def _handle(worker, message):
-    """The worker's reply to one message: a step's output, or the outcome of an adapter change."""
-    if isinstance(message, wire.AddLoRA):
-        try:
-            return worker.add_lora(message.lora_request)
-        except ConfigError as error:  # an unusable adapter is the caller's error, not the worker's
-            return wire.LoRAFailure(str(error))
-    if isinstance(message, wire.RemoveLoRA):
-        return worker.remove_lora(message.lora_int_id)
-    return worker.execute_model(message)

@@ -21,9 +21,11 @@ from pagedllm_core.structured_outputs import StructuredOutputsParams
 
 @dataclass
 class WorkerFailure:
-    """A worker's reply when it could not start or run a step: the error, as text."""
+    """A worker's reply when it could not start or run a step: the error, as text, and whether it was a
+    ``ConfigError`` (the engine raises it as one, as if the worker ran in its own process)."""
 
     message: str
+    is_config_error: bool = False
 
 
 @dataclass
@@ -33,9 +35,17 @@ class ShutdownWorker:
 
 @dataclass
 class StartWorker:
-    """The first message to a worker process: the config it loads the model for."""
+    """The first message to a worker process: the config it loads the model for, its tensor-parallel
+    rank, and where the ranks meet (``file://`` or ``tcp://``; None with one rank)."""
 
     config: EngineConfig
+    rank: int = 0
+    distributed_init_method: str | None = None
+
+
+@dataclass
+class KeepAlive:
+    """What the driver rank broadcasts while the engine is idle, so the other ranks' wait never times out."""
 
 
 @dataclass
@@ -81,6 +91,7 @@ def _allowed_classes() -> dict[tuple[str, str], type]:
         WorkerFailure,
         ShutdownWorker,
         StartWorker,
+        KeepAlive,
         EngineConfig,
         SpeculativeConfig,
     ]

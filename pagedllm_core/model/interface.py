@@ -8,13 +8,16 @@ from typing import Protocol
 import torch
 
 from pagedllm_core.attention.metadata import AttentionMetadata
+from pagedllm_core.model.checkpoint import CheckpointTensor
 
 
 class CausalLM(Protocol):
     """A decoder-only model that runs a flattened batch of tokens over the paged KV cache.
 
-    Implementations are ``torch.nn.Module``s constructed as ``Model(hf_config, attention)`` where
-    ``attention`` is the engine's backend instance; every attention layer calls
+    Implementations are ``torch.nn.Module``s constructed as ``Model(hf_config, attention, linear)`` where
+    ``attention`` is the engine's backend instance and ``linear`` the
+    :class:`~pagedllm_core.model.layers.linear.LinearFactory` that builds their projections (quantized,
+    or this rank's shard under tensor parallelism); every attention layer calls
     ``attention.forward(q, k, v, kv_caches[layer_index], metadata)``.
     """
 
@@ -36,8 +39,9 @@ class CausalLM(Protocol):
         """``[num_rows, hidden_size]`` -> float32 logits ``[num_rows, vocab_size]``."""
         ...
 
-    def load_weights(self, weights: Iterable[tuple[str, torch.Tensor]]) -> None:
-        """Take checkpoint tensors by their Hugging Face names (fusing projections as needed)."""
+    def load_weights(self, weights: Iterable[tuple[str, torch.Tensor | CheckpointTensor]]) -> None:
+        """Take checkpoint tensors (or entries not read yet) by their Hugging Face names, fusing projections as
+        needed (:func:`~pagedllm_core.model.weight_loading.load_named_tensors`)."""
         ...
 
 

@@ -22,9 +22,10 @@ from torch import nn
 
 from pagedllm_core.attention.backend import AttentionBackend
 from pagedllm_core.config import EngineConfig
+from pagedllm_core.distributed.group import TensorParallelGroup
 from pagedllm_core.errors import ModelLoadError
 from pagedllm_core.model.attention_shape import AttentionShape, attention_shape
-from pagedllm_core.model.checkpoint import checkpoint_tensors
+from pagedllm_core.model.checkpoint import checkpoint_entries
 from pagedllm_core.model.gguf_parse_cache import reuse_gguf_parses
 from pagedllm_core.model.layers.linear import LinearFactory
 from pagedllm_core.model.models import resolve_model_class
@@ -79,22 +80,25 @@ def build_model(
     dtype: torch.dtype,
     device: torch.device | str,
     quantization: QuantizationMethod | None = None,
+    tp: TensorParallelGroup | None = None,
 ) -> nn.Module:
     """Our implementation of the config's architecture, on ``device`` in ``dtype``, weights not yet loaded;
-    with a ``quantization`` method, the linear layers it takes are its own modules from the start."""
+    with a ``quantization`` method, the linear layers it takes are its own modules from the start; with a
+    tensor-parallel group of several ranks, this rank's shard of the model."""
     from transformers.initialization import no_init_weights
 
     model_class = resolve_model_class(hf_config)
     # Random initialisation would be wasted: load_weights fills every parameter or raises.
     with no_init_weights(), _default_dtype(dtype), torch.device(device):
-        model = model_class(hf_config, attention, LinearFactory(quantization))
+        model = model_class(hf_config, attention, LinearFactory(quantization, tp))
     return model.eval().requires_grad_(False)
 
 
 def load_weights(model: nn.Module, source: ModelSource, hf_config) -> None:
-    """Stream the checkpoint into ``model`` (GGUF is dequantized to the model's dtype on the way)."""
+    """Stream the checkpoint into ``model`` (GGUF is dequantized to the model's dtype on the way); a
+    tensor-parallel shard reads only its part of each safetensors tensor."""
     dtype = next(model.parameters()).dtype
-    model.load_weights(checkpoint_tensors(source, hf_config, dtype))
+    model.load_weights(checkpoint_entries(source, hf_config, dtype))
 
 
 def load_tokenizer(source: ModelSource, config: EngineConfig):

@@ -8,7 +8,8 @@ import torch
 from torch import nn
 
 from pagedllm_core.errors import ModelLoadError
-from pagedllm_core.model.layers.linear import MergedLinear
+from pagedllm_core.model.checkpoint import CheckpointTensor, LoadedTensor
+from pagedllm_core.model.layers.linear import InputSplit, MergedLinear, OutputSplit
 from pagedllm_core.model.quantization import QuantizedLinear
 
 # A parameter name, and for a MergedLinear's parameter the index of one of its projections.
@@ -20,7 +21,7 @@ KV_SCALES = ("k_scale", "v_scale")
 
 def load_named_tensors(
     model: nn.Module,
-    weights: Iterable[tuple[str, torch.Tensor]],
+    weights: Iterable[tuple[str, torch.Tensor | CheckpointTensor]],
     merged_projections: Mapping[str, tuple[str, int]],
 ) -> None:
     """Copy each checkpoint tensor into the parameter of the same name, routing merged projections.
@@ -31,12 +32,14 @@ def load_named_tensors(
 
     Tensors the model has no place for (rotary caches, a tied ``lm_head``) are skipped; a parameter
     the checkpoint never fills is an error, so that a naming mismatch cannot leave random weights.
+    A tensor-parallel layer (one with a ``tensor_parallel_split``) reads only its rank's part.
     """
     parameters = dict(model.named_parameters())
     buffers = dict(model.named_buffers())
     quantized = {name: module for name, module in model.named_modules() if isinstance(module, QuantizedLinear)}
+    splits = {name: module.tensor_parallel_split for name, module in model.named_modules() if hasattr(module, "tensor_parallel_split")}
     missing = _pieces(model)
-    for name, tensor in weights:
+    for name, entry in weights:
         module_name, _, parameter_name = name.rpartition(".")
         parent, _, leaf = module_name.rpartition(".")
         shard_index = None
@@ -44,13 +47,14 @@ def load_named_tensors(
             merged_name, shard_index = merged_projections[leaf]
             module_name = f"{parent}.{merged_name}" if parent else merged_name
         target = f"{module_name}.{parameter_name}"
+        if target not in parameters and module_name not in quantized and parameter_name not in KV_SCALES:
+            continue  # never read what the model has no place for
+        tensor = _read(entry, splits.get(module_name), parameter_name, shard_index)
         if module_name in quantized:
             # A quantization method's module takes its tensors itself (and may need none of them).
             quantized[module_name].load_checkpoint_tensor(parameter_name, shard_index, tensor)
             missing.discard((target, shard_index))
         elif shard_index is not None:
-            if target not in parameters:
-                continue
             try:
                 model.get_submodule(module_name).load_shard(parameter_name, shard_index, tensor)
             except ValueError as error:
@@ -73,6 +77,22 @@ def load_named_tensors(
             name if shard is None else f"{name} (projection {shard})" for name, shard in sorted(missing, key=str)[:5]
         )
         raise ModelLoadError(f"the checkpoint lacks {len(missing)} weights the model needs, e.g. {shown}")
+
+
+def _read(
+    entry: torch.Tensor | CheckpointTensor, split: OutputSplit | InputSplit | None, parameter_name: str, shard_index: int | None
+) -> torch.Tensor:
+    """The part of a checkpoint tensor this rank keeps for a parameter of a layer split as ``split``."""
+    if isinstance(entry, torch.Tensor):
+        entry = LoadedTensor(entry)
+    if isinstance(split, OutputSplit):
+        return entry.read(0, split.shards[shard_index or 0])
+    if isinstance(split, InputSplit):
+        if parameter_name != "bias":
+            return entry.read(1, split.shard)
+        bias = entry.read()
+        return bias if split.owns_bias else torch.zeros_like(bias)
+    return entry.read()
 
 
 def _pieces(model: nn.Module) -> set[Piece]:

@@ -55,6 +55,8 @@ def load_embedding_model(config: EngineConfig, pooling: PoolingConfig) -> Embedd
         torch.set_num_threads(config.num_cpu_threads)
     if resolve_task(pooling, source, hf_config) != "embed":
         raise ConfigError(f"model {source.name!r} does not serve task 'embed' with task={pooling.task!r}")
+    if config.tensor_parallel_size > 1:
+        raise ConfigError("embedding models run on one rank: tensor_parallel_size must be 1 with task 'embed'")
     pooler, trained_length = resolve_pooler(pooling, source, hf_config)
     spec = attention_spec(config, info)  # its block size is unused: no KV cache
     attention = PromptAttention(spec, causal=not is_encoder(hf_config))

@@ -62,6 +62,11 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
         help=f"seconds before a request is aborted with 504; 0 for none (default: {limits['request_timeout'].default:g})",
     )
     group.add_argument(
+        "--headless", action="store_true",
+        help="run only this node's tensor-parallel ranks (--node-rank > 0 of --nnodes), no API server; they join "
+        "node 0 at --master-addr/--master-port and follow its engine (docs/distributed.md)",
+    )
+    group.add_argument(
         "--enable-auto-tool-choice", action="store_true",
         help="let tool_choice 'auto' (the default with tools) find calls in the output; needs --tool-call-parser",
     )
@@ -183,6 +188,13 @@ def run_server(args: argparse.Namespace) -> None:
 
     configure_server_logging()
     config = engine_config_from_serve_args(args)
+    if args.headless:
+        from pagedllm_core.executor.multiproc import run_headless
+
+        exit_code = run_headless(config)
+        if exit_code:
+            raise SystemExit(exit_code)
+        return
     pooling = pooling_config_from_args(args)
     task = detect_task(config, pooling)
     settings = server_settings_from_args(args, config, task)

@@ -6,8 +6,8 @@ import torch
 
 from pagedllm_core.attention.backend import AttentionBackend
 from pagedllm_core.attention.metadata import AttentionMetadata
-from pagedllm_core.model.lora import LoRAManager
 from pagedllm_core.executor.messages import ModelRunnerOutput, SchedulerOutput, TokenLogprobs, forked_seq_id
+from pagedllm_core.model.lora import LoRAManager
 from pagedllm_core.sampling.constraints import packed_bitmasks_from_bytes, unpack_token_bitmask
 from pagedllm_core.sampling.pipeline import sample_tokens
 from pagedllm_core.sampling.sampler import Sampler, SamplerOutput, score_tokens

@@ -10,27 +10,31 @@ import torch
 from pagedllm_core.attention.backend import AttentionSpec
 from pagedllm_core.attention.kv_quant import kv_cache_torch_dtype
 from pagedllm_core.config import EngineConfig
-from pagedllm_core.worker.kv_cache import KVCacheShape, allocate_kv_cache, num_blocks_for_budget
-from pagedllm_core.worker.cuda_graphs import DecodeGraphs
-from pagedllm_core.worker.model_runner import ModelRunner
+from pagedllm_core.distributed.group import TensorParallelGroup
+from pagedllm_core.distributed.partition import max_kv_heads_per_rank
 from pagedllm_core.errors import ConfigError, UnsupportedConfigError
 from pagedllm_core.model import loader
-from pagedllm_core.model.model_info import ModelInfo, cpu_has_native_bfloat16
 from pagedllm_core.model.layers.linear import prepack_linear_layers
+from pagedllm_core.model.model_info import ModelInfo, cpu_has_native_bfloat16
 from pagedllm_core.model.quantization import QuantizationTarget
 from pagedllm_core.plugin_options import check_unused_options, instantiate
 from pagedllm_core.registry import PluginKind, Registry
 from pagedllm_core.spec_decode.setup import build_speculator, load_draft_model
+from pagedllm_core.worker.cuda_graphs import DecodeGraphs
+from pagedllm_core.worker.kv_cache import KVCacheShape, allocate_kv_cache, num_blocks_for_budget
+from pagedllm_core.worker.model_runner import ModelRunner
 
 logger = logging.getLogger(__name__)
 
 
-def attention_spec(config: EngineConfig, info: ModelInfo) -> AttentionSpec:
-    """The attention the model needs, with the KV cache in ``config.kv_cache_dtype`` (``auto``: the model's)."""
+def attention_spec(config: EngineConfig, info: ModelInfo, tp: TensorParallelGroup | None = None) -> AttentionSpec:
+    """The attention this rank's share of the heads needs, with the KV cache in ``config.kv_cache_dtype``
+    (``auto``: the model's)."""
     shape = loader.attention_shape(info.hf_config)
+    heads = (tp or TensorParallelGroup.single()).attention_heads(shape.num_heads, shape.num_kv_heads)
     return AttentionSpec(
-        num_heads=shape.num_heads,
-        num_kv_heads=shape.num_kv_heads,
+        num_heads=heads.query.size,
+        num_kv_heads=heads.key_value.size,
         head_size=shape.head_size,
         scale=shape.scale,
         block_size=config.block_size,
@@ -77,7 +81,7 @@ def _build_auto_attention(config: EngineConfig, registry: Registry, spec: Attent
             backend = instantiate(PluginKind.ATTENTION_BACKEND, name, backend_class, config, spec)
         except ConfigError:
             raise  # bad options: another backend would not take them either
-        except Exception as error:  # noqa: BLE001 - any start-up failure means: try the next backend
+        except Exception as error:
             if name == candidates[-1]:
                 raise
             logger.warning("attention backend %r failed to start (%s); trying the next one", name, error)
@@ -113,10 +117,14 @@ def build_quantization(config: EngineConfig, registry: Registry, target: Quantiz
     """The configured quantization method, built for ``target``; None for dense weights.
 
     ``auto`` takes the highest-priority method registered for the checkpoint's format that can run it;
-    a checkpoint that only a quantization method can load (its config names one) fails without one."""
+    a checkpoint that only a quantization method can load (its config names one) fails without one.
+    Quantized layers are not split over tensor-parallel ranks: with several ranks, ``auto`` loads
+    GGUF and dense checkpoints as dense weights and any other quantized checkpoint is refused."""
     if config.quantization == "none":
         check_unused_options(config, PluginKind.QUANTIZER)
         return None
+    if config.tensor_parallel_size > 1:
+        return _dense_for_tensor_parallel(config, target)
     if config.quantization == "auto":
         checkpoint_format = quantization_format(target)
         reasons_by_method = {}
@@ -140,6 +148,20 @@ def build_quantization(config: EngineConfig, registry: Registry, target: Quantiz
     if reasons:
         raise UnsupportedConfigError(f"quantization {config.quantization!r} cannot run this model: {'; '.join(reasons)}")
     return instantiate(PluginKind.QUANTIZER, config.quantization, method_class, config, target)
+
+
+def _dense_for_tensor_parallel(config: EngineConfig, target: QuantizationTarget) -> None:
+    checkpoint_format = quantization_format(target)
+    if config.quantization == "auto" and checkpoint_format in ("dense", "gguf"):
+        if checkpoint_format == "gguf":
+            logger.info("tensor_parallel_size=%d: the GGUF file runs from dense weights", config.tensor_parallel_size)
+        check_unused_options(config, PluginKind.QUANTIZER)
+        return
+    method = checkpoint_format if config.quantization == "auto" else config.quantization
+    raise UnsupportedConfigError(
+        f"quantization {method!r} does not split its layers over tensor_parallel_size={config.tensor_parallel_size} "
+        "ranks yet: run it with one rank, or a dense or GGUF checkpoint (loaded as dense weights) with several"
+    )
 
 
 def quantization_format(target: QuantizationTarget) -> str:
@@ -172,13 +194,15 @@ class LoadedRunner:
     num_kv_blocks: int
 
 
-def load_model(config: EngineConfig, registry: Registry, info: ModelInfo):
-    """Build ``info``'s model with its attention backend and quantization, load its weights; returns (model, attention)."""
+def load_model(config: EngineConfig, registry: Registry, info: ModelInfo, tp: TensorParallelGroup | None = None):
+    """Build ``info``'s model (this rank's shard of it under tensor parallelism) with its attention backend
+    and quantization, load its weights; returns (model, attention)."""
     device, dtype, hf_config = info.device, info.dtype, info.hf_config
-    spec = attention_spec(config, info)
+    tp = tp or TensorParallelGroup.single()
+    spec = attention_spec(config, info, tp)
     attention = build_attention(config, registry, spec)
     quantization = build_quantization(config, registry, QuantizationTarget(info.source, hf_config, dtype, device))
-    model = loader.build_model(hf_config, attention, dtype, device, quantization)
+    model = loader.build_model(hf_config, attention, dtype, device, quantization, tp)
     loader.load_weights(model, info.source, hf_config)
     model.eval()
     if quantization is not None:
@@ -190,23 +214,36 @@ def load_model(config: EngineConfig, registry: Registry, info: ModelInfo):
     return model, attention
 
 
-def load_model_runner(config: EngineConfig, registry: Registry, info: ModelInfo) -> LoadedRunner:
-    """Build and load the model, size and allocate the KV pool, and build the runner over them."""
+def load_model_runner(
+    config: EngineConfig, registry: Registry, info: ModelInfo, tp: TensorParallelGroup | None = None
+) -> LoadedRunner:
+    """Build and load the model (this rank's shard), size and allocate the KV pool, and build the runner over them.
+
+    Every tensor-parallel rank sizes its pool for the most KV heads any rank holds, so that all pools
+    have the same number of blocks: the engine's one block manager hands out block ids for all of them.
+    """
     device, hf_config = info.device, info.hf_config
+    tp = tp or TensorParallelGroup.single()
     if device.type == "cpu" and config.num_cpu_threads is not None:
         torch.set_num_threads(config.num_cpu_threads)
     shape = loader.attention_shape(hf_config)
-    spec = attention_spec(config, info)
-    model, attention = load_model(config, registry, info)
+    spec = attention_spec(config, info, tp)
+    model, attention = load_model(config, registry, info, tp)
     lora_manager = None
     if config.enable_lora:
         lora_manager = registry.resolve(PluginKind.LORA_MANAGER, config.lora_manager)(model, config, device, info.dtype)
     draft = load_draft_model(config, registry, info)
 
     max_model_len = info.max_model_len
-    cache_shape = KVCacheShape(shape.num_layers, shape.num_kv_heads, shape.head_size, spec.kv_cache_dtype)
+    cache_shape = KVCacheShape(shape.num_layers, spec.num_kv_heads, shape.head_size, spec.kv_cache_dtype)
+    sizing_shape = KVCacheShape(
+        shape.num_layers,
+        max_kv_heads_per_rank(shape.num_heads, shape.num_kv_heads, tp.world_size),
+        shape.head_size,
+        spec.kv_cache_dtype,
+    )
     num_blocks = num_blocks_for_budget(
-        config, cache_shape, available_device_bytes(config, device), max_model_len, draft and draft.cache_shape
+        config, sizing_shape, available_device_bytes(config, device), max_model_len, draft and draft.cache_shape
     )
     blocks_per_sequence = -(-max_model_len // config.block_size)
     if num_blocks < blocks_per_sequence:
@@ -226,7 +263,9 @@ def load_model_runner(config: EngineConfig, registry: Registry, info: ModelInfo)
         model, attention, sampler, kv_cache, config.block_size, info.vocab_size, max_model_len, device, lora_manager
     )
     if device.type == "cuda" and not config.enforce_eager:
-        if lora_manager is not None:
+        if tp.world_size > 1:
+            logger.info("decode steps run eagerly: CUDA graphs are not captured under tensor parallelism")
+        elif lora_manager is not None:
             # A captured graph replays fixed LoRA slots; the step's adapters change from step to step.
             logger.info("decode steps run eagerly: LoRA adapters are enabled")
         elif attention.supports_cuda_graphs:

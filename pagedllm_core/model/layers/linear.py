@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import logging
-
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
+
+from pagedllm_core.distributed.group import TensorParallelGroup
+from pagedllm_core.distributed.partition import Shard
+from pagedllm_core.model.layers.embedding import VocabParallelEmbedding
 
 if TYPE_CHECKING:
     from pagedllm_core.model.quantization import QuantizationMethod
@@ -47,12 +51,62 @@ class MergedLinear(SplitsOutput, nn.Linear):
         rows.copy_(tensor)
 
 
+@dataclass(frozen=True)
+class OutputSplit:
+    """A column-parallel layer (or vocab-parallel embedding): projection ``i`` holds rows ``shards[i]``
+    of that projection's checkpoint weight and bias."""
+
+    shards: tuple[Shard, ...]
+
+
+@dataclass(frozen=True)
+class InputSplit:
+    """A row-parallel layer: it holds columns ``shard`` of the checkpoint weight; the partial outputs
+    are summed over the ranks, so only one rank (``owns_bias``) adds the bias."""
+
+    shard: Shard
+    owns_bias: bool
+
+
 class LinearFactory:
     """Builds a model's linear layers while the model is built: the module the quantization method
-    creates for a layer, or else a dense ``nn.Linear`` (one projection) or :class:`MergedLinear` (several)."""
+    creates for a layer, or else a dense ``nn.Linear`` (one projection) or :class:`MergedLinear` (several).
 
-    def __init__(self, quantization: QuantizationMethod | None = None):
+    Under tensor parallelism (``tp`` with several ranks) :meth:`column` and :meth:`row` layers hold
+    only this rank's part and carry a ``tensor_parallel_split`` that tells the weight loader which part
+    of each checkpoint tensor to read; plain calls build replicated layers.
+    """
+
+    def __init__(self, quantization: QuantizationMethod | None = None, tp: TensorParallelGroup | None = None):
         self.quantization = quantization
+        self.tp = tp or TensorParallelGroup.single()
+
+    def column(self, prefix: str, input_size: int, output_shards: Shard | list[Shard], bias: bool) -> nn.Module:
+        """A column-parallel layer: this rank's rows of each projection (``output_shards``), no communication."""
+        if isinstance(output_shards, Shard):
+            layer = self(prefix, input_size, output_shards.size, bias)
+            return self._split(layer, OutputSplit((output_shards,)))
+        layer = self(prefix, input_size, [shard.size for shard in output_shards], bias)
+        return self._split(layer, OutputSplit(tuple(output_shards)))
+
+    def row(self, prefix: str, input_size: int, output_size: int, bias: bool, input_shard: Shard | None = None) -> nn.Module:
+        """A row-parallel layer over this rank's input features (``input_shard``, default a balanced share);
+        the caller sums its output over the ranks (``tp.all_reduce``)."""
+        shard = input_shard or self.tp.shard(input_size)
+        layer = self(prefix, shard.size, output_size, bias)
+        return self._split(layer, InputSplit(shard, owns_bias=self.tp.is_driver))
+
+    def vocab_embedding(self, num_embeddings: int, embedding_dim: int) -> nn.Module:
+        """The token embedding: this rank's rows of the vocabulary under tensor parallelism."""
+        if self.tp.world_size == 1:
+            return nn.Embedding(num_embeddings, embedding_dim)
+        embedding = VocabParallelEmbedding(self.tp, self.tp.shard(num_embeddings), embedding_dim)
+        return self._split(embedding, OutputSplit((embedding.shard,)))
+
+    def _split(self, layer: nn.Module, split: OutputSplit | InputSplit) -> nn.Module:
+        if self.tp.world_size > 1:
+            layer.tensor_parallel_split = split
+        return layer
 
     def __call__(self, prefix: str, input_size: int, output_sizes: int | list[int], bias: bool) -> nn.Module:
         sizes = [output_sizes] if isinstance(output_sizes, int) else list(output_sizes)

@@ -15,6 +15,7 @@ from pagedllm_core.attention.backend import AttentionBackend
 from pagedllm_core.attention.metadata import AttentionMetadata
 from pagedllm_core.errors import ModelLoadError
 from pagedllm_core.model.attention_shape import attention_shape
+from pagedllm_core.model.checkpoint import CheckpointTensor
 from pagedllm_core.model.layers.activation import activation_function
 from pagedllm_core.model.layers.attention import PagedAttention
 from pagedllm_core.model.layers.linear import LinearFactory
@@ -116,11 +117,11 @@ class BertModel(nn.Module):
             hidden_states = layer(hidden_states, kv_caches, metadata)
         return hidden_states
 
-    def load_weights(self, weights: Iterable[tuple[str, torch.Tensor]]) -> None:
+    def load_weights(self, weights: Iterable[tuple[str, torch.Tensor | CheckpointTensor]]) -> None:
         load_named_tensors(self, _renamed(weights), self.merged_projections)
 
 
-def _renamed(weights: Iterable[tuple[str, torch.Tensor]]) -> Iterator[tuple[str, torch.Tensor]]:
+def _renamed(weights: Iterable[tuple[str, torch.Tensor | CheckpointTensor]]) -> Iterator[tuple[str, torch.Tensor | CheckpointTensor]]:
     for name, tensor in weights:
         name = name.removeprefix("bert.")  # BertForMaskedLM and other task checkpoints nest the encoder
         for old, new in CHECKPOINT_RENAMES:

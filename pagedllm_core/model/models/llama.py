@@ -11,6 +11,7 @@ from torch import nn
 from pagedllm_core.attention.backend import AttentionBackend
 from pagedllm_core.attention.metadata import AttentionMetadata
 from pagedllm_core.model.attention_shape import attention_shape
+from pagedllm_core.model.checkpoint import CheckpointTensor
 from pagedllm_core.model.layers.activation import activation_function
 from pagedllm_core.model.layers.attention import PagedAttention
 from pagedllm_core.model.layers.linear import LinearFactory
@@ -51,13 +52,17 @@ class LlamaAttention(nn.Module):
     ):
         super().__init__()
         shape = attention_shape(hf_config)
-        q_size = shape.num_heads * shape.head_size
-        kv_size = shape.num_kv_heads * shape.head_size
-        self.qkv_proj = linear(f"{prefix}.qkv_proj", hf_config.hidden_size, [q_size, kv_size, kv_size], biases.qkv)
-        self.query_key_sizes = [q_size, kv_size]
-        self.o_proj = linear(f"{prefix}.o_proj", q_size, hf_config.hidden_size, biases.output)
+        heads = linear.tp.attention_heads(shape.num_heads, shape.num_kv_heads)
+        query = heads.query.scaled(shape.head_size)
+        key_value = heads.key_value.scaled(shape.head_size)
+        self.qkv_proj = linear.column(f"{prefix}.qkv_proj", hf_config.hidden_size, [query, key_value, key_value], biases.qkv)
+        self.query_key_sizes = [query.size, key_value.size]
+        self.o_proj = linear.row(
+            f"{prefix}.o_proj", shape.num_heads * shape.head_size, hf_config.hidden_size, biases.output, query
+        )
         self.rotary = rotary
-        self.attn = PagedAttention(backend, layer_index, shape.num_heads, shape.num_kv_heads, shape.head_size)
+        self.attn = PagedAttention(backend, layer_index, heads.query.size, heads.key_value.size, shape.head_size)
+        self.tp = linear.tp
 
     def forward(self, position_embeddings, hidden_states, kv_caches, metadata):
         # hidden_states: [num_tokens, hidden_size] -> q: [num_tokens, q_size], k/v: [num_tokens, kv_size]
@@ -68,7 +73,7 @@ class LlamaAttention(nn.Module):
             self.query_key_sizes, dim=-1
         )
         value = qkv[:, query_key_size:]
-        return self.o_proj(self.attn(query, key, value, kv_caches, metadata))
+        return self.tp.all_reduce(self.o_proj(self.attn(query, key, value, kv_caches, metadata)))
 
 
 class LlamaMLP(nn.Module):
@@ -76,15 +81,16 @@ class LlamaMLP(nn.Module):
 
     def __init__(self, hf_config, bias: bool, linear: LinearFactory, prefix: str):
         super().__init__()
-        intermediate = hf_config.intermediate_size
-        self.gate_up_proj = linear(f"{prefix}.gate_up_proj", hf_config.hidden_size, [intermediate, intermediate], bias)
-        self.down_proj = linear(f"{prefix}.down_proj", intermediate, hf_config.hidden_size, bias)
+        intermediate = linear.tp.shard(hf_config.intermediate_size)
+        self.gate_up_proj = linear.column(f"{prefix}.gate_up_proj", hf_config.hidden_size, [intermediate] * 2, bias)
+        self.down_proj = linear.row(f"{prefix}.down_proj", hf_config.intermediate_size, hf_config.hidden_size, bias)
         self.act = activation_function(hf_config.hidden_act)
+        self.tp = linear.tp
 
     def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
         # hidden_states: [num_tokens, hidden_size] -> gate, up: [num_tokens, intermediate_size]
         gate, up = self.gate_up_proj.split(self.gate_up_proj(hidden_states))
-        return self.down_proj(self.act(gate) * up)
+        return self.tp.all_reduce(self.down_proj(self.act(gate) * up))
 
 
 class LlamaDecoderLayer(nn.Module):
@@ -118,7 +124,7 @@ class LlamaModel(nn.Module):
 
     def __init__(self, hf_config, backend: AttentionBackend, biases: ProjectionBiases, linear: LinearFactory):
         super().__init__()
-        self.embed_tokens = nn.Embedding(hf_config.vocab_size, hf_config.hidden_size)
+        self.embed_tokens = linear.vocab_embedding(hf_config.vocab_size, hf_config.hidden_size)
         self.rotary = rotary = RotaryEmbedding.from_config(hf_config, attention_shape(hf_config).head_size)
         self.layers = nn.ModuleList(
             LlamaDecoderLayer(hf_config, backend, index, rotary, biases, linear, f"model.layers.{index}")
@@ -149,9 +155,11 @@ class LlamaForCausalLM(nn.Module):
         super().__init__()
         linear = linear or LinearFactory()
         self.model = LlamaModel(hf_config, attention, self.projection_biases(hf_config), linear)
-        self.lm_head = linear("lm_head", hf_config.hidden_size, hf_config.vocab_size, False)
+        self.vocab_size = hf_config.vocab_size
+        self.lm_head = linear.column("lm_head", hf_config.hidden_size, linear.tp.shard(self.vocab_size), False)
         if hf_config.tie_word_embeddings and isinstance(self.lm_head, nn.Linear):
             self.lm_head.weight = self.model.embed_tokens.weight
+        self.tp = linear.tp
 
     def forward(
         self,
@@ -163,10 +171,10 @@ class LlamaForCausalLM(nn.Module):
         return self.model(input_ids, positions, kv_caches, metadata)
 
     def compute_logits(self, hidden_states: torch.Tensor) -> torch.Tensor:
-        # hidden_states: [num_rows, hidden_size] -> [num_rows, vocab_size]
-        return self.lm_head(hidden_states).float()
+        # hidden_states: [num_rows, hidden_size] -> [num_rows, vocab_size] (each rank computes its vocabulary shard)
+        return self.tp.all_gather(self.lm_head(hidden_states), self.vocab_size).float()
 
-    def load_weights(self, weights: Iterable[tuple[str, torch.Tensor]]) -> None:
+    def load_weights(self, weights: Iterable[tuple[str, torch.Tensor | CheckpointTensor]]) -> None:
         load_named_tensors(self, weights, self.merged_projections)
 
 

@@ -10,6 +10,7 @@ from torch import nn
 from pagedllm_core.attention.backend import AttentionBackend
 from pagedllm_core.attention.metadata import AttentionMetadata
 from pagedllm_core.model.attention_shape import attention_shape
+from pagedllm_core.model.checkpoint import CheckpointTensor
 from pagedllm_core.model.layers.activation import activation_function
 from pagedllm_core.model.layers.attention import PagedAttention
 from pagedllm_core.model.layers.linear import LinearFactory
@@ -28,14 +29,17 @@ class OPTAttention(nn.Module):
         super().__init__()
         shape = attention_shape(hf_config)
         hidden = hf_config.hidden_size
-        self.qkv_proj = linear(f"{prefix}.qkv_proj", hidden, [hidden] * 3, hf_config.enable_bias)
-        self.out_proj = linear(f"{prefix}.out_proj", hidden, hidden, hf_config.enable_bias)
-        self.attn = PagedAttention(backend, layer_index, shape.num_heads, shape.num_kv_heads, shape.head_size)
+        heads = linear.tp.attention_heads(shape.num_heads, shape.num_kv_heads)
+        query = heads.query.scaled(shape.head_size)
+        self.qkv_proj = linear.column(f"{prefix}.qkv_proj", hidden, [query] * 3, hf_config.enable_bias)
+        self.out_proj = linear.row(f"{prefix}.out_proj", hidden, hidden, hf_config.enable_bias, query)
+        self.attn = PagedAttention(backend, layer_index, heads.query.size, heads.key_value.size, shape.head_size)
+        self.tp = linear.tp
 
     def forward(self, hidden_states, kv_caches, metadata):
         # hidden_states: [num_tokens, hidden_size]
         query, key, value = self.qkv_proj.split(self.qkv_proj(hidden_states))
-        return self.out_proj(self.attn(query, key, value, kv_caches, metadata))
+        return self.tp.all_reduce(self.out_proj(self.attn(query, key, value, kv_caches, metadata)))
 
 
 class OPTDecoderLayer(nn.Module):
@@ -48,8 +52,9 @@ class OPTDecoderLayer(nn.Module):
         self.do_layer_norm_before = hf_config.do_layer_norm_before
         self.self_attn = OPTAttention(hf_config, backend, layer_index, linear, f"{prefix}.self_attn")
         self.self_attn_layer_norm = nn.LayerNorm(hidden, elementwise_affine=affine)
-        self.fc1 = linear(f"{prefix}.fc1", hidden, hf_config.ffn_dim, hf_config.enable_bias)
-        self.fc2 = linear(f"{prefix}.fc2", hf_config.ffn_dim, hidden, hf_config.enable_bias)
+        self.fc1 = linear.column(f"{prefix}.fc1", hidden, linear.tp.shard(hf_config.ffn_dim), hf_config.enable_bias)
+        self.fc2 = linear.row(f"{prefix}.fc2", hf_config.ffn_dim, hidden, hf_config.enable_bias)
+        self.tp = linear.tp
         self.act = activation_function(hf_config.activation_function)
         self.final_layer_norm = nn.LayerNorm(hidden, elementwise_affine=affine)
 
@@ -57,7 +62,9 @@ class OPTDecoderLayer(nn.Module):
         hidden_states = self._residual(
             hidden_states, self.self_attn_layer_norm, lambda x: self.self_attn(x, kv_caches, metadata)
         )
-        return self._residual(hidden_states, self.final_layer_norm, lambda x: self.fc2(self.act(self.fc1(x))))
+        return self._residual(
+            hidden_states, self.final_layer_norm, lambda x: self.tp.all_reduce(self.fc2(self.act(self.fc1(x))))
+        )
 
     def _residual(self, hidden_states, norm, block):
         if self.do_layer_norm_before:
@@ -72,7 +79,7 @@ class OPTDecoder(nn.Module):
         super().__init__()
         hidden = hf_config.hidden_size
         embed_dim = hf_config.word_embed_proj_dim
-        self.embed_tokens = nn.Embedding(hf_config.vocab_size, embed_dim)
+        self.embed_tokens = linear.vocab_embedding(hf_config.vocab_size, embed_dim)
         self.embed_positions = nn.Embedding(hf_config.max_position_embeddings + POSITION_OFFSET, hidden)
         # opt-350m embeds words in a smaller space than the decoder runs in.
         projects = embed_dim != hidden
@@ -117,9 +124,11 @@ class OPTForCausalLM(nn.Module):
         super().__init__()
         linear = linear or LinearFactory()
         self.model = OPTModel(hf_config, attention, linear)
-        self.lm_head = linear("lm_head", hf_config.word_embed_proj_dim, hf_config.vocab_size, False)
+        self.vocab_size = hf_config.vocab_size
+        self.lm_head = linear.column("lm_head", hf_config.word_embed_proj_dim, linear.tp.shard(self.vocab_size), False)
         if hf_config.tie_word_embeddings and isinstance(self.lm_head, nn.Linear):
             self.lm_head.weight = self.model.decoder.embed_tokens.weight
+        self.tp = linear.tp
 
     def forward(
         self,
@@ -135,9 +144,9 @@ class OPTForCausalLM(nn.Module):
         # can run here, on the few rows that need logits, instead of on every token.
         if self.model.decoder.project_out is not None:
             hidden_states = self.model.decoder.project_out(hidden_states)
-        return self.lm_head(hidden_states).float()
+        return self.tp.all_gather(self.lm_head(hidden_states), self.vocab_size).float()
 
-    def load_weights(self, weights: Iterable[tuple[str, torch.Tensor]]) -> None:
+    def load_weights(self, weights: Iterable[tuple[str, torch.Tensor | CheckpointTensor]]) -> None:
         # The original facebook/opt-* checkpoints name the decoder without the "model." prefix.
         renamed = ((f"model.{name}" if name.startswith("decoder.") else name, tensor) for name, tensor in weights)
         load_named_tensors(self, renamed, self.merged_projections)
