@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import functools
 import hashlib
 import platform
@@ -26,10 +28,41 @@ def load_cpp_extension(name: str, source: Path) -> ModuleType:
     """
     from torch.utils.cpp_extension import load
 
+    module_name = extension_module_name(name, source)
+    with _build_lock(build_directory(module_name)):
+        return load(
+            name=module_name,
+            sources=[str(source)],
+            extra_cflags=compiler_flags(),
+            extra_ldflags=["-fopenmp"],
+        )
+
+
+def extension_module_name(name: str, source: Path) -> str:
     digest = hashlib.sha256(source.read_bytes() + " ".join(compiler_flags()).encode()).hexdigest()[:12]
-    return load(
-        name=f"{name}_{digest}",
-        sources=[str(source)],
-        extra_cflags=compiler_flags(),
-        extra_ldflags=["-fopenmp"],
-    )
+    return f"{name}_{digest}"
+
+
+def build_directory(module_name: str) -> Path:
+    """Where torch builds and caches the extension (created if missing)."""
+    from torch.utils.cpp_extension import _get_build_directory
+
+    return Path(_get_build_directory(module_name, verbose=False))
+
+
+@contextlib.contextmanager
+def _build_lock(build_directory: Path):
+    """Hold an exclusive lock on the build directory while torch checks or builds the extension.
+
+    torch's own lock is a file that a process killed while holding it (a worker stopped during
+    start-up, a Ctrl-C during the first compile) leaves behind, and every later load then waits on
+    it forever. This lock is an ``flock``, which the kernel releases when its holder dies; whoever
+    holds it is the only loader of the directory, so a torch lock file found then is stale.
+    """
+    with open(build_directory / ".pagedllm-build.lock", "w") as lock_file:
+        fcntl.flock(lock_file, fcntl.LOCK_EX)
+        try:
+            (build_directory / "lock").unlink(missing_ok=True)
+            yield
+        finally:
+            fcntl.flock(lock_file, fcntl.LOCK_UN)

@@ -98,8 +98,21 @@ def run_throughput(engine, workload: Workload, kv_usage: KVUsageTally | None = N
         num_output_tokens=num_output_tokens,
         elapsed=elapsed,
         peak_memory_bytes=peak_memory.read(),
-        model_flops=ModelFlops.of_model(engine.executor.worker.model_runner.model, engine.model_info.hf_config).workload_flops(workload),
+        model_flops=_model_flops(engine).workload_flops(workload),
     )
+
+
+def _model_flops(engine) -> ModelFlops:
+    """Counted on the engine's own model when its worker is in this process, else on transformers' model
+    of the same config built on the meta device (no weights)."""
+    hf_config = engine.model_info.hf_config
+    worker = getattr(engine.executor, "worker", None)
+    if worker is not None:
+        return ModelFlops.of_model(worker.model_runner.model, hf_config)
+    from transformers import AutoModelForCausalLM
+
+    with torch.device("meta"):
+        return ModelFlops.of_model(AutoModelForCausalLM.from_config(hf_config), hf_config)
 
 
 def _warm_up(engine) -> None:

@@ -90,6 +90,11 @@ BENCHMARKS = {
         "pagedllm_core.bench.lora:add_lora_bench_arguments",
         "pagedllm_core.bench.lora:run_lora_bench",
     ),
+    "tp": (
+        "W4 and W1 at several tensor-parallel sizes side by side, and the collectives' cost per decode step",
+        "pagedllm_core.bench.tensor_parallel:add_tp_arguments",
+        "pagedllm_core.bench.tensor_parallel:run_tp_bench",
+    ),
     "latency": (
         "W4 single stream: time to first token and decode tokens/s, with transformers as the baseline",
         "pagedllm_core.bench.latency:add_latency_arguments",

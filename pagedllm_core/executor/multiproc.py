@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import logging
 import multiprocessing
+import os
 import shutil
-import sys
 import tempfile
 from multiprocessing.connection import Connection, wait
 from pathlib import Path
@@ -103,13 +103,16 @@ class LocalWorkers:
 
     def wait(self) -> int:
         """Block until a worker exits; shut the others down and return the first exit code."""
-        wait([process.sentinel for process in self.processes])
-        exited = next(process for process in self.processes if not process.is_alive())
+        ready = wait([process.sentinel for process in self.processes])
+        exited = next(process for process in self.processes if process.sentinel in ready)
+        exited.join()
         self.shutdown()
         return exited.exitcode
 
     def _died(self) -> WorkerDiedError:
-        dead = [process for process in self.processes if not process.is_alive()] or self.processes[:1]
+        # A process's sentinel is ready once it exits, a moment before it can be reaped: join those.
+        exited = wait([process.sentinel for process in self.processes], timeout=1.0)
+        dead = [process for process in self.processes if process.sentinel in exited] or self.processes[:1]
         for process in dead:
             process.join(1.0)
         described = ", ".join(f"pid {process.pid} exit code {process.exitcode}" for process in dead)
@@ -186,12 +189,29 @@ def run_headless(config: EngineConfig) -> int:
 def run_worker_process(connection: Connection) -> None:
     """A worker process's main loop: load the model, then run messages, from the pipe (rank 0) or from
     rank 0's broadcasts (the others), until told to stop or until the engine's end of the pipe closes."""
+    exit_code = 0
+    try:
+        _serve_worker(connection)
+    except BaseException:
+        logger.exception("the worker process failed")
+        exit_code = 1
+    # Skip the interpreter's finalization: with a model loaded its garbage collection takes seconds,
+    # and nothing here needs finalizing once the group is left and the pipe closed.
+    connection.close()
+    logging.shutdown()
+    os._exit(exit_code)
+
+
+def _serve_worker(connection: Connection) -> None:
     from pagedllm_core.worker.worker import Worker
 
     try:
         start = wire.decode(connection.recv_bytes())
         worker = Worker(start.config, rank=start.rank, distributed_init_method=start.distributed_init_method)
     except EOFError:
+        return
+    except ConfigError as error:
+        connection.send_bytes(wire.encode(wire.WorkerFailure(str(error), is_config_error=True)))
         return
     except Exception as error:
         logger.exception("the worker failed to start")
@@ -225,7 +245,7 @@ def _drive(worker, connection: Connection) -> None:
             logger.exception("the worker failed to run a step")
             connection.send_bytes(wire.encode(wire.WorkerFailure(f"{type(error).__name__}: {error}")))
             if worker.tp.world_size > 1:
-                sys.exit(1)  # the ranks' collectives are out of step: this group cannot run another step
+                raise  # the ranks' collectives are out of step: this group cannot run another step
             continue
         if payload == shutdown:
             return

@@ -1,5 +1,7 @@
 """How weights and attention heads are split over tensor-parallel ranks."""
 
+import itertools
+
 import pytest
 
 from pagedllm_core.distributed.partition import (
@@ -16,7 +18,7 @@ from pagedllm_core.errors import ConfigError
 def test_balanced_shards_cover_every_item_once_and_differ_by_at_most_one(total, world_size):
     shards = [balanced_shard(total, rank, world_size) for rank in range(world_size)]
     assert shards[0].start == 0 and shards[-1].end == total
-    assert all(left.end == right.start for left, right in zip(shards, shards[1:]))
+    assert all(left.end == right.start for left, right in itertools.pairwise(shards))
     assert max(shard.size for shard in shards) - min(shard.size for shard in shards) <= 1
 
 

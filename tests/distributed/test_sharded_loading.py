@@ -18,26 +18,26 @@ from pagedllm_core.registry import default_registry
 from pagedllm_core.worker.model_setup import attention_spec, build_attention
 
 
-def build_rank(directory, rank, world_size, **overrides):
+def build_rank(directory, rank, world_size):
     config = EngineConfig(model=str(directory), dtype="float32", attention_backend="torch")
     info = resolve_model_info(config)
     tp = TensorParallelGroup(rank, world_size)
     attention = build_attention(config, default_registry(), attention_spec(config, info, tp))
     model = loader.build_model(info.hf_config, attention, torch.float32, "cpu", None, tp)
     loader.load_weights(model, info.source, info.hf_config)
-    return model, info.hf_config
+    return model
 
 
 def full_tensors(directory):
     with safe_open(str(directory / "model.safetensors"), framework="pt") as checkpoint:
-        return {name: checkpoint.get_tensor(name) for name in checkpoint.keys()}
+        return {name: checkpoint.get_tensor(name) for name in checkpoint.keys()}  # noqa: SIM118 - safe_open is not iterable
 
 
 @pytest.mark.parametrize("rank", [0, 1])
 def test_a_llama_rank_holds_its_heads_its_mlp_columns_and_its_vocabulary_rows(tiny_model_dir, rank):
     # 4 query heads over 2 key/value heads of 16: each rank one KV head and its two query heads.
     directory = tiny_model_dir("LlamaForCausalLM")
-    model, hf_config = build_rank(directory, rank, 2)
+    model = build_rank(directory, rank, 2)
     full = full_tensors(directory)
     heads = Shard(rank * 32, 32)
     kv = Shard(rank * 16, 16)
@@ -74,8 +74,8 @@ def test_only_the_first_rank_adds_a_row_parallel_layers_bias(tiny_model_dir):
     directory = tiny_model_dir("OPTForCausalLM")
     full = full_tensors(directory)
     name = "model.decoder.layers.0.fc2.bias"
-    first, _ = build_rank(directory, 0, 2)
-    second, _ = build_rank(directory, 1, 2)
+    first = build_rank(directory, 0, 2)
+    second = build_rank(directory, 1, 2)
     torch.testing.assert_close(dict(first.named_parameters())[name], full[name])
     assert not dict(second.named_parameters())[name].any()
     # A column-parallel bias is split like its weight's rows.

@@ -45,7 +45,7 @@ def wait_gone(pids, timeout=30.0):
 @pytest.mark.parametrize("architecture", ARCHITECTURES)
 def test_two_ranks_give_one_ranks_outputs(architecture, tiny_model_dir):
     directory = str(tiny_model_dir(architecture))
-    settings = dict(model=directory, dtype="float32", block_size=4)
+    settings = {"model": directory, "dtype": "float32", "block_size": 4}
     expected = token_ids(LLM(**settings))
     llm = LLM(**settings, tensor_parallel_size=2)
     pids = llm.llm_engine.executor.worker_pids
@@ -96,9 +96,9 @@ def test_a_split_the_model_cannot_take_is_a_config_error(tiny_model_dir):
 @pytest.mark.parametrize(
     "settings, message",
     [
-        (dict(enable_lora=True), "enable_lora"),
-        (dict(distributed_executor_backend="uni"), "one worker per rank"),
-        (dict(nnodes=3), "multiple of nnodes"),
+        ({"enable_lora": True}, "enable_lora"),
+        ({"distributed_executor_backend": "uni"}, "one worker per rank"),
+        ({"nnodes": 3}, "multiple of nnodes"),
     ],
 )
 def test_settings_tensor_parallelism_cannot_take_are_refused_before_anything_starts(tiny_model_dir, settings, message):
@@ -116,7 +116,7 @@ def test_a_headless_second_node_joins_over_tcp_and_ends_with_the_engine(tiny_mod
     directory = str(tiny_model_dir("Qwen2ForCausalLM"))
     expected = token_ids(LLM(model=directory, dtype="float32", block_size=4))
     port = free_port()
-    node = dict(tensor_parallel_size=2, nnodes=2, master_addr="127.0.0.1", master_port=port)
+    node = {"tensor_parallel_size": 2, "nnodes": 2, "master_addr": "127.0.0.1", "master_port": port}
     headless = subprocess.Popen(
         [sys.executable, "-m", "pagedllm_core.entrypoints.cli", "serve", directory, "--headless", "--dtype", "float32",
          "--block-size", "4", "--tensor-parallel-size", "2", "--nnodes", "2", "--node-rank", "1",
