@@ -115,12 +115,16 @@ def measure(label: str, serve_flags: list[str], prompts: list[list[int]], args: 
 
 def format_table(runs: list[Run], args: argparse.Namespace) -> str:
     lines = [
-        f"Workload: {args.num_groups} prefixes of {args.prefix_len} tokens, {args.requests_per_group} prompts each "
-        f"(+{args.suffix_len} tokens), {args.output_len} output tokens, {args.concurrency} requests in flight, "
-        "shuffled.",
+        (
+            f"Workload: {args.num_groups} prefixes of {args.prefix_len} tokens, {args.requests_per_group} prompts "
+            f"each (+{args.suffix_len} tokens), {args.output_len} output tokens, {args.concurrency} requests in "
+            "flight, shuffled."
+        ),
         "",
-        "| configuration | requests/s | output tokens/s | vs one engine | requests routed per replica "
-        "| prefix-cache hit rate per replica | hit rate overall |",
+        (
+            "| configuration | requests/s | output tokens/s | vs one engine | requests routed per replica "
+            "| prefix-cache hit rate per replica | hit rate overall |"
+        ),
         "|---|---|---|---|---|---|---|",
     ]
     baseline = runs[0].num_requests / runs[0].seconds

@@ -146,7 +146,9 @@ def server_settings_from_args(args: argparse.Namespace, config: EngineConfig, ta
     if args.request_timeout is not None:
         limits["request_timeout"] = args.request_timeout or None
     if args.data_parallel_size < 1:
-        raise ConfigError(f"--data-parallel-size must be >= 1 (the number of engine replicas), got {args.data_parallel_size}")
+        raise ConfigError(
+            f"--data-parallel-size must be >= 1 (the number of engine replicas), got {args.data_parallel_size}"
+        )
     if args.data_parallel_size > 1 and task != "generate":
         raise ConfigError(f"--data-parallel-size > 1 serves generation models; this model's task is {task!r}")
     lora_modules = [parse_lora_module(value) for value in args.lora_modules or []]
