@@ -24,6 +24,7 @@ from pagedllm_core.config import EngineConfig
 from pagedllm_core.engine.async_engine import AsyncLLMEngine, EngineDeadError, EngineStats, RequestStream
 from pagedllm_core.lora_request import LoRARequest
 from pagedllm_core.outputs import RequestOutput
+from pagedllm_core.registry import default_registry
 from pagedllm_core.sampling_params import BeamSearchParams, SamplingParams
 from pagedllm_core.server.routing import ReplicaLoad, RoutingPolicyName, build_router
 
@@ -170,6 +171,7 @@ class DataParallelEngine:
         if data_parallel_size < 1:
             raise ValueError(f"data_parallel_size must be >= 1, got {data_parallel_size}")
         configs = replica_configs(config, data_parallel_size)
+        default_registry()  # load the plugins once, here, rather than racing to in each replica's thread
         with concurrent.futures.ThreadPoolExecutor(data_parallel_size) as pool:
             futures = [pool.submit(AsyncLLMEngine.from_config, replica_config) for replica_config in configs]
             concurrent.futures.wait(futures)

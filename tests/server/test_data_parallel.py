@@ -180,16 +180,31 @@ def test_killing_a_replica_leaves_the_other_serving_and_killing_both_gives_503(d
     assert not dp_engine.is_running
 
 
+def parse_serve(*argv: str) -> argparse.Namespace:
+    parser = argparse.ArgumentParser()
+    add_serve_arguments(parser)
+    return parser.parse_args(list(argv))
+
+
 def test_a_data_parallel_size_below_one_is_refused_at_start(tiny_model):
     command = [sys.executable, "-m", "pagedllm_core.entrypoints.cli", "serve", str(tiny_model), "-dp", "0"]
     result = subprocess.run(command, check=False, capture_output=True, text=True, timeout=120)
     assert result.returncode == 2
     assert "--data-parallel-size must be >= 1 (the number of engine replicas), got 0" in result.stderr
-    parser = argparse.ArgumentParser()
-    add_serve_arguments(parser)
-    args = parser.parse_args([str(tiny_model), "--data-parallel-size", "-2"])
+    args = parse_serve(str(tiny_model), "--data-parallel-size", "-2")
     with pytest.raises(ConfigError, match="got -2"):
         server_settings_from_args(args, engine_config_from_serve_args(args))
+
+
+def test_the_flags_become_server_settings(tiny_model):
+    args = parse_serve(str(tiny_model), "-dp", "3", "--data-parallel-routing", "round_robin")
+    config = engine_config_from_serve_args(args)
+    settings = server_settings_from_args(args, config)
+    assert (settings.data_parallel_size, settings.data_parallel_routing) == (3, "round_robin")
+    defaults = server_settings_from_args(parse_serve(str(tiny_model)), config)
+    assert (defaults.data_parallel_size, defaults.data_parallel_routing) == (1, "prefix_aware")
+    with pytest.raises(ConfigError, match="serves generation models"):
+        server_settings_from_args(args, config, task="embed")
 
 
 def start_serve(model, *flags: str) -> tuple[subprocess.Popen, str]:
