@@ -40,7 +40,8 @@ class Replica:
     def __init__(self, index: int, engine: AsyncLLMEngine):
         self.index = index
         self.engine = engine
-        self.worker_pids: list[int] = list(engine.engine.executor.worker_pids)
+        # An executor without local worker processes is watched through its engine loop only.
+        self.worker_pids: list[int] = list(getattr(engine.engine.executor, "worker_pids", []))
         self.num_in_flight = 0
         self.num_routed = 0
         self.death: str | None = None  # why it died; None while alive
