@@ -207,16 +207,18 @@ def test_the_flags_become_server_settings(tiny_model):
         server_settings_from_args(args, config, task="embed")
 
 
-def start_serve(model, *flags: str) -> tuple[subprocess.Popen, str]:
+def start_serve(model, log: Path) -> tuple[subprocess.Popen, str]:
+    """``pagedllm serve MODEL -dp 2`` on a free port, its output in ``log`` (shown if it fails to start)."""
     port = free_port()
     command = [
         sys.executable, "-m", "pagedllm_core.entrypoints.cli", "serve", str(model), "--port", str(port),
-        "--num-kv-blocks", "128", "--data-parallel-size", "2", *flags,
+        "--num-kv-blocks", "128", "--data-parallel-size", "2",
     ]
-    process = subprocess.Popen(command, stderr=subprocess.DEVNULL)
+    with log.open("w") as output:
+        process = subprocess.Popen(command, stdout=output, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
     try:
-        wait_until_healthy(process, url, 240)
+        wait_until_healthy(process, url, 300, log)
     except RuntimeError:
         stop_process(process, signal.SIGKILL)
         raise
@@ -229,8 +231,8 @@ def worker_pids(url: str) -> list[int]:
 
 
 @pytest.mark.slow
-def test_serve_process_ends_every_replica_worker_on_sigterm(tiny_model):
-    process, url = start_serve(tiny_model)
+def test_serve_process_ends_every_replica_worker_on_sigterm(tiny_model, tmp_path):
+    process, url = start_serve(tiny_model, tmp_path / "serve.log")
     try:
         pids = worker_pids(url)
         assert len(pids) == 2 and all(proc_stat(pid)[1] == str(process.pid) for pid in pids)
@@ -243,8 +245,8 @@ def test_serve_process_ends_every_replica_worker_on_sigterm(tiny_model):
 
 
 @pytest.mark.slow
-def test_serve_process_exits_only_when_every_replica_has_died(tiny_model):
-    process, url = start_serve(tiny_model)
+def test_serve_process_exits_only_when_every_replica_has_died(tiny_model, tmp_path):
+    process, url = start_serve(tiny_model, tmp_path / "serve.log")
     try:
         first, second = worker_pids(url)
         os.kill(first, signal.SIGKILL)
