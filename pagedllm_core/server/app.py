@@ -14,6 +14,8 @@ from pagedllm_core.server.access_log import AccessLogMiddleware
 from pagedllm_core.server.admission import InFlightRequests
 from pagedllm_core.server.auth import ApiKeyMiddleware
 from pagedllm_core.server.body_limit import BodySizeLimitMiddleware
+from pagedllm_core.server.data_parallel import DataParallelEngine
+from pagedllm_core.server.data_parallel_metrics import ReplicaCollector
 from pagedllm_core.server.errors import install_error_handlers
 from pagedllm_core.server.metrics import ServerMetrics
 from pagedllm_core.server.responses import pagedllm_version
@@ -24,7 +26,8 @@ from pagedllm_core.server.tasks import require_task
 
 
 def build_app(
-    engine: AsyncLLMEngine | AsyncEmbeddingEngine, settings: ServerSettings, shutdown_engine: bool = True
+    engine: AsyncLLMEngine | AsyncEmbeddingEngine | DataParallelEngine,
+    settings: ServerSettings, shutdown_engine: bool = True
 ) -> FastAPI:
     """An OpenAI-compatible app serving ``engine``.
 
@@ -46,7 +49,10 @@ def build_app(
     docs = {} if settings.enable_api_docs else {"docs_url": None, "redoc_url": None, "openapi_url": None}
     app = FastAPI(title="pagedllm", version=pagedllm_version(), lifespan=lifespan, **docs)
     in_flight = InFlightRequests(settings.limits.max_num_waiting_requests)
-    app.state.server = ServerState(engine, settings, ServerMetrics(engine), in_flight)
+    metrics = ServerMetrics(engine)
+    if isinstance(engine, DataParallelEngine):
+        metrics.registry.register(ReplicaCollector(engine))
+    app.state.server = ServerState(engine, settings, metrics, in_flight)
     for router in (info.ops_router, info.models_router, tokenization.router):
         app.include_router(router)
     for router in (completions.router, chat.router, responses_api.router):

@@ -18,6 +18,7 @@ from pagedllm_core.entrypoints.engine_args import (
 )
 from pagedllm_core.errors import ConfigError
 from pagedllm_core.server.lora_modules import parse_lora_module, runtime_updating_allowed
+from pagedllm_core.server.routing import ROUTING_POLICIES
 from pagedllm_core.server.settings import ServerLimits, ServerSettings
 from pagedllm_core.server.tool_parsers import TOOL_PARSERS
 
@@ -107,6 +108,16 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
         help="serve POST /v1/load_lora_adapter and /v1/unload_lora_adapter (also when "
         "PAGEDLLM_ALLOW_RUNTIME_LORA_UPDATING or VLLM_ALLOW_RUNTIME_LORA_UPDATING is true)",
     )
+    group.add_argument(
+        "--data-parallel-size", "-dp", type=int, default=1,
+        help="engine replicas behind this one endpoint, each with its worker in its own process and an equal share "
+        "of the CPU cores; requests are routed across them (default: 1, no replicas)",
+    )
+    group.add_argument(
+        "--data-parallel-routing", choices=ROUTING_POLICIES, default="prefix_aware",
+        help="with --data-parallel-size > 1: prefix_aware sends prompts sharing their first KV block to one replica "
+        "(shorter ones to the least loaded), round_robin ignores the prompt (default: prefix_aware)",
+    )
     group.add_argument("--uvicorn-log-level", choices=_LOG_LEVELS, default="info", help="uvicorn's log level")
     add_engine_arguments(parser)
     add_pooling_arguments(parser)
@@ -139,6 +150,12 @@ def server_settings_from_args(args: argparse.Namespace, config: EngineConfig, ta
         raise ConfigError(f"--shutdown-timeout must be >= 0 seconds, got {args.shutdown_timeout:g}")
     if args.request_timeout is not None:
         limits["request_timeout"] = args.request_timeout or None
+    if args.data_parallel_size < 1:
+        raise ConfigError(
+            f"--data-parallel-size must be >= 1 (the number of engine replicas), got {args.data_parallel_size}"
+        )
+    if args.data_parallel_size > 1 and task != "generate":
+        raise ConfigError(f"--data-parallel-size > 1 serves generation models; this model's task is {task!r}")
     lora_modules = [parse_lora_module(value) for value in args.lora_modules or []]
     if (lora_modules or args.allow_runtime_lora_updating) and not config.enable_lora:
         raise ConfigError("--lora-modules and --allow-runtime-lora-updating need --enable-lora")
@@ -156,6 +173,8 @@ def server_settings_from_args(args: argparse.Namespace, config: EngineConfig, ta
             enable_api_docs=args.enable_api_docs,
             lora_modules=lora_modules,
             allow_runtime_lora_updating=allow_runtime_lora_updating,
+            data_parallel_size=args.data_parallel_size,
+            data_parallel_routing=args.data_parallel_routing,
         )
     except ValidationError as error:
         raise ConfigError(f"invalid server settings: {error}") from None
@@ -183,6 +202,7 @@ def run_server(args: argparse.Namespace) -> None:
     from pagedllm_core.pooling.async_engine import AsyncEmbeddingEngine
     from pagedllm_core.pooling.loading import detect_task
     from pagedllm_core.server.app import build_app
+    from pagedllm_core.server.data_parallel import DataParallelEngine
     from pagedllm_core.server.process import PagedLLMServer
     from pagedllm_core.server.request_context import configure_server_logging
 
@@ -200,6 +220,8 @@ def run_server(args: argparse.Namespace) -> None:
     settings = server_settings_from_args(args, config, task)
     if task == "embed":
         engine = AsyncEmbeddingEngine.from_config(config, pooling)
+    elif settings.data_parallel_size > 1:
+        engine = DataParallelEngine.from_config(config, settings.data_parallel_size, settings.data_parallel_routing)
     else:
         engine = AsyncLLMEngine.from_config(config)
     app = build_app(engine, settings)

@@ -78,7 +78,7 @@ class Generation:
         except BaseException:
             server.in_flight.release(request_ids)
             raise
-        streams = [item for item in added if isinstance(item, RequestStream)]
+        streams = [item for item in added if not isinstance(item, BaseException)]
         errors = [item for item in added if isinstance(item, BaseException)]
         if errors:
             for stream in streams:

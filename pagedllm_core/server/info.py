@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 from fastapi import APIRouter, Response
+from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST
 
+from pagedllm_core.server.data_parallel import DataParallelEngine
 from pagedllm_core.server.responses import ModelCard, ModelList, pagedllm_version
 from pagedllm_core.server.state import Server, ServerState
 
@@ -14,8 +16,11 @@ models_router = APIRouter()
 
 @ops_router.get("/health")
 async def health(server: Server) -> Response:
-    """200 while the engine loop runs; 503 (an OpenAI error body) once it has died."""
+    """200 while the engine loop runs; 503 (an OpenAI error body) once it has died. With data
+    parallelism: 200 while a replica lives, its body each replica's state (docs/data_parallel.md)."""
     server.engine.check_health()
+    if isinstance(server.engine, DataParallelEngine):
+        return JSONResponse(server.engine.summary())
     return Response(status_code=200)
 
 

@@ -7,6 +7,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from pagedllm_core.server.lora_modules import LoRAModulePath
+from pagedllm_core.server.routing import RoutingPolicyName
 from pagedllm_core.server.tool_parsers import check_tool_parser_name
 
 
@@ -59,6 +60,14 @@ class ServerSettings(BaseModel):
     )
     allow_runtime_lora_updating: bool = Field(
         False, description="Mount /v1/load_lora_adapter and /v1/unload_lora_adapter (behind the API key)."
+    )
+    data_parallel_size: int = Field(
+        1, ge=1, description="Engine replicas behind the endpoint, each with its worker in its own process."
+    )
+    data_parallel_routing: RoutingPolicyName = Field(
+        "prefix_aware",
+        description="How requests are spread over the replicas: prefix_aware (a shared first KV block goes to one "
+        "replica, shorter prompts to the least loaded) or round_robin.",
     )
 
     @field_validator("tool_call_parser")
