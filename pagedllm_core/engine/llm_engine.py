@@ -87,7 +87,7 @@ class LLMEngine:
         self.eos_token_ids = eos_token_ids(self.tokenizer, self.model_info.hf_config)
         self.max_model_len = self.model_info.max_model_len
         self.vocab_size = self.model_info.vocab_size
-        self.executor = build_executor(config, registry)
+        self.executor = build_executor(config, registry, self.model_info)
         self.kv_cache_manager = KVCacheManager(
             self.executor.num_kv_blocks, config.block_size, enable_prefix_caching=config.enable_prefix_caching
         )

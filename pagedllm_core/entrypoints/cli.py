@@ -90,6 +90,11 @@ BENCHMARKS = {
         "pagedllm_core.bench.lora:add_lora_bench_arguments",
         "pagedllm_core.bench.lora:run_lora_bench",
     ),
+    "startup": (
+        "seconds from a fresh process to the first 200 on /health (pagedllm serve) and to LLM()'s first token",
+        "pagedllm_core.bench.startup:add_startup_arguments",
+        "pagedllm_core.bench.startup:run_startup_bench",
+    ),
     "tp": (
         "W4 and W1 at several tensor-parallel sizes side by side, and the collectives' cost per decode step",
         "pagedllm_core.bench.tensor_parallel:add_tp_arguments",

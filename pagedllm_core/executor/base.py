@@ -8,6 +8,7 @@ from pagedllm_core.config import EngineConfig
 from pagedllm_core.errors import PagedLLMError
 from pagedllm_core.executor.messages import ModelRunnerOutput, SchedulerOutput
 from pagedllm_core.lora_request import LoRARequest
+from pagedllm_core.model.model_info import ModelInfo
 from pagedllm_core.registry import Registry
 
 
@@ -41,12 +42,13 @@ class Executor(ABC):
         """Stop the workers (idempotent); the executor cannot run steps afterwards."""
 
 
-def build_executor(config: EngineConfig, registry: Registry) -> Executor:
-    """The executor named by ``config.distributed_executor_backend``."""
+def build_executor(config: EngineConfig, registry: Registry, model_info: ModelInfo) -> Executor:
+    """The executor named by ``config.distributed_executor_backend``; an in-process worker reuses the
+    engine's ``model_info`` (and with it the parse of a GGUF file) instead of resolving it again."""
     if config.distributed_executor_backend == "mp":
         from pagedllm_core.executor.multiproc import MultiprocExecutor
 
         return MultiprocExecutor(config)
     from pagedllm_core.executor.uniproc import UniProcExecutor
 
-    return UniProcExecutor(config, registry)
+    return UniProcExecutor(config, registry, model_info)

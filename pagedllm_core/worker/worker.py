@@ -13,7 +13,7 @@ from pagedllm_core.errors import ConfigError
 from pagedllm_core.executor import wire
 from pagedllm_core.executor.messages import ModelRunnerOutput, SchedulerOutput
 from pagedllm_core.lora_request import LoRARequest
-from pagedllm_core.model.model_info import resolve_model_info
+from pagedllm_core.model.model_info import ModelInfo, resolve_model_info
 from pagedllm_core.registry import Registry, default_registry
 from pagedllm_core.worker.model_setup import load_model_runner
 
@@ -39,8 +39,9 @@ class Worker:
         registry: Registry | None = None,
         rank: int = 0,
         distributed_init_method: str | None = None,
+        model_info: ModelInfo | None = None,
     ):
-        info = resolve_model_info(config)
+        info = model_info or resolve_model_info(config)
         local_ranks = config.tensor_parallel_size // config.nnodes
         if info.device.type == "cuda" and local_ranks > 1:
             torch.cuda.set_device(rank % local_ranks)
