@@ -39,7 +39,8 @@ class LoRAStepState:
 
     def update(self, token_slots: torch.Tensor | None, device: torch.device, dtype: torch.dtype) -> None:
         """Plan the step from each token's slot (a CPU int64 tensor, -1: base model; None: no adapter)."""
-        self.token_slots, self.active_slots, self.one_slot, self.row_mask, self.groups = None, frozenset(), None, None, []
+        self.token_slots, self.active_slots, self.one_slot, self.row_mask = None, frozenset(), None, None
+        self.groups = []
         if token_slots is None:
             return
         adapter_rows = (token_slots >= 0).nonzero().squeeze(-1)

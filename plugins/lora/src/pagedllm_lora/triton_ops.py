@@ -62,7 +62,7 @@ def _expand_kernel(shrunk_ptr, b_ptr, slots_ptr, out_ptr, out_features, width,
 
 def add_lora(output: torch.Tensor, x: torch.Tensor, lora_a: torch.Tensor, lora_b: torch.Tensor,
              token_slots: torch.Tensor, output_sizes: list[int]) -> torch.Tensor:
-    """``output[t] += (x[t] @ lora_a[s].T) @ lora_b[s]`` per projection, ``s = token_slots[t]`` (-1: nothing); in place."""
+    """``output[t] += (x[t] @ lora_a[s].T) @ lora_b[s]`` per projection, ``s = token_slots[t]`` (-1: none); in place."""
     num_rows, in_features = x.shape
     _, rank, _ = lora_b.shape
     width = lora_a.shape[1]
