@@ -57,8 +57,9 @@ def test_adapter_over_gguf_blocks_matches_peft(tmp_path):
 def test_wrapped_gguf_layer_matches_the_dense_layer_with_lora(quant_type):
     from pagedllm_core.model.layers.linear import MergedLinear
     from pagedllm_lora.adapter import LoRAWeights
-    from pagedllm_lora.layer import LoRALinear, LoRAStepState
+    from pagedllm_lora.layer import LoRALinear
     from pagedllm_lora.ops import torch_op
+    from pagedllm_lora.step_state import LoRAStepState
     from pagedllm_quant_gguf.blocks import dequantize
     from pagedllm_quant_gguf.kernels import load_kernels
     from pagedllm_quant_gguf.layer import DEFAULT_MAX_BLOCK_ROWS, GGUFLinear
@@ -81,9 +82,7 @@ def test_wrapped_gguf_layer_matches_the_dense_layer_with_lora(quant_type):
     for layer in wrapped:
         layer.set_slot(1, pieces)
     x = torch.randn(5, in_features, generator=generator)
-    state.token_slots = torch.tensor([1, -1, 1, 1, -1])
-    state.slot_mask = (state.token_slots.unsqueeze(1) == torch.arange(2)).float()
-    state.active_slots = frozenset({1})
+    state.update(torch.tensor([1, -1, 1, 1, -1]), torch.device("cpu"), torch.float32)
     got, expected = (layer(x) for layer in wrapped)
     torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-4)
     delta = x @ pieces["q_proj"].lora_a.T @ pieces["q_proj"].lora_b.T

@@ -3,32 +3,15 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
 
 import torch
 from torch import nn
 
 from pagedllm_lora.adapter import LoRAWeights
+from pagedllm_lora.step_state import LoRAStepState
 
-
-@dataclass
-class LoRAStepState:
-    """Which slot each token of the step uses, shared by every wrapped layer (the manager sets it)."""
-
-    # [num_tokens] slot index, -1 for the base model (the Triton kernels read this)
-    token_slots: torch.Tensor | None = None
-    # [num_tokens, num_slots_in_use] one-hot of token_slots (the torch op reads this)
-    slot_mask: torch.Tensor | None = None
-    # Slots some token of the step uses; empty: the step runs the base model only.
-    active_slots: frozenset[int] = field(default_factory=frozenset)
-    # The tokens that use an adapter and their slots, and each active slot's tokens (the CPU op's
-    # gathered and segmented paths read these; found once per step rather than once per layer).
-    adapter_rows: torch.Tensor | None = None
-    adapter_row_slots: torch.Tensor | None = None
-    rows_by_slot: dict[int, torch.Tensor] = field(default_factory=dict)
-
-
-LoRAOp = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, LoRAStepState], torch.Tensor]
+# (output, x, lora_a, lora_b, output_sizes, state) -> output with every token's delta added in place
+LoRAOp = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, list[int], LoRAStepState], torch.Tensor]
 
 
 class LoRALinear(nn.Module):
@@ -36,8 +19,9 @@ class LoRALinear(nn.Module):
 
     A merged base layer (q/k/v, gate/up) gets one piece per projection: each slot's ``lora_a`` stacks
     the projections' A matrices along the rank (``num_projections * max_lora_rank`` rows, each padded
-    with zeros to ``max_lora_rank``), and ``lora_b`` places each projection's B under its own rows and
-    over its own output columns, so the fused output gets every projection's delta in its place.
+    with zeros to ``max_lora_rank``), and ``lora_b`` (``max_lora_rank`` rows) holds each projection's B
+    over its own output columns, side by side, so the fused output gets every projection's delta in its
+    place (layout in :mod:`pagedllm_lora.punica`).
     """
 
     def __init__(self, base: nn.Module, projection_names: list[str], num_slots: int, max_lora_rank: int,
@@ -51,7 +35,8 @@ class LoRALinear(nn.Module):
         self.max_lora_rank = max_lora_rank
         width = len(self.output_sizes) * max_lora_rank
         self.register_buffer("lora_a", torch.zeros(num_slots, width, self.in_features, device=device, dtype=dtype))
-        self.register_buffer("lora_b", torch.zeros(num_slots, width, self.out_features, device=device, dtype=dtype))
+        self.register_buffer("lora_b", torch.zeros(num_slots, max_lora_rank, self.out_features, device=device,
+                                                   dtype=dtype))
         self.state = state
         self.op = op
         self.filled_slots: set[int] = set()  # slots whose adapter targets this layer
@@ -67,9 +52,9 @@ class LoRALinear(nn.Module):
         for index, (name, size) in enumerate(zip(self.projection_names, self.output_sizes)):
             piece = weights.get(name)
             if piece is not None:
-                rows = slice(index * self.max_lora_rank, index * self.max_lora_rank + piece.lora_a.shape[0])
-                self.lora_a[slot, rows] = piece.lora_a.to(self.lora_a)
-                self.lora_b[slot, rows, offset : offset + size] = piece.lora_b.T.to(self.lora_b)
+                rank, first = piece.lora_a.shape[0], index * self.max_lora_rank
+                self.lora_a[slot, first : first + rank] = piece.lora_a.to(self.lora_a)
+                self.lora_b[slot, :rank, offset : offset + size] = piece.lora_b.T.to(self.lora_b)
             offset += size
         if weights:
             self.filled_slots.add(slot)
@@ -81,4 +66,4 @@ class LoRALinear(nn.Module):
         output = self.base(hidden_states)
         if self.filled_slots.isdisjoint(self.state.active_slots):
             return output
-        return self.op(output, hidden_states, self.lora_a, self.lora_b, self.state)
+        return self.op(output, hidden_states, self.lora_a, self.lora_b, self.output_sizes, self.state)

@@ -13,8 +13,9 @@ from pagedllm_core.errors import ConfigError
 from pagedllm_core.lora_request import LoRARequest
 from pagedllm_core.model.lora import LoRAManager
 from pagedllm_lora.adapter import LoRAAdapter, load_adapter
-from pagedllm_lora.layer import LoRALinear, LoRAStepState
+from pagedllm_lora.layer import LoRALinear
 from pagedllm_lora.ops import select_op
+from pagedllm_lora.step_state import LoRAStepState
 
 logger = logging.getLogger(__name__)
 
@@ -79,27 +80,14 @@ class PunicaLoRAManager(LoRAManager):
     def set_step_adapters(self, token_lora_ids: torch.Tensor, lora_requests: Mapping[int, LoRARequest]) -> None:
         step_ids = set(lora_requests)
         if not step_ids:
-            self.state.token_slots, self.state.slot_mask, self.state.active_slots = None, None, frozenset()
-            self.state.adapter_rows, self.state.adapter_row_slots, self.state.rows_by_slot = None, None, {}
+            self.state.update(None, self.device, self.dtype)
             return
         if len(step_ids) > self.num_slots:
             raise ConfigError(f"a step uses {len(step_ids)} adapters but max_loras is {self.num_slots}")
         slot_by_id = torch.full((max(step_ids) + 1,), -1, dtype=torch.int64)
         for lora_int_id in sorted(step_ids):
             slot_by_id[lora_int_id] = self._activate(lora_requests[lora_int_id], step_ids)
-        token_slots = slot_by_id[token_lora_ids]  # id 0 (base model) -> -1
-        active = frozenset(int(slot_by_id[i]) for i in step_ids)
-        num_slots_in_use = max(active) + 1
-        slot_mask = (token_slots.unsqueeze(1) == torch.arange(num_slots_in_use)).to(self.dtype)
-        adapter_rows = (token_slots >= 0).nonzero().squeeze(-1)
-        self.state.token_slots = token_slots.to(self.device)
-        self.state.slot_mask = slot_mask.to(self.device)
-        self.state.active_slots = active
-        self.state.adapter_rows = adapter_rows.to(self.device)
-        self.state.adapter_row_slots = token_slots[adapter_rows].to(self.device)
-        self.state.rows_by_slot = {
-            slot: (token_slots == slot).nonzero().squeeze(-1).to(self.device) for slot in sorted(active)
-        }
+        self.state.update(slot_by_id[token_lora_ids], self.device, self.dtype)  # id 0 (base model) -> slot -1
 
     def _activate(self, lora_request: LoRARequest, step_ids: set[int]) -> int:
         """The slot holding the adapter, copying it into one (the lowest free, else the least recently

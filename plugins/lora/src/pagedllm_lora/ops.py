@@ -7,25 +7,21 @@ import torch
 from pagedllm_lora import punica
 
 
-# Up to this many rows per adapter slot in use, gathering each row's A and B costs less than multiplying
-# every row by every slot (decode steps of many adapters; docs/lora.md).
-MAX_GATHERED_ROWS_PER_SLOT = 2
+def torch_op(output, x, lora_a, lora_b, output_sizes, state):
+    """The CPU's batched op: the one slot in use over every row, else the rows grouped by slot (the state's plan)."""
+    if state.one_slot is not None:
+        slot = state.one_slot
+        return punica.add_lora_one_slot(output, x, lora_a[slot], lora_b[slot], state.row_mask, output_sizes)
+    for group in state.groups:
+        punica.add_lora_grouped(output, x, lora_a[group.slots], lora_b[group.slots], group.rows, group.row_mask,
+                                output_sizes)
+    return output
 
 
-def torch_op(output, x, lora_a, lora_b, state):
-    """The CPU's batched op: masked for one adapter, gathered for few rows per adapter, else segmented."""
-    num_active = len(state.active_slots)
-    if num_active <= 1:
-        return punica.add_lora(output, x, lora_a, lora_b, state.slot_mask)
-    if x.shape[0] <= MAX_GATHERED_ROWS_PER_SLOT * num_active:
-        return punica.add_lora_gathered(output, x, lora_a, lora_b, state.adapter_rows, state.adapter_row_slots)
-    return punica.add_lora_segmented(output, x, lora_a, lora_b, state.rows_by_slot)
-
-
-def triton_op(output, x, lora_a, lora_b, state):
+def triton_op(output, x, lora_a, lora_b, output_sizes, state):
     from pagedllm_lora import triton_ops
 
-    return triton_ops.add_lora(output, x, lora_a, lora_b, state.token_slots)
+    return triton_ops.add_lora(output, x, lora_a, lora_b, state.token_slots, output_sizes)
 
 
 def select_op(device: torch.device):

@@ -1,20 +1,23 @@
 """The batched LoRA op in plain PyTorch: every row's delta in one pass, each row through its own slot.
 
-Slot tensors hold one adapter per slot, rank padded with zeros to the slot width ``R``:
-``lora_a [num_slots, R, in_features]`` and ``lora_b [num_slots, R, out_features]`` (scaling folded in).
-A row's slot comes as a one-hot ``slot_mask [num_rows, num_slots]`` (all zeros: the base model).
+Slot layout (one adapter per slot, scaling folded into B, ranks padded with zeros to the slot rank ``R``),
+for a layer whose output is ``P`` projections of ``output_sizes`` side by side (q/k/v: 3, gate/up: 2):
 
-Three CPU paths, each computing every row's delta with its own adapter:
+- ``lora_a [num_slots, P * R, in_features]``: the projections' A matrices stacked along the rank, so one
+  shrink serves them all (they read the same input);
+- ``lora_b [num_slots, R, out_features]``: each projection's B over its own output columns, side by side
+  (not block-diagonal: a projection's expand reads only its own ``R x size`` block).
 
-- :func:`add_lora` (masked): the shrink multiplies every row by the A of all the slots in use at once,
-  the mask keeps each row's own slot, and the expand multiplies the masked result by all the B's
-  stacked, so the zeros of the other slots add nothing: two matmuls per layer, but arithmetic that
-  grows with rows x slots in use. Best with one slot; the Triton kernels' oracle.
-- :func:`add_lora_gathered`: each adapter row's own A and B are gathered and multiplied batch-wise:
-  arithmetic that grows with the rows only, and a copy of every row's weights; best for few rows per
-  adapter (decoding many adapters at once).
-- :func:`add_lora_segmented`: one shrink and one expand per slot in use, over that slot's rows: exact
-  arithmetic for many rows per adapter (prompts of several adapters in one step).
+Two CPU paths, each computing every row's delta with its own adapter and reading each slot's weights in
+place (no per-row copies of A or B):
+
+- :func:`add_lora_one_slot`: one adapter in the step: a shrink over all rows, a row mask zeroing the
+  base-model rows, one expand per projection added into its columns.
+- :func:`add_lora_grouped`: the rows grouped by slot into ``[num_groups, rows_per_group]`` (padded), one
+  ``bmm`` shrinks every group by its own slot's A and one ``bmm`` per projection expands by its B
+  (S-LoRA / Punica's gathered matmul, batch-wise over slots): decode steps of many adapters are a batch of
+  one row per slot. Called once per slot with that slot's rows, it is the segmented form for prompts
+  whose slots hold very different numbers of rows.
 """
 
 from __future__ import annotations
@@ -22,44 +25,53 @@ from __future__ import annotations
 import torch
 
 
-def add_lora(output: torch.Tensor, x: torch.Tensor, lora_a: torch.Tensor, lora_b: torch.Tensor,
-             slot_mask: torch.Tensor) -> torch.Tensor:
-    """``output[t] += (x[t] @ lora_a[s].T) @ lora_b[s]`` for each row ``t`` whose slot ``s`` the mask marks.
+def add_lora_one_slot(output: torch.Tensor, x: torch.Tensor, lora_a: torch.Tensor, lora_b: torch.Tensor,
+                      row_mask: torch.Tensor | None, output_sizes: list[int]) -> torch.Tensor:
+    """``output[t] += (x[t] @ lora_a.T) @ lora_b`` per projection, for the rows ``row_mask`` keeps (None: all).
 
-    Only the first ``slot_mask.shape[1]`` slots are read (the manager passes the slots in use).
-    output: [num_rows, out_features]; x: [num_rows, in_features]; returns ``output``, updated in place.
+    lora_a: [P * R, in_features] and lora_b: [R, out_features], one slot's; row_mask: [num_rows, 1].
+    Returns ``output``, updated in place.
     """
-    num_slots = slot_mask.shape[1]
-    _, width, in_features = lora_a.shape
-    a = lora_a[:num_slots].reshape(num_slots * width, in_features)
-    b = lora_b[:num_slots].reshape(num_slots * width, lora_b.shape[-1])
-    shrunk = (x @ a.T).view(-1, num_slots, width) * slot_mask.unsqueeze(-1)
-    return output.addmm_(shrunk.view(-1, num_slots * width), b)
-
-
-def add_lora_gathered(output: torch.Tensor, x: torch.Tensor, lora_a: torch.Tensor, lora_b: torch.Tensor,
-                      rows: torch.Tensor, slots: torch.Tensor) -> torch.Tensor:
-    """:func:`add_lora` for the tokens ``rows`` (those with an adapter) with their ``slots``, each row's A
-    and B gathered; returns ``output``, updated in place."""
-    if rows.numel():
-        shrunk = torch.bmm(lora_a[slots], x[rows].unsqueeze(-1))  # [rows, R, 1]
-        output.index_add_(0, rows, torch.bmm(shrunk.transpose(1, 2), lora_b[slots]).squeeze(1))
+    shrunk = x @ lora_a.T
+    if row_mask is not None:
+        shrunk.mul_(row_mask)
+    rank, start = lora_b.shape[0], 0
+    for index, size in enumerate(output_sizes):
+        output[:, start : start + size].addmm_(shrunk[:, index * rank : (index + 1) * rank],
+                                               lora_b[:, start : start + size])
+        start += size
     return output
 
 
-def add_lora_segmented(output: torch.Tensor, x: torch.Tensor, lora_a: torch.Tensor, lora_b: torch.Tensor,
-                       rows_by_slot: dict[int, torch.Tensor]) -> torch.Tensor:
-    """:func:`add_lora_gathered`'s result with one matmul pair per slot over the tokens it holds."""
-    for slot, rows in rows_by_slot.items():
-        if rows.numel():
-            output.index_add_(0, rows, (x[rows] @ lora_a[slot].T) @ lora_b[slot])
-    return output
+def add_lora_grouped(output: torch.Tensor, x: torch.Tensor, lora_a: torch.Tensor, lora_b: torch.Tensor,
+                     rows: torch.Tensor, row_mask: torch.Tensor | None, output_sizes: list[int]) -> torch.Tensor:
+    """``output[rows[g, i]] += (x[rows[g, i]] @ lora_a[g].T) @ lora_b[g]`` per projection, for every group ``g``.
+
+    lora_a: [num_groups, P * R, in_features] and lora_b: [num_groups, R, out_features], the groups' slots;
+    rows: [num_groups, rows_per_group] the rows of each group, padded with any row that ``row_mask``
+    ([num_groups, rows_per_group, 1]; None: no padding) zeroes. Returns ``output``, updated in place.
+    """
+    shrunk = torch.bmm(x[rows], lora_a.transpose(1, 2))  # [groups, rows_per_group, P * R]
+    if row_mask is not None:
+        shrunk.mul_(row_mask)
+    rank, start, deltas = lora_b.shape[1], 0, []
+    for index, size in enumerate(output_sizes):
+        deltas.append(torch.bmm(shrunk[..., index * rank : (index + 1) * rank], lora_b[..., start : start + size]))
+        start += size
+    delta = deltas[0] if len(deltas) == 1 else torch.cat(deltas, dim=-1)
+    return output.index_add_(0, rows.view(-1), delta.view(-1, output.shape[1]))
 
 
 def add_lora_reference(output: torch.Tensor, x: torch.Tensor, lora_a: torch.Tensor, lora_b: torch.Tensor,
-                       token_slots: torch.Tensor) -> torch.Tensor:
-    """The same delta row by row (slot -1: none); for tests of the batched ops only."""
+                       token_slots: torch.Tensor, output_sizes: list[int]) -> torch.Tensor:
+    """The same delta row by row and projection by projection (slot -1: none); for tests of the batched ops only."""
+    rank = lora_b.shape[1]
     for row, slot in enumerate(token_slots.tolist()):
-        if slot >= 0:
-            output[row] += (x[row] @ lora_a[slot].T) @ lora_b[slot]
+        if slot < 0:
+            continue
+        start = 0
+        for index, size in enumerate(output_sizes):
+            a = lora_a[slot, index * rank : (index + 1) * rank]
+            output[row, start : start + size] += (x[row] @ a.T) @ lora_b[slot, :, start : start + size]
+            start += size
     return output

@@ -1,10 +1,11 @@
 """The batched LoRA op as two Triton kernels (Punica's BGMV): each row gathers its own slot's A and B.
 
-``shrink``: ``shrunk[t] = x[t] @ lora_a[slot[t]].T`` (``[num_rows, R]``), ``expand``:
-``output[t] += shrunk[t] @ lora_b[slot[t]]``; rows of slot -1 (the base model) are skipped. One
+``shrink``: ``shrunk[t] = x[t] @ lora_a[slot[t]].T`` (``[num_rows, P * R]``, every projection at
+once), ``expand``: ``output[t, cols_p] += shrunk[t, p * R : (p + 1) * R] @ lora_b[slot[t], :, cols_p]``,
+launched once per projection ``p`` on its columns; rows of slot -1 (the base model) are skipped. One
 program handles one row and one tile of the output, so a batch mixing any number of adapters is one
-launch per kernel. Layouts as in :mod:`pagedllm_lora.punica`, whose ``add_lora`` is their oracle;
-under ``TRITON_INTERPRET=1`` they run on the CPU.
+launch per kernel (per projection). Layouts as in :mod:`pagedllm_lora.punica`, whose ops are their
+oracle; under ``TRITON_INTERPRET=1`` they run on the CPU.
 """
 
 from __future__ import annotations
@@ -60,22 +61,26 @@ def _expand_kernel(shrunk_ptr, b_ptr, slots_ptr, out_ptr, out_features, width,
 
 
 def add_lora(output: torch.Tensor, x: torch.Tensor, lora_a: torch.Tensor, lora_b: torch.Tensor,
-             token_slots: torch.Tensor) -> torch.Tensor:
-    """``output[t] += (x[t] @ lora_a[s].T) @ lora_b[s]`` with ``s = token_slots[t]`` (-1: nothing); in place."""
+             token_slots: torch.Tensor, output_sizes: list[int]) -> torch.Tensor:
+    """``output[t] += (x[t] @ lora_a[s].T) @ lora_b[s]`` per projection, ``s = token_slots[t]`` (-1: none); in place."""
     num_rows, in_features = x.shape
-    _, width, out_features = lora_b.shape
+    _, rank, _ = lora_b.shape
+    width = lora_a.shape[1]
     x, lora_a, lora_b = x.contiguous(), lora_a.contiguous(), lora_b.contiguous()
     token_slots = token_slots.to(device=x.device, dtype=torch.int32).contiguous()
     shrunk = torch.zeros(num_rows, width, device=x.device, dtype=torch.float32)
-    block_r = max(triton.next_power_of_2(width), 16)
     _shrink_kernel[(num_rows,)](
         x, lora_a, token_slots, shrunk, in_features, width,
         x.stride(0), lora_a.stride(0), lora_a.stride(1), shrunk.stride(0),
-        BLOCK_R=block_r, BLOCK_K=BLOCK_K,
+        BLOCK_R=max(triton.next_power_of_2(width), 16), BLOCK_K=BLOCK_K,
     )
-    _expand_kernel[(num_rows, triton.cdiv(out_features, BLOCK_N))](
-        shrunk, lora_b, token_slots, output, out_features, width,
-        shrunk.stride(0), lora_b.stride(0), lora_b.stride(1), output.stride(0),
-        BLOCK_R=block_r, BLOCK_N=BLOCK_N,
-    )
+    start = 0
+    for index, size in enumerate(output_sizes):
+        # Views of this projection's columns and rank rows: the kernel reads them through the strides given.
+        _expand_kernel[(num_rows, triton.cdiv(size, BLOCK_N))](
+            shrunk[:, index * rank :], lora_b[:, :, start:], token_slots, output[:, start:], size, rank,
+            shrunk.stride(0), lora_b.stride(0), lora_b.stride(1), output.stride(0),
+            BLOCK_R=max(triton.next_power_of_2(rank), 16), BLOCK_N=BLOCK_N,
+        )
+        start += size
     return output
