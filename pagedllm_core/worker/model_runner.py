@@ -224,8 +224,14 @@ class ModelRunner:
 
 
 def _to_token_logprobs(scored: SamplerOutput) -> list[TokenLogprobs]:
-    """Move a batch of scored tokens to Python in one transfer per tensor."""
-    token_ids, logprobs = scored.token_ids.tolist(), scored.logprobs.tolist()
+    """Move a batch of scored tokens to Python in one transfer per tensor; rows whose logprob was not
+    computed (nobody needed it) carry ``None``."""
+    token_ids = scored.token_ids.tolist()
+    logprobs = [None] * len(token_ids)
+    if scored.logprobs is not None:
+        rows = range(len(token_ids)) if scored.logprob_rows is None else scored.logprob_rows
+        for row, logprob in zip(rows, scored.logprobs.tolist()):
+            logprobs[row] = logprob
     ranks = scored.ranks.tolist() if scored.ranks is not None else [None] * len(token_ids)
     entries = [TokenLogprobs(*values) for values in zip(token_ids, logprobs, ranks)]
     if scored.top_token_ids is not None:
