@@ -83,7 +83,9 @@ class ModelRunner:
                 sample_rows.append(last_row)
                 rows.append(SamplingRow(held, self._generator_for(held, index), bitmask))
         if rows:
-            self._sample(rows, self.model.compute_logits(hidden_states[sample_rows]), result)
+            every_row = sample_rows == list(range(hidden_states.shape[0]))
+            # A plain decode step samples every row once, in order: no gather of the rows.
+            self._sample(rows, self.model.compute_logits(hidden_states if every_row else hidden_states[sample_rows]), result)
         if beams:
             self._score_beam_candidates(beams, hidden_states[beam_rows], message, result)
         if verified:
@@ -149,6 +151,33 @@ class ModelRunner:
         self.lora_manager.set_step_adapters(token_lora_ids, requests)
 
     def _prepare_inputs(self, scheduled):
+        if all(count == 1 for _, count, _ in scheduled):
+            return self._prepare_decode_inputs(scheduled)
+        return self._prepare_chunk_inputs(scheduled)
+
+    def _prepare_decode_inputs(self, scheduled):
+        """:meth:`_prepare_chunk_inputs` for a step of one new token per sequence (a plain decode step):
+        each token's position is its sequence's computed length, so nothing is expanded per token."""
+        slots = torch.tensor([held.slot for held, _, _ in scheduled], dtype=torch.int64)
+        positions = torch.tensor([held.num_computed_tokens for held, _, _ in scheduled], dtype=torch.int64)
+        width = max(held.num_blocks for held, _, _ in scheduled)
+        block_tables = self.batch.block_table[slots, :width]
+        slot_mapping = (
+            self.batch.block_table[slots, positions // self.block_size].long() * self.block_size
+            + positions % self.block_size
+        )
+        metadata = AttentionMetadata(
+            slot_mapping=slot_mapping.to(self.device),
+            query_start_loc=torch.arange(len(scheduled) + 1, dtype=torch.int32).to(self.device),
+            seq_lens=(positions + 1).to(torch.int32).to(self.device),
+            block_tables=block_tables.to(self.device),
+            max_query_len=1,
+            max_seq_len=max(held.num_computed_tokens for held, _, _ in scheduled) + 1,
+        )
+        input_ids = self.batch.token_ids[slots, positions]
+        return input_ids.to(self.device), positions.to(self.device), metadata, list(range(len(scheduled) + 1))
+
+    def _prepare_chunk_inputs(self, scheduled):
         slots = torch.tensor([held.slot for held, _, _ in scheduled], dtype=torch.int64)
         computed = torch.tensor([held.num_computed_tokens for held, _, _ in scheduled], dtype=torch.int64)
         num_new_tokens = [count for _, count, _ in scheduled]
