@@ -124,7 +124,8 @@ class ModelRunner:
         for seq_id in message.preempted_seq_ids:
             self.batch.remove(seq_id)
         scheduled = [(self.batch.add(data), data.num_new_tokens, data.num_samples) for data in message.new_sequences]
-        scheduled += [(self.batch.update(data), data.num_new_tokens, data.num_samples) for data in message.cached_sequences]
+        updated = self.batch.update_all(message.cached_sequences)
+        scheduled += [(held, data.num_new_tokens, data.num_samples) for held, data in zip(updated, message.cached_sequences)]
         return scheduled
 
     def _copy_blocks(self, block_copies: list[tuple[int, int]]) -> None:
