@@ -15,9 +15,10 @@ from __future__ import annotations
 import argparse
 import time
 from collections import defaultdict
-from contextlib import contextmanager
 
 from pagedllm_core.bench.docs_section import cpu_name
+from pagedllm_core.bench.step_profile import MODEL_KINDS, instrument_model
+from pagedllm_core.bench.timing import ExclusiveTimer
 from pagedllm_core.entrypoints.engine_args import add_engine_arguments, engine_settings_from_args
 from pagedllm_core.sampling_params import SamplingParams
 
@@ -29,35 +30,16 @@ def add_step_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--batch-sizes", default="1,32,256", help="running sequences (default: 1,32,256)")
     group.add_argument("--input-len", type=int, default=32, help="prompt tokens per sequence (default: 32)")
     group.add_argument("--num-steps", type=int, default=8, help="timed decode steps per batch size (default: 8)")
+    group.add_argument(
+        "--profile",
+        action="store_true",
+        help="then time the same steps again with every model module timed too, and print where each millisecond "
+        "goes (matmuls, norms, rotary, attention, cache write, LM head, ...)",
+    )
     add_engine_arguments(parser)
 
 
-class PhaseTimer:
-    """Accumulates seconds per phase while the engine's methods are wrapped."""
-
-    def __init__(self):
-        self.seconds: dict[str, float] = defaultdict(float)
-
-    def wrap(self, owner, attribute: str, phase: str) -> None:
-        original = getattr(owner, attribute)
-
-        def timed(*args, **kwargs):
-            began = time.perf_counter()
-            try:
-                return original(*args, **kwargs)
-            finally:
-                self.seconds[phase] += time.perf_counter() - began
-
-        setattr(owner, attribute, timed)
-
-    @contextmanager
-    def phase(self, phase: str):
-        began = time.perf_counter()
-        yield
-        self.seconds[phase] += time.perf_counter() - began
-
-
-def instrument(engine, timer: PhaseTimer) -> None:
+def instrument(engine, timer: ExclusiveTimer) -> None:
     """Wrap the engine's phases (the in-process executor's runner included) with ``timer``."""
     from pagedllm_core.worker import model_runner as runner_module
 
@@ -82,11 +64,9 @@ def run_step_bench(args: argparse.Namespace) -> str:
     batch_sizes = [int(size) for size in args.batch_sizes.split(",")]
     settings = {"max_num_seqs": max(batch_sizes), "max_num_batched_tokens": 8192, **engine_settings_from_args(args)}
     engine = LLMEngine(EngineConfig.build(**settings))
-    timer = PhaseTimer()
+    timer = ExclusiveTimer()
     instrument(engine, timer)
-    rows = []
-    for batch_size in batch_sizes:
-        rows.append((batch_size, *_time_decode_steps(engine, timer, batch_size, args)))
+    rows = [(batch_size, *_time_decode_steps(engine, timer, batch_size, args)) for batch_size in batch_sizes]
     lines = [
         f"Decode steps of `{engine.config.model or 'the default model'}` ({engine.model_info.dtype}), "
         f"{args.input_len}-token prompts, mean of {args.num_steps} steps; CPU: {cpu_name()}.",
@@ -103,10 +83,38 @@ def run_step_bench(args: argparse.Namespace) -> str:
             f"| {batch_size} | {step_ms:.1f} | {model_ms:.1f} | {cells} | {(step_ms - model_ms) / step_ms:.1%} "
             f"| {(step_thread_ms - model_ms) / step_thread_ms:.1%} |"
         )
+    if args.profile:
+        instrument_model(engine.executor.worker.model_runner, timer)
+        profiled = [_time_decode_steps(engine, timer, batch_size, args) for batch_size in batch_sizes]
+        for _, phase_ms in profiled:
+            phase_ms["other model ops"] = phase_ms.pop("model", 0.0)
+        lines += ["", *_profile_table(batch_sizes, [step_ms for _, step_ms, _ in rows], profiled)]
     return "\n".join(lines)
 
 
-def _time_decode_steps(engine, timer: PhaseTimer, batch_size: int, args) -> tuple[float, dict[str, float]]:
+def _profile_table(batch_sizes: list[int], unprofiled_ms: list[float], profiled) -> list[str]:
+    """Rows of work, a ms and a share column per batch size; "runner and executor glue" is the
+    profiled step's time outside every timed call (the executor's call, slicing the logits' rows,
+    moving the sampled tokens to Python)."""
+    work = [*PHASES[:4], *MODEL_KINDS, *PHASES[4:]]
+    lines = [
+        "Where a decode step's time goes (`--profile`: every phase and model module timed, exclusive times), ms per step:",
+        "",
+        "| work | " + " | ".join(f"{size} seq ms | share" for size in batch_sizes) + " |",
+        "| --- | " + " | ".join("---: | ---:" for _ in batch_sizes) + " |",
+    ]
+    for name in [*work, "runner and executor glue"]:
+        cells = []
+        for step_ms, phase_ms in profiled:
+            ms = step_ms - sum(phase_ms[phase] for phase in work) if name == "runner and executor glue" else phase_ms[name]
+            cells.append(f"{ms:.3f} | {ms / step_ms:.1%}")
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    lines.append("| **step, profiled** | " + " | ".join(f"**{step_ms:.2f}** | 100%" for step_ms, _ in profiled) + " |")
+    lines.append("| step, unprofiled | " + " | ".join(f"{ms:.2f} | -" for ms in unprofiled_ms) + " |")
+    return lines
+
+
+def _time_decode_steps(engine, timer: ExclusiveTimer, batch_size: int, args) -> tuple[float, dict[str, float]]:
     params = SamplingParams(temperature=0.0, max_tokens=args.num_steps + 4, ignore_eos=True)
     vocab = engine.vocab_size
     request_ids = []

@@ -13,6 +13,7 @@ from pagedllm_core.engine.core_outputs import SequenceUpdate
 from pagedllm_core.engine.detokenizer import IncrementalDetokenizer
 from pagedllm_core.executor.messages import TokenLogprobs
 from pagedllm_core.outputs import CompletionOutput, Logprob, PositionLogprobs, RequestOutput
+from pagedllm_core.sampling.sampler import needs_sample_logprobs
 from pagedllm_core.sampling_params import RequestOutputKind, SamplingParams
 
 DecodeToken = Callable[[int], str]
@@ -29,7 +30,8 @@ class SequenceState:
         )
         self.decode_token = decode_token
         self.token_ids: list[int] = []
-        self.cumulative_logprob = 0.0
+        # As in vLLM, only requests that asked for logprobs report it (and best_of > n, which ranks by it).
+        self.cumulative_logprob: float | None = 0.0 if needs_sample_logprobs(params) else None
         self.logprobs: list[PositionLogprobs] | None = [] if params.logprobs is not None else None
         self.text = ""
         self.finish_reason: str | None = None
@@ -69,7 +71,7 @@ class SequenceState:
         The text of a stop token that ended the sequence stays out of the output (as in vLLM) unless
         ``include_stop_str_in_output``; it shows otherwise when special tokens are kept."""
         self.token_ids.append(token_id)
-        if token is not None:
+        if token is not None and self.cumulative_logprob is not None:
             self.cumulative_logprob += token.logprob
             if self.logprobs is not None:
                 self.logprobs.append(position_logprobs(token, self.decode_token))

@@ -18,6 +18,7 @@ def process_logits(logits: torch.Tensor, metadata: SamplingMetadata) -> torch.Te
 
 def sample_tokens(sampler: Sampler, logits: torch.Tensor, metadata: SamplingMetadata) -> SamplerOutput:
     """Process ``logits`` ``[num_rows, vocab]``, let ``sampler`` choose a token per row, and score the
-    choices (with ranks and top logprobs when asked for) under the raw distribution."""
+    choices (with ranks and top logprobs when asked for) under the raw distribution, for the rows that
+    need their logprob (``metadata.logprob_rows``)."""
     token_ids = sampler.sample(process_logits(logits, metadata), metadata)
-    return score_sampled_tokens(logits, token_ids, metadata.max_num_logprobs)
+    return score_sampled_tokens(logits, token_ids, metadata.max_num_logprobs, metadata.logprob_rows)

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 import torch
 
 from pagedllm_core.config import EngineConfig
+from pagedllm_core.sampling_params import SamplingParams
 
 
 @dataclass
@@ -36,6 +37,9 @@ class SamplingMetadata:
     allowed_tokens: tuple[torch.Tensor, torch.Tensor] | None = None
     # The largest number of top logprobs any row asked for (None: nobody asked).
     max_num_logprobs: int | None = None
+    # Rows whose chosen token's logprob someone needs (logprobs asked for, or best_of > n ranking);
+    # None: every row.
+    logprob_rows: list[int] | None = None
     # Rows whose request brought a seed draw from their own generator, so batch mates do not matter.
     generators: dict[int, torch.Generator] = field(default_factory=dict)
 
@@ -45,11 +49,20 @@ class SamplerOutput:
     """A step's sampled tokens with their log-probabilities under the model's raw distribution."""
 
     token_ids: torch.Tensor  # [num_rows] int64
-    logprobs: torch.Tensor  # [num_rows] float32, log p(chosen token)
+    # [len(logprob_rows)] float32, log p(chosen token) of the rows in logprob_rows (every row when
+    # that is None); None when no row needed it.
+    logprobs: torch.Tensor | None
+    logprob_rows: list[int] | None = None
     # Only when logprobs were asked for:
     ranks: torch.Tensor | None = None  # [num_rows] int64, 1 + the number of tokens more likely than the chosen one
     top_token_ids: torch.Tensor | None = None  # [num_rows, max_num_logprobs]
     top_logprobs: torch.Tensor | None = None  # [num_rows, max_num_logprobs]
+
+
+def needs_sample_logprobs(params: SamplingParams) -> bool:
+    """Whether a request needs its sampled tokens' logprobs: it asked for logprobs, or ``best_of > n``
+    returns the sequences of highest cumulative logprob (without either, vLLM reports none)."""
+    return params.logprobs is not None or params.best_of > params.n
 
 
 def score_tokens(logprobs: torch.Tensor, token_ids: torch.Tensor, num_top: int | None) -> SamplerOutput:
@@ -64,13 +77,24 @@ def score_tokens(logprobs: torch.Tensor, token_ids: torch.Tensor, num_top: int |
     return output
 
 
-def score_sampled_tokens(logits: torch.Tensor, token_ids: torch.Tensor, num_top: int | None) -> SamplerOutput:
-    """:func:`score_tokens` under the raw distribution of ``logits``; when no ranks or top logprobs are
-    asked for, only the chosen tokens' logprobs are formed (no full ``[num_rows, vocab]`` log-softmax)."""
+def score_sampled_tokens(
+    logits: torch.Tensor, token_ids: torch.Tensor, num_top: int | None, logprob_rows: list[int] | None = None
+) -> SamplerOutput:
+    """:func:`score_tokens` under the raw distribution of ``logits``. When no ranks or top logprobs are
+    asked for, only the chosen tokens' logprobs are formed (no full ``[num_rows, vocab]`` log-softmax),
+    and only for ``logprob_rows`` (None: every row); with no such row nothing is computed."""
     if num_top is not None:
         return score_tokens(logits.log_softmax(dim=-1), token_ids, num_top)
-    chosen = logits.gather(-1, token_ids.unsqueeze(-1)).squeeze(-1) - logits.logsumexp(dim=-1)
-    return SamplerOutput(token_ids=token_ids, logprobs=chosen)
+    if logprob_rows is not None and len(logprob_rows) == logits.shape[0]:
+        logprob_rows = None
+    if logprob_rows is not None:
+        if not logprob_rows:
+            return SamplerOutput(token_ids=token_ids, logprobs=None, logprob_rows=[])
+        logits, token_ids_scored = logits[logprob_rows], token_ids[logprob_rows]
+    else:
+        token_ids_scored = token_ids
+    chosen = logits.gather(-1, token_ids_scored.unsqueeze(-1)).squeeze(-1) - logits.logsumexp(dim=-1)
+    return SamplerOutput(token_ids=token_ids, logprobs=chosen, logprob_rows=logprob_rows)
 
 
 class Sampler(ABC):

@@ -114,24 +114,32 @@ class InputBatch:
         self.sequences[data.seq_id] = held
         return held
 
-    def update(self, data: CachedSequenceData) -> HeldSequence:
-        held = self.sequences[data.seq_id]
-        if data.new_token_ids:
-            new_tokens = torch.tensor(data.new_token_ids, dtype=torch.int64)
-            self.token_ids[held.slot, held.num_tokens : held.num_tokens + len(new_tokens)] = new_tokens
-            held.num_tokens += len(new_tokens)
-            if held.output_token_counts is not None:
-                held.output_token_counts.index_add_(0, new_tokens, torch.ones_like(new_tokens))
-        end = data.block_ids_start + len(data.new_block_ids)
-        if data.new_block_ids:
-            self.block_table[held.slot, data.block_ids_start : end] = torch.tensor(data.new_block_ids, dtype=torch.int32)
-        held.num_blocks = end
-        held.num_computed_tokens = data.num_computed_tokens
-        held.spec_token_ids = data.spec_token_ids
-        if data.spec_token_ids:
-            spec_end = held.num_tokens + len(data.spec_token_ids)
-            self.token_ids[held.slot, held.num_tokens : spec_end] = torch.tensor(data.spec_token_ids, dtype=torch.int64)
-        return held
+    def update_all(self, deltas: list[CachedSequenceData]) -> list[HeldSequence]:
+        """Apply a step's deltas to the sequences held already: every new token, draft token and block
+        id of the step is written with one indexed store per tensor, not a few per sequence."""
+        token_writes: tuple[list[int], list[int], list[int]] = ([], [], [])  # slot, position, token id
+        block_writes: tuple[list[int], list[int], list[int]] = ([], [], [])  # slot, table index, block id
+        updated = []
+        for data in deltas:
+            held = self.sequences[data.seq_id]
+            new_tokens = data.new_token_ids
+            if new_tokens:
+                _extend(token_writes, held.slot, held.num_tokens, new_tokens)
+                held.num_tokens += len(new_tokens)
+                if held.output_token_counts is not None:
+                    ids = torch.tensor(new_tokens, dtype=torch.int64)
+                    held.output_token_counts.index_add_(0, ids, torch.ones_like(ids))
+            end = data.block_ids_start + len(data.new_block_ids)
+            _extend(block_writes, held.slot, data.block_ids_start, data.new_block_ids)
+            held.num_blocks = end
+            held.num_computed_tokens = data.num_computed_tokens
+            held.spec_token_ids = data.spec_token_ids
+            _extend(token_writes, held.slot, held.num_tokens, data.spec_token_ids)
+            updated.append(held)
+        for tensor, (slots, columns, values) in ((self.token_ids, token_writes), (self.block_table, block_writes)):
+            if values:
+                tensor[slots, columns] = torch.tensor(values, dtype=tensor.dtype)
+        return updated
 
     def remove(self, seq_id: str) -> None:
         held = self.sequences.pop(seq_id, None)
@@ -144,3 +152,11 @@ class InputBatch:
             ids = torch.tensor(token_ids, dtype=torch.int64)
             counts.index_add_(0, ids, torch.ones_like(ids))
         return counts
+
+
+def _extend(writes: tuple[list[int], list[int], list[int]], slot: int, start: int, values: list[int]) -> None:
+    """Queue ``values`` for the columns from ``start`` on of row ``slot``."""
+    slots, columns, queued = writes
+    slots.extend([slot] * len(values))
+    columns.extend(range(start, start + len(values)))
+    queued.extend(values)

@@ -83,7 +83,9 @@ class ModelRunner:
                 sample_rows.append(last_row)
                 rows.append(SamplingRow(held, self._generator_for(held, index), bitmask))
         if rows:
-            self._sample(rows, self.model.compute_logits(hidden_states[sample_rows]), result)
+            every_row = sample_rows == list(range(hidden_states.shape[0]))
+            # A plain decode step samples every row once, in order: no gather of the rows.
+            self._sample(rows, self.model.compute_logits(hidden_states if every_row else hidden_states[sample_rows]), result)
         if beams:
             self._score_beam_candidates(beams, hidden_states[beam_rows], message, result)
         if verified:
@@ -122,7 +124,8 @@ class ModelRunner:
         for seq_id in message.preempted_seq_ids:
             self.batch.remove(seq_id)
         scheduled = [(self.batch.add(data), data.num_new_tokens, data.num_samples) for data in message.new_sequences]
-        scheduled += [(self.batch.update(data), data.num_new_tokens, data.num_samples) for data in message.cached_sequences]
+        updated = self.batch.update_all(message.cached_sequences)
+        scheduled += [(held, data.num_new_tokens, data.num_samples) for held, data in zip(updated, message.cached_sequences)]
         return scheduled
 
     def _copy_blocks(self, block_copies: list[tuple[int, int]]) -> None:
@@ -149,6 +152,33 @@ class ModelRunner:
         self.lora_manager.set_step_adapters(token_lora_ids, requests)
 
     def _prepare_inputs(self, scheduled):
+        if all(count == 1 for _, count, _ in scheduled):
+            return self._prepare_decode_inputs(scheduled)
+        return self._prepare_chunk_inputs(scheduled)
+
+    def _prepare_decode_inputs(self, scheduled):
+        """:meth:`_prepare_chunk_inputs` for a step of one new token per sequence (a plain decode step):
+        each token's position is its sequence's computed length, so nothing is expanded per token."""
+        slots = torch.tensor([held.slot for held, _, _ in scheduled], dtype=torch.int64)
+        positions = torch.tensor([held.num_computed_tokens for held, _, _ in scheduled], dtype=torch.int64)
+        width = max(held.num_blocks for held, _, _ in scheduled)
+        block_tables = self.batch.block_table[slots, :width]
+        slot_mapping = (
+            self.batch.block_table[slots, positions // self.block_size].long() * self.block_size
+            + positions % self.block_size
+        )
+        metadata = AttentionMetadata(
+            slot_mapping=slot_mapping.to(self.device),
+            query_start_loc=torch.arange(len(scheduled) + 1, dtype=torch.int32).to(self.device),
+            seq_lens=(positions + 1).to(torch.int32).to(self.device),
+            block_tables=block_tables.to(self.device),
+            max_query_len=1,
+            max_seq_len=max(held.num_computed_tokens for held, _, _ in scheduled) + 1,
+        )
+        input_ids = self.batch.token_ids[slots, positions]
+        return input_ids.to(self.device), positions.to(self.device), metadata, list(range(len(scheduled) + 1))
+
+    def _prepare_chunk_inputs(self, scheduled):
         slots = torch.tensor([held.slot for held, _, _ in scheduled], dtype=torch.int64)
         computed = torch.tensor([held.num_computed_tokens for held, _, _ in scheduled], dtype=torch.int64)
         num_new_tokens = [count for _, count, _ in scheduled]
@@ -224,8 +254,14 @@ class ModelRunner:
 
 
 def _to_token_logprobs(scored: SamplerOutput) -> list[TokenLogprobs]:
-    """Move a batch of scored tokens to Python in one transfer per tensor."""
-    token_ids, logprobs = scored.token_ids.tolist(), scored.logprobs.tolist()
+    """Move a batch of scored tokens to Python in one transfer per tensor; rows whose logprob was not
+    computed (nobody needed it) carry ``None``."""
+    token_ids = scored.token_ids.tolist()
+    logprobs = [None] * len(token_ids)
+    if scored.logprobs is not None:
+        rows = range(len(token_ids)) if scored.logprob_rows is None else scored.logprob_rows
+        for row, logprob in zip(rows, scored.logprobs.tolist()):
+            logprobs[row] = logprob
     ranks = scored.ranks.tolist() if scored.ranks is not None else [None] * len(token_ids)
     entries = [TokenLogprobs(*values) for values in zip(token_ids, logprobs, ranks)]
     if scored.top_token_ids is not None:

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import torch
 
 from pagedllm_core.sampling.constraints import packed_bitmasks_from_bytes, unpack_token_bitmask
-from pagedllm_core.sampling.sampler import SamplingMetadata
+from pagedllm_core.sampling.sampler import SamplingMetadata, needs_sample_logprobs
 from pagedllm_core.worker.input_batch import HeldSequence, InputBatch
 
 
@@ -67,6 +67,7 @@ def build_sampling_metadata(batch: InputBatch, rows: list[SamplingRow], device: 
         metadata.allowed_tokens = (_longs(rows_index, device), unpack_token_bitmask(packed.to(device), batch.vocab_size))
     requested = [p.logprobs for p in params if p.logprobs is not None]
     metadata.max_num_logprobs = max(requested) if requested else None
+    metadata.logprob_rows = [i for i, p in enumerate(params) if needs_sample_logprobs(p)]
     return metadata
 
 

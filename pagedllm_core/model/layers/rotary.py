@@ -74,15 +74,19 @@ class RotaryEmbedding(nn.Module):
         return cls(head_size, hf_config.max_position_embeddings, rope_parameters(hf_config))
 
     def embed(self, positions: torch.Tensor, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
-        """cos and sin ``[num_tokens, 1, head_size // 2]`` of ``positions``; looked up once per step and
-        shared by every layer."""
-        return self.cos[positions].to(dtype)[:, None, :], self.sin[positions].to(dtype)[:, None, :]
+        """What :meth:`rotate_heads` takes for ``positions``, looked up once per step and shared by every
+        layer: ``[cos, cos]`` and ``[-sin, sin]``, each ``[num_tokens, 1, head_size]``."""
+        cos, sin = self.cos[positions], self.sin[positions]
+        return torch.cat((cos, cos), dim=-1).to(dtype)[:, None, :], torch.cat((-sin, sin), dim=-1).to(dtype)[:, None, :]
 
     def rotate_heads(self, heads: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
         """Rotate every head of ``heads`` ``[num_tokens, num_heads * head_size]`` (a strided view is fine:
-        queries and keys side by side in a fused projection's output are rotated in one pass)."""
+        queries and keys side by side in a fused projection's output are rotated in one pass).
+
+        With halves ``x1, x2`` of a head, ``[x1, x2] * [cos, cos] + [x2, x1] * [-sin, sin]`` is the
+        rotation ``[x1 cos - x2 sin, x2 cos + x1 sin]`` with the same roundings (negation is exact),
+        in four kernels rather than seven."""
         num_tokens = heads.shape[0]
-        # first/second: [num_tokens, num_heads, head_size // 2]
-        first, second = heads.unflatten(-1, (-1, self.head_size)).chunk(2, dim=-1)
-        rotated = torch.cat((first * cos - second * sin, second * cos + first * sin), dim=-1)
-        return rotated.view(num_tokens, -1)
+        heads = heads.unflatten(-1, (-1, self.head_size))  # [num_tokens, num_heads, head_size]
+        swapped = heads.roll(self.head_size // 2, dims=-1).mul_(sin)
+        return (heads * cos).add_(swapped).view(num_tokens, -1)
