@@ -90,7 +90,7 @@ class TokenLogprobs:
     """The log-probability of one token and, when asked for, the most likely alternatives."""
 
     token_id: int
-    logprob: float
+    logprob: float | None  # None when nobody needs it (no logprobs asked for, no best_of > n ranking)
     rank: int | None  # None when no logprobs were asked for
     top: list[tuple[int, float]] = field(default_factory=list)
 
