@@ -98,7 +98,7 @@ class RankActor:
             self.worker = Worker(config, rank=start.rank, distributed_init_method=start.distributed_init_method)
         except Exception as error:
             logger.exception("rank %d failed to start", start.rank)
-            return wire.encode(failure(error))
+            return wire.encode(worker_failure(error))
         return wire.encode(self.worker.ready)
 
     def run(self, payload: bytes) -> bytes:
@@ -107,7 +107,7 @@ class RankActor:
             reply = self.worker.run_driver_message(payload)
         except Exception as error:
             logger.exception("rank 0 failed to run a step")
-            return wire.encode(failure(error))
+            return wire.encode(worker_failure(error))
         if isinstance(wire.decode(payload), wire.ShutdownWorker):
             self._close()
         return wire.encode(reply)
@@ -125,7 +125,8 @@ class RankActor:
             shutil.rmtree(self._rendezvous_dir, ignore_errors=True)
 
 
-def failure(error: Exception) -> wire.WorkerFailure:
+def worker_failure(error: Exception) -> wire.WorkerFailure:
+    """The reply of a rank that could not start or run a message; a ``ConfigError`` stays one for the engine."""
     if isinstance(error, ConfigError):
         return wire.WorkerFailure(str(error), is_config_error=True)
     return wire.WorkerFailure(f"{type(error).__name__}: {error}")
@@ -188,6 +189,8 @@ class RayExecutor(Executor):
             ray.init(address=address)
             return
         resources = {} if self._on_gpu else {"num_cpus": cpus_needed}
+        # A runtime of our own reports nothing home unless its user asks for it (Ray's usage stats).
+        os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
         ray.init(address="local", include_dashboard=False, **resources)
         self._started_ray = True
 
@@ -237,15 +240,15 @@ class RayExecutor(Executor):
             ).remote()
             for rank in range(config.tensor_parallel_size)
         ]
-        self._ranks = self._get([actor.describe.remote() for actor in self._actors], "start")
+        self._ranks = self._get_starting([actor.describe.remote() for actor in self._actors])
         one_node = len({node_id for _, node_id, _ in self._ranks}) == 1
-        init_method = self._get([self._actors[0].rendezvous.remote(one_node)], "start")[0]
+        init_method = self._get_starting([self._actors[0].rendezvous.remote(one_node)])[0]
         cpu_threads = None if self._on_gpu else cpus
         starts = [
             actor.start.remote(wire.encode(wire.StartWorker(config, rank, init_method)), cpu_threads)
             for rank, actor in enumerate(self._actors)
         ]
-        ready = [self._decode(payload) for payload in self._get(starts, "start")]
+        ready = [self._decode(payload) for payload in self._get_starting(starts)]
         self.num_kv_blocks = ready[0].num_kv_blocks
         self._followers = [actor.follow.remote() for actor in self._actors[1:]]
         self._workers_started = True
@@ -318,14 +321,15 @@ class RayExecutor(Executor):
             raise WorkerDiedError(f"a Ray worker failed: {reply.message}")
         return reply
 
-    def _get(self, refs: list, what: str) -> list:
+    def _get_starting(self, refs: list) -> list:
         try:
             return self._ray.get(refs)
         except self._ray.exceptions.RayError as error:
-            raise WorkerDiedError(f"a Ray worker died during {what}: {error}") from None
+            raise WorkerDiedError(f"a Ray worker died while the workers started: {error}") from None
 
     def _keep_alive(self) -> None:
-        """While the engine is idle, rank 0 tells the other ranks it is alive, so their wait never times out."""
+        """Between steps, every KEEPALIVE_SECONDS, rank 0 tells the other ranks it is alive, so that their wait
+        for its next broadcast never reaches the group's timeout while the engine is idle."""
         keepalive = wire.encode(wire.KeepAlive())
         while not self._stop.wait(KEEPALIVE_SECONDS):
             with self._lock:

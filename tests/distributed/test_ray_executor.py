@@ -59,20 +59,21 @@ def test_two_ray_actors_give_one_ranks_outputs(architecture, tiny_model_dir):
     assert wait_gone(set(descendants(os.getpid())) - before) == []
 
 
-def test_killing_a_ranks_actor_fails_the_step_at_once_and_leaves_no_process(tiny_model_dir):
+@pytest.mark.parametrize("rank", [1, pytest.param(0, marks=pytest.mark.slow)])
+def test_killing_a_ranks_actor_fails_the_step_at_once_and_leaves_no_process(tiny_model_dir, rank):
     before = set(descendants(os.getpid()))
     llm = LLM(**settings(tiny_model_dir("LlamaForCausalLM"), tensor_parallel_size=2, distributed_executor_backend="ray"))
     engine = llm.llm_engine
     pids = engine.executor.worker_pids
     engine.add_request("a", "Hello", SamplingParams(max_tokens=200, ignore_eos=True))
     engine.step()
-    os.kill(pids[1], signal.SIGKILL)
+    os.kill(pids[rank], signal.SIGKILL)
     started = time.monotonic()
-    with pytest.raises(WorkerDiedError, match=f"rank 1 \\(pid {pids[1]} "):
+    with pytest.raises(WorkerDiedError, match=f"rank {rank} \\(pid {pids[rank]} "):
         while engine.has_unfinished_requests():
             engine.step()
     assert time.monotonic() - started < 10
-    with pytest.raises(WorkerDiedError, match="rank 1"):  # the broken group runs no further step
+    with pytest.raises(WorkerDiedError, match=f"rank {rank}"):  # the broken group runs no further step
         engine.executor.execute_model(None)
     engine.abort_request("a")
     assert engine.kv_cache_stats().num_used_blocks == 0
@@ -82,9 +83,10 @@ def test_killing_a_ranks_actor_fails_the_step_at_once_and_leaves_no_process(tiny
 
 
 def test_a_placement_the_cluster_cannot_hold_is_refused_at_once_and_a_callers_runtime_is_kept(
-    tiny_model_dir, placement
+    tiny_model_dir, placement, monkeypatch
 ):
     placement("STRICT_SPREAD")  # two bundles on two nodes: this runtime has one
+    monkeypatch.setenv("RAY_USAGE_STATS_ENABLED", "0")
     ray.init(address="local", num_cpus=2, include_dashboard=False)
     try:
         started = time.monotonic()
