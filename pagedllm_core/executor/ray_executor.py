@@ -252,7 +252,7 @@ class RayExecutor(Executor):
         self.num_kv_blocks = ready[0].num_kv_blocks
         self._followers = [actor.follow.remote() for actor in self._actors[1:]]
         self._workers_started = True
-        logger.info("tensor-parallel ranks on Ray nodes %s, meeting at %s", self.worker_nodes, init_method.split("/")[0])
+        logger.info("tensor-parallel ranks on Ray nodes %s, met at %s", self.worker_nodes, init_method)
 
     def execute_model(self, message: SchedulerOutput) -> ModelRunnerOutput:
         return self._call(message)
