@@ -346,10 +346,13 @@ class RayExecutor(Executor):
         self._closed = True
         self._stop.set()
         ray = self._ray
+        if not ray.is_initialized():
+            return  # the runtime has gone (at exit, or stopped by its owner), and the actors with it
         with self._lock:
             if self._workers_started and self._failure is None:
                 try:
-                    ray.get(self._actors[0].run.remote(wire.encode(wire.ShutdownWorker())), timeout=SHUTDOWN_GRACE_SECONDS)
+                    goodbye = self._actors[0].run.remote(wire.encode(wire.ShutdownWorker()))
+                    ray.get(goodbye, timeout=SHUTDOWN_GRACE_SECONDS)
                     ray.wait(self._followers, num_returns=len(self._followers), timeout=SHUTDOWN_GRACE_SECONDS)
                 except ray.exceptions.RayError:
                     pass  # killed below either way

@@ -42,7 +42,8 @@ def two_namespaces():
             try:
                 _ip("netns", "add", name)
             except (OSError, subprocess.CalledProcessError) as error:
-                pytest.skip(f"network namespaces are not allowed here (`ip netns add` failed: {getattr(error, 'stderr', error)})")
+                reason = getattr(error, "stderr", None) or error
+                pytest.skip(f"network namespaces are not allowed here (`ip netns add` failed: {reason})")
             created.append(name)
         _ip("link", "add", veths[0], "type", "veth", "peer", "name", veths[1])
         for name, veth, address in zip(names, veths, ADDRESSES):

@@ -16,6 +16,7 @@ import pytest
 
 from pagedllm_core import LLM, SamplingParams
 from pagedllm_core.errors import ConfigError
+from pagedllm_core.executor import ray_executor
 from pagedllm_core.executor.base import WorkerDiedError
 from tests.distributed.netns import ADDRESSES, SessionProcess, descendants, two_namespaces
 from tests.distributed.test_tensor_parallel import token_ids, wait_gone
@@ -34,6 +35,10 @@ def settings(model_dir, **extra):
     return dict(model=str(model_dir), dtype="float32", block_size=4, attention_backend="torch", **extra)
 
 
+def ray_settings(model_dir, **extra):
+    return settings(model_dir, tensor_parallel_size=2, distributed_executor_backend="ray", **extra)
+
+
 @pytest.fixture
 def placement(monkeypatch):
     """Set the placement strategy for the executors this test builds."""
@@ -41,11 +46,13 @@ def placement(monkeypatch):
 
 
 @pytest.mark.parametrize("architecture", ["LlamaForCausalLM", pytest.param("OPTForCausalLM", marks=pytest.mark.slow)])
-def test_two_ray_actors_give_one_ranks_outputs(architecture, tiny_model_dir):
+def test_two_ray_actors_give_one_ranks_outputs(architecture, tiny_model_dir, monkeypatch):
     directory = tiny_model_dir(architecture)
     expected = token_ids(LLM(**settings(directory)))
+    # Keep-alives every 0.2 s instead of every minute: they land between the steps and must not disturb them.
+    monkeypatch.setattr(ray_executor, "KEEPALIVE_SECONDS", 0.2)
     before = set(descendants(os.getpid()))
-    llm = LLM(**settings(directory, tensor_parallel_size=2, distributed_executor_backend="ray"))
+    llm = LLM(**ray_settings(directory))
     executor = llm.llm_engine.executor
     assert ray.is_initialized()  # the executor started a Ray runtime of its own
     pids = executor.worker_pids
@@ -62,7 +69,7 @@ def test_two_ray_actors_give_one_ranks_outputs(architecture, tiny_model_dir):
 @pytest.mark.parametrize("rank", [1, pytest.param(0, marks=pytest.mark.slow)])
 def test_killing_a_ranks_actor_fails_the_step_at_once_and_leaves_no_process(tiny_model_dir, rank):
     before = set(descendants(os.getpid()))
-    llm = LLM(**settings(tiny_model_dir("LlamaForCausalLM"), tensor_parallel_size=2, distributed_executor_backend="ray"))
+    llm = LLM(**ray_settings(tiny_model_dir("LlamaForCausalLM")))
     engine = llm.llm_engine
     pids = engine.executor.worker_pids
     engine.add_request("a", "Hello", SamplingParams(max_tokens=200, ignore_eos=True))
@@ -91,7 +98,7 @@ def test_a_placement_the_cluster_cannot_hold_is_refused_at_once_and_a_callers_ru
     try:
         started = time.monotonic()
         with pytest.raises(ConfigError, match=r"STRICT_SPREAD, but the Ray cluster's 1 node\(s\) can hold 1"):
-            LLM(**settings(tiny_model_dir("LlamaForCausalLM"), tensor_parallel_size=2, distributed_executor_backend="ray"))
+            LLM(**ray_settings(tiny_model_dir("LlamaForCausalLM")))
         assert time.monotonic() - started < 30
         assert ray.is_initialized()  # the caller's runtime is the caller's to stop
         assert ray.available_resources().get("CPU") == 2  # and no bundle is left reserved
@@ -100,17 +107,18 @@ def test_a_placement_the_cluster_cannot_hold_is_refused_at_once_and_a_callers_ru
 
 
 @pytest.mark.parametrize(
-    "extra, message",
+    "strategy, extra, message",
     [
-        (dict(nnodes=2), "leave nnodes at 1"),
-        (dict(env="SIDEWAYS"), "PAGEDLLM_RAY_PLACEMENT_STRATEGY='SIDEWAYS': expected one of PACK, SPREAD"),
+        ("PACK", dict(nnodes=2), "leave nnodes at 1"),
+        ("SIDEWAYS", {}, "PAGEDLLM_RAY_PLACEMENT_STRATEGY='SIDEWAYS': expected one of PACK, SPREAD"),
     ],
 )
-def test_settings_the_ray_backend_cannot_take_are_refused_before_ray_starts(tiny_model_dir, placement, extra, message):
-    if "env" in extra:
-        placement(extra.pop("env"))
+def test_settings_the_ray_backend_cannot_take_are_refused_before_ray_starts(
+    tiny_model_dir, placement, strategy, extra, message
+):
+    placement(strategy)
     with pytest.raises(ConfigError, match=message):
-        LLM(**settings(tiny_model_dir("LlamaForCausalLM"), tensor_parallel_size=2, distributed_executor_backend="ray", **extra))
+        LLM(**ray_settings(tiny_model_dir("LlamaForCausalLM"), **extra))
     assert not ray.is_initialized()
 
 
@@ -153,10 +161,8 @@ def test_two_ray_nodes_in_two_network_namespaces_run_one_model(tiny_model_dir, t
             expected = greedy_ids(directory)
             for node in nodes:
                 node.wait_for_output("Ray runtime started", timeout=120)
-            engine = settings(directory, tensor_parallel_size=2, distributed_executor_backend="ray")
-            reply = run_driver(
-                namespaces, engine, {"RAY_ADDRESS": head, "RAY_AUTH_MODE": "token", "PAGEDLLM_RAY_PLACEMENT_STRATEGY": "STRICT_SPREAD"}
-            )
+            spread = {"RAY_ADDRESS": head, "RAY_AUTH_MODE": "token", "PAGEDLLM_RAY_PLACEMENT_STRATEGY": "STRICT_SPREAD"}
+            reply = run_driver(namespaces, ray_settings(directory), spread)
         finally:
             left = [pid for node in nodes for pid in node.stop()]
             shutil.rmtree(temp_dir, ignore_errors=True)
@@ -174,8 +180,10 @@ def test_a_headless_node_in_another_network_namespace_joins_without_ray(tiny_mod
     with two_namespaces() as namespaces:
         headless = SessionProcess(
             [*namespaces.run_in(1), sys.executable, "-m", "pagedllm_core.entrypoints.cli", "serve", str(directory),
-             "--headless", "--dtype", "float32", "--block-size", "4", "--attention-backend", "torch", "--tensor-parallel-size", "2", "--nnodes", "2",
-             "--node-rank", "1", "--master-addr", ADDRESSES[0], "--master-port", "29501"], tmp_path / "node1.log",
+             "--headless", "--dtype", "float32", "--block-size", "4", "--attention-backend", "torch",
+             "--tensor-parallel-size", "2", "--nnodes", "2", "--node-rank", "1", "--master-addr", ADDRESSES[0],
+             "--master-port", "29501"],
+            tmp_path / "node1.log",
         )  # fmt: skip
         try:
             expected = greedy_ids(directory)  # while node 1 loads
