@@ -15,6 +15,7 @@ import shutil
 import socket
 import tempfile
 import threading
+import time
 from pathlib import Path
 
 import torch
@@ -123,6 +124,11 @@ class RankActor:
         self.worker.shutdown()
         if self._rendezvous_dir is not None:
             shutil.rmtree(self._rendezvous_dir, ignore_errors=True)
+
+
+def one_line(error: BaseException) -> str:
+    text = str(error).strip()
+    return f"{type(error).__name__}: {text.splitlines()[0]}" if text else type(error).__name__
 
 
 def worker_failure(error: Exception) -> wire.WorkerFailure:
@@ -278,34 +284,55 @@ class RayExecutor(Executor):
         """Send one message to rank 0 and wait for its reply or for any rank's end, whichever comes first."""
         ray = self._ray
         reply_ref = self._actors[0].run.remote(payload)
-        ready, _ = ray.wait([reply_ref, *self._followers], num_returns=1)
-        if reply_ref not in ready:
-            raise self._fail(self._lost_follower(ready))
+        calls = [reply_ref, *self._followers]
+        ready, _ = ray.wait(calls, num_returns=1)
+        if reply_ref in ready:
+            try:
+                return self._decode(ray.get(reply_ref))
+            except WorkerDiedError as error:
+                if len(self._actors) == 1:
+                    raise self._fail(error) from None
+            except ray.exceptions.RayError:
+                pass
+        raise self._fail(self._diagnose(calls))
+
+    def _diagnose(self, calls: list) -> WorkerDiedError:
+        """The error for a group that broke: the rank whose actor died, if Ray reports one within
+        DEATH_REPORT_SECONDS (the others' calls fail too, as their collectives lose it), else the first to fail."""
+        ray = self._ray
+        deadline = time.monotonic() + DEATH_REPORT_SECONDS
+        pending, first = list(calls), None
+        while pending:
+            ready, pending = ray.wait(pending, num_returns=1, timeout=max(0.0, deadline - time.monotonic()))
+            if not ready:
+                break
+            rank = calls.index(ready[0])
+            died, cause = self._outcome(ready[0])
+            if died:
+                return self._rank_error(rank, "died", cause)
+            first = first or (rank, cause)
+        return self._rank_error(first[0], "failed", first[1])
+
+    def _outcome(self, ref) -> tuple[bool, str]:
+        """Whether the actor behind a finished call died, and what ended the call, in one line."""
+        ray = self._ray
         try:
-            reply = self._decode(ray.get(reply_ref))
-        except WorkerDiedError as error:
-            if len(self._actors) == 1:
-                raise self._fail(error) from None
-            # Rank 0's collective broke: a rank it talks to has most likely just died, so name that one.
-            ended, _ = ray.wait(self._followers, num_returns=1, timeout=DEATH_REPORT_SECONDS)
-            raise self._fail(self._lost_follower(ended) if ended else error) from None
+            result = ray.get(ref)
+        except ray.exceptions.RayActorError as error:
+            return True, one_line(error)
+        except ray.exceptions.RayTaskError as error:
+            return False, one_line(error.cause if error.cause is not None else error)
         except ray.exceptions.RayError as error:
-            raise self._fail(self._rank_died(0, error)) from None
-        return reply
+            return False, one_line(error)
+        reply = wire.decode(result) if isinstance(result, bytes) else None
+        if isinstance(reply, wire.WorkerFailure):
+            return False, reply.message
+        return False, "it left the group"
 
-    def _lost_follower(self, ended: list) -> WorkerDiedError:
-        rank = 1 + self._followers.index(ended[0])
-        try:
-            self._ray.get(ended[0])
-        except self._ray.exceptions.RayError as error:
-            return self._rank_died(rank, error)
-        return self._rank_died(rank, "its rank left the group")
-
-    def _rank_died(self, rank: int, cause) -> WorkerDiedError:
+    def _rank_error(self, rank: int, what: str, cause: str) -> WorkerDiedError:
         pid, _, address = self._ranks[rank]
-        summary = str(cause).strip().splitlines()[0] if str(cause).strip() else type(cause).__name__
         return WorkerDiedError(
-            f"the Ray actor of tensor-parallel rank {rank} (pid {pid} on node {address}) died: {summary}; "
+            f"the Ray actor of tensor-parallel rank {rank} (pid {pid} on node {address}) {what}: {cause}; "
             "the requests it was running cannot complete"
         )
 

@@ -29,6 +29,14 @@ DRIVER = str(Path(__file__).with_name("netns_driver.py"))
 GREEDY = SamplingParams(temperature=0, max_tokens=NUM_NEW_TOKENS, ignore_eos=True)
 
 
+@pytest.fixture(autouse=True)
+def no_runtime_left():
+    """A test that fails before its engine shuts down must not hand its Ray runtime to the next one."""
+    yield
+    if ray.is_initialized():
+        ray.shutdown()
+
+
 def settings(model_dir, **extra):
     # The executor is under test, not the kernels: the torch backend spares each rank the compiled
     # backend's start-up (a build check under a lock that every process on the machine shares).
