@@ -17,6 +17,7 @@ import tempfile
 import threading
 import time
 from pathlib import Path
+from urllib.parse import urlparse
 
 import torch
 
@@ -163,6 +164,7 @@ class RayExecutor(Executor):
         self._ranks: list[tuple[int, str, str]] = []
         self._followers: list = []
         self._workers_started = False
+        self._init_method: str | None = None
         self._failure: WorkerDiedError | None = None
         self._closed = False
         self._lock = threading.Lock()
@@ -258,6 +260,7 @@ class RayExecutor(Executor):
         self.num_kv_blocks = ready[0].num_kv_blocks
         self._followers = [actor.follow.remote() for actor in self._actors[1:]]
         self._workers_started = True
+        self._init_method = init_method
         logger.info("tensor-parallel ranks on Ray nodes %s, met at %s", self.worker_nodes, init_method)
 
     def execute_model(self, message: SchedulerOutput) -> ModelRunnerOutput:
@@ -391,3 +394,7 @@ class RayExecutor(Executor):
                 remove_placement_group(self._placement_group)
             if self._started_ray:
                 ray.shutdown()
+                if self._init_method is not None and self._init_method.startswith("file://"):
+                    # Rank 0 removes it when it shuts down cleanly; after a death, this machine's runtime was
+                    # the only place it could be.
+                    shutil.rmtree(Path(urlparse(self._init_method).path).parent, ignore_errors=True)
