@@ -82,11 +82,12 @@ class EngineConfig(BaseModel):
     structured_outputs_compile_timeout: float = Field(
         30.0, gt=0, description="Seconds a request waits for its JSON schema or regex to compile before a 400."
     )
-    distributed_executor_backend: Literal["uni", "mp"] | None = Field(
+    distributed_executor_backend: Literal["uni", "mp", "ray"] | None = Field(
         None,
         description="How the engine runs its workers: uni, one worker in the engine's own process; mp, worker processes "
         "the engine starts (one per tensor-parallel rank on this node), sent each step as a message (they end with "
-        "the engine). None: uni for one worker, mp for several.",
+        "the engine); ray, one Ray actor per rank, placed on a Ray cluster's nodes (pip install 'pagedllm[ray]'; "
+        "docs/distributed_ray.md). None: uni for one worker, mp for several.",
     )
     tensor_parallel_size: int = Field(
         1,
@@ -168,7 +169,7 @@ class EngineConfig(BaseModel):
         if self.tensor_parallel_size > 1 and self.distributed_executor_backend == "uni":
             raise ValueError(
                 f"tensor_parallel_size={self.tensor_parallel_size} needs one worker per rank: use "
-                "distributed_executor_backend 'mp' (or leave it unset)"
+                "distributed_executor_backend 'mp' or 'ray' (or leave it unset)"
             )
         if self.tensor_parallel_size % self.nnodes:
             raise ValueError(

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import datetime
 import os
+from urllib.parse import urlparse
 
 import torch
 import torch.distributed as dist
 
+from pagedllm_core.distributed.network import interface_toward
 from pagedllm_core.distributed.partition import HeadShards, Shard, attention_head_shards, balanced_shard
 
 # A collective that waits longer than this fails; idle ranks are kept inside it by the driver's keep-alives.
@@ -90,6 +92,11 @@ def init_tensor_parallel_group(rank: int, world_size: int, init_method: str, dev
     if init_method.startswith("file://"):
         # One machine: gloo's connections stay on loopback unless the user names an interface.
         os.environ.setdefault("GLOO_SOCKET_IFNAME", "lo")
+    elif "GLOO_SOCKET_IFNAME" not in os.environ:
+        # gloo would bind to what the hostname resolves to (often loopback), which other nodes cannot reach.
+        interface = interface_toward(urlparse(init_method).hostname)
+        if interface is not None:
+            os.environ["GLOO_SOCKET_IFNAME"] = interface
     dist.init_process_group(backend, init_method=init_method, world_size=world_size, rank=rank, timeout=COLLECTIVE_TIMEOUT)
     device_group = dist.group.WORLD
     message_group = device_group if backend == "gloo" else dist.new_group(backend="gloo", timeout=COLLECTIVE_TIMEOUT)

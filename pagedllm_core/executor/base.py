@@ -49,6 +49,10 @@ def build_executor(config: EngineConfig, registry: Registry, model_info: ModelIn
         from pagedllm_core.executor.multiproc import MultiprocExecutor
 
         return MultiprocExecutor(config)
+    if config.distributed_executor_backend == "ray":
+        from pagedllm_core.executor.ray_executor import RayExecutor
+
+        return RayExecutor(config)
     from pagedllm_core.executor.uniproc import UniProcExecutor
 
     return UniProcExecutor(config, registry, model_info)

@@ -104,6 +104,7 @@ class LocalWorkers:
     def wait(self) -> int:
         """Block until a worker exits; shut the others down and return the first exit code."""
         ready = wait([process.sentinel for process in self.processes])
+        # Its sentinel can be ready a moment before the process can be reaped (is_alive() still True).
         exited = next(process for process in self.processes if process.sentinel in ready)
         exited.join()
         self.shutdown()

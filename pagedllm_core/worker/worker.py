@@ -44,7 +44,8 @@ class Worker:
         info = model_info or resolve_model_info(config)
         local_ranks = config.tensor_parallel_size // config.nnodes
         if info.device.type == "cuda" and local_ranks > 1:
-            torch.cuda.set_device(rank % local_ranks)
+            # Under Ray each rank's process sees only the GPU of its bundle.
+            torch.cuda.set_device(rank % min(local_ranks, torch.cuda.device_count()))
         if info.device.type == "cpu" and local_ranks > 1 and config.num_cpu_threads is None:
             # The node's ranks share its cores rather than each starting one thread per core.
             torch.set_num_threads(max(1, len(os.sched_getaffinity(0)) // local_ranks))
