@@ -18,9 +18,8 @@ from pathlib import Path
 from pagedllm_core.config import EngineConfig
 from pagedllm_core.errors import ConfigError
 from pagedllm_core.executor import wire
-from pagedllm_core.executor.base import Executor, WorkerDiedError
-from pagedllm_core.executor.messages import ModelRunnerOutput, SchedulerOutput
-from pagedllm_core.lora_request import LoRARequest
+from pagedllm_core.executor.base import WorkerDiedError
+from pagedllm_core.executor.remote import RemoteExecutor
 
 logger = logging.getLogger(__name__)
 
@@ -140,7 +139,7 @@ class LocalWorkers:
             shutil.rmtree(self._rendezvous_dir, ignore_errors=True)
 
 
-class MultiprocExecutor(Executor):
+class MultiprocExecutor(RemoteExecutor):
     """Runs each step on this node's worker processes (see :class:`LocalWorkers`) through rank 0.
 
     A worker that dies makes the step raise :class:`WorkerDiedError` at once, rather than a wait for
@@ -156,18 +155,6 @@ class MultiprocExecutor(Executor):
     @property
     def worker_pids(self) -> list[int]:
         return self._workers.pids
-
-    def execute_model(self, message: SchedulerOutput) -> ModelRunnerOutput:
-        return self._call(message)
-
-    def add_lora(self, lora_request: LoRARequest) -> bool:
-        reply = self._call(wire.AddLoRA(lora_request))
-        if isinstance(reply, wire.LoRAFailure):
-            raise ConfigError(reply.message)
-        return reply
-
-    def remove_lora(self, lora_int_id: int) -> bool:
-        return self._call(wire.RemoveLoRA(lora_int_id))
 
     def _call(self, message):
         self._workers.send(0, wire.encode(message))

@@ -24,10 +24,9 @@ import torch
 from pagedllm_core.config import EngineConfig
 from pagedllm_core.errors import ConfigError
 from pagedllm_core.executor import wire
-from pagedllm_core.executor.base import Executor, WorkerDiedError
-from pagedllm_core.executor.messages import ModelRunnerOutput, SchedulerOutput
+from pagedllm_core.executor.base import WorkerDiedError
 from pagedllm_core.executor.multiproc import KEEPALIVE_SECONDS, SHUTDOWN_GRACE_SECONDS
-from pagedllm_core.lora_request import LoRARequest
+from pagedllm_core.executor.remote import RemoteExecutor
 
 logger = logging.getLogger(__name__)
 
@@ -139,7 +138,7 @@ def worker_failure(error: Exception) -> wire.WorkerFailure:
     return wire.WorkerFailure(f"{type(error).__name__}: {error}")
 
 
-class RayExecutor(Executor):
+class RayExecutor(RemoteExecutor):
     """Runs each step on Ray actors, one per tensor-parallel rank, through rank 0's actor.
 
     Uses the Ray runtime this process already joined, else the cluster at ``RAY_ADDRESS``, else starts a
@@ -262,18 +261,6 @@ class RayExecutor(Executor):
         self._workers_started = True
         self._init_method = init_method
         logger.info("tensor-parallel ranks on Ray nodes %s, met at %s", self.worker_nodes, init_method)
-
-    def execute_model(self, message: SchedulerOutput) -> ModelRunnerOutput:
-        return self._call(message)
-
-    def add_lora(self, lora_request: LoRARequest) -> bool:
-        reply = self._call(wire.AddLoRA(lora_request))
-        if isinstance(reply, wire.LoRAFailure):
-            raise ConfigError(reply.message)
-        return reply
-
-    def remove_lora(self, lora_int_id: int) -> bool:
-        return self._call(wire.RemoveLoRA(lora_int_id))
 
     def _call(self, message):
         with self._lock:
