@@ -89,16 +89,26 @@ class LocalWorkers:
         connection = self.connections[index]
         wait([connection, *(process.sentinel for process in self.processes)])
         if not connection.poll():
-            raise self._died()
+            # Another worker exited first; if it said why (a rank that could not start), that is the error.
+            raise self._reported_failure() or self._died()
         try:
             reply = wire.decode(connection.recv_bytes())
         except (EOFError, OSError) as error:
             raise self._died() from error
         if isinstance(reply, wire.WorkerFailure):
-            if reply.is_config_error:
-                raise ConfigError(reply.message)
-            raise WorkerDiedError(f"the worker process failed: {reply.message}")
+            raise _failure_error(reply)
         return reply
+
+    def _reported_failure(self) -> Exception | None:
+        for connection in self.connections:
+            try:
+                if connection.poll():
+                    reply = wire.decode(connection.recv_bytes())
+                    if isinstance(reply, wire.WorkerFailure):
+                        return _failure_error(reply)
+            except (EOFError, OSError):
+                continue
+        return None
 
     def wait(self) -> int:
         """Block until a worker exits; shut the others down and return the first exit code."""
@@ -162,6 +172,12 @@ class MultiprocExecutor(RemoteExecutor):
 
     def shutdown(self) -> None:
         self._workers.shutdown()
+
+
+def _failure_error(failure: wire.WorkerFailure) -> Exception:
+    if failure.is_config_error:
+        return ConfigError(failure.message)
+    return WorkerDiedError(f"the worker process failed: {failure.message}")
 
 
 def run_headless(config: EngineConfig) -> int:
