@@ -99,8 +99,10 @@ def test_closing_a_stream_aborts_its_request(engine, fake):
 
 def test_cancelled_consumer_aborts_its_request(engine, fake):
     async def main():
-        task = asyncio.ensure_future(collect(engine, "r", [1], 10_000))
+        # Far more tokens than the fake engine can make before the cancel, however slowly this loop is scheduled.
+        task = asyncio.ensure_future(collect(engine, "r", [1], 10**9))
         while not engine.stats().num_running_requests:
+            assert not task.done()
             await asyncio.sleep(0.01)
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
