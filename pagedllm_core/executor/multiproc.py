@@ -47,17 +47,17 @@ class LocalWorkers:
             init_method = self._init_method(config)
         self.connections: list[Connection] = []
         self.processes = []
-        for rank in self.ranks:
-            parent_end, child_end = context.Pipe()
-            process = context.Process(
-                target=run_worker_process, args=(child_end,), name=f"pagedllm-worker-{rank}", daemon=True
-            )
-            process.start()
-            child_end.close()
-            self.connections.append(parent_end)
-            self.processes.append(process)
         self._closed = False
         try:
+            for rank in self.ranks:
+                parent_end, child_end = context.Pipe()
+                process = context.Process(
+                    target=run_worker_process, args=(child_end,), name=f"pagedllm-worker-{rank}", daemon=True
+                )
+                self.connections.append(parent_end)
+                process.start()
+                child_end.close()
+                self.processes.append(process)
             for connection, rank in zip(self.connections, self.ranks):
                 connection.send_bytes(wire.encode(wire.StartWorker(config, rank, init_method)))
             self.ready = [self.receive(index) for index in range(len(self.processes))]
@@ -132,7 +132,7 @@ class LocalWorkers:
         if self._closed:
             return
         self._closed = True
-        if self.processes[0].is_alive():
+        if self.processes and self.processes[0].is_alive():
             try:
                 self.connections[0].send_bytes(wire.encode(wire.ShutdownWorker()))
             except OSError:
