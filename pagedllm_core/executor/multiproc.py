@@ -134,7 +134,7 @@ class LocalWorkers:
         self._closed = True
         if self.processes and self.processes[0].is_alive():
             try:
-                self.connections[0].send_bytes(wire.encode(wire.ShutdownWorker()))
+                self.connections[0].send_bytes(wire.SHUTDOWN_WORKER)
             except OSError:
                 pass
         for process in self.processes:
@@ -233,16 +233,14 @@ def _serve_worker(connection: Connection) -> None:
 
 def _drive(worker, connection: Connection) -> None:
     """Rank 0: run each message from the engine (broadcasting it to the other ranks) and reply."""
-    shutdown = wire.encode(wire.ShutdownWorker())
-    keepalive = wire.encode(wire.KeepAlive())
     while True:
         if worker.tp.world_size > 1 and not connection.poll(KEEPALIVE_SECONDS):
-            worker.run_driver_message(keepalive)
+            worker.run_driver_message(wire.KEEP_ALIVE)
             continue
         try:
             payload = connection.recv_bytes()
         except EOFError:
-            payload = shutdown  # the engine is gone: take the other ranks down with this one
+            payload = wire.SHUTDOWN_WORKER  # the engine is gone: take the other ranks down with this one
         try:
             reply = worker.run_driver_message(payload)
         except Exception as error:
@@ -251,7 +249,7 @@ def _drive(worker, connection: Connection) -> None:
             if worker.tp.world_size > 1:
                 raise  # the ranks' collectives are out of step: this group cannot run another step
             continue
-        if payload == shutdown:
+        if payload == wire.SHUTDOWN_WORKER:
             return
         if reply is not None:
             connection.send_bytes(wire.encode(reply))

@@ -109,7 +109,7 @@ class RankActor:
         except Exception as error:
             logger.exception("rank 0 failed to run a step")
             return wire.encode(worker_failure(error))
-        if isinstance(wire.decode(payload), wire.ShutdownWorker):
+        if payload == wire.SHUTDOWN_WORKER:
             self._close()
         return wire.encode(reply)
 
@@ -347,13 +347,12 @@ class RayExecutor(RemoteExecutor):
     def _keep_alive(self) -> None:
         """Between steps, every KEEPALIVE_SECONDS, rank 0 tells the other ranks it is alive, so that their wait
         for its next broadcast never reaches the group's timeout while the engine is idle."""
-        keepalive = wire.encode(wire.KeepAlive())
         while not self._stop.wait(KEEPALIVE_SECONDS):
             with self._lock:
                 if self._closed or self._failure is not None:
                     return
                 try:
-                    self._run_on_driver(keepalive)
+                    self._run_on_driver(wire.KEEP_ALIVE)
                 except WorkerDiedError:
                     return  # the next step reports it
 
@@ -368,7 +367,7 @@ class RayExecutor(RemoteExecutor):
         with self._lock:
             if self._workers_started and self._failure is None:
                 try:
-                    goodbye = self._actors[0].run.remote(wire.encode(wire.ShutdownWorker()))
+                    goodbye = self._actors[0].run.remote(wire.SHUTDOWN_WORKER)
                     ray.get(goodbye, timeout=SHUTDOWN_GRACE_SECONDS)
                     ray.wait(self._followers, num_returns=len(self._followers), timeout=SHUTDOWN_GRACE_SECONDS)
                 except ray.exceptions.RayError:

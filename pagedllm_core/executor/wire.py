@@ -123,3 +123,8 @@ def encode(message: object) -> bytes:
 
 def decode(payload: bytes) -> object:
     return _MessageUnpickler(io.BytesIO(payload)).load()
+
+
+# The two replyless messages, encoded once: the driver compares payloads with them instead of decoding again.
+SHUTDOWN_WORKER = encode(ShutdownWorker())
+KEEP_ALIVE = encode(KeepAlive())

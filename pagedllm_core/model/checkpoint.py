@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from collections.abc import Iterator
 
 import torch
@@ -11,13 +12,13 @@ from pagedllm_core.model.gguf_parse_cache import reuse_gguf_parses
 from pagedllm_core.model.source import ModelSource
 
 
-class CheckpointTensor:
+class CheckpointTensor(ABC):
     """A checkpoint tensor that is read when asked for: whole, or only rows or columns of it (a
     tensor-parallel rank's shard), so that a rank reads no more of a safetensors file than it keeps."""
 
+    @abstractmethod
     def read(self, dim: int | None = None, shard: Shard | None = None) -> torch.Tensor:
         """The tensor, or its slice ``shard`` along ``dim`` (0 or 1)."""
-        raise NotImplementedError
 
 
 class LoadedTensor(CheckpointTensor):
