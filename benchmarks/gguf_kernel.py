@@ -1,5 +1,8 @@
 """The GGUF plugin's kernel against the dense float32 matmul, per block format: microseconds per call.
 
+Each format runs with float32 activations and with activations rounded to int8 (the gguf option
+``int8_activations``), one after the other in the same pass.
+
 Each format runs one projection shape over as many distinct weight matrices as the default model has
 layers (30), so the weights stream from memory as in a decode step instead of staying in cache; the
 figure is the fastest of several passes (the least disturbed by other work on the machine) divided
@@ -19,6 +22,10 @@ from pagedllm_core.bench.docs_section import cpu_name
 from pagedllm_quant_gguf.blocks import BLOCK_FORMATS, dequantize
 from pagedllm_quant_gguf.kernels import load_kernels
 from pagedllm_quant_gguf.testing import random_blocks
+
+
+# The kernel's two kinds of activations: the table's label -> its int8_activations argument.
+ACTIVATIONS = {"float32 x": False, "int8 x": True}
 
 
 def microseconds_per_call(run, num_matrices: int, num_passes: int) -> float:
@@ -55,18 +62,21 @@ def main() -> None:
 
     print(f"gguf_linear against F.linear, {K} -> {N}, {args.num_matrices} distinct matrices per pass, fastest of "
           f"{args.num_passes} passes, {torch.get_num_threads()} thread(s), {cpu_name()}.\n")
-    print("| format | bits per weight | " + " | ".join(f"{m} row{'s' if m > 1 else ''} (µs)" for m in rows) + " |")
+    print("| format, activations | bits per weight | " + " | ".join(f"{m} row{'s' if m > 1 else ''} (µs)" for m in rows) + " |")
     print("| --- | ---: |" + " ---: |" * len(rows))
     table = {"dense float32": (32.0, [])}
-    table.update({fmt.name: (8 * fmt.bytes_per_block / fmt.values_per_block, []) for fmt in BLOCK_FORMATS.values()})
+    for fmt in BLOCK_FORMATS.values():
+        for activations in ACTIVATIONS:
+            table[f"{fmt.name}, {activations}"] = (8 * fmt.bytes_per_block / fmt.values_per_block, [])
     for m in rows:
         x = torch.randn(m, K)
         table["dense float32"][1].append(microseconds_per_call(
             lambda: [torch.nn.functional.linear(x, weight) for weight in dense], args.num_matrices, args.num_passes))
         for quant_type, matrices in blocks.items():
-            run = lambda: [gguf_linear(x, matrix, quant_type, None) for matrix in matrices]  # noqa: E731
-            table[BLOCK_FORMATS[quant_type].name][1].append(
-                microseconds_per_call(run, args.num_matrices, args.num_passes))
+            for activations, int8 in ACTIVATIONS.items():
+                run = lambda: [gguf_linear(x, matrix, quant_type, None, int8) for matrix in matrices]  # noqa: E731
+                table[f"{BLOCK_FORMATS[quant_type].name}, {activations}"][1].append(
+                    microseconds_per_call(run, args.num_matrices, args.num_passes))
     for name, (bits, timings) in table.items():
         print(f"| {name} | {bits:.2f} | " + " | ".join(f"{value:.0f}" for value in timings) + " |")
 

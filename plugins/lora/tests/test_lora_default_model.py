@@ -62,12 +62,13 @@ def test_wrapped_gguf_layer_matches_the_dense_layer_with_lora(quant_type):
     from pagedllm_lora.step_state import LoRAStepState
     from pagedllm_quant_gguf.blocks import dequantize
     from pagedllm_quant_gguf.kernels import load_kernels
-    from pagedllm_quant_gguf.layer import DEFAULT_MAX_BLOCK_ROWS, GGUFLinear
+    from pagedllm_quant_gguf.layer import GGUFLinear
+    from pagedllm_quant_gguf.options import GGUFOptions
     from pagedllm_quant_gguf.testing import random_blocks
 
     in_features, sizes = 64, [48, 16, 16]  # a fused q/k/v
     blocks = random_blocks(sum(sizes), 2, quant_type)
-    quantized = GGUFLinear(in_features, sizes, blocks, quant_type, False, load_kernels(), DEFAULT_MAX_BLOCK_ROWS)
+    quantized = GGUFLinear(in_features, sizes, blocks, quant_type, False, load_kernels(), GGUFOptions())
     dense = MergedLinear(in_features, sizes, bias=False)
     dense.weight.data = dequantize(blocks, quant_type, in_features)
     generator = torch.Generator().manual_seed(quant_type)

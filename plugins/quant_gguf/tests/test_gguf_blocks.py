@@ -110,6 +110,51 @@ def test_kernel_decodes_weights_bit_identically(quant_type, M):
     assert torch.equal(picked, gguf_dequantize(blocks, quant_type).T)
 
 
+def rounded_to_int8(x: torch.Tensor) -> torch.Tensor:
+    """x as the kernel's int8 path multiplies it: each group of 32 values scaled so that its largest size
+    is 127, rounded to integers (ties to even), and scaled back."""
+    groups = x.reshape(x.shape[0], -1, 32)
+    largest = groups.abs().amax(dim=-1, keepdim=True)
+    inverse = torch.where(largest > 0, torch.tensor(127.0) / largest, torch.zeros(()))
+    return (torch.round(groups * inverse) * (largest / 127)).reshape(x.shape)
+
+
+@pytest.mark.parametrize("quant_type", SUPPORTED_QUANT_TYPES)
+@pytest.mark.parametrize("M, num_blocks, N", [(1, 1, 1), (1, 18, 577), (2, 3, 64), (3, 6, 64), (5, 1, 33), (16, 6, 64), (32, 2, 40)])
+def test_int8_activations_multiply_x_rounded_to_int8(quant_type, M, num_blocks, N):
+    K = num_blocks * BLOCK_FORMATS[quant_type].values_per_block
+    blocks = random_blocks(N, num_blocks, quant_type, seed=M + K + N)
+    generator = torch.Generator().manual_seed(M * K * N)
+    x = torch.randn(M, K, generator=generator) * torch.rand(M, 1, generator=generator) * 4
+    bias = torch.randn(N, generator=generator)
+    weights = gguf_dequantize(blocks, quant_type).double()
+
+    actual = load_kernels().gguf_linear(x, blocks, quant_type, bias, int8_activations=True).double()
+    term_magnitude = torch.nn.functional.linear(x.abs().double(), weights.abs(), bias.abs().double())
+    # Integer products are exact; what is left is float32 rounding of the per-group scaling and sums
+    # (seen: below 2e-7 of the terms' magnitude).
+    expected = torch.nn.functional.linear(rounded_to_int8(x).double(), weights, bias.double())
+    assert ((actual - expected).abs() / term_magnitude).max() < 1e-6
+    # Against the float32 x: the rounding of x, at most 1/254 of each group's largest value (seen: below 5e-3).
+    exact = torch.nn.functional.linear(x.double(), weights, bias.double())
+    assert ((actual - exact).abs() / term_magnitude).max() < 2e-2
+
+
+def test_int8_activations_of_zeros_and_of_the_largest_quants():
+    # An all-zero group has no scale (its products are 0, the bias is kept); Q8_0's -128 weights with x
+    # at +-127 are the largest integer products, where maddubs would saturate if anything did.
+    blocks = random_blocks(4, 2, Q8_0)
+    blocks.view(4, 2, 34)[:, :, 2:] = torch.tensor(-128, dtype=torch.int8).view(torch.uint8)
+    bias = torch.arange(4.0)
+    x = torch.zeros(3, 64)
+    x[1] = 1.0
+    x[2, ::2], x[2, 1::2] = -3.0, 3.0
+    actual = load_kernels().gguf_linear(x, blocks, Q8_0, bias, int8_activations=True)
+    expected = torch.nn.functional.linear(x, gguf_dequantize(blocks, Q8_0), bias)
+    assert torch.equal(actual[0], bias)
+    torch.testing.assert_close(actual, expected, rtol=1e-6, atol=0)
+
+
 def test_kernel_rejects_bad_arguments():
     gguf_linear = load_kernels().gguf_linear
     blocks = random_blocks(8, 2, Q4_1)

@@ -25,7 +25,8 @@ from k_quantizer import q4_k_m_style_type, requantize_gguf, write_random_llama_g
 from pagedllm_core import LLM, SamplingParams
 from pagedllm_core.model.source import default_model_source
 from pagedllm_quant_gguf.blocks import Q4_K, Q5_0, Q5_1, Q5_K, Q6_K, Q8_0, dequantize
-from pagedllm_quant_gguf.layer import DEFAULT_MAX_BLOCK_ROWS, GGUFLinear
+from pagedllm_quant_gguf.layer import GGUFLinear
+from pagedllm_quant_gguf.options import DEFAULT_MAX_BLOCK_ROWS
 
 RANDOM_MODEL_TYPES = {
     "attn_q": Q4_K, "attn_k": Q4_K, "attn_v": Q4_K, "attn_output": Q6_K,

@@ -9,7 +9,8 @@ from pagedllm_core import LLM, SamplingParams
 from pagedllm_core.errors import ConfigError, UnsupportedConfigError
 from pagedllm_core.model.quantization import QuantizationTarget
 from pagedllm_core.model.source import ModelSource
-from pagedllm_quant_gguf.layer import DEFAULT_MAX_BLOCK_ROWS, GGUFLinear
+from pagedllm_quant_gguf.layer import GGUFLinear
+from pagedllm_quant_gguf.options import DEFAULT_MAX_BLOCK_ROWS
 from pagedllm_quant_gguf.blocks import dequantize
 from pagedllm_quant_gguf.method import GGUFQuantization, _unpermuted_rows
 
@@ -110,9 +111,26 @@ def test_max_block_rows_option_reaches_every_layer_and_outputs_stay_greedy_equal
     assert [output.outputs[0].token_ids for output in llm.generate(PROMPTS[:1], params)] == expected
 
 
+def test_int8_activations_option_reaches_every_layer_and_only_small_steps_round(llms):
+    llm = LLM(dtype="float32", max_model_len=256, plugin_options={"quantization": {"int8_activations": True}})
+    layers = dict(model_of(llm).named_modules())
+    assert all(layer.int8_activations for layer in layers.values() if isinstance(layer, GGUFLinear))
+    assert not any(layer.int8_activations for layer in model_of(llms["auto"]).modules() if isinstance(layer, GGUFLinear))
+    layer = layers["model.layers.7.mlp.down_proj"]
+    weight = layer.dequantized_weight()
+    for num_rows in (1, DEFAULT_MAX_BLOCK_ROWS, DEFAULT_MAX_BLOCK_ROWS + 1):
+        hidden = torch.randn(num_rows, layer.in_features, generator=torch.Generator().manual_seed(num_rows))
+        rounded = layer._kernels.gguf_linear(hidden, layer.blocks, layer.quant_type, None, int8_activations=True)
+        expected = rounded if num_rows <= DEFAULT_MAX_BLOCK_ROWS else hidden @ weight.T  # larger steps stay float32
+        torch.testing.assert_close(layer(hidden), expected, rtol=1e-5, atol=1e-5)
+        assert not torch.allclose(rounded, hidden @ weight.T, rtol=1e-5, atol=1e-5)
+    output = llm.generate(PROMPTS[:1], SamplingParams(temperature=0.0, max_tokens=8))[0].outputs[0]
+    assert len(output.token_ids) == 8 and "Paris" in output.text
+
+
 def test_bad_gguf_options_name_the_option_and_what_it_takes():
     with pytest.raises(ConfigError, match=r"plugin_options.quantization for quantizer 'gguf': max_block_rows: .*"
-                                          r"greater than or equal to 0.*its options are: max_block_rows"):
+                                          r"greater than or equal to 0.*its options are: max_block_rows, int8_activations"):
         LLM(dtype="float32", plugin_options={"quantization": {"max_block_rows": -1}})
     with pytest.raises(ConfigError, match="block_rows: unknown setting"):
         LLM(dtype="float32", plugin_options={"quantization": {"block_rows": 4}})

@@ -9,10 +9,7 @@ from torch import nn
 
 from pagedllm_core.errors import ModelLoadError
 from pagedllm_core.model.quantization import QuantizedLinear
-
-# Steps with at most this many rows read the blocks unless the user sets the gguf option
-# ``max_block_rows``: the crossover on the default model's decode steps (docs/quantization.md).
-DEFAULT_MAX_BLOCK_ROWS = 16
+from pagedllm_quant_gguf.options import GGUFOptions
 
 class GGUFLinear(QuantizedLinear):
     """``x @ W.T + b`` with ``W`` held only as GGUF blocks, one weight row per row of ``blocks``.
@@ -31,10 +28,11 @@ class GGUFLinear(QuantizedLinear):
         quant_type: int,
         bias: bool,
         kernels: ModuleType,
-        max_block_rows: int,
+        options: GGUFOptions,
     ):
         super().__init__(input_size, output_sizes)
-        self.max_block_rows = max_block_rows
+        self.max_block_rows = options.max_block_rows
+        self.int8_activations = options.int8_activations
         self.register_buffer("blocks", blocks)
         self.quant_type = quant_type
         self.bias = nn.Parameter(torch.empty(self.out_features), requires_grad=False) if bias else None
@@ -70,5 +68,7 @@ class GGUFLinear(QuantizedLinear):
         if rows.shape[0] > self.max_block_rows:
             output = nn.functional.linear(rows, self.dequantized_weight(), self.bias)
         else:
-            output = self._kernels.gguf_linear(rows.contiguous(), self.blocks, self.quant_type, self.bias)
+            output = self._kernels.gguf_linear(
+                rows.contiguous(), self.blocks, self.quant_type, self.bias, self.int8_activations
+            )
         return output.view(*hidden_states.shape[:-1], self.out_features)

@@ -5,31 +5,19 @@ from __future__ import annotations
 import logging
 
 import torch
-from pydantic import Field
 
 from pagedllm_core.model.attention_shape import attention_shape
 from pagedllm_core.model.gguf_parse_cache import reuse_gguf_parses
 from pagedllm_core.model.models import resolve_model_class
 from pagedllm_core.model.quantization import QuantizationMethod, QuantizationTarget
-from pagedllm_core.plugin_options import PluginOptions
 from pagedllm_quant_gguf.blocks import SUPPORTED_QUANT_TYPES
-from pagedllm_quant_gguf.layer import DEFAULT_MAX_BLOCK_ROWS, GGUFLinear
+from pagedllm_quant_gguf.layer import GGUFLinear
+from pagedllm_quant_gguf.options import GGUFOptions
 
 logger = logging.getLogger(__name__)
 
 # The GGUF name of the token embedding, which a model with tied embeddings also uses as its output layer.
 TOKEN_EMBEDDING = "token_embd.weight"
-
-
-class GGUFOptions(PluginOptions):
-    """``plugin_options={"quantization": {...}}`` of the gguf method."""
-
-    max_block_rows: int = Field(
-        DEFAULT_MAX_BLOCK_ROWS,
-        ge=0,
-        description="Steps of up to this many rows run from the blocks; larger ones dequantize each weight for the "
-        "step and multiply densely (raise it for memory-bound machines, lower it for batch-heavy serving).",
-    )
 
 
 class GGUFQuantization(QuantizationMethod):
@@ -87,9 +75,7 @@ class GGUFQuantization(QuantizationMethod):
         blocks = [self._rows_in_checkpoint_order(tensor) for tensor in tensors]
         if [rows.shape[0] for rows in blocks] != output_sizes:
             return None
-        return GGUFLinear(
-            input_size, output_sizes, torch.cat(blocks), quant_types.pop(), bias, self._kernels, self.options.max_block_rows
-        )
+        return GGUFLinear(input_size, output_sizes, torch.cat(blocks), quant_types.pop(), bias, self._kernels, self.options)
 
     def _checkpoint_names(self, prefix: str, num_projections: int) -> list[str]:
         """The Hugging Face weight names of the layer's projections (one, or each of a merged layer's)."""

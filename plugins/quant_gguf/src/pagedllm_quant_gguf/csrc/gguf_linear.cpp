@@ -35,6 +35,7 @@
 #include <ATen/Parallel.h>
 
 #include <algorithm>
+#include <cmath>
 #include <cstdint>
 #include <cstring>
 #include <optional>
@@ -85,10 +86,139 @@ struct Q6KGroup {
 constexpr int64_t kQ6KScales = 192, kQ6KScale = 208;
 
 #ifdef GGUF_LINEAR_AVX2
-inline __m256 broadcast_float16(const uint8_t* bytes) {
-  uint16_t bits;
-  std::memcpy(&bits, bytes, sizeof(bits));
-  return _mm256_cvtph_ps(_mm_set1_epi16(static_cast<short>(bits)));
+// (byte >> shift) & mask for each of 32 bytes. Shifting 16-bit lanes is safe: the mask drops the bits
+// that come in from the neighbouring byte (every field here fits in a byte beside its shift).
+inline __m256i byte_fields(const uint8_t* bytes, int64_t shift, int mask) {
+  const __m256i loaded = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(bytes));
+  return _mm256_and_si256(_mm256_srl_epi16(loaded, _mm_cvtsi64_si128(shift)), _mm256_set1_epi8(static_cast<char>(mask)));
+}
+
+// The 32 4-bit values of 16 nibble bytes as bytes, in value order: the low halves, then the high halves.
+inline __m256i nibble_bytes(const uint8_t* bytes) {
+  const __m128i packed = _mm_loadu_si128(reinterpret_cast<const __m128i*>(bytes));
+  const __m256i halves = _mm256_inserti128_si256(_mm256_castsi128_si256(packed), _mm_srli_epi16(packed, 4), 1);
+  return _mm256_and_si256(halves, _mm256_set1_epi8(0x0F));
+}
+
+// A group of 32 weights is w = a * q + b: `quants` gives its 32 q as bytes (uint8, or int8 for the kSigned
+// formats, whose b is 0), `scales` its a (one per half of 16 weights: they differ only in Q6_K, whose
+// scales cover 16 weights) and b. Group `group` of a block is always 0 for the 32-weight formats.
+struct GroupScales {
+  float a_first, a_second, b;
+};
+
+struct Q4_0 {
+  static constexpr int64_t kValues = 32, kBytes = 18;
+  static constexpr bool kSigned = false;
+  static constexpr const char* kName = "Q4_0";
+  static __m256i quants(const uint8_t* block, int64_t) { return nibble_bytes(block + 2); }
+  static GroupScales scales(const uint8_t* block, int64_t) {
+    const float d = float16_at(block);
+    return {d, d, -8.f * d};  // d * q - 8 * d is exact: d * (q - 8) has at most 11 + 4 significant bits
+  }
+};
+
+struct Q4_1 {
+  static constexpr int64_t kValues = 32, kBytes = 20;
+  static constexpr bool kSigned = false;
+  static constexpr const char* kName = "Q4_1";
+  static __m256i quants(const uint8_t* block, int64_t) { return nibble_bytes(block + 4); }
+  static GroupScales scales(const uint8_t* block, int64_t) {
+    const float d = float16_at(block);
+    return {d, d, float16_at(block + 2)};
+  }
+};
+
+// Q5_0 and Q5_1: the nibbles of Q4_0/Q4_1 plus a 32-bit word whose bit j is the fifth bit of weight j;
+// w = d * (q - 16) or d * q + m.
+template <bool kMinimum>
+struct FiveBit {
+  static constexpr int64_t kValues = 32, kBytes = kMinimum ? 24 : 22;
+  static constexpr bool kSigned = false;
+  static constexpr const char* kName = kMinimum ? "Q5_1" : "Q5_0";
+  static constexpr int64_t kHighOffset = kMinimum ? 4 : 2;
+  static __m256i quants(const uint8_t* block, int64_t) {
+    uint32_t high_bits;
+    std::memcpy(&high_bits, block + kHighOffset, sizeof(high_bits));
+    // Byte j gets byte j / 8 of the word (shuffles stay within 16-byte lanes; the word is in every
+    // lane), then 0x10 where its bit j % 8 is set.
+    const __m256i spread = _mm256_shuffle_epi8(
+        _mm256_set1_epi32(static_cast<int>(high_bits)),
+        _mm256_setr_epi8(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1, 2, 2, 2, 2, 2, 2, 2, 2, 3, 3, 3, 3, 3, 3, 3, 3));
+    const __m256i bit = _mm256_set1_epi64x(static_cast<int64_t>(0x8040201008040201ULL));
+    const __m256i fifth = _mm256_and_si256(_mm256_cmpeq_epi8(_mm256_and_si256(spread, bit), bit), _mm256_set1_epi8(0x10));
+    return _mm256_or_si256(nibble_bytes(block + kHighOffset + 4), fifth);
+  }
+  static GroupScales scales(const uint8_t* block, int64_t) {
+    const float d = float16_at(block);
+    return {d, d, kMinimum ? float16_at(block + 2) : -16.f * d};
+  }
+};
+using Q5_0 = FiveBit<false>;
+using Q5_1 = FiveBit<true>;
+
+struct Q8_0 {
+  static constexpr int64_t kValues = 32, kBytes = 34;
+  static constexpr bool kSigned = true;
+  static constexpr const char* kName = "Q8_0";
+  static __m256i quants(const uint8_t* block, int64_t) {
+    return _mm256_loadu_si256(reinterpret_cast<const __m256i*>(block + 2));
+  }
+  static GroupScales scales(const uint8_t* block, int64_t) {
+    const float d = float16_at(block);
+    return {d, d, 0.f};
+  }
+};
+
+// Q4_K and Q5_K: w = (d * scale) * q - dmin * min, q from `kHighBits` extra bits above the nibbles.
+template <int64_t kHighBits>
+struct KQuant {
+  static constexpr int64_t kValues = kSuperBlockValues, kBytes = kHighBits ? 176 : 144;
+  static constexpr bool kSigned = false;
+  static constexpr const char* kName = kHighBits ? "Q5_K" : "Q4_K";
+  static __m256i quants(const uint8_t* block, int64_t group) {
+    const __m256i quants = byte_fields(block + 16 + 32 * kHighBits + 32 * (group / 2), 4 * (group % 2), 0x0F);
+    if constexpr (kHighBits == 0) return quants;
+    return _mm256_or_si256(quants, _mm256_slli_epi16(byte_fields(block + 16, group, 0x01), 4));
+  }
+  static GroupScales scales(const uint8_t* block, int64_t group) {
+    float scale, minimum;
+    k_scale_and_min(block + 4, group, &scale, &minimum);
+    const float a = float16_at(block) * scale;
+    return {a, a, -(float16_at(block + 2) * minimum)};
+  }
+};
+using Q4_K = KQuant<0>;
+using Q5_K = KQuant<1>;
+
+struct Q6_K {
+  static constexpr int64_t kValues = kSuperBlockValues, kBytes = 210;
+  static constexpr bool kSigned = true;
+  static constexpr const char* kName = "Q6_K";
+  static __m256i quants(const uint8_t* block, int64_t group) {
+    const Q6KGroup where(group);
+    const __m256i low = byte_fields(block + where.nibble_offset, where.nibble_shift, 0x0F);
+    const __m256i high = byte_fields(block + where.high_offset, where.high_shift, 0x03);
+    return _mm256_sub_epi8(_mm256_or_si256(low, _mm256_slli_epi16(high, 4)), _mm256_set1_epi8(32));
+  }
+  static GroupScales scales(const uint8_t* block, int64_t group) {
+    const float d = float16_at(block + kQ6KScale);
+    const int8_t* scales = reinterpret_cast<const int8_t*>(block + kQ6KScales + 2 * group);
+    return {d * scales[0], d * scales[1], 0.f};
+  }
+};
+
+// A group's 32 quants as int32, in 4 registers of 8, for the float32 path. The formats whose quants are
+// bytes in the block (Q4_0, Q4_1 and Q8_0) widen them straight from memory, in fewer instructions than from
+// `quants`' register.
+template <typename Format>
+inline void int32_quants(const uint8_t* block, int64_t group, __m256i* quants) {
+  const __m256i bytes = Format::quants(block, group);
+  const __m128i halves[2] = {_mm256_castsi256_si128(bytes), _mm256_extracti128_si256(bytes, 1)};
+  for (int i = 0; i < 4; ++i) {
+    const __m128i part = i % 2 ? _mm_srli_si128(halves[i / 2], 8) : halves[i / 2];
+    quants[i] = Format::kSigned ? _mm256_cvtepi8_epi32(part) : _mm256_cvtepu8_epi32(part);
+  }
 }
 
 // The 32 4-bit values of 16 bytes as int32, in value order (low nibbles, then high). Widening the
@@ -103,138 +233,49 @@ inline void nibbles_to_int32(const uint8_t* bytes, __m256i* quants) {
   quants[3] = _mm256_srli_epi32(second, 4);
 }
 
-// (byte >> shift) & mask for each of 32 bytes. Shifting 16-bit lanes is safe: the mask drops the bits
-// that come in from the neighbouring byte (every field here fits in a byte beside its shift).
-inline __m256i byte_fields(const uint8_t* bytes, int64_t shift, int mask) {
-  const __m256i loaded = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(bytes));
-  return _mm256_and_si256(_mm256_srl_epi16(loaded, _mm_cvtsi64_si128(shift)), _mm256_set1_epi8(static_cast<char>(mask)));
+template <>
+inline void int32_quants<Q4_0>(const uint8_t* block, int64_t, __m256i* quants) {
+  nibbles_to_int32(block + 2, quants);
 }
 
-// 32 bytes, as uint8 or (kSigned) int8, to float32 in 4 registers of 8. The K-quants build their quants
-// with byte operations on all 32 at once and widen them only here.
-template <bool kSigned>
-inline void bytes_to_float(__m256i bytes, __m256* values) {
-  const __m128i halves[2] = {_mm256_castsi256_si128(bytes), _mm256_extracti128_si256(bytes, 1)};
+template <>
+inline void int32_quants<Q4_1>(const uint8_t* block, int64_t, __m256i* quants) {
+  nibbles_to_int32(block + 4, quants);
+}
+
+template <>
+inline void int32_quants<Q8_0>(const uint8_t* block, int64_t, __m256i* quants) {
   for (int i = 0; i < 4; ++i) {
-    const __m128i part = i % 2 ? _mm_srli_si128(halves[i / 2], 8) : halves[i / 2];
-    values[i] = _mm256_cvtepi32_ps(kSigned ? _mm256_cvtepi8_epi32(part) : _mm256_cvtepu8_epi32(part));
+    quants[i] = _mm256_cvtepi8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(block + 2 + 8 * i)));
   }
 }
 
-// Each format decodes group `group` of a block (always 0 for 32-weight blocks) into its 32 float32
-// weights, held in 4 registers.
-struct Q4_0 {
-  static constexpr int64_t kValues = 32, kBytes = 18;
-  static constexpr const char* kName = "Q4_0";
-  static void decode(const uint8_t* block, int64_t, __m256* weights) {
-    __m256i quants[4];
-    nibbles_to_int32(block + 2, quants);
-    const __m256 d = broadcast_float16(block);
-    const __m256i eight = _mm256_set1_epi32(8);
-    for (int i = 0; i < 4; ++i) weights[i] = _mm256_mul_ps(d, _mm256_cvtepi32_ps(_mm256_sub_epi32(quants[i], eight)));
-  }
-};
+// Whether a group's two halves of 16 weights have their own a (Q6_K); the other formats broadcast one.
+template <typename Format>
+constexpr bool kScalePerHalf = false;
+template <>
+constexpr bool kScalePerHalf<Q6_K> = true;
 
-struct Q4_1 {
-  static constexpr int64_t kValues = 32, kBytes = 20;
-  static constexpr const char* kName = "Q4_1";
-  static void decode(const uint8_t* block, int64_t, __m256* weights) {
-    __m256i quants[4];
-    nibbles_to_int32(block + 4, quants);
-    const __m256 d = broadcast_float16(block), m = broadcast_float16(block + 2);
-    for (int i = 0; i < 4; ++i) weights[i] = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(quants[i]), m);
-  }
-};
+// A group's a as 8 lanes of float32: lanes 0-3 go with weights 0-15 in the integer products, 4-7 with 16-31.
+template <typename Format>
+inline __m256 a_lanes(const GroupScales& scales) {
+  if constexpr (kScalePerHalf<Format>) return _mm256_setr_m128(_mm_set1_ps(scales.a_first), _mm_set1_ps(scales.a_second));
+  return _mm256_set1_ps(scales.a_first);
+}
 
-// Q5_0 and Q5_1: the nibbles of Q4_0/Q4_1 plus a 32-bit word whose bit j is the fifth bit of weight j;
-// w = d * (q - 16) or d * q + m. The 32 quants are assembled as bytes, then widened.
-template <bool kMinimum>
-struct FiveBit {
-  static constexpr int64_t kValues = 32, kBytes = kMinimum ? 24 : 22;
-  static constexpr const char* kName = kMinimum ? "Q5_1" : "Q5_0";
-  static void decode(const uint8_t* block, int64_t, __m256* weights) {
-    constexpr int64_t high_offset = kMinimum ? 4 : 2;
-    uint32_t high_bits;
-    std::memcpy(&high_bits, block + high_offset, sizeof(high_bits));
-    // Weights 0-15 from the low nibbles, in the lower 16 bytes; 16-31 from the high nibbles, above.
-    const __m128i nibble_bytes = _mm_loadu_si128(reinterpret_cast<const __m128i*>(block + high_offset + 4));
-    const __m256i nibbles = _mm256_and_si256(
-        _mm256_inserti128_si256(_mm256_castsi128_si256(nibble_bytes), _mm_srli_epi16(nibble_bytes, 4), 1),
-        _mm256_set1_epi8(0x0F));
-    // Byte j gets byte j / 8 of the word (shuffles stay within 16-byte lanes; the word is in every
-    // lane), then 0x10 where its bit j % 8 is set.
-    const __m256i spread = _mm256_shuffle_epi8(
-        _mm256_set1_epi32(static_cast<int>(high_bits)),
-        _mm256_setr_epi8(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1, 2, 2, 2, 2, 2, 2, 2, 2, 3, 3, 3, 3, 3, 3, 3, 3));
-    const __m256i bit = _mm256_set1_epi64x(static_cast<int64_t>(0x8040201008040201ULL));
-    const __m256i fifth = _mm256_and_si256(_mm256_cmpeq_epi8(_mm256_and_si256(spread, bit), bit), _mm256_set1_epi8(0x10));
-    const __m256i quants = _mm256_or_si256(nibbles, fifth);
-    const __m256 d = broadcast_float16(block);
-    __m256 values[4];
-    if constexpr (kMinimum) {
-      bytes_to_float<false>(quants, values);
-      const __m256 m = broadcast_float16(block + 2);
-      for (int i = 0; i < 4; ++i) weights[i] = _mm256_fmadd_ps(d, values[i], m);
-    } else {
-      bytes_to_float<true>(_mm256_sub_epi8(quants, _mm256_set1_epi8(16)), values);
-      for (int i = 0; i < 4; ++i) weights[i] = _mm256_mul_ps(d, values[i]);
-    }
+// The 32 float32 weights of a group, in 4 registers. a * q (+ b) rounds once, as blocks.dequantize does;
+// the signed formats multiply only, which keeps the sign of a zero product.
+template <typename Format>
+inline void decode(const uint8_t* block, int64_t group, __m256* weights) {
+  const GroupScales scales = Format::scales(block, group);
+  __m256i quants[4];
+  int32_quants<Format>(block, group, quants);
+  for (int i = 0; i < 4; ++i) {
+    const __m256 a = _mm256_set1_ps(i < 2 ? scales.a_first : scales.a_second), values = _mm256_cvtepi32_ps(quants[i]);
+    weights[i] = Format::kSigned ? _mm256_mul_ps(a, values) : _mm256_fmadd_ps(a, values, _mm256_set1_ps(scales.b));
   }
-};
-using Q5_0 = FiveBit<false>;
-using Q5_1 = FiveBit<true>;
+}
 
-struct Q8_0 {
-  static constexpr int64_t kValues = 32, kBytes = 34;
-  static constexpr const char* kName = "Q8_0";
-  static void decode(const uint8_t* block, int64_t, __m256* weights) {
-    const __m256 d = broadcast_float16(block);
-    for (int i = 0; i < 4; ++i) {
-      const __m128i quants = _mm_loadl_epi64(reinterpret_cast<const __m128i*>(block + 2 + 8 * i));
-      weights[i] = _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(quants)), d);
-    }
-  }
-};
-
-// Q4_K and Q5_K: w = (d * scale) * q - dmin * min, q from `kHighBits` extra bits above the nibbles.
-template <int64_t kHighBits>
-struct KQuant {
-  static constexpr int64_t kValues = kSuperBlockValues, kBytes = kHighBits ? 176 : 144;
-  static constexpr const char* kName = kHighBits ? "Q5_K" : "Q4_K";
-  static void decode(const uint8_t* block, int64_t group, __m256* weights) {
-    float scale, minimum;
-    k_scale_and_min(block + 4, group, &scale, &minimum);
-    const __m256 d = _mm256_set1_ps(float16_at(block) * scale);
-    const __m256 m = _mm256_set1_ps(float16_at(block + 2) * minimum);
-    const uint8_t* nibbles = block + 16 + 32 * kHighBits + 32 * (group / 2);
-    __m256i quants = byte_fields(nibbles, 4 * (group % 2), 0x0F);
-    if constexpr (kHighBits != 0) {
-      quants = _mm256_or_si256(quants, _mm256_slli_epi16(byte_fields(block + 16, group, 0x01), 4));
-    }
-    __m256 values[4];
-    bytes_to_float<false>(quants, values);
-    for (int i = 0; i < 4; ++i) weights[i] = _mm256_fmsub_ps(d, values[i], m);
-  }
-};
-using Q4_K = KQuant<0>;
-using Q5_K = KQuant<1>;
-
-struct Q6_K {
-  static constexpr int64_t kValues = kSuperBlockValues, kBytes = 210;
-  static constexpr const char* kName = "Q6_K";
-  static void decode(const uint8_t* block, int64_t group, __m256* weights) {
-    const Q6KGroup where(group);
-    const __m256i low = byte_fields(block + where.nibble_offset, where.nibble_shift, 0x0F);
-    const __m256i high = byte_fields(block + where.high_offset, where.high_shift, 0x03);
-    const __m256i quants = _mm256_sub_epi8(_mm256_or_si256(low, _mm256_slli_epi16(high, 4)), _mm256_set1_epi8(32));
-    __m256 values[4];
-    bytes_to_float<true>(quants, values);
-    const float d = float16_at(block + kQ6KScale);
-    const int8_t* scales = reinterpret_cast<const int8_t*>(block + kQ6KScales + 2 * group);
-    const __m256 first = _mm256_set1_ps(d * scales[0]), second = _mm256_set1_ps(d * scales[1]);
-    for (int i = 0; i < 4; ++i) weights[i] = _mm256_mul_ps(i < 2 ? first : second, values[i]);
-  }
-};
 #else
 // Each format decodes group `group` of a block (always 0 for 32-weight blocks) into its 32 float32 weights.
 struct Q4_0 {
@@ -325,6 +366,43 @@ struct Q6_K {
 };
 #endif
 
+// x rounded to int8 in groups of 32 values, each with its own scale, as llama.cpp rounds activations
+// for its integer dot products (its Q8_1 blocks): x[j] ~ scale * quants[j] with scale = max |x| / 127 over
+// the group, rounded to nearest (ties to even). `sums` holds scale * sum(quants) per group: what the
+// formats with w = a * q + b multiply by b.
+struct Int8Activations {
+  int64_t groups_per_row;
+  std::vector<int8_t> quants;
+  std::vector<float> scales, sums;
+
+  Int8Activations(const float* x, int64_t M, int64_t K)
+      : groups_per_row(K / kGroupValues), quants(M * K), scales(M * groups_per_row), sums(M * groups_per_row) {
+    for (int64_t group = 0; group < M * groups_per_row; ++group) {
+      const float* values = x + group * kGroupValues;
+      float largest = 0.f;
+#pragma omp simd reduction(max : largest)
+      for (int64_t j = 0; j < kGroupValues; ++j) largest = std::max(largest, std::fabs(values[j]));
+      const float inverse = largest > 0.f ? 127.f / largest : 0.f;
+      int total = 0;
+#pragma omp simd reduction(+ : total)
+      for (int64_t j = 0; j < kGroupValues; ++j) {
+        const int quant = static_cast<int>(std::nearbyint(values[j] * inverse));
+        quants[group * kGroupValues + j] = static_cast<int8_t>(quant);
+        total += quant;
+      }
+      scales[group] = largest / 127.f;
+      sums[group] = scales[group] * static_cast<float>(total);
+    }
+  }
+
+  // scale * quant for every value: the x that the integer products multiply by, as float32.
+  std::vector<float> values() const {
+    std::vector<float> rounded(quants.size());
+    for (size_t j = 0; j < rounded.size(); ++j) rounded[j] = scales[j / kGroupValues] * static_cast<float>(quants[j]);
+    return rounded;
+  }
+};
+
 #ifdef GGUF_LINEAR_AVX2
 inline float horizontal_sum(__m256 v) {
   __m128 half = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
@@ -388,7 +466,7 @@ void decode_row(const uint8_t* row, int64_t K, float* decoded) {
   __m256 weights[4];
   for (int64_t block = 0; block < K / Format::kValues; ++block) {
     for (int64_t g = 0; g < kGroups; ++g) {
-      Format::decode(row + block * Format::kBytes, g, weights);
+      decode<Format>(row + block * Format::kBytes, g, weights);
       float* group = decoded + (block * kGroups + g) * kGroupValues;
       for (int i = 0; i < 4; ++i) _mm256_storeu_ps(group + 8 * i, weights[i]);
     }
@@ -401,7 +479,7 @@ void multiply_row(const float* x, const uint8_t* row, int64_t M, int64_t K, floa
   constexpr int64_t kGroups = Format::kValues / kGroupValues;
   if (M <= kTileRows) {
     dot_all_rows<kGroups>(x, M, K, [&](int64_t block, int64_t g, __m256* w) {
-      Format::decode(row + block * Format::kBytes, g, w);
+      decode<Format>(row + block * Format::kBytes, g, w);
     }, sums);
     return;
   }
@@ -409,6 +487,84 @@ void multiply_row(const float* x, const uint8_t* row, int64_t M, int64_t K, floa
   dot_all_rows<1>(x, M, K, [&](int64_t group, int64_t, __m256* w) {
     for (int i = 0; i < 4; ++i) w[i] = _mm256_loadu_ps(row_buffer + group * kGroupValues + 8 * i);
   }, sums);
+}
+
+// Per int32 lane, the sum of 4 products of uint8 `sizes` and int8 `values` (adjacent bytes). With VNNI
+// (the extension is built with it where the CPU has it) one instruction; otherwise maddubs adds pairs
+// into int16, which cannot saturate here (see dot_tile_int8), and madd adds pairs of those.
+inline __m256i byte_dots(__m256i sizes, __m256i values) {
+#if defined(__AVXVNNI__)
+  return _mm256_dpbusd_avx_epi32(_mm256_setzero_si256(), sizes, values);
+#elif defined(__AVX512VNNI__) && defined(__AVX512VL__)
+  return _mm256_dpbusd_epi32(_mm256_setzero_si256(), sizes, values);
+#else
+  return _mm256_madd_epi16(_mm256_maddubs_epi16(sizes, values), _mm256_set1_epi16(1));
+#endif
+}
+
+// sums[r] = x[first_row + r] . w for kRows rows of x rounded to int8, w one weight row in Format. Per group,
+// the 32 byte quants of w and of x multiply in integers (byte_dots: uint8 by int8, so a signed format's
+// quants give their sizes and x takes their signs; a pair of products stays within int16, as maddubs needs:
+// |q| <= 31 for the unsigned formats, <= 128 for the signed ones, and |x| <= 127) into int32 lanes:
+// lanes 0-3 cover weights 0-15, lanes 4-7 weights 16-31, which is where a differs in Q6_K. Then
+// x . w = sum over groups of a * scale * dots + b * sums. Consecutive groups alternate between two
+// accumulators (vector and scalar), so that their FMAs do not wait on each other.
+template <int kRows, typename Format>
+inline void dot_tile_int8(const Int8Activations& x, int64_t first_row, const uint8_t* row, int64_t K, float* sums) {
+  constexpr int64_t kGroups = Format::kValues / kGroupValues;
+  __m256 accumulators[kRows][2];
+  float offsets[kRows][2];
+  for (int r = 0; r < kRows; ++r) {
+    accumulators[r][0] = accumulators[r][1] = _mm256_setzero_ps();
+    offsets[r][0] = offsets[r][1] = 0.f;
+  }
+  auto add_group = [&](int64_t block, int64_t g, int chain) {
+    const uint8_t* block_bytes = row + block * Format::kBytes;
+    const __m256i quants = Format::quants(block_bytes, g);
+    const GroupScales scales = Format::scales(block_bytes, g);
+    const __m256i unsigned_quants = Format::kSigned ? _mm256_abs_epi8(quants) : quants;
+    const __m256 a = a_lanes<Format>(scales);
+    for (int r = 0; r < kRows; ++r) {
+      const int64_t index = (first_row + r) * x.groups_per_row + block * kGroups + g;
+      const __m256i x_quants = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x.quants.data() + index * kGroupValues));
+      const __m256 dots = _mm256_cvtepi32_ps(
+          byte_dots(unsigned_quants, Format::kSigned ? _mm256_sign_epi8(x_quants, quants) : x_quants));
+      __m256& accumulator = accumulators[r][chain];
+      accumulator = _mm256_fmadd_ps(dots, _mm256_mul_ps(a, _mm256_set1_ps(x.scales[index])), accumulator);
+      if constexpr (!Format::kSigned) offsets[r][chain] += scales.b * x.sums[index];
+    }
+  };
+  const int64_t num_blocks = K / Format::kValues;
+  if constexpr (kGroups == 1) {
+    int64_t block = 0;
+    for (; block + 1 < num_blocks; block += 2) {
+      add_group(block, 0, 0);
+      add_group(block + 1, 0, 1);
+    }
+    if (block < num_blocks) add_group(block, 0, 0);
+  } else {
+    for (int64_t block = 0; block < num_blocks; ++block) {
+#pragma GCC unroll 8
+      for (int64_t g = 0; g < kGroups; ++g) add_group(block, g, g % 2);
+    }
+  }
+  for (int r = 0; r < kRows; ++r) {
+    sums[r] = horizontal_sum(_mm256_add_ps(accumulators[r][0], accumulators[r][1])) + (offsets[r][0] + offsets[r][1]);
+  }
+}
+
+// sums[m] = x[m] . (weight row `row`) for every row of x, x rounded to int8; the row's groups are decoded
+// once per tile of rows.
+template <typename Format>
+void multiply_row_int8(const Int8Activations& x, const uint8_t* row, int64_t M, int64_t K, float* sums) {
+  for (int64_t first = 0; first < M; first += kTileRows) {
+    switch (std::min(kTileRows, M - first)) {
+      case 1: dot_tile_int8<1, Format>(x, first, row, K, sums + first); break;
+      case 2: dot_tile_int8<2, Format>(x, first, row, K, sums + first); break;
+      case 3: dot_tile_int8<3, Format>(x, first, row, K, sums + first); break;
+      default: dot_tile_int8<4, Format>(x, first, row, K, sums + first); break;
+    }
+  }
 }
 #else
 template <typename Format>
@@ -432,24 +588,49 @@ void multiply_row(const float* x, const uint8_t* row, int64_t M, int64_t K, floa
 }
 #endif
 
-template <typename Format>
-void gguf_linear_kernel(const torch::Tensor& x, const torch::Tensor& blocks, const float* bias, torch::Tensor& out) {
-  const int64_t M = x.size(0), K = x.size(1), N = blocks.size(0);
-  const float* x_data = x.data_ptr<float>();
+// out[m, n] = x[m] . (weight row n) + bias[n], the output features split across threads:
+// multiply(row, row_buffer, sums) puts the products of one weight row with every row of x in sums[0..M).
+template <typename Multiply>
+void each_output_feature(const torch::Tensor& blocks, int64_t M, int64_t K, const float* bias, torch::Tensor& out,
+                         Multiply multiply) {
+  const int64_t N = blocks.size(0), row_bytes = blocks.size(1);
   const uint8_t* block_data = blocks.data_ptr<uint8_t>();
   float* out_data = out.data_ptr<float>();
-  const int64_t row_bytes = blocks.size(1);
-
   // Chunks of at least 16 output features: enough work per task that both cores of a small machine
   // share even a 64-feature projection.
   at::parallel_for(0, N, 16, [&](int64_t begin, int64_t end) {
     std::vector<float> row_buffer(K), sums(M);
     for (int64_t n = begin; n < end; ++n) {
-      multiply_row<Format>(x_data, block_data + n * row_bytes, M, K, row_buffer.data(), sums.data());
+      multiply(block_data + n * row_bytes, row_buffer.data(), sums.data());
       const float offset = bias ? bias[n] : 0.f;
       for (int64_t m = 0; m < M; ++m) out_data[m * N + n] = sums[m] + offset;
     }
   });
+}
+
+template <typename Format>
+void gguf_linear_kernel(const torch::Tensor& x, const torch::Tensor& blocks, const float* bias, bool int8_activations,
+                        torch::Tensor& out) {
+  const int64_t M = x.size(0), K = x.size(1);
+  const float* x_data = x.data_ptr<float>();
+  if (!int8_activations) {
+    each_output_feature(blocks, M, K, bias, out, [&](const uint8_t* row, float* row_buffer, float* sums) {
+      multiply_row<Format>(x_data, row, M, K, row_buffer, sums);
+    });
+    return;
+  }
+  const Int8Activations rounded(x_data, M, K);
+#ifdef GGUF_LINEAR_AVX2
+  each_output_feature(blocks, M, K, bias, out, [&](const uint8_t* row, float*, float* sums) {
+    multiply_row_int8<Format>(rounded, row, M, K, sums);
+  });
+#else
+  // Without integer vector instructions the rounded x multiplies as floats: the same results, not faster.
+  const std::vector<float> rounded_x = rounded.values();
+  each_output_feature(blocks, M, K, bias, out, [&](const uint8_t* row, float* row_buffer, float* sums) {
+    multiply_row<Format>(rounded_x.data(), row, M, K, row_buffer, sums);
+  });
+#endif
 }
 
 // The blocks of N rows of K weights each, in Format.
@@ -467,7 +648,8 @@ void check_blocks(const torch::Tensor& blocks, int64_t K) {
 }
 
 template <typename Format>
-torch::Tensor gguf_linear_of(const torch::Tensor& x, const torch::Tensor& blocks, const std::optional<torch::Tensor>& bias) {
+torch::Tensor gguf_linear_of(const torch::Tensor& x, const torch::Tensor& blocks, const std::optional<torch::Tensor>& bias,
+                             bool int8_activations) {
   TORCH_CHECK(x.device().is_cpu(), "x must be a CPU tensor");
   TORCH_CHECK(x.scalar_type() == at::kFloat, "x must be float32, got ", x.scalar_type());
   TORCH_CHECK(x.dim() == 2 && x.is_contiguous(), "x must be a contiguous 2-D tensor [M, K], got shape ", x.sizes());
@@ -482,7 +664,7 @@ torch::Tensor gguf_linear_of(const torch::Tensor& x, const torch::Tensor& blocks
   }
 
   torch::Tensor out = torch::empty({x.size(0), blocks.size(0)}, x.options());
-  gguf_linear_kernel<Format>(x, blocks, bias_data, out);
+  gguf_linear_kernel<Format>(x, blocks, bias_data, int8_activations, out);
   return out;
 }
 
@@ -520,9 +702,12 @@ torch::Tensor with_format(int64_t quant_type, Visit visit) {
 }  // namespace
 
 // x: float32 [M, K], blocks: uint8 [N, (K / block values) * block bytes], bias: float32 [N] -> float32 [M, N].
-// quant_type is the ggml type id.
-torch::Tensor gguf_linear(torch::Tensor x, torch::Tensor blocks, int64_t quant_type, std::optional<torch::Tensor> bias) {
-  return with_format(quant_type, [&](auto format) { return gguf_linear_of<decltype(format)>(x, blocks, bias); });
+// quant_type is the ggml type id; int8_activations rounds x to int8 in groups of 32 (Int8Activations) and
+// multiplies in integers.
+torch::Tensor gguf_linear(torch::Tensor x, torch::Tensor blocks, int64_t quant_type, std::optional<torch::Tensor> bias,
+                          bool int8_activations) {
+  return with_format(quant_type,
+                     [&](auto format) { return gguf_linear_of<decltype(format)>(x, blocks, bias, int8_activations); });
 }
 
 // blocks: uint8 [N, (K / block values) * block bytes] -> float32 [N, K].
@@ -533,7 +718,8 @@ torch::Tensor gguf_dequantize(torch::Tensor blocks, int64_t quant_type, int64_t 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, module) {
   module.def("gguf_linear", &gguf_linear,
              "x @ W.T (+ bias) with W in ggml Q4_0 / Q4_1 / Q5_0 / Q5_1 / Q8_0 / Q4_K / Q5_K / Q6_K blocks (CPU)",
-             pybind11::arg("x"), pybind11::arg("blocks"), pybind11::arg("quant_type"), pybind11::arg("bias") = pybind11::none());
+             pybind11::arg("x"), pybind11::arg("blocks"), pybind11::arg("quant_type"), pybind11::arg("bias") = pybind11::none(),
+             pybind11::arg("int8_activations") = false);
   module.def("gguf_dequantize", &gguf_dequantize, "W as float32 [N, K] from its ggml blocks (CPU)",
              pybind11::arg("blocks"), pybind11::arg("quant_type"), pybind11::arg("in_features"));
 }
