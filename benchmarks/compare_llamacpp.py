@@ -7,7 +7,8 @@ the same number of threads and get the same token-id prompts (pagedllm's W4 prom
 file's tokenizer as ``pagedllm bench latency`` builds them). The steps run one after another, never
 together; ``--rounds 2`` alternates them twice, so that a disturbance shows as a difference between
 rounds. pagedllm runs float32, reading the file's quantized blocks in single-stream steps
-(``quantization=auto``); ``--dense`` adds a run on its dense weights only.
+(``quantization=auto``); ``--int8-activations`` adds a run with its activations rounded to int8 as llama.cpp
+rounds them (the gguf option ``int8_activations``), ``--dense`` one on its dense weights only.
 
 Run it from pagedllm's venv after ``bash benchmarks/llamacpp/setup.sh``, on a quiet machine:
 
@@ -70,7 +71,9 @@ def build_markdown(args, rounds: list[dict], llama_info: dict, commands: list[st
         f"sampling (`temp=0`) through `Llama.generate`; built for this CPU: {llama_info['system_info']}",
         f"- pagedllm: `pagedllm bench latency --no-baseline`, float32, `--num-cpu-threads {args.threads}`, its "
         "defaults otherwise (`quantization=auto`: the file's Q4_0/Q4_1/Q8_0/K-quant blocks in steps of up to 16 "
-        "rows, [quantization](quantization.md)).",
+        "rows, [quantization](quantization.md)); \"int8 activations\" adds `--plugin-options "
+        "'{\"quantization\": {\"int8_activations\": true}}'`, which rounds each group of 32 activations to int8 "
+        "and multiplies in integers, as llama.cpp does.",
         f"- Prompts: pagedllm's W4 for the file's tokenizer (sha256 prefix {prompts_sha256}).",
         "",
         "Commands, in the order run:",
@@ -90,6 +93,8 @@ def main() -> None:
     parser.add_argument("--num-iters", type=int, default=5, help="W4 timed iterations (default: 5)")
     parser.add_argument("--num-warmup", type=int, default=1, help="W4 untimed iterations (default: 1)")
     parser.add_argument("--rounds", type=int, default=1, help="times to run both, alternating (default: 1)")
+    parser.add_argument("--int8-activations", action="store_true",
+                        help="also run pagedllm with the gguf option int8_activations (llama.cpp's arithmetic)")
     parser.add_argument("--dense", action="store_true", help="also run pagedllm on dense weights only")
     parser.add_argument("--out-dir", type=Path, default=ROOT / "bench_out" / "llamacpp_compare",
                         help="logs and results.json (default: bench_out/llamacpp_compare)")
@@ -121,9 +126,13 @@ def main() -> None:
     ours_flags = ["bench", "latency", "--no-baseline", "--model", str(args.model), "--dtype", "float32",
                   "--num-iters", str(args.num_iters), "--num-warmup", str(args.num_warmup),
                   "--num-cpu-threads", str(args.threads)]
-    ours_runs = {"pagedllm, the file's blocks": []}
+    # the table's label -> (the step's log name, extra flags)
+    ours_runs = {"pagedllm, the file's blocks": ("pagedllm", [])}
+    if args.int8_activations:
+        ours_runs["pagedllm, the file's blocks, int8 activations"] = (
+            "pagedllm-int8", ["--plugin-options", json.dumps({"quantization": {"int8_activations": True}})])
     if args.dense:
-        ours_runs["pagedllm, dense float32"] = ["--quantization", "none"]
+        ours_runs["pagedllm, dense float32"] = ("pagedllm-dense", ["--quantization", "none"])
     rounds, llama_info = [], {}
     for index in range(1, args.rounds + 1):
         results = {}
@@ -136,8 +145,7 @@ def main() -> None:
         llama_info = json.loads(out.read_text())
         results["llama.cpp"] = {"ttft_median_ms": llama_info["ttft_median_s"] * 1e3,
                                 "decode_tokens_per_s_median": llama_info["decode_tokens_per_s_median"]}
-        for name, extra in ours_runs.items():
-            step = "pagedllm-dense" if extra else "pagedllm"
+        for name, (step, extra) in ours_runs.items():
             results[name] = latency_figures(runner.run(f"{step}-{index}", [ours_bin, *ours_flags, *extra]))
         rounds.append(results)
 

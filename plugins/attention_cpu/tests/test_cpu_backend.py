@@ -2,7 +2,15 @@ import pytest
 import torch
 
 from pagedllm_attention_cpu.backend import CpuAttentionBackend
+from pagedllm_attention_cpu.kernels import load_kernels
 from pagedllm_core.attention.backend import AttentionSpec
+from pagedllm_core.attention.conformance import (
+    CACHE_WRITE_CASES,
+    assert_matches_reference,
+    check_cache_write,
+    check_cache_write_of_strided_inputs,
+    reference_forward,
+)
 from pagedllm_core.attention.reference import paged_attention, write_kv_cache
 from pagedllm_core.bench.attention import build_random_step
 
@@ -58,3 +66,40 @@ def test_reports_why_it_cannot_run():
     reasons = CpuAttentionBackend.unsupported_reasons(spec)
     assert len(reasons) == 3
     assert any("cpu only" in reason for reason in reasons)
+
+
+def write_with_the_kernel(key, value, kv_cache, slot_mapping):
+    load_kernels().write_kv_cache(key, value, kv_cache[0], kv_cache[1], slot_mapping)
+
+
+@pytest.mark.parametrize("case", [case for case in CACHE_WRITE_CASES if case[0] == case[1]])
+def test_cache_write_matches_reference(case):
+    check_cache_write(write_with_the_kernel, case)
+
+
+@pytest.mark.parametrize("dtype", list(TOLERANCES))
+def test_cache_write_of_strided_keys_and_values(dtype):
+    check_cache_write_of_strided_inputs(write_with_the_kernel, dtype)
+
+
+def test_cache_write_rejects_a_slot_outside_the_cache():
+    kv_cache = torch.zeros(2, 4, 16, 2, 64)
+    key = torch.randn(1, 2, 64)
+    with pytest.raises(RuntimeError, match="slot 64 is outside the cache's 64 slots"):
+        write_with_the_kernel(key, key, kv_cache, torch.tensor([64]))
+    assert not kv_cache.any()
+
+
+def test_queries_keys_and_values_sliced_from_a_fused_projection():
+    # The model hands the backend views of one [tokens, q + k + v] output: rows strided, heads contiguous.
+    step = build_random_step([37, 200, 21], [1, 1, 21], num_heads=6, num_kv_heads=2, head_size=64, block_size=16,
+                             dtype=torch.float32)
+    expected_cache, expected = reference_forward(step)
+    fused = torch.cat([step.query.flatten(1), step.key.flatten(1), step.value.flatten(1)], dim=-1)
+    query, key, value = (part.unflatten(-1, (-1, 64)) for part in fused.split([384, 128, 128], dim=-1))
+    backend = CpuAttentionBackend(step.spec)
+    backend.prepare(step.metadata)
+    cache = step.kv_cache.clone()
+    actual = backend.forward(query, key, value, cache, step.metadata)
+    assert torch.equal(cache, expected_cache)
+    assert_matches_reference(actual, expected)

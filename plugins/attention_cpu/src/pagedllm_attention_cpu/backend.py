@@ -99,10 +99,12 @@ class CpuAttentionBackend(AttentionBackend):
         metadata.backend_data = StepPlan(decode, chunks)
 
     def forward(self, query, key, value, kv_cache, metadata, kv_scales=None):
-        write_kv_cache(key, value, kv_cache, metadata.slot_mapping, kv_scales)
+        if is_fp8(kv_cache.dtype):
+            write_kv_cache(key, value, kv_cache, metadata.slot_mapping, kv_scales)
+        else:
+            self._kernels.write_kv_cache(key, value, kv_cache[0], kv_cache[1], metadata.slot_mapping)
         plan: StepPlan = metadata.backend_data
-        query = query.contiguous()
-        output = torch.empty_like(query)
+        output = torch.empty(query.shape, dtype=query.dtype)
         if kv_scales is None:
             kv_scales = (None, None)
         if plan.decode is not None:

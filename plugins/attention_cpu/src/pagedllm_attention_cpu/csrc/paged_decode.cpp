@@ -15,6 +15,7 @@
 #include <algorithm>
 #include <array>
 #include <cmath>
+#include <cstring>
 #include <limits>
 #include <vector>
 
@@ -103,6 +104,7 @@ void paged_decode_kernel(
   const int64_t num_kv_heads = key_cache.size(2);
   const int64_t group_size = num_heads / num_kv_heads;
   const int64_t max_blocks = block_tables.size(1);
+  const int64_t query_stride = query.stride(0);  // query may be a slice of a fused projection's rows
 
   // Strides of the cache [num_blocks, block_size, num_kv_heads, head_size] (contiguous).
   const int64_t block_stride = block_size * num_kv_heads * head_size;
@@ -130,7 +132,7 @@ void paged_decode_kernel(
       const int32_t* block_table = table_data + row * max_blocks;
       scores.resize(num_heads * seq_len);
 
-      const scalar_t* q = query_data + token * num_heads * head_size;
+      const scalar_t* q = query_data + token * query_stride;
       for (int64_t i = 0; i < num_heads * head_size; ++i) queries[i] = static_cast<float>(q[i]) * query_scale;
 
       // scores[head * seq_len + position] = q_head . k_position (of the head's KV group)
@@ -185,7 +187,9 @@ void paged_decode(
     torch::Tensor output, torch::Tensor query, torch::Tensor key_cache, torch::Tensor value_cache,
     torch::Tensor token_index, torch::Tensor block_tables, torch::Tensor seq_lens, double scale, double k_scale,
     double v_scale) {
-  TORCH_CHECK(query.is_contiguous() && output.is_contiguous(), "query and output must be contiguous");
+  TORCH_CHECK(output.is_contiguous(), "output must be contiguous");
+  TORCH_CHECK(query.stride(2) == 1 && query.stride(1) == query.size(2),
+              "query's heads must be contiguous within a token row (rows may be strided)");
   TORCH_CHECK(key_cache.is_contiguous() && value_cache.is_contiguous(), "the KV cache must be contiguous");
   const auto cache_type = key_cache.scalar_type();
   const bool fp8 = cache_type == at::kFloat8_e4m3fn || cache_type == at::kFloat8_e5m2;
@@ -216,6 +220,46 @@ void paged_decode(
   });
 }
 
+// Stores key and value [num_tokens, num_kv_heads, head_size] into the slots slot_mapping names, in caches of
+// their dtype [num_blocks, block_size, num_kv_heads, head_size]. Tokens and heads may be strided (slices of a
+// fused projection's output); the values of a head may not.
+void write_kv_cache(torch::Tensor key, torch::Tensor value, torch::Tensor key_cache, torch::Tensor value_cache,
+                    torch::Tensor slot_mapping) {
+  TORCH_CHECK(key_cache.is_contiguous() && value_cache.is_contiguous(), "the KV cache must be contiguous");
+  TORCH_CHECK(key.scalar_type() == key_cache.scalar_type() && value.scalar_type() == key_cache.scalar_type() &&
+                  value_cache.scalar_type() == key_cache.scalar_type(),
+              "keys, values and the cache must share a dtype");
+  TORCH_CHECK(slot_mapping.scalar_type() == at::kLong && slot_mapping.dim() == 1 && slot_mapping.is_contiguous(),
+              "slot_mapping must be a contiguous int64 vector");
+  const int64_t num_tokens = slot_mapping.size(0), num_kv_heads = key_cache.size(2), head_size = key_cache.size(3);
+  const int64_t num_slots = key_cache.size(0) * key_cache.size(1);
+  for (const torch::Tensor* rows : {&key, &value}) {
+    TORCH_CHECK(rows->dim() == 3 && rows->size(0) == num_tokens && rows->size(1) == num_kv_heads &&
+                    rows->size(2) == head_size,
+                "keys and values must be [", num_tokens, ", ", num_kv_heads, ", ", head_size, "], got ", rows->sizes());
+    TORCH_CHECK(rows->stride(2) == 1, "the values of a key or value head must be contiguous");
+  }
+  const int64_t* slots = slot_mapping.data_ptr<int64_t>();
+  for (int64_t token = 0; token < num_tokens; ++token) {
+    TORCH_CHECK(slots[token] >= 0 && slots[token] < num_slots, "slot ", slots[token], " is outside the cache's ",
+                num_slots, " slots");
+  }
+  const int64_t element_size = key_cache.element_size(), head_bytes = head_size * element_size;
+  const auto copy_heads = [&](const torch::Tensor& rows, torch::Tensor& cache) {
+    const char* source = static_cast<const char*>(rows.data_ptr());
+    char* destination = static_cast<char*>(cache.data_ptr());
+    for (int64_t token = 0; token < num_tokens; ++token) {
+      for (int64_t head = 0; head < num_kv_heads; ++head) {
+        std::memcpy(destination + (slots[token] * num_kv_heads + head) * head_bytes,
+                    source + (token * rows.stride(0) + head * rows.stride(1)) * element_size, head_bytes);
+      }
+    }
+  };
+  copy_heads(key, key_cache);
+  copy_heads(value, value_cache);
+}
+
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, module) {
   module.def("paged_decode", &paged_decode, "Paged attention of one new token per sequence (CPU)");
+  module.def("write_kv_cache", &write_kv_cache, "Store new keys and values in their cache slots (CPU)");
 }
