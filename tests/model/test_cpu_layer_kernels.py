@@ -42,6 +42,16 @@ def random_rows(num_rows: int, size: int, seed: int, scale: float = 4.0) -> torc
     return torch.randn(num_rows, size, generator=torch.Generator().manual_seed(seed)) * scale
 
 
+def test_without_a_compiler_the_layers_keep_torch_and_say_so(monkeypatch, caplog):
+    def no_compiler(name, source):
+        raise RuntimeError("ninja is required to load C++ extensions")
+
+    monkeypatch.setattr(cpu_kernels, "load_cpp_extension", no_compiler)
+    with caplog.at_level("INFO", logger=cpu_kernels.__name__):
+        assert cpu_kernels.load_kernels.__wrapped__() is None
+    assert "keep their torch ops" in caplog.text and "ninja is required" in caplog.text
+
+
 @pytest.mark.parametrize("num_rows", ROW_COUNTS)
 @pytest.mark.parametrize("hidden_size", HIDDEN_SIZES)
 def test_fused_add_rms_norm_is_the_add_then_the_norm_bit_for_bit(kernels, num_rows, hidden_size):
