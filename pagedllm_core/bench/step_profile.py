@@ -1,9 +1,10 @@
 """``pagedllm bench step --profile``: the model's share of a decode step split by kind of work.
 
 Every module of the loaded model is timed by what it does: linear projections ("matmuls"), norms,
-the rotary embedding, the attention backend (its cache write apart), the MLP's activation, the
-token embedding and the vocabulary projection ("LM head"). "other model ops" is what the model's
-own code does between them (residual adds, the gated MLP's product, views and splits). Times are
+the rotary embedding, the attention backend (its cache write apart), the MLP's activation (with the
+gated product ``act(gate) * up`` where the model uses :class:`ActAndMul`), the token embedding and the
+vocabulary projection ("LM head"); a norm that folds in a residual add counts it. "other model ops"
+is what the model's own code does between them (residual adds, views and splits). Times are
 exclusive: a call's time excludes that of the timed calls inside it, so the kinds add up to the
 model's time. Each timed call costs about a microsecond of its own, so the profiled step is a little
 slower than an unprofiled one (both are reported).
@@ -16,6 +17,7 @@ import sys
 from torch import nn
 
 from pagedllm_core.bench.timing import ExclusiveTimer
+from pagedllm_core.model.layers.activation import ActAndMul
 from pagedllm_core.model.layers.attention import PagedAttention
 from pagedllm_core.model.layers.rotary import RotaryEmbedding
 
@@ -51,6 +53,8 @@ def _module_kind(name: str, module: nn.Module) -> str | None:
         return "embedding"
     if isinstance(module, PagedAttention):
         return "attention"
+    if isinstance(module, ActAndMul):
+        return "activation"
     if isinstance(module, nn.LayerNorm) or type(module).__name__.endswith("Norm"):
         return "norms"
     if hasattr(module, "in_features") and hasattr(module, "out_features"):

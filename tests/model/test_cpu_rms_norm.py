@@ -4,13 +4,13 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from pagedllm_core.model.layers import cpu_rms_norm
+from pagedllm_core.model.layers import cpu_kernels
 from pagedllm_core.model.layers.norm import RMSNorm
 
 
 @pytest.fixture(scope="module")
 def kernel():
-    loaded = cpu_rms_norm.load_kernel()
+    loaded = cpu_kernels.load_kernels()
     if loaded is None:
         pytest.skip("no C++ compiler or ninja here")
     return loaded

@@ -12,7 +12,7 @@ from pagedllm_core.attention.backend import AttentionBackend
 from pagedllm_core.attention.metadata import AttentionMetadata
 from pagedllm_core.model.attention_shape import attention_shape
 from pagedllm_core.model.checkpoint import CheckpointTensor
-from pagedllm_core.model.layers.activation import activation_function
+from pagedllm_core.model.layers.activation import act_and_mul
 from pagedllm_core.model.layers.attention import PagedAttention
 from pagedllm_core.model.layers.linear import LinearFactory
 from pagedllm_core.model.layers.norm import RMSNorm
@@ -84,17 +84,21 @@ class LlamaMLP(nn.Module):
         intermediate = linear.tp.shard(hf_config.intermediate_size)
         self.gate_up_proj = linear.column(f"{prefix}.gate_up_proj", hf_config.hidden_size, [intermediate] * 2, bias)
         self.down_proj = linear.row(f"{prefix}.down_proj", hf_config.intermediate_size, hf_config.hidden_size, bias)
-        self.act = activation_function(hf_config.hidden_act)
+        self.act_fn = act_and_mul(hf_config.hidden_act)
         self.tp = linear.tp
 
     def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
-        # hidden_states: [num_tokens, hidden_size] -> gate, up: [num_tokens, intermediate_size]
-        gate, up = self.gate_up_proj.split(self.gate_up_proj(hidden_states))
-        return self.tp.all_reduce(self.down_proj(self.act(gate) * up))
+        # hidden_states: [num_tokens, hidden_size] -> gate_up: [num_tokens, 2 * intermediate_size]
+        return self.tp.all_reduce(self.down_proj(self.act_fn(self.gate_up_proj(hidden_states))))
 
 
 class LlamaDecoderLayer(nn.Module):
-    """Pre-norm residual block: attention, then the gated MLP."""
+    """Pre-norm residual block: attention, then the gated MLP.
+
+    It takes and returns ``(hidden_states, residual)`` without the last residual add: the next
+    norm (the next layer's input norm, or the model's final norm) folds it in. The first layer gets
+    no residual: its input is the residual.
+    """
 
     def __init__(
         self,
@@ -112,11 +116,16 @@ class LlamaDecoderLayer(nn.Module):
         self.post_attention_layernorm = RMSNorm(hf_config.hidden_size, hf_config.rms_norm_eps)
         self.mlp = LlamaMLP(hf_config, biases.mlp, linear, f"{prefix}.mlp")
 
-    def forward(self, position_embeddings, hidden_states, kv_caches, metadata):
-        hidden_states = hidden_states + self.self_attn(
-            position_embeddings, self.input_layernorm(hidden_states), kv_caches, metadata
-        )
-        return hidden_states + self.mlp(self.post_attention_layernorm(hidden_states))
+    def forward(self, position_embeddings, hidden_states, residual, kv_caches, metadata):
+        # hidden_states, residual: [num_tokens, hidden_size]; residual is None in the first layer
+        if residual is None:
+            residual = hidden_states
+            hidden_states = self.input_layernorm(hidden_states)
+        else:
+            hidden_states, residual = self.input_layernorm(hidden_states, residual)
+        hidden_states = self.self_attn(position_embeddings, hidden_states, kv_caches, metadata)
+        hidden_states, residual = self.post_attention_layernorm(hidden_states, residual)
+        return self.mlp(hidden_states), residual
 
 
 class LlamaModel(nn.Module):
@@ -136,9 +145,11 @@ class LlamaModel(nn.Module):
         # input_ids, positions: [num_tokens] -> hidden_states: [num_tokens, hidden_size]
         hidden_states = self.embed_tokens(input_ids)
         position_embeddings = self.rotary.embed(positions, hidden_states.dtype)
+        residual = None
         for layer in self.layers:
-            hidden_states = layer(position_embeddings, hidden_states, kv_caches, metadata)
-        return self.norm(hidden_states)
+            hidden_states, residual = layer(position_embeddings, hidden_states, residual, kv_caches, metadata)
+        hidden_states, _ = self.norm(hidden_states, residual)
+        return hidden_states
 
 
 class LlamaForCausalLM(nn.Module):

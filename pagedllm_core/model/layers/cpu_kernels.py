@@ -1,0 +1,55 @@
+"""The float32 CPU kernels of the decoder layers, one C++ call each (``csrc/cpu_layer_kernels.cpp``).
+
+On a single-stream decode step a row holds a few hundred values, so what torch spends on these
+layers is mostly dispatch: its CPU ``rms_norm`` is a composite of about ten kernels (square, sum,
+divide, add, rsqrt, two multiplies, dtype round trips), the residual add before it one more, and
+the gated MLP's ``silu(gate) * up`` a split, a silu and a multiply. Each kernel here does the same
+float32 arithmetic in one pass per row:
+
+- ``rms_norm(x, weight, eps)``: ``x * rsqrt(mean(x * x) + eps) * weight``; only the sum of squares
+  is added up in another order than torch's, so results may differ from ``F.rms_norm`` in the last bit.
+- ``fused_add_rms_norm(x, residual, weight, eps)``: ``residual += x`` in place, then
+  ``rms_norm(residual)``; bit-identical to the add followed by ``rms_norm``.
+- ``silu_and_mul(x, vector_block)``: ``silu(gate) * up`` for ``x = [gate, up]`` along the last
+  dimension; on x86, with ``vector_block`` from :func:`silu_vector_block`, bit-identical to
+  ``F.silu(gate) * up`` as torch computes it on one thread (elsewhere within an ulp of SLEEF's ``expf``).
+
+The extension compiles on first use on a machine (about a minute, needs a C++ compiler and ninja),
+then loads from torch's extension cache; without them :func:`load_kernels` returns None and the
+layers keep their torch code.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+from pathlib import Path
+from types import ModuleType
+
+import torch
+
+from pagedllm_core.cpp_extensions import load_cpp_extension
+
+logger = logging.getLogger(__name__)
+
+SOURCE = Path(__file__).parent / "csrc" / "cpu_layer_kernels.cpp"
+
+# torch's elementwise CPU loops take two vectors at a time and finish each row with scalar code:
+# 2 x 16 floats with AVX-512, 2 x 8 with AVX2; without vector units every value takes the scalar code.
+_VECTOR_BLOCKS = {"AVX512": 32, "AVX2": 16}
+
+
+@functools.cache
+def load_kernels() -> ModuleType | None:
+    """The compiled extension, or None (logged once) when it cannot be built here."""
+    try:
+        return load_cpp_extension("pagedllm_cpu_layer_kernels", SOURCE)
+    except Exception as error:  # noqa: BLE001 - no compiler or ninja: the layers' torch code does the work
+        logger.info("decoder layers keep their torch ops: the C++ kernels could not be built (%s)", error)
+        return None
+
+
+@functools.cache
+def silu_vector_block() -> int:
+    """How many values of a row torch's silu takes per vectorised step (0: none), for ``silu_and_mul``."""
+    return _VECTOR_BLOCKS.get(torch.backends.cpu.get_cpu_capability(), 0)
