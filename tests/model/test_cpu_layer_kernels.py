@@ -135,7 +135,8 @@ def test_act_and_mul_is_silu_and_mul_for_silu_only():
 
 
 def unfused(kernels):
-    """The kernels with the fused calls done as today's separate steps: the add, then the norm; silu, then the product."""
+    """The kernels with the fused calls done as separate torch steps: the add, then the norm; silu, then the
+    product; the rotation in four kernels."""
 
     def fused_add_rms_norm(x, residual, weight, eps):
         residual.copy_(residual + x)
@@ -145,7 +146,12 @@ def unfused(kernels):
         gate, up = gate_up.chunk(2, dim=-1)
         return F.silu(gate) * up
 
-    return SimpleNamespace(rms_norm=kernels.rms_norm, fused_add_rms_norm=fused_add_rms_norm, silu_and_mul=silu_and_mul)
+    def rotate_heads(heads, cos, sin):
+        rows = heads.unflatten(-1, (-1, cos.shape[-1]))
+        return (rows * cos).add_(rows.roll(cos.shape[-1] // 2, dims=-1).mul_(sin)).flatten(1)
+
+    return SimpleNamespace(rms_norm=kernels.rms_norm, fused_add_rms_norm=fused_add_rms_norm, silu_and_mul=silu_and_mul,
+                           rotate_heads=rotate_heads)
 
 
 def greedy_tokens(model: PagedModel, prompt: list[int], num_tokens: int) -> tuple[list[int], list[torch.Tensor]]:

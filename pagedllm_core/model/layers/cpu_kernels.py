@@ -13,6 +13,8 @@ float32 arithmetic in one pass per row:
 - ``silu_and_mul(x, vector_block)``: ``silu(gate) * up`` for ``x = [gate, up]`` along the last
   dimension; on x86, with ``vector_block`` from :func:`silu_vector_block`, bit-identical to
   ``F.silu(gate) * up`` as torch computes it on one thread (elsewhere within an ulp of SLEEF's ``expf``).
+- ``rotate_heads(heads, cos, sin)``: :meth:`RotaryEmbedding.rotate_heads
+  <pagedllm_core.model.layers.rotary.RotaryEmbedding.rotate_heads>` in one pass, bit-identical to it.
 
 The extension compiles on first use on a machine (about a minute, needs a C++ compiler and ninja),
 then loads from torch's extension cache; without them :func:`load_kernels` returns None and the

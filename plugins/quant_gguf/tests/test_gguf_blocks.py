@@ -155,6 +155,19 @@ def test_int8_activations_of_zeros_and_of_the_largest_quants():
     torch.testing.assert_close(actual, expected, rtol=1e-6, atol=0)
 
 
+@pytest.mark.parametrize("int8_activations", [False, True])
+def test_kernel_takes_leading_dimensions_and_strided_rows(int8_activations):
+    blocks = random_blocks(24, 2, Q4_1)
+    x = torch.randn(2, 3, 64)
+    strided = torch.randn(5, 128)[:, ::2]  # rows whose values are not contiguous
+    gguf_linear = load_kernels().gguf_linear
+    batched = gguf_linear(x, blocks, Q4_1, None, int8_activations)
+    assert batched.shape == (2, 3, 24)
+    assert torch.equal(batched, gguf_linear(x.reshape(6, 64), blocks, Q4_1, None, int8_activations).view(2, 3, 24))
+    assert torch.equal(gguf_linear(strided, blocks, Q4_1, None, int8_activations),
+                       gguf_linear(strided.contiguous(), blocks, Q4_1, None, int8_activations))
+
+
 def test_kernel_rejects_bad_arguments():
     gguf_linear = load_kernels().gguf_linear
     blocks = random_blocks(8, 2, Q4_1)

@@ -1,4 +1,5 @@
-// Small float32 CPU kernels of the decoder layers: RMSNorm, residual add + RMSNorm, silu(gate) * up.
+// Small float32 CPU kernels of the decoder layers: RMSNorm, residual add + RMSNorm, silu(gate) * up, the
+// rotary embedding.
 // Each replaces a handful of torch ops whose dispatch, not arithmetic, is their cost on a decode step.
 #include <torch/extension.h>
 #include <ATen/Parallel.h>
@@ -131,8 +132,55 @@ torch::Tensor silu_and_mul(const torch::Tensor& x, int64_t vector_block) {
   return out;
 }
 
+// heads: [tokens, num_heads * head_size] (rows may be strided: q and k side by side in a fused projection's
+// output), cos = [c, c] and sin = [-s, s]: [tokens, 1, head_size] -> the rotated heads, contiguous. Each value
+// is x * cos + partner * sin with the partner (the other half's value at the same place) as torch's
+// heads.roll(head_size / 2) gives it, both products rounded before the add, as RotaryEmbedding's torch ops
+// round them: the results are bit-identical to theirs. (Not contracted into an FMA: the attribute keeps it
+// so whatever the compiler's default.)
+__attribute__((optimize("fp-contract=off"))) torch::Tensor rotate_heads(const torch::Tensor& heads,
+                                                                         const torch::Tensor& cos,
+                                                                         const torch::Tensor& sin) {
+  check_float32_cpu(heads, "heads");
+  check_float32_cpu(cos, "cos");
+  check_float32_cpu(sin, "sin");
+  TORCH_CHECK(heads.dim() == 2 && heads.stride(1) == 1, "heads must be [tokens, heads * head_size] with contiguous rows");
+  const int64_t tokens = heads.size(0), head_size = cos.size(-1), half = head_size / 2;
+  TORCH_CHECK(head_size % 2 == 0 && heads.size(1) % head_size == 0, "rows of ", heads.size(1),
+              " values are not whole heads of an even size ", head_size);
+  TORCH_CHECK(cos.is_contiguous() && sin.is_contiguous() && cos.numel() == tokens * head_size &&
+                  sin.numel() == tokens * head_size,
+              "cos and sin must be contiguous [tokens, 1, head_size]");
+  torch::Tensor out = torch::empty({tokens, heads.size(1)}, heads.options());
+  const int64_t num_heads = heads.size(1) / head_size, row_stride = heads.stride(0);
+  const float* in = heads.data_ptr<float>();
+  const float* cos_data = cos.data_ptr<float>();
+  const float* sin_data = sin.data_ptr<float>();
+  float* o = out.data_ptr<float>();
+  for (int64_t token = 0; token < tokens; ++token) {
+    const float* c = cos_data + token * head_size;
+    const float* s = sin_data + token * head_size;
+    for (int64_t head = 0; head < num_heads; ++head) {
+      const float* x = in + token * row_stride + head * head_size;
+      float* y = o + (token * num_heads + head) * head_size;
+#pragma omp simd
+      for (int64_t j = 0; j < half; ++j) {
+        const float rotated = x[j] * c[j], partner = x[j + half] * s[j];
+        y[j] = rotated + partner;
+      }
+#pragma omp simd
+      for (int64_t j = half; j < head_size; ++j) {
+        const float rotated = x[j] * c[j], partner = x[j - half] * s[j];
+        y[j] = rotated + partner;
+      }
+    }
+  }
+  return out;
+}
+
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("rms_norm", &rms_norm, "RMSNorm of float32 rows");
   m.def("fused_add_rms_norm", &fused_add_rms_norm, "residual += x, then RMSNorm(residual)");
   m.def("silu_and_mul", &silu_and_mul, "silu(gate) * up of float32 rows [..., 2 * d]");
+  m.def("rotate_heads", &rotate_heads, "rotary embedding of float32 heads in the rotate-half layout");
 }

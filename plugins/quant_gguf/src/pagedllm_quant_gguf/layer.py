@@ -63,12 +63,8 @@ class GGUFLinear(QuantizedLinear):
         return self._kernels.gguf_dequantize(self.blocks, self.quant_type, self.in_features)
 
     def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
-        # hidden_states: [..., in_features] -> [..., out_features]
-        rows = hidden_states.reshape(-1, self.in_features)
-        if rows.shape[0] > self.max_block_rows:
-            output = nn.functional.linear(rows, self.dequantized_weight(), self.bias)
-        else:
-            output = self._kernels.gguf_linear(
-                rows.contiguous(), self.blocks, self.quant_type, self.bias, self.int8_activations
-            )
-        return output.view(*hidden_states.shape[:-1], self.out_features)
+        # hidden_states: [..., in_features] -> [..., out_features]. A decode step calls this for every
+        # projection of every layer, so the small-step path is the kernel call alone.
+        if hidden_states.numel() > self.max_block_rows * self.in_features:
+            return nn.functional.linear(hidden_states, self.dequantized_weight(), self.bias)
+        return self._kernels.gguf_linear(hidden_states, self.blocks, self.quant_type, self.bias, self.int8_activations)

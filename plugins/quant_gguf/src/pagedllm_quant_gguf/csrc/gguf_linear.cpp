@@ -648,11 +648,15 @@ void check_blocks(const torch::Tensor& blocks, int64_t K) {
 }
 
 template <typename Format>
-torch::Tensor gguf_linear_of(const torch::Tensor& x, const torch::Tensor& blocks, const std::optional<torch::Tensor>& bias,
-                             bool int8_activations) {
-  TORCH_CHECK(x.device().is_cpu(), "x must be a CPU tensor");
-  TORCH_CHECK(x.scalar_type() == at::kFloat, "x must be float32, got ", x.scalar_type());
-  TORCH_CHECK(x.dim() == 2 && x.is_contiguous(), "x must be a contiguous 2-D tensor [M, K], got shape ", x.sizes());
+torch::Tensor gguf_linear_of(const torch::Tensor& input, const torch::Tensor& blocks,
+                             const std::optional<torch::Tensor>& bias, bool int8_activations) {
+  TORCH_CHECK(input.device().is_cpu(), "x must be a CPU tensor");
+  TORCH_CHECK(input.scalar_type() == at::kFloat, "x must be float32, got ", input.scalar_type());
+  TORCH_CHECK(input.dim() >= 1, "x must have a last dimension of K values");
+  // [..., K] -> [M, K], copied only when its rows are not contiguous already. (A decode step's plain 2-D
+  // input skips even the reshape: this runs for every projection of every layer.)
+  const bool plain = input.dim() == 2 && input.is_contiguous();
+  const torch::Tensor x = plain ? input : input.reshape({-1, input.size(-1)}).contiguous();
   check_blocks<Format>(blocks, x.size(1));
   const float* bias_data = nullptr;
   if (bias.has_value()) {
@@ -665,7 +669,10 @@ torch::Tensor gguf_linear_of(const torch::Tensor& x, const torch::Tensor& blocks
 
   torch::Tensor out = torch::empty({x.size(0), blocks.size(0)}, x.options());
   gguf_linear_kernel<Format>(x, blocks, bias_data, int8_activations, out);
-  return out;
+  if (plain) return out;
+  std::vector<int64_t> output_shape = input.sizes().vec();
+  output_shape.back() = blocks.size(0);
+  return out.view(output_shape);
 }
 
 // W as float32 [N, K], bit-identical to blocks.dequantize's: what a step too large for the blocks multiplies.
@@ -701,7 +708,7 @@ torch::Tensor with_format(int64_t quant_type, Visit visit) {
 
 }  // namespace
 
-// x: float32 [M, K], blocks: uint8 [N, (K / block values) * block bytes], bias: float32 [N] -> float32 [M, N].
+// x: float32 [..., K], blocks: uint8 [N, (K / block values) * block bytes], bias: float32 [N] -> float32 [..., N].
 // quant_type is the ggml type id; int8_activations rounds x to int8 in groups of 32 (Int8Activations) and
 // multiplies in integers.
 torch::Tensor gguf_linear(torch::Tensor x, torch::Tensor blocks, int64_t quant_type, std::optional<torch::Tensor> bias,
