@@ -3,7 +3,17 @@ import torch
 from transformers import AutoModelForCausalLM
 
 from pagedllm_core.config import EngineConfig
+from pagedllm_core.model.layers import cpu_kernels
 from tests.model.paged_model import PagedModel
+
+
+@pytest.fixture(scope="session")
+def kernels():
+    """The decoder layers' compiled CPU kernels (:mod:`pagedllm_core.model.layers.cpu_kernels`)."""
+    loaded = cpu_kernels.load_kernels()
+    if loaded is None:
+        pytest.skip("no C++ compiler or ninja here")
+    return loaded
 
 
 @pytest.fixture

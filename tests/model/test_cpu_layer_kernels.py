@@ -20,14 +20,6 @@ HIDDEN_SIZES = [17, 64, 576, 1000, 1008]
 SILU_BIT_IDENTICAL = platform.machine() in ("x86_64", "AMD64")
 
 
-@pytest.fixture(scope="module")
-def kernels():
-    loaded = cpu_kernels.load_kernels()
-    if loaded is None:
-        pytest.skip("no C++ compiler or ninja here")
-    return loaded
-
-
 @pytest.fixture
 def one_thread():
     # torch's elementwise loops split a large tensor between threads at arbitrary values, which moves
