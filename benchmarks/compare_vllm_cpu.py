@@ -380,18 +380,19 @@ def vllm_server(vllm_python: str, model: str, dtype: str, port: int) -> list[str
 
 
 def vllm_startup(runner: Runner, args, vllm_python: str, env: dict[str, str]) -> dict:
-    """vLLM's start-up figures: one untimed start of each kind, then ``--startup-runs`` timed ones; also
-    the version and settings its ``LLM()`` reported (the table's header reads them)."""
+    """vLLM's start-up figures: one untimed start of each kind (logs ``...-0``), then ``--startup-runs`` timed
+    ones; also the version and settings its ``LLM()`` reported (the table's header reads them)."""
     port = _free_port()
-    serve = [runner.time_start("vllm-startup-serve", vllm_server(vllm_python, str(args.model), args.dtype, port),
-                               env, port) for _ in range(args.startup_runs + 1)]
+    server = vllm_server(vllm_python, str(args.model), args.dtype, port)
+    serve = [runner.time_start(f"vllm-startup-serve-{index}", server, env, port)
+             for index in range(args.startup_runs + 1)]
     out = args.out_dir / "vllm-startup-llm.json"
     command = [vllm_python, str(HERE / "run_vllm.py"), "--model", str(args.model), "--dtype", args.dtype,
                "--first-token", "--label", f"vLLM {args.startup_mode}", "--json", str(out)]
     first_token = []
-    for _ in range(args.startup_runs + 1):
+    for index in range(args.startup_runs + 1):
         began = time.time()
-        runner.run("vllm-startup-llm", command, env)
+        runner.run(f"vllm-startup-llm-{index}", command, env)
         report = json.loads(out.read_text())
         first_token.append(report.pop("first_token_at") - began)
         print(f"   first token after {first_token[-1]:.1f} s", flush=True)
