@@ -1,4 +1,5 @@
-"""pagedllm against vLLM's CPU build, side by side in one run: W1 and W4 (and W3 with ``--serve``).
+"""pagedllm against vLLM's CPU build, side by side in one run: W1 and W4 (W3 with ``--serve``, start-up
+with ``--startup``).
 
 Every step runs alone, one after another (the machine has two cores): vLLM in each of its CPU
 configurations (``tuned``: the documented tuning, both cores for the model, tcmalloc and Intel OpenMP
@@ -6,9 +7,17 @@ preloaded; ``default``: vLLM's defaults, one core for the model and one kept for
 pagedllm through its own benchmark commands, on the same converted model, dtype, KV cache budget and
 prompts. The table gives every figure as a ratio ours/vLLM measured in this run.
 
+Start-up (``--startup``) is timed from just before a fresh process is launched: the OpenAI server
+until its first 200 on ``/health`` (``python -m vllm.entrypoints.openai.api_server`` against
+``pagedllm serve``), and a script's ``LLM()`` until its first generated token (``run_vllm.py
+--first-token`` against ``pagedllm bench startup``'s script). vLLM runs in its ``--startup-mode``
+configuration. Each engine first starts once of each kind untimed, so that every timed start is warm
+(compile caches filled by an earlier start in this run); vLLM still compiles its model with inductor
+at every start, from those caches. The figures are the medians of ``--startup-runs`` warm starts.
+
 Run it from pagedllm's venv after ``benchmarks/vllm_cpu/setup.sh``:
 
-    .venv/bin/python benchmarks/compare_vllm_cpu.py --serve --write-docs docs/benchmarks.md
+    .venv/bin/python benchmarks/compare_vllm_cpu.py --serve --startup --write-docs docs/benchmarks.md
 """
 
 from __future__ import annotations
@@ -20,6 +29,7 @@ import os
 import shlex
 import signal
 import socket
+import statistics
 import subprocess
 import sys
 import time
@@ -33,6 +43,10 @@ VLLM_VENV = HERE / ".venv"
 DOCS_SECTION = "vllm-compare"
 TCMALLOC = "/lib/x86_64-linux-gnu/libtcmalloc_minimal.so.4"
 SERVER_START_TIMEOUT_S = 1200  # vLLM compiles its model with inductor on a cold cache (minutes on 2 cores)
+OURS_STARTUP_ROWS = {  # `pagedllm bench startup`'s row for each start-up figure
+    "serve_to_health_s": "`pagedllm serve` to the first 200 on /health",
+    "llm_to_first_token_s": "`LLM()` to its first token",
+}
 
 
 @dataclass(frozen=True)
@@ -117,10 +131,16 @@ class Runner:
         self.out_dir = out_dir
         self.commands: list[str] = []
 
+    def _record(self, command: list[str], env: dict[str, str], background: bool = False) -> str:
+        """The command line as shown; added to ``commands`` unless it repeats the one before (repeated starts)."""
+        shown = " ".join(f"{key}={shlex.quote(value)}" for key, value in env.items())
+        shown = (shown + " " if shown else "") + shlex.join(_relative(command)) + (" &" if background else "")
+        if not self.commands or self.commands[-1] != shown:
+            self.commands.append(shown)
+        return shown
+
     def run(self, name: str, command: list[str], env: dict[str, str] | None = None) -> str:
-        shown = " ".join(f"{key}={shlex.quote(value)}" for key, value in (env or {}).items())
-        shown = (shown + " " if shown else "") + shlex.join(_relative(command))
-        self.commands.append(shown)
+        shown = self._record(command, env or {})
         print(f"\n== {name}: {shown}", flush=True)
         began = time.perf_counter()
         # Written as the step runs, so that a long step can be followed with tail -f.
@@ -136,9 +156,7 @@ class Runner:
 
     def serve(self, name: str, server: list[str], env: dict[str, str], port: int, client: list[str]) -> str:
         """Start ``server``, wait until it answers, run ``client`` against it, stop the server."""
-        shown = " ".join(f"{key}={shlex.quote(value)}" for key, value in env.items())
-        self.commands.append((shown + " " if shown else "") + shlex.join(_relative(server)) + " &")
-        print(f"\n== {name} server: {self.commands[-1]}", flush=True)
+        print(f"\n== {name} server: {self._record(server, env, background=True)}", flush=True)
         log = (self.out_dir / f"{name}-server.log").open("w")
         process = subprocess.Popen(
             server, cwd=ROOT, env={**os.environ, **env}, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
@@ -149,6 +167,21 @@ class Runner:
         finally:
             _stop(process)
             log.close()
+
+    def time_start(self, name: str, server: list[str], env: dict[str, str], port: int) -> float:
+        """Seconds from just before ``server`` is launched until its first 200 on ``/health``; stops it then."""
+        print(f"\n== {name}: {self._record(server, env, background=True)}", flush=True)
+        with (self.out_dir / f"{name}.log").open("w") as log:
+            began = time.time()
+            process = subprocess.Popen(server, cwd=ROOT, env={**os.environ, **env}, stdout=log,
+                                       stderr=subprocess.STDOUT, start_new_session=True)
+            try:
+                _wait_until_serving(process, port, path="/health", interval_s=0.2)
+                seconds = time.time() - began
+            finally:
+                _stop(process)
+        print(f"   healthy after {seconds:.1f} s", flush=True)
+        return seconds
 
 
 def _relative(command: list[str]) -> list[str]:
@@ -161,18 +194,18 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
-def _wait_until_serving(process: subprocess.Popen, port: int) -> None:
+def _wait_until_serving(process: subprocess.Popen, port: int, path: str = "/v1/models", interval_s: float = 2) -> None:
     deadline = time.monotonic() + SERVER_START_TIMEOUT_S
     while time.monotonic() < deadline:
         if process.poll() is not None:
             raise SystemExit(f"the server exited with {process.returncode} before serving; see its log")
         try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/v1/models", timeout=5) as response:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as response:
                 if response.status == 200:
                     return
         except OSError:
             pass
-        time.sleep(2)
+        time.sleep(interval_s)
     raise SystemExit(f"the server did not answer on port {port} within {SERVER_START_TIMEOUT_S} s")
 
 
@@ -204,6 +237,20 @@ def ours_prompts_fingerprints(model: Path, num_prompts: int, num_iters: int, num
     }
 
 
+def startup_figures(text: str) -> dict[str, dict]:
+    """Per start-up figure: the warm starts and their median (s) from ``pagedllm bench startup``'s table,
+    whose first round is the untimed warm-up start."""
+    figures = {}
+    for key, row in OURS_STARTUP_ROWS.items():
+        warm = [float(value) for value in table_cell(text, "measurement", row, "warm rounds (s)").split(", ")]
+        figures[key] = {
+            "warmup_s": float(table_cell(text, "measurement", row, "round 1 (s)")),
+            "runs_s": warm,
+            "median_s": float(table_cell(text, "measurement", row, "warm median (s)")),
+        }
+    return figures
+
+
 def latency_figures(text: str) -> dict[str, float]:
     """TTFT and decode speed from ``pagedllm bench latency``'s table."""
     return {
@@ -216,20 +263,39 @@ def _ratio(ours: float, theirs: float) -> str:
     return f"{ours / theirs:.2f}x" if theirs else "-"
 
 
+def _startup_note(args, results: dict) -> str:
+    ours, theirs = results["pagedllm"]["startup"], results["vllm"][args.startup_mode]["startup"]
+    warmup = "; ".join(
+        f"{name} {figures['serve_to_health_s']['warmup_s']:.1f} s to /health, "
+        f"{figures['llm_to_first_token_s']['warmup_s']:.1f} s to LLM()'s first token"
+        for name, figures in (("vLLM", theirs), ("pagedllm", ours))
+    )
+    return (
+        "- Start-up: seconds from just before a fresh process is launched (Python's and torch's imports count); "
+        "the server until its first 200 on /health, `LLM()` with its defaults until one generated token of one "
+        "short prompt. vLLM in its "
+        f"{args.startup_mode} configuration through `run_vllm.py --first-token` and its OpenAI server module, "
+        "pagedllm through `pagedllm bench startup`. Every timed start is warm: each engine first started once of "
+        f"each kind, untimed ({warmup}; those are cold starts when the compile caches were empty before this run). "
+        "vLLM compiles its model with inductor at every start, reading the kernels the earlier starts cached "
+        "(its first start after a cache wipe takes minutes longer)."
+    )
+
+
 def build_markdown(args, results: dict, modes: list[VllmMode], commands: list[str]) -> str:
     """The side-by-side table, then the settings and the exact commands that produced it."""
     vllm = results["vllm"]
-    first = vllm[modes[0].name]
     modes = [mode for mode in modes if mode.name in vllm] + [
         mode for mode in vllm_modes(args.kv_cache_gib, os.cpu_count() or 1).values()
         if mode.name in vllm and mode not in modes
     ]
+    first = next(vllm[mode.name] for mode in modes if "vllm_version" in vllm[mode.name])
     ours = results["pagedllm"]
     header = "| workload | metric | better | pagedllm | " + " | ".join(
         f"vLLM {mode.name} | ours / vLLM {mode.name}" for mode in modes
     ) + " |"
     lines = [
-        f"pagedllm against vLLM {vllm[modes[0].name]['vllm_version']} (CPU build, `vllm-cpu`) on the same machine "
+        f"pagedllm against vLLM {first['vllm_version']} (CPU build, `vllm-cpu`) on the same machine "
         f"in one run: model {args.model_label}, {args.dtype} in both engines, KV cache {args.kv_cache_gib} GiB each, "
         "the same token-id prompts (EOS ignored, greedy). Ratios are ours / vLLM, so above 1 means pagedllm is "
         "ahead for higher-is-better figures and behind for lower-is-better ones.",
@@ -268,6 +334,13 @@ def build_markdown(args, results: dict, modes: list[VllmMode], commands: list[st
                 lambda r, rate=rate: r.get("W3", {}).get(rate, {}).get("ttft_mean_ms"), ".1f")
             row("", "median inter-token (ms)", "lower", figures["itl_median_ms"],
                 lambda r, rate=rate: r.get("W3", {}).get(rate, {}).get("itl_median_ms"), ".1f")
+    if "startup" in ours:
+        label = f"start-up (median of {args.startup_runs} warm)"
+        for key, metric in (("serve_to_health_s", "serve to /health 200 (s)"),
+                            ("llm_to_first_token_s", "LLM() to first token (s)")):
+            row(label, metric, "lower", ours["startup"][key]["median_s"],
+                lambda r, key=key: r.get("startup", {}).get(key, {}).get("median_s"), ".1f")
+            label = ""
 
     lines += [
         "",
@@ -275,7 +348,8 @@ def build_markdown(args, results: dict, modes: list[VllmMode], commands: list[st
         f"- vLLM {first['vllm_version']} on torch {first['torch_version']}, dtype {first['dtype']} (asked for "
         f"{args.dtype}), V1 engine with its CPU defaults otherwise (max_num_seqs {first.get('max_num_seqs')}, "
         f"max_num_batched_tokens {first.get('max_num_batched_tokens')}, prefix caching "
-        f"{first.get('enable_prefix_caching')}); W1 through `LLM.generate`, W4 through its engine's step loop.",
+        f"{first.get('enable_prefix_caching')})"
+        + ("; W1 through `LLM.generate`, W4 through its engine's step loop." if "W1" in ours else "."),
         *(f"- vLLM {mode.name}: {mode.description}." for mode in modes),
         f"- pagedllm: dtype {args.dtype}, KV cache {args.kv_cache_gib} GiB, its defaults otherwise; torch's "
         "default thread count (see the line below the table); W3 through `pagedllm serve` in its own process.",
@@ -285,7 +359,9 @@ def build_markdown(args, results: dict, modes: list[VllmMode], commands: list[st
         "- W4 on the GGUF's blocks not run (pass --gguf-w4).",
         "- W3: both servers loaded by the same client, `pagedllm bench serve --dataset random-ids`, "
         f"vLLM in its {args.serve_mode} configuration." if args.serve else "- W3 not run (pass --serve).",
-        f"- Prompts checked equal on both sides (sha256 prefixes {results['prompts_sha256']}).",
+        _startup_note(args, results) if "startup" in ours else "- Start-up not run (pass --startup).",
+        f"- Prompts checked equal on both sides (sha256 prefixes {results['prompts_sha256']})." if "W1" in ours else
+        "- W1 and W4 not run (--skip-w1-w4).",
         "",
         "Commands, in the order run:",
         "",
@@ -294,6 +370,35 @@ def build_markdown(args, results: dict, modes: list[VllmMode], commands: list[st
         "```",
     ]
     return "\n".join(lines)
+
+
+def vllm_server(vllm_python: str, model: str, dtype: str, port: int) -> list[str]:
+    """`vllm serve` through its own server module: the `vllm` command asks for the version of a
+    distribution named "vllm" and fails on the CPU build, whose distribution is "vllm-cpu"."""
+    return [vllm_python, "-m", "vllm.entrypoints.openai.api_server", "--model", model,
+            "--host", "127.0.0.1", "--port", str(port), "--dtype", dtype, "--seed", "0"]
+
+
+def vllm_startup(runner: Runner, args, vllm_python: str, env: dict[str, str]) -> dict:
+    """vLLM's start-up figures: one untimed start of each kind (logs ``...-0``), then ``--startup-runs`` timed
+    ones; also the version and settings its ``LLM()`` reported (the table's header reads them)."""
+    port = _free_port()
+    server = vllm_server(vllm_python, str(args.model), args.dtype, port)
+    serve = [runner.time_start(f"vllm-startup-serve-{index}", server, env, port)
+             for index in range(args.startup_runs + 1)]
+    out = args.out_dir / "vllm-startup-llm.json"
+    command = [vllm_python, str(HERE / "run_vllm.py"), "--model", str(args.model), "--dtype", args.dtype,
+               "--first-token", "--label", f"vLLM {args.startup_mode}", "--json", str(out)]
+    first_token = []
+    for index in range(args.startup_runs + 1):
+        began = time.time()
+        runner.run(f"vllm-startup-llm-{index}", command, env)
+        report = json.loads(out.read_text())
+        first_token.append(report.pop("first_token_at") - began)
+        print(f"   first token after {first_token[-1]:.1f} s", flush=True)
+    figures = {key: {"warmup_s": times[0], "runs_s": times[1:], "median_s": statistics.median(times[1:])}
+               for key, times in (("serve_to_health_s", serve), ("llm_to_first_token_s", first_token))}
+    return {**report, "startup": figures}
 
 
 def main() -> None:
@@ -311,6 +416,14 @@ def main() -> None:
                         help="vLLM configuration of the W3 server (default: default, as `vllm serve` runs)")
     parser.add_argument("--serve-num-prompts", type=int, default=200, help="W3 requests per rate (default: 200)")
     parser.add_argument("--request-rates", default="inf,4,1", help="W3 rates (default: inf,4,1)")
+    parser.add_argument("--startup", action="store_true",
+                        help="also time both engines' start-up: server to /health 200, LLM() to first token (long)")
+    parser.add_argument("--startup-runs", type=int, default=2,
+                        help="timed warm starts of each kind, after one untimed start (default: 2)")
+    parser.add_argument("--startup-mode", default="default", choices=("tuned", "default"),
+                        help="vLLM configuration of the start-up runs (default: default, as users start it)")
+    parser.add_argument("--skip-w1-w4", action="store_true",
+                        help="run neither W1 nor W4 (with --startup, and --serve if wanted)")
     parser.add_argument("--gguf-w4", action="store_true",
                         help="also run pagedllm's W4 on the default GGUF file, reading its Q4_1 blocks")
     parser.add_argument("--skip-ours", action="store_true", help="run only vLLM's side (testing the harness)")
@@ -318,6 +431,10 @@ def main() -> None:
                         help="logs and results.json (default: bench_out/vllm_compare)")
     parser.add_argument("--write-docs", type=Path, default=None, help="write the table into this file's section")
     args = parser.parse_args()
+    if args.skip_w1_w4 and not args.startup:
+        parser.error("--skip-w1-w4 needs --startup (the vLLM version and settings are read from one of them)")
+    if args.startup_runs < 1:
+        parser.error("--startup-runs must be at least 1")
     args.model = args.model.resolve()
     args.model_label = "SmolLM2-135M-Instruct (converted from the default GGUF)" if args.model == (
         HERE / "model").resolve() else str(args.model)
@@ -333,7 +450,7 @@ def main() -> None:
     model = str(args.model)
     results: dict = {"vllm": {}, "pagedllm": {}}
 
-    for mode in modes:
+    for mode in [] if args.skip_w1_w4 else modes:
         out = args.out_dir / f"vllm-{mode.name}.json"
         runner.run(f"vllm-{mode.name}", [
             vllm_python, str(HERE / "run_vllm.py"), "--model", model, "--dtype", args.dtype, "--workloads", "W1,W4",
@@ -343,7 +460,7 @@ def main() -> None:
         results["vllm"][mode.name] = json.loads(out.read_text())
 
     engine_flags = ["--model", model, "--dtype", args.dtype, "--kv-cache-memory", f"{args.kv_cache_gib}GiB"]
-    if not args.skip_ours:
+    if not args.skip_ours and not args.skip_w1_w4:
         text = runner.run("pagedllm-W1", [
             ours_bin, "bench", "throughput", "--num-prompts", str(args.num_prompts), "--no-baseline", *engine_flags,
         ])
@@ -368,13 +485,8 @@ def main() -> None:
                   "--num-prompts", str(args.serve_num_prompts), "--request-rates", ",".join(rates),
                   "--input-len", "256", "--output-len", "128"]
         port = _free_port()
-        text = runner.serve("vllm-W3", [
-            # `vllm serve`'s own server module: the `vllm` command asks for the version of a distribution
-            # named "vllm" and fails on the CPU build, whose distribution is "vllm-cpu".
-            vllm_python, "-m", "vllm.entrypoints.openai.api_server", "--model", model,
-            "--host", "127.0.0.1", "--port", str(port),
-            "--dtype", args.dtype, "--seed", "0",
-        ], mode_table[args.serve_mode].env, port, [*client, "--base-url", f"http://127.0.0.1:{port}"])
+        text = runner.serve("vllm-W3", vllm_server(vllm_python, model, args.dtype, port),
+                            mode_table[args.serve_mode].env, port, [*client, "--base-url", f"http://127.0.0.1:{port}"])
         results["vllm"].setdefault(args.serve_mode, {})["W3"] = serve_figures(text, rates)
         if not args.skip_ours:
             port = _free_port()
@@ -384,7 +496,18 @@ def main() -> None:
             ], {}, port, [*client, "--base-url", f"http://127.0.0.1:{port}"])
             results["pagedllm"]["W3"] = serve_figures(text, rates)
 
-    theirs = {name: results["vllm"][mode.name].get(name, {}).get("prompts_sha256") for mode in modes
+    if args.startup:
+        startup = vllm_startup(runner, args, vllm_python, mode_table[args.startup_mode].env)
+        results["vllm"][args.startup_mode] = {**startup, **results["vllm"].get(args.startup_mode, {})}
+        if not args.skip_ours:
+            text = runner.run("pagedllm-startup", [
+                ours_bin, "bench", "startup", "--model", model, "--dtype", args.dtype,
+                "--kv-cache-memory", f"{args.kv_cache_gib}GiB", "--num-rounds", str(args.startup_runs + 1),
+                "--timeout", str(SERVER_START_TIMEOUT_S),
+            ])
+            results["pagedllm"]["startup"] = startup_figures(text)
+
+    theirs = {name: results["vllm"].get(mode.name, {}).get(name, {}).get("prompts_sha256") for mode in modes
               for name in ("W1", "W4")}
     mine = ours_prompts_fingerprints(args.model, args.num_prompts, args.num_iters, args.num_warmup, 0)
     if any(theirs[name] not in (None, mine[name]) for name in mine):

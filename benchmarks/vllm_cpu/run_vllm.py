@@ -8,6 +8,10 @@ them, and a fingerprint of the prompts goes into the results so the two sides ca
     benchmarks/vllm_cpu/.venv/bin/python benchmarks/vllm_cpu/run_vllm.py \\
         --model benchmarks/vllm_cpu/model --dtype float32 --workloads W1,W4 --json out.json
 
+With ``--first-token`` it runs no workload: it builds ``LLM()``, generates one token of one prompt and
+records the wall-clock time (``time.time()``) right after it, so that the launching process can time
+the start-up from before this process existed (``compare_vllm_cpu.py --startup``).
+
 The thread binding, KV cache size and preloaded libraries are vLLM environment variables, set by
 ``benchmarks/compare_vllm_cpu.sh`` (see the README); this script records what it ran under.
 """
@@ -131,6 +135,14 @@ def _warm_up(llm) -> None:
     llm.generate([{"prompt_token_ids": list(range(1, 17))}], params, use_tqdm=False)
 
 
+def first_token_at(llm) -> float:
+    """Generate one token of a short prompt (as ``pagedllm bench startup`` does); the wall-clock time after it."""
+    from vllm import SamplingParams
+
+    llm.generate(["Hello"], SamplingParams(max_tokens=1), use_tqdm=False)
+    return time.time()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description="W1 and W4 on vLLM's CPU build; prints and writes JSON")
     parser.add_argument("--model", required=True, help="Hugging Face model directory (see convert_model.py)")
@@ -141,9 +153,11 @@ def main() -> None:
     parser.add_argument("--num-warmup", type=int, default=1, help="W4 untimed iterations first (default: 1)")
     parser.add_argument("--workload-seed", type=int, default=0, help="seed of the prompts (default: 0)")
     parser.add_argument("--label", default="vLLM", help="name of this configuration in the results")
+    parser.add_argument("--first-token", action="store_true",
+                        help="no workloads: time to LLM()'s first token only (records first_token_at)")
     parser.add_argument("--json", type=Path, default=None, help="also write the results here")
     args = parser.parse_args()
-    names = [name.strip().upper() for name in args.workloads.split(",") if name.strip()]
+    names = [] if args.first_token else [name.strip().upper() for name in args.workloads.split(",") if name.strip()]
     unknown = sorted(set(names) - {"W1", "W4"})
     if unknown:
         parser.error(f"--workloads: unknown {unknown}; allowed: W1, W4")
@@ -153,13 +167,14 @@ def main() -> None:
     from transformers import AutoTokenizer
     from vllm import LLM
 
-    workloads = load_workloads()
-    tokenizer = AutoTokenizer.from_pretrained(args.model)
-    vocab_size, special_ids = len(tokenizer), tokenizer.all_special_ids
-
+    if names:
+        workloads = load_workloads()
+        tokenizer = AutoTokenizer.from_pretrained(args.model)
+        vocab_size, special_ids = len(tokenizer), tokenizer.all_special_ids
     started = time.perf_counter()
     llm = LLM(model=args.model, dtype=args.dtype, seed=0)
     startup_s = time.perf_counter() - started
+    stamp = first_token_at(llm) if args.first_token else None
     results = {
         "system": args.label,
         "vllm_version": vllm.__version__,
@@ -171,6 +186,8 @@ def main() -> None:
         "startup_s": startup_s,
         **_engine_settings(llm),
     }
+    if args.first_token:
+        results["first_token_at"] = stamp
     if "W1" in names:
         workload = workloads.throughput_workload(vocab_size, special_ids, num_prompts=args.num_prompts,
                                                  seed=args.workload_seed)

@@ -30,6 +30,7 @@ print("first-token-at", time.time())
 def add_startup_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", default=None, help="model (default: the default model)")
     parser.add_argument("--dtype", default="auto", help="--dtype for both (default: auto)")
+    parser.add_argument("--kv-cache-memory", default=None, help="--kv-cache-memory for both (default: the engine's)")
     parser.add_argument("--num-rounds", type=int, default=3, help="rounds of each measurement (default: 3)")
     parser.add_argument("--timeout", type=float, default=600, help="seconds before a start counts as failed")
 
@@ -60,6 +61,8 @@ def _time_serve(args) -> float:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
     command = [sys.executable, "-m", "pagedllm_core.entrypoints.cli", "serve", "--port", str(port), "--dtype", args.dtype]
+    if args.kv_cache_memory:
+        command += ["--kv-cache-memory", args.kv_cache_memory]
     if args.model:
         command.append(args.model)
     began = time.time()
@@ -73,6 +76,8 @@ def _time_serve(args) -> float:
 
 def _time_first_token(args) -> float:
     settings = {"dtype": args.dtype, **({"model": args.model} if args.model else {})}
+    if args.kv_cache_memory:
+        settings["kv_cache_memory"] = args.kv_cache_memory
     began = time.time()
     result = subprocess.run(
         [sys.executable, "-c", FIRST_TOKEN_SCRIPT.format(settings=repr(settings))],

@@ -6,7 +6,8 @@ from pagedllm_core.bench.startup import run_startup_bench
 
 
 def test_the_startup_bench_reports_both_clocks_for_every_round(tiny_model_dir):
-    args = argparse.Namespace(model=str(tiny_model_dir("LlamaForCausalLM")), dtype="float32", num_rounds=1, timeout=300)
+    args = argparse.Namespace(model=str(tiny_model_dir("LlamaForCausalLM")), dtype="float32", num_rounds=1, timeout=300,
+                              kv_cache_memory="64MiB")
     table = run_startup_bench(args)
     rows = [line for line in table.splitlines() if line.startswith("| `")]
     assert len(rows) == 2
