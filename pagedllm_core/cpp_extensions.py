@@ -56,7 +56,14 @@ def load_cpp_extension(name: str, source: Path) -> ModuleType:
 
 
 def extension_module_name(name: str, source: Path) -> str:
-    digest = hashlib.sha256(source.read_bytes() + " ".join(compiler_flags()).encode()).hexdigest()[:12]
+    """The name (and so the build directory) of an extension: a hash of its source, flags, where the source is
+    and which torch builds it. Checkouts or virtualenvs that share one extension cache then never take turns
+    rebuilding one directory: torch's build file names the source's path and torch's headers."""
+    import torch
+
+    key = [source.read_bytes(), " ".join(compiler_flags()).encode(), str(source.resolve()).encode(),
+           str(Path(torch.__file__).parent).encode()]
+    digest = hashlib.sha256(b"\0".join(key)).hexdigest()[:12]
     return f"{name}_{digest}"
 
 

@@ -18,3 +18,15 @@ def test_a_stale_torch_build_lock_does_not_hang_the_next_load():
     (build_directory(extension_module_name("pagedllm_quant_gguf", kernels.SOURCE)) / "lock").touch()
     second = subprocess.run([sys.executable, "-c", LOAD_GGUF_KERNELS], capture_output=True, text=True, timeout=120)
     assert "loaded" in second.stdout, second.stderr[-2000:]
+
+
+def test_the_build_directory_is_per_source_path(tmp_path):
+    # Two checkouts of the same kernel share torch's extension cache; each keeps its own build there,
+    # since torch's build file names the source's path (one directory would be rebuilt in turns).
+    source = tmp_path / "first" / "kernel.cpp"
+    copy = tmp_path / "second" / "kernel.cpp"
+    for path in (source, copy):
+        path.parent.mkdir()
+        path.write_text("// the same source\n")
+    assert extension_module_name("kernel", source) == extension_module_name("kernel", source)
+    assert extension_module_name("kernel", source) != extension_module_name("kernel", copy)
