@@ -41,10 +41,11 @@ def test_weight_rounding_is_within_half_a_step():
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
-def test_the_cpp_quantizer_equals_the_torch_one(dtype):
+@pytest.mark.parametrize("row_length", [200, 203, 5])  # whole vectors, a tail, a tail only
+def test_the_cpp_quantizer_equals_the_torch_one(dtype, row_length):
     from pagedllm_quant_int8.kernel import ACTIVATION_ZERO_POINT, load_kernels
 
-    rows = (torch.randn(70, 200) * torch.logspace(-3, 3, 70)[:, None]).to(dtype)
+    rows = (torch.randn(70, row_length) * torch.logspace(-3, 3, 70)[:, None]).to(dtype)
     rows[3] = 0.0
     shifted, scales = load_kernels().quantize_rows(rows.contiguous())
     quantized, expected_scales = quantize_per_token(rows)

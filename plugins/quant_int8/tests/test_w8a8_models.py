@@ -12,7 +12,7 @@ from pagedllm_core.entrypoints.llm import LLM
 from pagedllm_core.errors import UnsupportedConfigError
 from pagedllm_core.sampling_params import SamplingParams
 from pagedllm_core.testing import build_tiny_model
-from pagedllm_quant_int8.convert import w8a8_quantization_config
+from pagedllm_quant_int8.convert import quantize_w8a8, w8a8_quantization_config
 from pagedllm_quant_int8.kernel import quantize_per_channel
 from pagedllm_quant_int8.layer import Int8Linear
 
@@ -71,6 +71,31 @@ def test_greedy_tokens_equal_the_dequantized_model(quantized_llama, tmp_path):
     del llm
     dense = dequantized_copy(quantized_llama, tmp_path / "dense")
     assert greedy_tokens(quantized_llama) == greedy_tokens(dense, quantization="none")
+
+
+def test_an_int8_lm_head_of_a_tied_model_is_an_untied_copy_of_the_embedding(tmp_path):
+    source = build_tiny_model(tmp_path / "float", "LlamaForCausalLM", initializer_range=0.05, tie_word_embeddings=True)
+    assert "lm_head.weight" not in load_file(source / "model.safetensors")
+    quantized = quantize_w8a8(str(source), tmp_path / "int8", quantize_lm_head=True)
+    config = json.loads((quantized / "config.json").read_text())
+    assert config["tie_word_embeddings"] is False and config["quantization_config"]["ignore"] == []
+    tensors = load_file(quantized / "model.safetensors")
+    assert tensors["lm_head.weight"].dtype == torch.int8 and tensors["model.embed_tokens.weight"].dtype == torch.float32
+
+    embedding = load_file(source / "model.safetensors")["model.embed_tokens.weight"]
+    weight, scale = tensors["lm_head.weight"], tensors["lm_head.weight_scale"]
+    assert torch.equal(weight, quantize_per_channel(embedding)[0])
+
+    llm = LLM(model=str(quantized), kv_cache_memory="8MiB")
+    lm_head = llm.llm_engine.executor.worker.model_runner.model.lm_head
+    assert isinstance(lm_head, Int8Linear)
+    # Greedy tokens of a tiny random model are near-ties that the int8 rounding of the last hidden
+    # state can flip, so the logits are compared: within the kernel's 1% of the float output layer.
+    hidden = torch.randn(8, embedding.shape[1])
+    reference = hidden @ embedding.T
+    assert (lm_head(hidden) - reference).norm() / reference.norm() < 1e-2
+    outputs = llm.generate(PROMPTS, GREEDY, use_tqdm=False)
+    assert all(len(output.outputs[0].token_ids) == GREEDY.max_tokens for output in outputs)
 
 
 def test_loads_a_hand_made_llm_compressor_checkpoint(tmp_path):

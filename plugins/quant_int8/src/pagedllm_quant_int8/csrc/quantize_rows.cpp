@@ -12,7 +12,60 @@
 #include <cmath>
 #include <tuple>
 
+#if defined(__AVX2__)
+#include <immintrin.h>
+#endif
+
 namespace {
+
+// The scalar steps for one element: x / scale rounded half to even (the torch reference's
+// arithmetic), clamped, then shifted.
+inline uint8_t quantize_one(float x, float scale) {
+  const float q = std::nearbyint(x / scale);
+  return static_cast<uint8_t>(static_cast<int32_t>(std::min(std::max(q, -127.f), 127.f)) + 128);
+}
+
+template <typename scalar_t>
+void quantize_row(const scalar_t* in, int64_t k, uint8_t* out, float* scale_out) {
+  float amax = 0.f;
+  for (int64_t i = 0; i < k; ++i) amax = std::max(amax, std::fabs(static_cast<float>(in[i])));
+  const float scale = std::max(amax, 1e-10f) / 127.f;
+  *scale_out = scale;
+  for (int64_t i = 0; i < k; ++i) out[i] = quantize_one(static_cast<float>(in[i]), scale);
+}
+
+#if defined(__AVX2__)
+// float32 rows eight at a time. The division and the rounding instruction (nearest, ties to even)
+// give the scalar path's bits exactly; only the amax's evaluation order differs, which max ignores.
+// Without it (libm's nearbyint per element, no vector max) the quantizer took as long as the
+// int8 product it feeds at prefill sizes.
+template <>
+void quantize_row<float>(const float* in, int64_t k, uint8_t* out, float* scale_out) {
+  const __m256 abs_mask = _mm256_castsi256_ps(_mm256_set1_epi32(0x7fffffff));
+  __m256 vmax = _mm256_setzero_ps();
+  int64_t i = 0;
+  for (; i + 8 <= k; i += 8) vmax = _mm256_max_ps(_mm256_and_ps(_mm256_loadu_ps(in + i), abs_mask), vmax);
+  alignas(32) float lanes[8];
+  _mm256_store_ps(lanes, vmax);
+  float amax = 0.f;
+  for (float lane : lanes) amax = std::max(amax, lane);
+  for (; i < k; ++i) amax = std::max(amax, std::fabs(in[i]));
+  const float scale = std::max(amax, 1e-10f) / 127.f;
+  *scale_out = scale;
+
+  const __m256 vscale = _mm256_set1_ps(scale);
+  const __m256 lo = _mm256_set1_ps(-127.f), hi = _mm256_set1_ps(127.f), shift = _mm256_set1_ps(128.f);
+  for (i = 0; i + 8 <= k; i += 8) {
+    __m256 q = _mm256_round_ps(_mm256_div_ps(_mm256_loadu_ps(in + i), vscale),
+                               _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    q = _mm256_add_ps(_mm256_min_ps(_mm256_max_ps(q, lo), hi), shift);
+    const __m256i words = _mm256_cvtps_epi32(q);  // 1..255, exact
+    const __m128i halves = _mm_packus_epi32(_mm256_castsi256_si128(words), _mm256_extracti128_si256(words, 1));
+    _mm_storel_epi64(reinterpret_cast<__m128i*>(out + i), _mm_packus_epi16(halves, halves));
+  }
+  for (; i < k; ++i) out[i] = quantize_one(in[i], scale);
+}
+#endif
 
 template <typename scalar_t>
 void quantize_rows_kernel(const torch::Tensor& x, torch::Tensor& quantized, torch::Tensor& scales) {
@@ -22,19 +75,7 @@ void quantize_rows_kernel(const torch::Tensor& x, torch::Tensor& quantized, torc
   float* scale_data = scales.data_ptr<float>();
   // Rows are independent; small steps (decode) stay on the calling thread.
   at::parallel_for(0, m, 64, [&](int64_t begin, int64_t end) {
-    for (int64_t row = begin; row < end; ++row) {
-      const scalar_t* in = x_data + row * k;
-      float amax = 0.f;
-      for (int64_t i = 0; i < k; ++i) amax = std::max(amax, std::fabs(static_cast<float>(in[i])));
-      const float scale = std::max(amax, 1e-10f) / 127.f;
-      scale_data[row] = scale;
-      uint8_t* out = q_data + row * k;
-      for (int64_t i = 0; i < k; ++i) {
-        // Same arithmetic as the torch reference: x / scale, rounded half to even, then the shift.
-        const float q = std::nearbyint(static_cast<float>(in[i]) / scale);
-        out[i] = static_cast<uint8_t>(static_cast<int32_t>(std::min(std::max(q, -127.f), 127.f)) + 128);
-      }
-    }
+    for (int64_t row = begin; row < end; ++row) quantize_row(x_data + row * k, k, q_data + row * k, scale_data + row);
   });
 }
 
