@@ -7,8 +7,8 @@ W8A8=${1:-benchmarks/smollm2-w8a8}
 BIN=.venv/bin
 lscpu | grep "Model name"
 [ -d "$W8A8" ] || $BIN/pagedllm quantize --method w8a8 default "$W8A8"
-# The same with an int8 lm_head (no CLI flag for it yet).
-[ -d "$W8A8-lm-head" ] || $BIN/python -c "from pagedllm_quant_int8.convert import quantize_w8a8; quantize_w8a8('default', '$W8A8-lm-head', quantize_lm_head=True)"
+# The same with an int8 lm_head.
+[ -d "$W8A8-lm-head" ] || $BIN/pagedllm quantize --method w8a8 --quantize-lm-head default "$W8A8-lm-head"
 W1="--num-prompts ${NUM_PROMPTS:-16} --no-baseline --matmul-size 1024"
 W4="--num-iters 3 --num-warmup 1 --no-baseline"
 echo "## W1 float32"; $BIN/pagedllm bench throughput $W1 --dtype float32 --quantization none

@@ -17,6 +17,7 @@ from torch import nn
 from pagedllm_core.bench.workloads import Workload
 from pagedllm_core.model.attention_shape import attention_shape
 from pagedllm_core.model.layers.linear import PrepackedLinear
+from pagedllm_core.model.quantization import QuantizedLinear
 
 
 @dataclass(frozen=True)
@@ -71,7 +72,9 @@ class ModelFlops:
     @classmethod
     def of_model(cls, model: nn.Module, hf_config) -> ModelFlops:
         """Count the weights of ``model``'s linear layers; its ``lm_head`` is the vocabulary projection."""
-        linear_layers = [module for module in model.modules() if isinstance(module, (nn.Linear, PrepackedLinear))]
+        linear_layers = [
+            module for module in model.modules() if isinstance(module, (nn.Linear, PrepackedLinear, QuantizedLinear))
+        ]
         num_vocab_weights = model.lm_head.in_features * model.lm_head.out_features
         shape = attention_shape(hf_config)
         return cls(

@@ -12,7 +12,7 @@ from pagedllm_core.entrypoints.llm import LLM
 from pagedllm_core.errors import UnsupportedConfigError
 from pagedllm_core.sampling_params import SamplingParams
 from pagedllm_core.testing import build_tiny_model
-from pagedllm_quant_int8.convert import quantize_w8a8, w8a8_quantization_config
+from pagedllm_quant_int8.convert import w8a8_quantization_config
 from pagedllm_quant_int8.kernel import quantize_per_channel
 from pagedllm_quant_int8.layer import Int8Linear
 
@@ -76,7 +76,8 @@ def test_greedy_tokens_equal_the_dequantized_model(quantized_llama, tmp_path):
 def test_an_int8_lm_head_of_a_tied_model_is_an_untied_copy_of_the_embedding(tmp_path):
     source = build_tiny_model(tmp_path / "float", "LlamaForCausalLM", initializer_range=0.05, tie_word_embeddings=True)
     assert "lm_head.weight" not in load_file(source / "model.safetensors")
-    quantized = quantize_w8a8(str(source), tmp_path / "int8", quantize_lm_head=True)
+    quantized = tmp_path / "int8"
+    assert main(["quantize", "--method", "w8a8", "--quantize-lm-head", str(source), str(quantized)]) == 0
     config = json.loads((quantized / "config.json").read_text())
     assert config["tie_word_embeddings"] is False and config["quantization_config"]["ignore"] == []
     tensors = load_file(quantized / "model.safetensors")

@@ -105,8 +105,8 @@ def _with_untied_lm_head(named_tensors, weight_names: set[str]):
 
 
 def quantize_from_args(model: str, out: str, args) -> Path:
-    """``pagedllm quantize --method w8a8``'s entry point (the method has no options)."""
-    return quantize_w8a8(model, out)
+    """``pagedllm quantize --method w8a8 [--quantize-lm-head]``'s entry point."""
+    return quantize_w8a8(model, out, quantize_lm_head=args.quantize_lm_head)
 
 
 def linear_module_names(hf_config) -> list[str]:
