@@ -61,14 +61,14 @@ inline void add_scaled(float* accumulator, const scalar_t* value, float weight, 
   for (int64_t d = 0; d < head_size; ++d) accumulator[d] += weight * static_cast<float>(value[d]);
 }
 
-// One KV head's keys or values of a token, read in place from a cache in the model's dtype.
+// Token rows read in place from a cache in the model's dtype.
 template <typename cache_t>
 struct DirectRows {
   const cache_t* data;
   const cache_t* row(int64_t offset, float*) const { return data + offset; }
 };
 
-// One KV head's keys or values of a token in an fp8 cache, widened to float32 into the caller's scratch row.
+// Token rows of an fp8 cache, widened to float32 into the caller's scratch row.
 struct Fp8Rows {
   const uint8_t* data;
   const float* table;
@@ -118,39 +118,37 @@ void paged_decode_kernel(
   const float query_scale = static_cast<float>(scale * k_scale);
   const float value_scale = static_cast<float>(v_scale);
 
-  // One task per (sequence, KV head): the query heads of the group visit the sequence's positions in order,
-  // so every block's rows of that KV head are read front to back once for keys and once for values. A single
-  // sequence (a single stream's decode step) still spreads over the threads, one group of heads each.
-  at::parallel_for(0, num_rows * num_kv_heads, 1, [&](int64_t begin, int64_t end) {
-    std::vector<float> queries(group_size * head_size);
-    std::vector<float> accumulators(group_size * head_size);
-    std::vector<float> normalisers(group_size);
+  // One task per sequence: its positions are visited in order, all KV heads of a position together,
+  // so every block is read front to back exactly once for keys and once for values.
+  at::parallel_for(0, num_rows, 1, [&](int64_t begin, int64_t end) {
+    std::vector<float> queries(num_heads * head_size);
+    std::vector<float> accumulators(num_heads * head_size);
+    std::vector<float> normalisers(num_heads);
     std::vector<float> scores;
-    std::vector<float> scratch(head_size);
-    for (int64_t task = begin; task < end; ++task) {
-      const int64_t row = task / num_kv_heads, kv_head = task % num_kv_heads;
+    std::vector<float> scratch(token_stride);
+    for (int64_t row = begin; row < end; ++row) {
       const int64_t token = token_data[row];
       const int64_t seq_len = seq_len_data[row];
       const int32_t* block_table = table_data + row * max_blocks;
-      const int64_t first_head = kv_head * group_size, kv_offset = kv_head * head_size;
-      scores.resize(group_size * seq_len);
+      scores.resize(num_heads * seq_len);
 
-      const scalar_t* q = query_data + token * query_stride + first_head * head_size;
-      for (int64_t i = 0; i < group_size * head_size; ++i) queries[i] = static_cast<float>(q[i]) * query_scale;
+      const scalar_t* q = query_data + token * query_stride;
+      for (int64_t i = 0; i < num_heads * head_size; ++i) queries[i] = static_cast<float>(q[i]) * query_scale;
 
-      // scores[head * seq_len + position] = q_head . k_position, for the group's heads
+      // scores[head * seq_len + position] = q_head . k_position (of the head's KV group)
       for (int64_t block_index = 0, position = 0; position < seq_len; ++block_index) {
         const int64_t block_start = block_table[block_index] * block_stride;
         for (int64_t offset = 0; offset < block_size && position < seq_len; ++offset, ++position) {
-          const auto* keys = key_rows.row(block_start + offset * token_stride + kv_offset, scratch.data());
-          for (int64_t head = 0; head < group_size; ++head) {
-            scores[head * seq_len + position] = dot(&queries[head * head_size], keys, head_size);
+          const auto* keys = key_rows.row(block_start + offset * token_stride, scratch.data());
+          for (int64_t head = 0; head < num_heads; ++head) {
+            scores[head * seq_len + position] =
+                dot(&queries[head * head_size], keys + (head / group_size) * head_size, head_size);
           }
         }
       }
 
       // Softmax per head; the normaliser is applied once at the end.
-      for (int64_t head = 0; head < group_size; ++head) {
+      for (int64_t head = 0; head < num_heads; ++head) {
         float* head_scores = &scores[head * seq_len];
         const float maximum = *std::max_element(head_scores, head_scores + seq_len);
         float total = 0.f;
@@ -165,15 +163,16 @@ void paged_decode_kernel(
       for (int64_t block_index = 0, position = 0; position < seq_len; ++block_index) {
         const int64_t block_start = block_table[block_index] * block_stride;
         for (int64_t offset = 0; offset < block_size && position < seq_len; ++offset, ++position) {
-          const auto* values = value_rows.row(block_start + offset * token_stride + kv_offset, scratch.data());
-          for (int64_t head = 0; head < group_size; ++head) {
-            add_scaled(&accumulators[head * head_size], values, scores[head * seq_len + position], head_size);
+          const auto* values = value_rows.row(block_start + offset * token_stride, scratch.data());
+          for (int64_t head = 0; head < num_heads; ++head) {
+            add_scaled(&accumulators[head * head_size], values + (head / group_size) * head_size,
+                       scores[head * seq_len + position], head_size);
           }
         }
       }
 
-      scalar_t* out = output_data + (token * num_heads + first_head) * head_size;
-      for (int64_t i = 0; i < group_size * head_size; ++i) {
+      scalar_t* out = output_data + token * num_heads * head_size;
+      for (int64_t i = 0; i < num_heads * head_size; ++i) {
         out[i] = static_cast<scalar_t>(accumulators[i] * normalisers[i / head_size]);
       }
     }
@@ -207,7 +206,7 @@ void paged_decode(
     if (fp8) {
       const float* table = cache_type == at::kFloat8_e4m3fn ? fp8_table<c10::Float8_e4m3fn>()
                                                              : fp8_table<c10::Float8_e5m2>();
-      const int64_t row_size = key_cache.size(3);  // one head
+      const int64_t row_size = key_cache.size(2) * key_cache.size(3);
       const Fp8Rows keys{static_cast<const uint8_t*>(key_cache.data_ptr()), table, row_size};
       const Fp8Rows values{static_cast<const uint8_t*>(value_cache.data_ptr()), table, row_size};
       paged_decode_kernel<scalar_t>(output, query, keys, values, key_cache, token_index, block_tables, seq_lens,
