@@ -10,10 +10,12 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from pagedllm_attention_cpu.kernels import load_kernels
+from pagedllm_core.attention import reference
 from pagedllm_core.attention.backend import AttentionBackend, AttentionSpec
 from pagedllm_core.attention.kv_quant import FP8_DTYPES, dequantize_kv, is_fp8, quantize_kv
 from pagedllm_core.attention.metadata import AttentionMetadata
-from pagedllm_core.attention.reference import read_kv_cache, write_kv_cache
+from pagedllm_core.attention.reference import read_kv_cache
 
 SUPPORTED_KV_CACHE_DTYPES = (torch.float32, torch.bfloat16, torch.float16, *FP8_DTYPES)
 
@@ -74,8 +76,6 @@ class CpuAttentionBackend(AttentionBackend):
 
     def __init__(self, spec: AttentionSpec):
         super().__init__(spec)
-        from pagedllm_attention_cpu.kernels import load_kernels
-
         self._kernels = load_kernels()
 
     def prepare(self, metadata: AttentionMetadata) -> None:
@@ -99,10 +99,7 @@ class CpuAttentionBackend(AttentionBackend):
         metadata.backend_data = StepPlan(decode, chunks)
 
     def forward(self, query, key, value, kv_cache, metadata, kv_scales=None):
-        if is_fp8(kv_cache.dtype):
-            write_kv_cache(key, value, kv_cache, metadata.slot_mapping, kv_scales)
-        else:
-            self._kernels.write_kv_cache(key, value, kv_cache[0], kv_cache[1], metadata.slot_mapping)
+        write_kv_cache(key, value, kv_cache, metadata.slot_mapping, kv_scales)
         plan: StepPlan = metadata.backend_data
         output = torch.empty(query.shape, dtype=query.dtype)
         if kv_scales is None:
@@ -153,6 +150,15 @@ class CpuAttentionBackend(AttentionBackend):
             enable_gqa=self.spec.num_heads != self.spec.num_kv_heads,
         )
         return output[0].transpose(0, 1)
+
+
+def write_kv_cache(key, value, kv_cache, slot_mapping, kv_scales=None) -> None:
+    """Store a step's new keys and values in their slots: one C++ call for a cache in the model's dtype (the
+    strided slices of a fused projection as they are), the reference's quantize-and-copy for an fp8 cache."""
+    if is_fp8(kv_cache.dtype):
+        reference.write_kv_cache(key, value, kv_cache, slot_mapping, kv_scales)
+    else:
+        load_kernels().write_kv_cache(key, value, kv_cache[0], kv_cache[1], slot_mapping)
 
 
 def _round_through_fp8(tensor: torch.Tensor, scale: torch.Tensor, cache_dtype: torch.dtype) -> torch.Tensor:
