@@ -54,10 +54,9 @@ class SiluAndMul(ActAndMul):
             cpu_kernels.load_kernels()  # built (once per machine) while the model loads, not in its first step
 
     def forward(self, gate_up: torch.Tensor) -> torch.Tensor:
-        if gate_up.dtype == torch.float32 and gate_up.device.type == "cpu" and not torch.is_grad_enabled():
-            kernels = cpu_kernels.load_kernels()
-            if kernels is not None:
-                return kernels.silu_and_mul(gate_up, cpu_kernels.silu_vector_block())
+        kernels = cpu_kernels.kernels_for(gate_up)
+        if kernels is not None:
+            return kernels.silu_and_mul(gate_up, cpu_kernels.silu_vector_block())
         return super().forward(gate_up)
 
 

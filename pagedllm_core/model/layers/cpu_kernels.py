@@ -51,6 +51,13 @@ def load_kernels() -> ModuleType | None:
         return None
 
 
+def kernels_for(rows: torch.Tensor) -> ModuleType | None:
+    """The kernels when ``rows`` are float32 on a CPU outside autograd (what they compute), else None."""
+    if rows.dtype == torch.float32 and rows.device.type == "cpu" and not torch.is_grad_enabled():
+        return load_kernels()
+    return None
+
+
 @functools.cache
 def silu_vector_block() -> int:
     """How many values of a row torch's silu takes per vectorised step (0: none), for ``silu_and_mul``."""

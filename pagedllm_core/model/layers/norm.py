@@ -31,7 +31,7 @@ class RMSNorm(nn.Module):
         self, hidden_states: torch.Tensor, residual: torch.Tensor | None = None
     ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
         # hidden_states, residual: [num_tokens, hidden_size]
-        kernels = self._cpu_kernels(hidden_states)
+        kernels = cpu_kernels.kernels_for(hidden_states)
         if residual is None:
             if kernels is not None:
                 return kernels.rms_norm(hidden_states, self.weight, self.eps)
@@ -40,11 +40,6 @@ class RMSNorm(nn.Module):
             return kernels.fused_add_rms_norm(hidden_states, residual, self.weight, self.eps), residual
         residual = residual + hidden_states
         return self._norm(residual), residual
-
-    def _cpu_kernels(self, hidden_states: torch.Tensor):
-        if hidden_states.dtype == torch.float32 and hidden_states.device.type == "cpu" and not torch.is_grad_enabled():
-            return cpu_kernels.load_kernels()
-        return None
 
     def _norm(self, hidden_states: torch.Tensor) -> torch.Tensor:
         if hidden_states.dtype == torch.float32:

@@ -88,10 +88,9 @@ class RotaryEmbedding(nn.Module):
         rotation ``[x1 cos - x2 sin, x2 cos + x1 sin]`` with the same roundings (negation is exact),
         in four kernels rather than seven; float32 rows on a CPU, outside autograd, in one C++ call
         (:mod:`~pagedllm_core.model.layers.cpu_kernels`) with the same roundings."""
-        if heads.dtype == torch.float32 and heads.device.type == "cpu" and not torch.is_grad_enabled():
-            kernels = cpu_kernels.load_kernels()
-            if kernels is not None:
-                return kernels.rotate_heads(heads, cos, sin)
+        kernels = cpu_kernels.kernels_for(heads)
+        if kernels is not None:
+            return kernels.rotate_heads(heads, cos, sin)
         num_tokens = heads.shape[0]
         heads = heads.unflatten(-1, (-1, self.head_size))  # [num_tokens, num_heads, head_size]
         swapped = heads.roll(self.head_size // 2, dims=-1).mul_(sin)
