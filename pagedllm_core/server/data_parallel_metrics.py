@@ -12,6 +12,17 @@ from pagedllm_core.server.data_parallel import DataParallelEngine, prefix_cache_
 from pagedllm_core.server.metrics import PREFIX
 
 
+# (name, kind, help) of every per-replica series.
+FAMILIES = [
+    ("dp_replica_healthy", GaugeMetricFamily, "1 while the replica serves, 0 once it has died."),
+    ("dp_requests_routed", CounterMetricFamily, "Requests the router sent to the replica."),
+    ("dp_num_requests_in_flight", GaugeMetricFamily, "Requests routed to the replica and not finished."),
+    ("dp_prefix_cache_queries", CounterMetricFamily, "Prompt tokens the replica looked up in its prefix cache."),
+    ("dp_prefix_cache_hits", CounterMetricFamily, "Looked-up tokens the replica found in its prefix cache."),
+    ("dp_prefix_cache_hit_rate", GaugeMetricFamily, "The replica's prefix cache hits / queries since start."),
+]
+
+
 class ReplicaCollector:
     """Read at scrape time from each replica's bookkeeping and its engine's own stats snapshot."""
 
@@ -20,28 +31,7 @@ class ReplicaCollector:
 
     def collect(self):
         families = {
-            "dp_replica_healthy": GaugeMetricFamily(
-                PREFIX + "dp_replica_healthy", "1 while the replica serves, 0 once it has died.", labels=["engine"]
-            ),
-            "dp_requests_routed": CounterMetricFamily(
-                PREFIX + "dp_requests_routed", "Requests the router sent to the replica.", labels=["engine"]
-            ),
-            "dp_num_requests_in_flight": GaugeMetricFamily(
-                PREFIX + "dp_num_requests_in_flight", "Requests routed to the replica and not finished.",
-                labels=["engine"],
-            ),
-            "dp_prefix_cache_queries": CounterMetricFamily(
-                PREFIX + "dp_prefix_cache_queries", "Prompt tokens the replica looked up in its prefix cache.",
-                labels=["engine"],
-            ),
-            "dp_prefix_cache_hits": CounterMetricFamily(
-                PREFIX + "dp_prefix_cache_hits", "Looked-up tokens the replica found in its prefix cache.",
-                labels=["engine"],
-            ),
-            "dp_prefix_cache_hit_rate": GaugeMetricFamily(
-                PREFIX + "dp_prefix_cache_hit_rate", "The replica's prefix cache hits / queries since start.",
-                labels=["engine"],
-            ),
+            name: kind(PREFIX + name, documentation, labels=["engine"]) for name, kind, documentation in FAMILIES
         }
         for replica in self.engine.replicas:
             stats = replica.engine.stats()

@@ -1,8 +1,8 @@
 import pytest
 import torch
 
+from pagedllm_attention_cpu import backend as cpu_backend
 from pagedllm_attention_cpu.backend import CpuAttentionBackend
-from pagedllm_attention_cpu.kernels import load_kernels
 from pagedllm_core.attention.backend import AttentionSpec
 from pagedllm_core.attention.conformance import (
     CACHE_WRITE_CASES,
@@ -68,25 +68,21 @@ def test_reports_why_it_cannot_run():
     assert any("cpu only" in reason for reason in reasons)
 
 
-def write_with_the_kernel(key, value, kv_cache, slot_mapping):
-    load_kernels().write_kv_cache(key, value, kv_cache[0], kv_cache[1], slot_mapping)
-
-
 @pytest.mark.parametrize("case", [case for case in CACHE_WRITE_CASES if case[0] == case[1]])
 def test_cache_write_matches_reference(case):
-    check_cache_write(write_with_the_kernel, case)
+    check_cache_write(cpu_backend.write_kv_cache, case)
 
 
 @pytest.mark.parametrize("dtype", list(TOLERANCES))
 def test_cache_write_of_strided_keys_and_values(dtype):
-    check_cache_write_of_strided_inputs(write_with_the_kernel, dtype)
+    check_cache_write_of_strided_inputs(cpu_backend.write_kv_cache, dtype)
 
 
 def test_cache_write_rejects_a_slot_outside_the_cache():
     kv_cache = torch.zeros(2, 4, 16, 2, 64)
     key = torch.randn(1, 2, 64)
     with pytest.raises(RuntimeError, match="slot 64 is outside the cache's 64 slots"):
-        write_with_the_kernel(key, key, kv_cache, torch.tensor([64]))
+        cpu_backend.write_kv_cache(key, key, kv_cache, torch.tensor([64]))
     assert not kv_cache.any()
 
 
