@@ -33,12 +33,11 @@ def add_quantize_parser(commands) -> None:
         help="weights per quantization group (default: 128, or the largest of 64/32 dividing every layer's input size)",
     )
     awq.add_argument("--no-clip", dest="clip", action="store_false", help="skip the search for each group's clipping range")
-    w8a8 = parser.add_argument_group("w8a8")
-    w8a8.add_argument(
+    parser.add_argument(
         "--quantize-lm-head",
         action="store_true",
-        help="quantize the output layer too (llm-compressor leaves it out; a tied one becomes an int8 copy of the "
-        "embedding): faster batched steps, logits rounded a little more",
+        help="quantize the output layer too (AutoAWQ and llm-compressor leave it out; a tied one becomes a quantized "
+        "copy of the embedding): faster steps, logits rounded a little more",
     )
     parser.set_defaults(handler=run_quantize)
 

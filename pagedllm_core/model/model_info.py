@@ -37,7 +37,8 @@ def resolve_model_info(config: EngineConfig) -> ModelInfo:
     device = resolve_device(config.device)
     source = loader.resolve_model_source(config)
     hf_config = loader.load_hf_config(source)
-    dtype = fit_dtype_to_device(config, loader.resolve_dtype(config.dtype, hf_config, source), device)
+    quantized = config.quantization != "none" and (source.is_gguf or _quantization_config(hf_config) is not None)
+    dtype = fit_dtype_to_device(config, loader.resolve_dtype(config.dtype, hf_config, source), device, quantized)
     max_model_len = resolve_max_model_len(config, loader.context_length(hf_config))
     return ModelInfo(source, hf_config, dtype, device, max_model_len)
 
@@ -51,22 +52,43 @@ def resolve_device(name: str) -> torch.device:
 
 
 @functools.cache
+def _cpu_flags() -> frozenset[str]:
+    try:
+        return frozenset(Path("/proc/cpuinfo").read_text().split())
+    except OSError:
+        return frozenset()
+
+
 def cpu_has_native_bfloat16() -> bool:
     """Whether this CPU multiplies bfloat16 in hardware (AMX or AVX-512 BF16); without it torch
     emulates bfloat16 matmuls, which is many times slower than float32."""
-    try:
-        flags = Path("/proc/cpuinfo").read_text().split()
-    except OSError:
-        return False
-    return "amx_bf16" in flags or "avx512_bf16" in flags
+    return bool({"amx_bf16", "avx512_bf16"} & _cpu_flags())
 
 
-def fit_dtype_to_device(config: EngineConfig, dtype: torch.dtype, device: torch.device) -> torch.dtype:
-    """With ``dtype="auto"``, run in float32 on a CPU that has no fast half-precision matmuls."""
-    if config.dtype != "auto" or device.type != "cpu" or dtype == torch.float32 or cpu_has_native_bfloat16():
+def cpu_has_native_float16() -> bool:
+    """Whether this CPU multiplies float16 in hardware (AMX-FP16 or AVX-512 FP16); CPUs with native
+    bfloat16 but not these emulate float16."""
+    return bool({"amx_fp16", "avx512_fp16"} & _cpu_flags())
+
+
+def fit_dtype_to_device(config: EngineConfig, dtype: torch.dtype, device: torch.device, quantized: bool) -> torch.dtype:
+    """With ``dtype="auto"`` on a CPU, run in float32 unless the CPU multiplies the half dtype natively.
+
+    A quantized checkpoint (GGUF blocks, AWQ, W8A8) runs in float32 on every CPU: the quantization plugins'
+    CPU kernels take float32 activations, as llama.cpp's do, and in a half dtype ``auto`` would turn them off.
+    """
+    if config.dtype != "auto" or device.type != "cpu" or dtype == torch.float32:
         return dtype
-    logger.info("dtype auto: this CPU has no native bfloat16 matmuls, so the model runs in float32")
+    native = cpu_has_native_bfloat16() if dtype == torch.bfloat16 else cpu_has_native_float16()
+    if native and not quantized:
+        return dtype
+    reason = "its quantized layers' CPU kernels compute in float32" if quantized else f"this CPU has no native {dtype} matmuls"
+    logger.info("dtype auto: %s, so the model runs in float32", reason)
     return torch.float32
+
+
+def _quantization_config(hf_config):
+    return getattr(hf_config, "quantization_config", None)
 
 
 def resolve_max_model_len(config: EngineConfig, model_context: int) -> int:

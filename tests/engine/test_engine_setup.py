@@ -86,10 +86,42 @@ def test_auto_dtype_avoids_emulated_bfloat16_on_the_cpu(monkeypatch):
     cpu = torch.device("cpu")
     auto, explicit = EngineConfig.build(dtype="auto"), EngineConfig.build(dtype="bfloat16")
     monkeypatch.setattr(model_setup, "cpu_has_native_bfloat16", lambda: False)
-    assert model_setup.fit_dtype_to_device(auto, torch.bfloat16, cpu) == torch.float32
-    assert model_setup.fit_dtype_to_device(explicit, torch.bfloat16, cpu) == torch.bfloat16
+    monkeypatch.setattr(model_setup, "cpu_has_native_float16", lambda: False)
+    assert model_setup.fit_dtype_to_device(auto, torch.bfloat16, cpu, quantized=False) == torch.float32
+    assert model_setup.fit_dtype_to_device(explicit, torch.bfloat16, cpu, quantized=False) == torch.bfloat16
     monkeypatch.setattr(model_setup, "cpu_has_native_bfloat16", lambda: True)
-    assert model_setup.fit_dtype_to_device(auto, torch.bfloat16, cpu) == torch.bfloat16
+    assert model_setup.fit_dtype_to_device(auto, torch.bfloat16, cpu, quantized=False) == torch.bfloat16
+    # Native bfloat16 does not make float16 native (AVX-512 BF16 CPUs emulate float16).
+    assert model_setup.fit_dtype_to_device(auto, torch.float16, cpu, quantized=False) == torch.float32
+    monkeypatch.setattr(model_setup, "cpu_has_native_float16", lambda: True)
+    assert model_setup.fit_dtype_to_device(auto, torch.float16, cpu, quantized=False) == torch.float16
+
+
+def test_auto_dtype_runs_quantized_checkpoints_in_float32_on_the_cpu(monkeypatch):
+    import torch
+
+    from pagedllm_core.config import EngineConfig
+    from pagedllm_core.model import model_info as model_setup
+
+    cpu, auto = torch.device("cpu"), EngineConfig.build(dtype="auto")
+    monkeypatch.setattr(model_setup, "cpu_has_native_bfloat16", lambda: True)
+    # Even where bfloat16 is native: the quantization plugins' CPU kernels take float32 activations.
+    assert model_setup.fit_dtype_to_device(auto, torch.bfloat16, cpu, quantized=True) == torch.float32
+    assert model_setup.fit_dtype_to_device(EngineConfig.build(dtype="bfloat16"), torch.bfloat16, cpu, quantized=True) == torch.bfloat16
+    # On a GPU the checkpoint's dtype stays.
+    assert model_setup.fit_dtype_to_device(auto, torch.bfloat16, torch.device("cuda"), quantized=True) == torch.bfloat16
+
+
+def test_the_default_gguf_model_runs_its_blocks_with_dtype_auto():
+    import torch
+
+    from pagedllm_core.config import EngineConfig
+    from pagedllm_core.model.model_info import cpu_has_native_bfloat16, resolve_model_info
+
+    assert resolve_model_info(EngineConfig.build()).dtype == torch.float32
+    # Dequantized to dense layers, the GGUF is a bfloat16 model where the CPU multiplies bfloat16 natively.
+    dense = torch.bfloat16 if cpu_has_native_bfloat16() else torch.float32
+    assert resolve_model_info(EngineConfig.build(quantization="none")).dtype == dense
 
 
 def test_auto_backend_takes_the_compiled_cpu_backend_when_installed(tiny_model_dir):

@@ -55,7 +55,7 @@ def test_the_checkpoint_has_autoawq_s_layout(checkpoints):
     awq, _ = checkpoints
     config = json.loads((awq / "config.json").read_text())["quantization_config"]
     assert config == {"quant_method": "awq", "bits": 4, "group_size": 64, "zero_point": True, "version": "gemm",
-                      "modules_to_not_convert": None}
+                      "modules_to_not_convert": None, "lm_head": False}
     with safe_open(awq / "model.safetensors", framework="pt") as checkpoint:
         prefix = "model.layers.0.mlp.gate_proj"
         assert checkpoint.get_tensor(f"{prefix}.qweight").shape == (64, 128 // 8)  # [in, out / 8]
@@ -119,6 +119,23 @@ def test_the_quantize_command_writes_a_checkpoint_that_loads(tmp_path):
     assert json.loads((tmp_path / "awq" / "config.json").read_text())["quantization_config"]["group_size"] == 32
     llm = LLM(model=str(tmp_path / "awq"), dtype="float32", max_model_len=256)
     assert len(greedy_tokens(llm)[0]) == 32
+
+
+@pytest.mark.parametrize("tied", [True, False])
+def test_a_quantized_lm_head_runs_from_4_bits_and_equals_the_dequantized_model(tmp_path, tied):
+    float_model = build_tiny_model(tmp_path / "float", "LlamaForCausalLM", seed=5, tie_word_embeddings=tied)
+    assert main(["quantize", "--method", "awq", "--quantize-lm-head", "--group-size", "32", str(float_model),
+                 str(tmp_path / "awq")]) == 0
+    config = json.loads((tmp_path / "awq" / "config.json").read_text())
+    assert config["quantization_config"]["lm_head"] is True and config["tie_word_embeddings"] is False
+    write_dequantized_checkpoint(tmp_path / "awq", tmp_path / "dense")
+
+    quantized_llm = LLM(model=str(tmp_path / "awq"), dtype="float32", max_model_len=256)
+    model = model_of(quantized_llm)
+    assert isinstance(model.lm_head, AWQLinear)
+    assert model.model.embed_tokens.weight.dtype == torch.float32  # the embedding stays dense
+    dense_llm = LLM(model=str(tmp_path / "dense"), quantization="none", dtype="float32", max_model_len=256)
+    assert greedy_tokens(quantized_llm) == greedy_tokens(dense_llm)
 
 
 def test_a_group_size_that_does_not_divide_the_layers_is_refused(tmp_path):

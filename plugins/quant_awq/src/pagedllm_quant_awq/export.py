@@ -15,10 +15,11 @@ WEIGHTS_FILE = "model.safetensors"
 PACKED = ("qweight", "qzeros", "scales")
 
 
-def awq_quantization_config(group_size: int) -> dict:
-    """``quantization_config`` as AutoAWQ writes it (what vLLM and our ``awq`` method read)."""
+def awq_quantization_config(group_size: int, lm_head: bool) -> dict:
+    """``quantization_config`` as AutoAWQ writes it (what vLLM and our ``awq`` method read), with ``lm_head``
+    saying whether the output layer is quantized too (the key GPTQ checkpoints and vLLM's Marlin AWQ use)."""
     return {"quant_method": "awq", "bits": 4, "group_size": group_size, "zero_point": True, "version": "gemm",
-            "modules_to_not_convert": None}
+            "modules_to_not_convert": None, "lm_head": lm_head}
 
 
 def packed_tensors(quantized: QuantizedWeight) -> dict[str, torch.Tensor]:
@@ -33,7 +34,11 @@ def packed_tensors(quantized: QuantizedWeight) -> dict[str, torch.Tensor]:
 def write_awq_checkpoint(
     model: nn.Module, tokenizer, quantized: dict[str, QuantizedWeight], group_size: int, out: Path
 ) -> None:
-    """``model``'s float tensors in float16 with the ``quantized`` layers' weights replaced by their packed form."""
+    """``model``'s float tensors in float16 with the ``quantized`` layers' weights replaced by their packed form.
+
+    A quantized ``lm_head`` of a model with tied embeddings is written as its own tensors, and the config unties
+    them: the embedding stays float16.
+    """
     from safetensors.torch import save_file
 
     tensors = {}
@@ -45,7 +50,9 @@ def write_awq_checkpoint(
             tensors[name] = tensor.to(torch.float16).contiguous()
     out.mkdir(parents=True, exist_ok=True)
     save_file(tensors, str(out / WEIGHTS_FILE), metadata={"format": "pt"})
-    model.config.quantization_config = awq_quantization_config(group_size)
+    if "lm_head" in quantized:
+        model.config.tie_word_embeddings = False
+    model.config.quantization_config = awq_quantization_config(group_size, lm_head="lm_head" in quantized)
     model.config.dtype = torch.float16
     model.config.save_pretrained(out)
     if model.generation_config is not None:

@@ -23,11 +23,13 @@ def to_kernel_layout(
     kernels: ModuleType, qweight: torch.Tensor, qzeros: torch.Tensor, scales: torch.Tensor
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """The checkpoint's ``(qweight, qzeros, scales)`` rearranged for ``awq_linear`` (still 4-bit): columns in
-    blocks of 64 whose nibbles unpack to consecutive columns, padded to a whole block (see the C++ source)."""
-    out_features = scales.shape[1]
-    padded = -(-out_features // BLOCK_COLUMNS) * BLOCK_COLUMNS
+    blocks of 64 whose nibbles unpack to consecutive columns, padded to a whole block, each block's rows
+    together (see the C++ source)."""
+    num_groups, out_features = scales.shape
+    num_blocks = -(-out_features // BLOCK_COLUMNS)
+    padded_scales = torch.nn.functional.pad(scales.to(torch.float16), (0, num_blocks * BLOCK_COLUMNS - out_features))
     return (
         kernels.awq_repack(qweight.contiguous(), out_features),
         kernels.awq_repack(qzeros.contiguous(), out_features),
-        torch.nn.functional.pad(scales.to(torch.float16), (0, padded - out_features)).contiguous(),
+        padded_scales.view(num_groups, num_blocks, BLOCK_COLUMNS).transpose(0, 1).contiguous(),
     )

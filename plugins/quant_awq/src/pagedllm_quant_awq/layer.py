@@ -75,16 +75,17 @@ class AWQLinear(QuantizedLinear):
         self._cpu_kernels = cpu_kernels
 
     def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
-        # hidden_states: [..., in_features] -> [..., out_features]
-        rows = hidden_states.reshape(-1, self.in_features)
+        # hidden_states: [..., in_features] -> [..., out_features]. A decode step calls this for every projection
+        # of every layer, so a float32 model's CPU path is the kernel call alone.
         if self._cpu_kernels is not None:
             # The kernel computes in float32; activations are small, so other model dtypes convert at the edges.
             output = self._cpu_kernels.awq_linear(
-                rows.float().contiguous(), self.qweight, self.qzeros, self.scales, self.group_size,
-                self.out_features, self.bias,
-            ).to(hidden_states.dtype)
-        else:
-            from pagedllm_quant_awq.triton_gemm import awq_gemm
+                hidden_states.float(), self.qweight, self.qzeros, self.scales, self.group_size, self.out_features,
+                self.bias,
+            )
+            return output if hidden_states.dtype == torch.float32 else output.to(hidden_states.dtype)
+        from pagedllm_quant_awq.triton_gemm import awq_gemm
 
-            output = awq_gemm(rows, self.qweight, self.qzeros, self.scales, self.group_size, self.bias)
+        rows = hidden_states.reshape(-1, self.in_features)
+        output = awq_gemm(rows, self.qweight, self.qzeros, self.scales, self.group_size, self.bias)
         return output.view(*hidden_states.shape[:-1], self.out_features)

@@ -17,7 +17,14 @@ import torch
 from torch import nn
 
 from pagedllm_quant_awq.export import write_awq_checkpoint
-from pagedllm_quant_awq.scale_search import ScaleGroup, apply_scales, quantize_weight, search_clip, search_scales
+from pagedllm_quant_awq.scale_search import (
+    QuantizedWeight,
+    ScaleGroup,
+    apply_scales,
+    quantize_weight,
+    search_clip,
+    search_scales,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -31,6 +38,7 @@ class AWQSettings:
 
     group_size: int | None = None  # None: the largest of GROUP_SIZES dividing every layer's input size
     clip: bool = True
+    quantize_lm_head: bool = False  # also the output layer (a tied one becomes a 4-bit copy of the embedding)
     sequence_length: int = 256
     max_sequences: int = 16
 
@@ -168,11 +176,27 @@ def quantize_awq(model: str, out: str | Path, settings: AWQSettings = AWQSetting
                     time.perf_counter() - started)
     quantized = {name: quantize_weight(linear.weight.data, group_size)
                  for name, linear in quantized_linears(float_model).items()}
+    if settings.quantize_lm_head:
+        quantized["lm_head"] = quantize_output_layer(float_model, hidden, group_size, settings.clip)
     write_awq_checkpoint(float_model, tokenizer, quantized, group_size, Path(out))
     logger.info("AWQ: wrote %s in %.0f s", out, time.perf_counter() - started)
     return Path(out)
 
 
+@torch.no_grad()
+def quantize_output_layer(model: nn.Module, hidden: torch.Tensor, group_size: int, clip: bool) -> QuantizedWeight:
+    """The output layer's weight (the token embedding's, when they are tied) rounded to 4 bits per group.
+
+    No scales are searched: the final norm could absorb them, but a tied embedding could not, and the
+    weight is already what the model's other quantized layers read as one row per token. With ``clip``, each
+    group's range is searched on what the layer reads: the final norm of the last layer's calibration output.
+    """
+    lm_head = model.get_output_embeddings()
+    limit = search_clip(lm_head, model.model.norm(hidden), group_size) if clip else None
+    return quantize_weight(lm_head.weight.data, group_size, limit)
+
+
 def quantize_from_args(model: str, out: str, args) -> Path:
-    """``pagedllm quantize --method awq``'s entry point (``--group-size``, ``--no-clip``)."""
-    return quantize_awq(model, out, AWQSettings(group_size=args.group_size, clip=args.clip))
+    """``pagedllm quantize --method awq``'s entry point (``--group-size``, ``--no-clip``, ``--quantize-lm-head``)."""
+    settings = AWQSettings(group_size=args.group_size, clip=args.clip, quantize_lm_head=args.quantize_lm_head)
+    return quantize_awq(model, out, settings)
