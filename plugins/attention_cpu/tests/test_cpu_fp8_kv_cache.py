@@ -36,3 +36,24 @@ def test_fp8_cache_matches_reference(cache_dtype, dtype, seq_lens, query_lens):
 def test_declares_fp8():
     assert torch.float8_e4m3fn in CpuAttentionBackend.supported_kv_cache_dtypes(torch.float32)
     assert torch.float8_e5m2 in CpuAttentionBackend.supported_kv_cache_dtypes(torch.bfloat16)
+
+
+@pytest.mark.parametrize("cache_dtype", [torch.float8_e4m3fn, torch.float8_e5m2])
+def test_every_fp8_byte_reads_as_its_value(cache_dtype):
+    """One cached token: the output is its value row times v_scale, so each of the 256 byte patterns (NaNs,
+    subnormals, both zeros) must widen to exactly torch's float of it."""
+    from pagedllm_attention_cpu.kernels import load_kernels
+
+    head_size = 256
+    keys = torch.zeros(1, 16, 1, head_size, dtype=cache_dtype)
+    values = torch.arange(256, dtype=torch.uint8).view(cache_dtype).reshape(1, 1, 1, head_size).repeat(1, 16, 1, 1)
+    query = torch.randn(1, 1, head_size)
+    output = torch.zeros(1, 1, head_size)
+    v_scale = 0.75  # a scale the kernel must apply after the rows' own factor
+    load_kernels().paged_decode(
+        output, query, keys, values, torch.tensor([0]), torch.zeros(1, 1, dtype=torch.int32),
+        torch.tensor([1], dtype=torch.int32), 0.125, 1.0, v_scale,
+    )
+    expected = values[0, 0, 0].float() * v_scale
+    assert torch.equal(output[0, 0].isnan(), expected.isnan())
+    assert torch.equal(output[0, 0].nan_to_num(), expected.nan_to_num())

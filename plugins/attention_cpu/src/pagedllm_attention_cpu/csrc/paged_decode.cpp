@@ -1,13 +1,13 @@
 // Paged attention for decode rows (one new token per sequence) on the CPU.
 //
-// Each (sequence, KV head) pair is one task: its query heads' scores against every key of the
-// sequence are computed straight from the paged cache (no gather into a padded copy), softmaxed,
-// and used to sum the values. Keys and values are read once per step, which is what bounds decode
-// attention on a CPU. Accumulation is in float32 whatever the cache dtype.
+// Each sequence is one task. KV head by KV head, its rows are read straight from the paged cache (no
+// gather into a padded copy), scored against each query head of the head's group, softmaxed, and
+// used to sum the values. Accumulation is in float32 whatever the cache dtype. The inner loops keep
+// their sums in registers: eight rows' dot products reduced together, 64 output values at a time.
 //
-// An fp8 cache (E4M3 or E5M2 bytes, per-layer scales) is read one token row at a time into float32
-// through a 256-entry table; the key scale is folded into the query and the value scale into the
-// softmax normaliser, so the inner loops are the float32 ones.
+// An fp8 cache (E4M3 or E5M2 bytes, per-layer scales) is widened into float32 rows (Fp8Rows); the
+// key scale is folded into the query and the value scale into the softmax normaliser, so the inner
+// loops are the float32 ones, over a quarter of float32's bytes.
 
 #include <torch/extension.h>
 #include <ATen/Parallel.h>
@@ -17,66 +17,29 @@
 #include <cmath>
 #include <cstring>
 #include <limits>
+#include <type_traits>
 #include <vector>
 
-#if defined(__AVX2__) && defined(__FMA__)
+#if defined(__AVX2__) && defined(__FMA__) && defined(__F16C__)
 #include <immintrin.h>
+#define PAGED_DECODE_AVX2 1
 #endif
 
 namespace {
 
-template <typename scalar_t>
-inline float dot(const float* query, const scalar_t* key, int64_t head_size) {
-  float sum = 0.f;
-#pragma omp simd reduction(+ : sum)
-  for (int64_t d = 0; d < head_size; ++d) sum += query[d] * static_cast<float>(key[d]);
-  return sum;
-}
-
-#if defined(__AVX2__) && defined(__FMA__)
-// float32 keys with a head size that is a multiple of 16: two accumulators halve the FMA latency chain.
-template <>
-inline float dot<float>(const float* query, const float* key, int64_t head_size) {
-  if (head_size % 16) {
-    float sum = 0.f;
-    for (int64_t d = 0; d < head_size; ++d) sum += query[d] * key[d];
-    return sum;
-  }
-  __m256 even = _mm256_setzero_ps(), odd = _mm256_setzero_ps();
-  for (int64_t d = 0; d < head_size; d += 16) {
-    even = _mm256_fmadd_ps(_mm256_loadu_ps(query + d), _mm256_loadu_ps(key + d), even);
-    odd = _mm256_fmadd_ps(_mm256_loadu_ps(query + d + 8), _mm256_loadu_ps(key + d + 8), odd);
-  }
-  const __m256 both = _mm256_add_ps(even, odd);
-  __m128 half = _mm_add_ps(_mm256_castps256_ps128(both), _mm256_extractf128_ps(both, 1));
-  half = _mm_add_ps(half, _mm_movehl_ps(half, half));
-  half = _mm_add_ss(half, _mm_movehdup_ps(half));
-  return _mm_cvtss_f32(half);
-}
-#endif
-
-template <typename scalar_t>
-inline void add_scaled(float* accumulator, const scalar_t* value, float weight, int64_t head_size) {
-#pragma omp simd
-  for (int64_t d = 0; d < head_size; ++d) accumulator[d] += weight * static_cast<float>(value[d]);
-}
-
-// Token rows read in place from a cache in the model's dtype.
+// Token rows read as float32: in place from a float32 cache, otherwise widened into the caller's scratch
+// (floats(offset, count, scratch) gives count values starting at element offset).
 template <typename cache_t>
 struct DirectRows {
+  static constexpr float kRowFactor = 1.f;
   const cache_t* data;
-  const cache_t* row(int64_t offset, float*) const { return data + offset; }
-};
-
-// Token rows of an fp8 cache, widened to float32 into the caller's scratch row.
-struct Fp8Rows {
-  const uint8_t* data;
-  const float* table;
-  int64_t row_size;
-  const float* row(int64_t offset, float* scratch) const {
-    const uint8_t* bytes = data + offset;
-    for (int64_t i = 0; i < row_size; ++i) scratch[i] = table[bytes[i]];
-    return scratch;
+  const float* floats(int64_t offset, int64_t count, float* scratch) const {
+    if constexpr (std::is_same_v<cache_t, float>) {
+      return data + offset;
+    } else {
+      for (int64_t i = 0; i < count; ++i) scratch[i] = static_cast<float>(data[offset + i]);
+      return scratch;
+    }
   }
 };
 
@@ -90,6 +53,144 @@ const float* fp8_table() {
     return values;
   }();
   return table.data();
+}
+
+// Token rows of an fp8 cache, widened to float32 16 bytes at a time through float16 (F16C). An E5M2 byte is
+// the top byte of the float16 of the same value. An E4M3 byte (sign, 4 exponent bits, 3 mantissa bits) in
+// the top byte of a 16-bit word, shifted right by one with its sign repeated and the repeat cleared, is a
+// float16 with the same fields: its value times 2^-8 (the exponent biases are 7 and 15), subnormals
+// included, which the kernel's scales undo (kRowFactor). Both are exact; E4M3's NaNs (0x7F, 0xFF) are set
+// to float16 NaNs, as the shift would make them finite.
+template <typename fp8_t>
+struct Fp8Rows {
+  static constexpr bool kE4M3 = std::is_same_v<fp8_t, c10::Float8_e4m3fn>;
+  // What a row's floats are multiplied by: the scales of the cache are divided by it.
+  static constexpr float kRowFactor = kE4M3 ? 1.f / 256.f : 1.f;
+  const uint8_t* data;
+  const float* floats(int64_t offset, int64_t count, float* scratch) const {
+    const uint8_t* bytes = data + offset;
+    int64_t i = 0;
+#ifdef PAGED_DECODE_AVX2
+    for (; i + 16 <= count; i += 16) {
+      const __m256i words = _mm256_cvtepu8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(bytes + i)));
+      __m256i halves = _mm256_slli_epi16(words, 8);
+      if constexpr (kE4M3) {
+        halves = _mm256_and_si256(_mm256_srai_epi16(halves, 1), _mm256_set1_epi16(static_cast<int16_t>(0xBFFF)));
+        const __m256i nan = _mm256_cmpeq_epi16(_mm256_and_si256(words, _mm256_set1_epi16(0x7F)), _mm256_set1_epi16(0x7F));
+        halves = _mm256_or_si256(halves, nan);
+      }
+      _mm256_storeu_ps(scratch + i, _mm256_cvtph_ps(_mm256_castsi256_si128(halves)));
+      _mm256_storeu_ps(scratch + i + 8, _mm256_cvtph_ps(_mm256_extracti128_si256(halves, 1)));
+    }
+#endif
+    const float* table = fp8_table<fp8_t>();
+    for (; i < count; ++i) scratch[i] = table[bytes[i]] * kRowFactor;
+    return scratch;
+  }
+};
+
+#ifdef PAGED_DECODE_AVX2
+// e^x for 8 lanes, x <= 0 (softmax's shifted scores): 2^n * p(r) with x = n ln 2 + r, |r| <= ln 2 / 2, and p
+// Cephes' degree-6 polynomial: within 2 ulp of std::exp; lanes below -87.3 give 0. Scalar exp over every
+// score took as long as the dot products.
+inline __m256 exp_nonpositive(__m256 x) {
+  x = _mm256_max_ps(x, _mm256_set1_ps(-87.3f));
+  const __m256 n = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(1.44269504088896341f)),
+                                   _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  __m256 r = _mm256_fnmadd_ps(n, _mm256_set1_ps(0.693359375f), x);
+  r = _mm256_fnmadd_ps(n, _mm256_set1_ps(-2.12194440e-4f), r);
+  __m256 p = _mm256_set1_ps(1.9875691500e-4f);
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.3981999507e-3f));
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(8.3334519073e-3f));
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(4.1665795894e-2f));
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.6666665459e-1f));
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(5.0000001201e-1f));
+  p = _mm256_fmadd_ps(p, _mm256_mul_ps(r, r), _mm256_add_ps(r, _mm256_set1_ps(1.f)));
+  const __m256i exponent = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
+  return _mm256_mul_ps(p, _mm256_castsi256_ps(exponent));
+}
+
+// The dot products of `query` with 8 rows (head_size a multiple of 8), as the 8 lanes of the result: each row
+// has its own accumulator, and one transposing reduction adds all eight.
+inline __m256 dot8(const float* query, const float* const* rows, int64_t head_size) {
+  __m256 sums[8];
+  for (int i = 0; i < 8; ++i) sums[i] = _mm256_setzero_ps();
+  for (int64_t d = 0; d < head_size; d += 8) {
+    const __m256 q = _mm256_loadu_ps(query + d);
+    for (int i = 0; i < 8; ++i) sums[i] = _mm256_fmadd_ps(q, _mm256_loadu_ps(rows[i] + d), sums[i]);
+  }
+  // hadd pairs lanes within each 128-bit half; after two rounds half h of pairs[k] holds rows 4k..4k+3's
+  // sums over that half's lanes.
+  const __m256 pairs[2] = {
+      _mm256_hadd_ps(_mm256_hadd_ps(sums[0], sums[1]), _mm256_hadd_ps(sums[2], sums[3])),
+      _mm256_hadd_ps(_mm256_hadd_ps(sums[4], sums[5]), _mm256_hadd_ps(sums[6], sums[7])),
+  };
+  return _mm256_add_ps(_mm256_permute2f128_ps(pairs[0], pairs[1], 0x20), _mm256_permute2f128_ps(pairs[0], pairs[1], 0x31));
+}
+#endif
+
+inline float dot(const float* query, const float* row, int64_t head_size) {
+  float sum = 0.f;
+#pragma omp simd reduction(+ : sum)
+  for (int64_t d = 0; d < head_size; ++d) sum += query[d] * row[d];
+  return sum;
+}
+
+// scores[p] = query . rows[p] for p < count.
+inline void dots(const float* query, const float* const* rows, int64_t count, int64_t head_size, float* scores) {
+  int64_t p = 0;
+#ifdef PAGED_DECODE_AVX2
+  if (head_size % 8 == 0) {
+    for (; p + 8 <= count; p += 8) _mm256_storeu_ps(scores + p, dot8(query, rows + p, head_size));
+  }
+#endif
+  for (; p < count; ++p) scores[p] = dot(query, rows[p], head_size);
+}
+
+// weights[p] = e^(scores[p] - maximum) for p < count; returns their sum.
+inline float exponentials(const float* scores, int64_t count, float maximum, float* weights) {
+  float total = 0.f;
+  int64_t p = 0;
+#ifdef PAGED_DECODE_AVX2
+  __m256 totals = _mm256_setzero_ps();
+  for (; p + 8 <= count; p += 8) {
+    const __m256 weight = exp_nonpositive(_mm256_sub_ps(_mm256_loadu_ps(scores + p), _mm256_set1_ps(maximum)));
+    _mm256_storeu_ps(weights + p, weight);
+    totals = _mm256_add_ps(totals, weight);
+  }
+  alignas(32) float lanes[8];
+  _mm256_store_ps(lanes, totals);
+  for (float lane : lanes) total += lane;
+#endif
+  for (; p < count; ++p) total += weights[p] = std::exp(scores[p] - maximum);
+  return total;
+}
+
+// out[d] = sum over p < count of weights[p] * rows[p][d], d < head_size.
+inline void weighted_sum(const float* weights, const float* const* rows, int64_t count, int64_t head_size, float* out) {
+  int64_t d = 0;
+#ifdef PAGED_DECODE_AVX2
+  // 64 values at a time in 8 registers (the accumulators never leave them), then 8 at a time.
+  for (; d + 64 <= head_size; d += 64) {
+    __m256 sums[8];
+    for (int i = 0; i < 8; ++i) sums[i] = _mm256_setzero_ps();
+    for (int64_t p = 0; p < count; ++p) {
+      const __m256 weight = _mm256_set1_ps(weights[p]);
+      for (int i = 0; i < 8; ++i) sums[i] = _mm256_fmadd_ps(weight, _mm256_loadu_ps(rows[p] + d + 8 * i), sums[i]);
+    }
+    for (int i = 0; i < 8; ++i) _mm256_storeu_ps(out + d + 8 * i, sums[i]);
+  }
+  for (; d + 8 <= head_size; d += 8) {
+    __m256 sum = _mm256_setzero_ps();
+    for (int64_t p = 0; p < count; ++p) sum = _mm256_fmadd_ps(_mm256_set1_ps(weights[p]), _mm256_loadu_ps(rows[p] + d), sum);
+    _mm256_storeu_ps(out + d, sum);
+  }
+#endif
+  for (; d < head_size; ++d) {
+    float sum = 0.f;
+    for (int64_t p = 0; p < count; ++p) sum += weights[p] * rows[p][d];
+    out[d] = sum;
+  }
 }
 
 template <typename scalar_t, typename Rows>
@@ -118,62 +219,44 @@ void paged_decode_kernel(
   const float query_scale = static_cast<float>(scale * k_scale);
   const float value_scale = static_cast<float>(v_scale);
 
-  // One task per sequence: its positions are visited in order, all KV heads of a position together,
-  // so every block is read front to back exactly once for keys and once for values.
+  // One task per sequence. Its token rows (all KV heads) are read front to back once, widened to float32
+  // where the cache holds another dtype; then, KV head by KV head, the head's keys are scored against each
+  // query head of its group and its values summed with each head's softmax weights.
   at::parallel_for(0, num_rows, 1, [&](int64_t begin, int64_t end) {
-    std::vector<float> queries(num_heads * head_size);
-    std::vector<float> accumulators(num_heads * head_size);
-    std::vector<float> normalisers(num_heads);
-    std::vector<float> scores;
-    std::vector<float> scratch(token_stride);
+    std::vector<float> queries(head_size), head_output(head_size), scores, weights;
+    std::vector<float> key_scratch, value_scratch;
+    std::vector<const float*> key_tokens, value_tokens, keys, values;
     for (int64_t row = begin; row < end; ++row) {
       const int64_t token = token_data[row];
       const int64_t seq_len = seq_len_data[row];
       const int32_t* block_table = table_data + row * max_blocks;
-      scores.resize(num_heads * seq_len);
-
+      for (auto* buffer : {&scores, &weights}) buffer->resize(seq_len);
+      for (auto* pointers : {&key_tokens, &value_tokens, &keys, &values}) pointers->resize(seq_len);
+      key_scratch.resize(seq_len * token_stride);
+      value_scratch.resize(seq_len * token_stride);
+      for (int64_t position = 0; position < seq_len; ++position) {
+        const int64_t offset = block_table[position / block_size] * block_stride + (position % block_size) * token_stride;
+        key_tokens[position] = key_rows.floats(offset, token_stride, &key_scratch[position * token_stride]);
+        value_tokens[position] = value_rows.floats(offset, token_stride, &value_scratch[position * token_stride]);
+      }
       const scalar_t* q = query_data + token * query_stride;
-      for (int64_t i = 0; i < num_heads * head_size; ++i) queries[i] = static_cast<float>(q[i]) * query_scale;
-
-      // scores[head * seq_len + position] = q_head . k_position (of the head's KV group)
-      for (int64_t block_index = 0, position = 0; position < seq_len; ++block_index) {
-        const int64_t block_start = block_table[block_index] * block_stride;
-        for (int64_t offset = 0; offset < block_size && position < seq_len; ++offset, ++position) {
-          const auto* keys = key_rows.row(block_start + offset * token_stride, scratch.data());
-          for (int64_t head = 0; head < num_heads; ++head) {
-            scores[head * seq_len + position] =
-                dot(&queries[head * head_size], keys + (head / group_size) * head_size, head_size);
-          }
-        }
-      }
-
-      // Softmax per head; the normaliser is applied once at the end.
-      for (int64_t head = 0; head < num_heads; ++head) {
-        float* head_scores = &scores[head * seq_len];
-        const float maximum = *std::max_element(head_scores, head_scores + seq_len);
-        float total = 0.f;
-        for (int64_t position = 0; position < seq_len; ++position) {
-          head_scores[position] = std::exp(head_scores[position] - maximum);
-          total += head_scores[position];
-        }
-        normalisers[head] = value_scale / total;
-      }
-
-      std::fill(accumulators.begin(), accumulators.end(), 0.f);
-      for (int64_t block_index = 0, position = 0; position < seq_len; ++block_index) {
-        const int64_t block_start = block_table[block_index] * block_stride;
-        for (int64_t offset = 0; offset < block_size && position < seq_len; ++offset, ++position) {
-          const auto* values = value_rows.row(block_start + offset * token_stride, scratch.data());
-          for (int64_t head = 0; head < num_heads; ++head) {
-            add_scaled(&accumulators[head * head_size], values + (head / group_size) * head_size,
-                       scores[head * seq_len + position], head_size);
-          }
-        }
-      }
-
       scalar_t* out = output_data + token * num_heads * head_size;
-      for (int64_t i = 0; i < num_heads * head_size; ++i) {
-        out[i] = static_cast<scalar_t>(accumulators[i] * normalisers[i / head_size]);
+
+      for (int64_t kv_head = 0; kv_head < num_kv_heads; ++kv_head) {
+        for (int64_t position = 0; position < seq_len; ++position) {
+          keys[position] = key_tokens[position] + kv_head * head_size;
+          values[position] = value_tokens[position] + kv_head * head_size;
+        }
+        for (int64_t head = kv_head * group_size; head < (kv_head + 1) * group_size; ++head) {
+          for (int64_t d = 0; d < head_size; ++d) queries[d] = static_cast<float>(q[head * head_size + d]) * query_scale;
+          dots(queries.data(), keys.data(), seq_len, head_size, scores.data());
+          const float maximum = *std::max_element(scores.begin(), scores.end());
+          const float normaliser = value_scale / exponentials(scores.data(), seq_len, maximum, weights.data());
+          weighted_sum(weights.data(), values.data(), seq_len, head_size, head_output.data());
+          for (int64_t d = 0; d < head_size; ++d) {
+            out[head * head_size + d] = static_cast<scalar_t>(head_output[d] * normaliser);
+          }
+        }
       }
     }
   });
@@ -204,13 +287,19 @@ void paged_decode(
   TORCH_CHECK(query.size(1) % key_cache.size(2) == 0, "query heads must divide into KV head groups");
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, query.scalar_type(), "paged_decode", [&] {
     if (fp8) {
-      const float* table = cache_type == at::kFloat8_e4m3fn ? fp8_table<c10::Float8_e4m3fn>()
-                                                             : fp8_table<c10::Float8_e5m2>();
-      const int64_t row_size = key_cache.size(2) * key_cache.size(3);
-      const Fp8Rows keys{static_cast<const uint8_t*>(key_cache.data_ptr()), table, row_size};
-      const Fp8Rows values{static_cast<const uint8_t*>(value_cache.data_ptr()), table, row_size};
-      paged_decode_kernel<scalar_t>(output, query, keys, values, key_cache, token_index, block_tables, seq_lens,
-                                    scale, k_scale, v_scale);
+      const auto with_fp8_rows = [&](auto rows_of) {
+        using Rows = decltype(rows_of);
+        const Rows keys{static_cast<const uint8_t*>(key_cache.data_ptr())};
+        const Rows values{static_cast<const uint8_t*>(value_cache.data_ptr())};
+        // Scaling by a power of two is exact, so the results are those of the rows' true values.
+        paged_decode_kernel<scalar_t>(output, query, keys, values, key_cache, token_index, block_tables, seq_lens,
+                                      scale, k_scale / Rows::kRowFactor, v_scale / Rows::kRowFactor);
+      };
+      if (cache_type == at::kFloat8_e4m3fn) {
+        with_fp8_rows(Fp8Rows<c10::Float8_e4m3fn>{});
+      } else {
+        with_fp8_rows(Fp8Rows<c10::Float8_e5m2>{});
+      }
     } else {
       const DirectRows<scalar_t> keys{key_cache.data_ptr<scalar_t>()};
       const DirectRows<scalar_t> values{value_cache.data_ptr<scalar_t>()};
