@@ -219,33 +219,39 @@ void paged_decode_kernel(
   const float query_scale = static_cast<float>(scale * k_scale);
   const float value_scale = static_cast<float>(v_scale);
 
-  // One task per sequence. Its token rows (all KV heads) are read front to back once, widened to float32
-  // where the cache holds another dtype; then, KV head by KV head, the head's keys are scored against each
-  // query head of its group and its values summed with each head's softmax weights.
-  at::parallel_for(0, num_rows, 1, [&](int64_t begin, int64_t end) {
+  // A task is one sequence, or one KV head of one when there are fewer sequences than threads (a single
+  // stream then uses every core; with more sequences, whole rows read front to back are faster). A task
+  // reads its token rows (its KV heads' part) once, widened to float32 where the cache holds another dtype;
+  // then, KV head by KV head, the head's keys are scored against each query head of its group and its values
+  // summed with each head's softmax weights.
+  const int64_t heads_per_task = num_rows < at::get_num_threads() ? 1 : num_kv_heads;
+  const int64_t tasks_per_row = num_kv_heads / heads_per_task, row_part = heads_per_task * head_size;
+  at::parallel_for(0, num_rows * tasks_per_row, 1, [&](int64_t begin, int64_t end) {
     std::vector<float> queries(head_size), head_output(head_size), scores, weights;
     std::vector<float> key_scratch, value_scratch;
-    std::vector<const float*> key_tokens, value_tokens, keys, values;
-    for (int64_t row = begin; row < end; ++row) {
+    std::vector<const float*> key_parts, value_parts, keys, values;
+    for (int64_t task = begin; task < end; ++task) {
+      const int64_t row = task / tasks_per_row, first_kv_head = task % tasks_per_row * heads_per_task;
       const int64_t token = token_data[row];
       const int64_t seq_len = seq_len_data[row];
       const int32_t* block_table = table_data + row * max_blocks;
       for (auto* buffer : {&scores, &weights}) buffer->resize(seq_len);
-      for (auto* pointers : {&key_tokens, &value_tokens, &keys, &values}) pointers->resize(seq_len);
-      key_scratch.resize(seq_len * token_stride);
-      value_scratch.resize(seq_len * token_stride);
+      for (auto* pointers : {&key_parts, &value_parts, &keys, &values}) pointers->resize(seq_len);
+      key_scratch.resize(seq_len * row_part);
+      value_scratch.resize(seq_len * row_part);
       for (int64_t position = 0; position < seq_len; ++position) {
-        const int64_t offset = block_table[position / block_size] * block_stride + (position % block_size) * token_stride;
-        key_tokens[position] = key_rows.floats(offset, token_stride, &key_scratch[position * token_stride]);
-        value_tokens[position] = value_rows.floats(offset, token_stride, &value_scratch[position * token_stride]);
+        const int64_t offset = block_table[position / block_size] * block_stride +
+                               (position % block_size) * token_stride + first_kv_head * head_size;
+        key_parts[position] = key_rows.floats(offset, row_part, &key_scratch[position * row_part]);
+        value_parts[position] = value_rows.floats(offset, row_part, &value_scratch[position * row_part]);
       }
       const scalar_t* q = query_data + token * query_stride;
       scalar_t* out = output_data + token * num_heads * head_size;
 
-      for (int64_t kv_head = 0; kv_head < num_kv_heads; ++kv_head) {
+      for (int64_t kv_head = first_kv_head; kv_head < first_kv_head + heads_per_task; ++kv_head) {
         for (int64_t position = 0; position < seq_len; ++position) {
-          keys[position] = key_tokens[position] + kv_head * head_size;
-          values[position] = value_tokens[position] + kv_head * head_size;
+          keys[position] = key_parts[position] + (kv_head - first_kv_head) * head_size;
+          values[position] = value_parts[position] + (kv_head - first_kv_head) * head_size;
         }
         for (int64_t head = kv_head * group_size; head < (kv_head + 1) * group_size; ++head) {
           for (int64_t d = 0; d < head_size; ++d) queries[d] = static_cast<float>(q[head * head_size + d]) * query_scale;
