@@ -37,7 +37,20 @@ struct DirectRows {
     if constexpr (std::is_same_v<cache_t, float>) {
       return data + offset;
     } else {
-      for (int64_t i = 0; i < count; ++i) scratch[i] = static_cast<float>(data[offset + i]);
+      const cache_t* values = data + offset;
+      int64_t i = 0;
+#ifdef PAGED_DECODE_AVX2
+      // A bfloat16 is the top half of a float32; float16 widens with F16C.
+      constexpr bool kBFloat16 = std::is_same_v<cache_t, at::BFloat16>;
+      if constexpr (kBFloat16 || std::is_same_v<cache_t, at::Half>) {
+        for (; i + 8 <= count; i += 8) {
+          const __m128i halves = _mm_loadu_si128(reinterpret_cast<const __m128i*>(values + i));
+          _mm256_storeu_ps(scratch + i, kBFloat16 ? _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(halves), 16))
+                                                  : _mm256_cvtph_ps(halves));
+        }
+      }
+#endif
+      for (; i < count; ++i) scratch[i] = static_cast<float>(values[i]);
       return scratch;
     }
   }
@@ -90,9 +103,10 @@ struct Fp8Rows {
 };
 
 #ifdef PAGED_DECODE_AVX2
-// e^x for 8 lanes, x <= 0 (softmax's shifted scores): 2^n * p(r) with x = n ln 2 + r, |r| <= ln 2 / 2, and p
-// Cephes' degree-6 polynomial: within 2 ulp of std::exp; lanes below -87.3 give 0. Scalar exp over every
-// score took as long as the dot products.
+// e^x for 8 lanes, x <= 0 (softmax's shifted scores): 2^n * p(r) with x = n ln 2 + r (ln 2 split in two for
+// an exact r), |r| <= ln 2 / 2, and p Cephes' expf polynomial, good to float32 rounding in that range; lanes
+// below -87.3 give 2^-126 * p, where the softmax weight is negligible. Scalar exp over every score took as
+// long as the dot products.
 inline __m256 exp_nonpositive(__m256 x) {
   x = _mm256_max_ps(x, _mm256_set1_ps(-87.3f));
   const __m256 n = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(1.44269504088896341f)),
