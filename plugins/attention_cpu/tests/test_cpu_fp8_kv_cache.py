@@ -57,3 +57,19 @@ def test_every_fp8_byte_reads_as_its_value(cache_dtype):
     expected = values[0, 0, 0].float() * v_scale
     assert torch.equal(output[0, 0].isnan(), expected.isnan())
     assert torch.equal(output[0, 0].nan_to_num(), expected.nan_to_num())
+
+
+@pytest.mark.parametrize("cache_dtype", [torch.float8_e4m3fn, torch.float8_e5m2])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_the_fp8_cache_write_takes_strided_slices_and_stores_the_reference_s_bytes(cache_dtype, dtype):
+    from pagedllm_attention_cpu.backend import write_kv_cache
+    from pagedllm_core.attention import reference
+
+    step = build_random_step([9, 30], [9, 2], num_heads=4, num_kv_heads=2, head_size=64, block_size=16, dtype=dtype)
+    fused = torch.cat([step.key, step.value], dim=-1) * 40  # some values beyond E4M3's 448 after scaling
+    kv_cache = torch.zeros(step.kv_cache.shape, dtype=cache_dtype)
+    expected = kv_cache.clone()
+    scales = (torch.tensor(0.25), torch.tensor(0.5))
+    write_kv_cache(fused[..., :64], fused[..., 64:], kv_cache, step.metadata.slot_mapping, scales)
+    reference.write_kv_cache(fused[..., :64], fused[..., 64:], expected, step.metadata.slot_mapping, scales)
+    assert torch.equal(kv_cache.view(torch.uint8), expected.view(torch.uint8))

@@ -11,7 +11,6 @@ import torch
 import torch.nn.functional as F
 
 from pagedllm_attention_cpu.kernels import load_kernels
-from pagedllm_core.attention import reference
 from pagedllm_core.attention.backend import AttentionBackend, AttentionSpec
 from pagedllm_core.attention.kv_quant import FP8_DTYPES, dequantize_kv, is_fp8, quantize_kv
 from pagedllm_core.attention.metadata import AttentionMetadata
@@ -153,12 +152,11 @@ class CpuAttentionBackend(AttentionBackend):
 
 
 def write_kv_cache(key, value, kv_cache, slot_mapping, kv_scales=None) -> None:
-    """Store a step's new keys and values in their slots: one C++ call for a cache in the model's dtype (the
-    strided slices of a fused projection as they are), the reference's quantize-and-copy for an fp8 cache."""
-    if is_fp8(kv_cache.dtype):
-        reference.write_kv_cache(key, value, kv_cache, slot_mapping, kv_scales)
-    else:
-        load_kernels().write_kv_cache(key, value, kv_cache[0], kv_cache[1], slot_mapping)
+    """Store a step's new keys and values in their slots with one C++ call (the strided slices of a fused
+    projection as they are): copied into a cache in the model's dtype, quantized into an fp8 one with the
+    layer's ``kv_scales``, to the same bytes as the reference's quantize-and-copy."""
+    k_scale, v_scale = (1.0, 1.0) if kv_scales is None else (float(kv_scales[0]), float(kv_scales[1]))
+    load_kernels().write_kv_cache(key, value, kv_cache[0], kv_cache[1], slot_mapping, k_scale, v_scale)
 
 
 def _round_through_fp8(tensor: torch.Tensor, scale: torch.Tensor, cache_dtype: torch.dtype) -> torch.Tensor:

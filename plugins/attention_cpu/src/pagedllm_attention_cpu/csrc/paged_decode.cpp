@@ -282,6 +282,18 @@ void paged_decode_kernel(
   });
 }
 
+// Head rows of a step's keys or values into cache slots, quantized to an fp8 cache's bytes as the reference
+// does (kv_quant.quantize_kv): x / scale in float32, clamped to the format's finite range, rounded to nearest
+// even (c10's conversion, the one torch's .to() uses), so the bytes are the reference's exactly.
+template <typename fp8_t, typename scalar_t>
+void store_fp8_head(const scalar_t* source, uint8_t* destination, int64_t head_size, float scale) {
+  const float limit = static_cast<float>(std::numeric_limits<fp8_t>::max());
+  for (int64_t i = 0; i < head_size; ++i) {
+    const float scaled = std::clamp(static_cast<float>(source[i]) / scale, -limit, limit);
+    destination[i] = fp8_t(scaled).x;
+  }
+}
+
 }  // namespace
 
 // Fills output[token_index[i]] for each decode row i; every other row of output is left as is.
@@ -329,15 +341,19 @@ void paged_decode(
   });
 }
 
-// Stores key and value [num_tokens, num_kv_heads, head_size] into the slots slot_mapping names, in caches of
-// their dtype [num_blocks, block_size, num_kv_heads, head_size]. Tokens and heads may be strided (slices of a
-// fused projection's output); the values of a head may not.
+
+// Stores key and value [num_tokens, num_kv_heads, head_size] into the slots slot_mapping names, in caches
+// [num_blocks, block_size, num_kv_heads, head_size] of their dtype, or of an fp8 dtype, which holds key / k_scale
+// and value / v_scale. Tokens and heads may be strided (slices of a fused projection's output); the values of a
+// head may not.
 void write_kv_cache(torch::Tensor key, torch::Tensor value, torch::Tensor key_cache, torch::Tensor value_cache,
-                    torch::Tensor slot_mapping) {
+                    torch::Tensor slot_mapping, double k_scale, double v_scale) {
   TORCH_CHECK(key_cache.is_contiguous() && value_cache.is_contiguous(), "the KV cache must be contiguous");
-  TORCH_CHECK(key.scalar_type() == key_cache.scalar_type() && value.scalar_type() == key_cache.scalar_type() &&
-                  value_cache.scalar_type() == key_cache.scalar_type(),
-              "keys, values and the cache must share a dtype");
+  const auto cache_type = key_cache.scalar_type();
+  const bool fp8 = cache_type == at::kFloat8_e4m3fn || cache_type == at::kFloat8_e5m2;
+  TORCH_CHECK(key.scalar_type() == value.scalar_type() && value_cache.scalar_type() == cache_type &&
+                  (fp8 || key.scalar_type() == cache_type),
+              "keys and values must share a dtype, and the cache it or an fp8 one");
   TORCH_CHECK(slot_mapping.scalar_type() == at::kLong && slot_mapping.dim() == 1 && slot_mapping.is_contiguous(),
               "slot_mapping must be a contiguous int64 vector");
   const int64_t num_tokens = slot_mapping.size(0), num_kv_heads = key_cache.size(2), head_size = key_cache.size(3);
@@ -353,22 +369,46 @@ void write_kv_cache(torch::Tensor key, torch::Tensor value, torch::Tensor key_ca
     TORCH_CHECK(slots[token] >= 0 && slots[token] < num_slots, "slot ", slots[token], " is outside the cache's ",
                 num_slots, " slots");
   }
-  const int64_t element_size = key_cache.element_size(), head_bytes = head_size * element_size;
-  const auto copy_heads = [&](const torch::Tensor& rows, torch::Tensor& cache) {
+  // store(source head, destination head) for every token and KV head of `rows`.
+  const auto each_head = [&](const torch::Tensor& rows, torch::Tensor& cache, auto store) {
     const char* source = static_cast<const char*>(rows.data_ptr());
     char* destination = static_cast<char*>(cache.data_ptr());
+    const int64_t source_size = rows.element_size(), cache_size = cache.element_size();
     for (int64_t token = 0; token < num_tokens; ++token) {
       for (int64_t head = 0; head < num_kv_heads; ++head) {
-        std::memcpy(destination + (slots[token] * num_kv_heads + head) * head_bytes,
-                    source + (token * rows.stride(0) + head * rows.stride(1)) * element_size, head_bytes);
+        store(source + (token * rows.stride(0) + head * rows.stride(1)) * source_size,
+              destination + (slots[token] * num_kv_heads + head) * head_size * cache_size);
       }
     }
   };
-  copy_heads(key, key_cache);
-  copy_heads(value, value_cache);
+  if (!fp8) {
+    const int64_t head_bytes = head_size * key_cache.element_size();
+    const auto copy = [&](const char* source, char* destination) { std::memcpy(destination, source, head_bytes); };
+    each_head(key, key_cache, copy);
+    each_head(value, value_cache, copy);
+    return;
+  }
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, key.scalar_type(), "write_kv_cache", [&] {
+    const auto quantize = [&](auto format, float scale) {
+      using fp8_t = decltype(format);
+      return [=](const char* source, char* destination) {
+        store_fp8_head<fp8_t>(reinterpret_cast<const scalar_t*>(source), reinterpret_cast<uint8_t*>(destination),
+                              head_size, scale);
+      };
+    };
+    if (cache_type == at::kFloat8_e4m3fn) {
+      each_head(key, key_cache, quantize(c10::Float8_e4m3fn(), static_cast<float>(k_scale)));
+      each_head(value, value_cache, quantize(c10::Float8_e4m3fn(), static_cast<float>(v_scale)));
+    } else {
+      each_head(key, key_cache, quantize(c10::Float8_e5m2(), static_cast<float>(k_scale)));
+      each_head(value, value_cache, quantize(c10::Float8_e5m2(), static_cast<float>(v_scale)));
+    }
+  });
 }
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, module) {
   module.def("paged_decode", &paged_decode, "Paged attention of one new token per sequence (CPU)");
-  module.def("write_kv_cache", &write_kv_cache, "Store new keys and values in their cache slots (CPU)");
+  module.def("write_kv_cache", &write_kv_cache, "Store new keys and values in their cache slots (CPU)",
+             pybind11::arg("key"), pybind11::arg("value"), pybind11::arg("key_cache"), pybind11::arg("value_cache"),
+             pybind11::arg("slot_mapping"), pybind11::arg("k_scale") = 1.0, pybind11::arg("v_scale") = 1.0);
 }
