@@ -25,7 +25,7 @@ def llm(served, request):
 
 
 def test_chat_and_stream_chat(llm):
-    messages = [ChatMessage(role="system", content="Answer briefly."), ChatMessage(role="user", content=QUESTION)]
+    messages = [ChatMessage(role="system", content="Answer in one word."), ChatMessage(role="user", content=QUESTION)]
     reply = llm.chat(messages)
     assert "Paris" in reply.message.content
     streamed = "".join(chunk.delta for chunk in llm.stream_chat(messages))

@@ -87,12 +87,12 @@ def test_required_tools_streamed_and_the_follow_up_turn(client, served):
 
 def test_responses_create_and_stream(client, served):
     response = client.responses.create(
-        model=served.model, input="What is the capital of France?", instructions="Answer briefly.",
+        model=served.model, input="What is the capital of France?", instructions="Answer in one word.",
         max_output_tokens=24, temperature=0,
     )
     assert "Paris" in response.output_text
     with client.responses.stream(
-        model=served.model, input="What is the capital of France?", instructions="Answer briefly.",
+        model=served.model, input="What is the capital of France?", instructions="Answer in one word.",
         max_output_tokens=24, temperature=0,
     ) as stream:
         deltas = [event.delta for event in stream if event.type == "response.output_text.delta"]
