@@ -37,7 +37,9 @@ def resolve_model_info(config: EngineConfig) -> ModelInfo:
     device = resolve_device(config.device)
     source = loader.resolve_model_source(config)
     hf_config = loader.load_hf_config(source)
-    quantized = config.quantization != "none" and (source.is_gguf or _quantization_config(hf_config) is not None)
+    quantized = config.quantization != "none" and (
+        source.is_gguf or getattr(hf_config, "quantization_config", None) is not None
+    )
     dtype = fit_dtype_to_device(config, loader.resolve_dtype(config.dtype, hf_config, source), device, quantized)
     max_model_len = resolve_max_model_len(config, loader.context_length(hf_config))
     return ModelInfo(source, hf_config, dtype, device, max_model_len)
@@ -82,13 +84,12 @@ def fit_dtype_to_device(config: EngineConfig, dtype: torch.dtype, device: torch.
     native = cpu_has_native_bfloat16() if dtype == torch.bfloat16 else cpu_has_native_float16()
     if native and not quantized:
         return dtype
-    reason = "its quantized layers' CPU kernels compute in float32" if quantized else f"this CPU has no native {dtype} matmuls"
+    if quantized:
+        reason = "its quantized layers' CPU kernels compute in float32"
+    else:
+        reason = f"this CPU has no native {dtype} matmuls"
     logger.info("dtype auto: %s, so the model runs in float32", reason)
     return torch.float32
-
-
-def _quantization_config(hf_config):
-    return getattr(hf_config, "quantization_config", None)
 
 
 def resolve_max_model_len(config: EngineConfig, model_context: int) -> int:

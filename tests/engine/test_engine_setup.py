@@ -107,7 +107,8 @@ def test_auto_dtype_runs_quantized_checkpoints_in_float32_on_the_cpu(monkeypatch
     monkeypatch.setattr(model_setup, "cpu_has_native_bfloat16", lambda: True)
     # Even where bfloat16 is native: the quantization plugins' CPU kernels take float32 activations.
     assert model_setup.fit_dtype_to_device(auto, torch.bfloat16, cpu, quantized=True) == torch.float32
-    assert model_setup.fit_dtype_to_device(EngineConfig.build(dtype="bfloat16"), torch.bfloat16, cpu, quantized=True) == torch.bfloat16
+    explicit = EngineConfig.build(dtype="bfloat16")
+    assert model_setup.fit_dtype_to_device(explicit, torch.bfloat16, cpu, quantized=True) == torch.bfloat16
     # On a GPU the checkpoint's dtype stays.
     assert model_setup.fit_dtype_to_device(auto, torch.bfloat16, torch.device("cuda"), quantized=True) == torch.bfloat16
 
