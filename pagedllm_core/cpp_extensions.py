@@ -10,6 +10,8 @@ import platform
 from pathlib import Path
 from types import ModuleType
 
+from pagedllm_core.cpu_flags import cpu_flags
+
 
 def compiler_flags() -> list[str]:
     """Optimise for the vector units every x86-64 machine of the last decade has (AVX2, FMA, F16C), plus
@@ -18,22 +20,11 @@ def compiler_flags() -> list[str]:
     flags = ["-O3", "-fopenmp"]
     if platform.machine() in ("x86_64", "AMD64"):
         flags += ["-mavx2", "-mfma", "-mf16c"]
-        cpu_flags = _cpu_flags()
-        if "avx_vnni" in cpu_flags:
+        if "avx_vnni" in cpu_flags():
             flags.append("-mavxvnni")
-        elif {"avx512_vnni", "avx512vl"} <= cpu_flags:
+        elif {"avx512_vnni", "avx512vl"} <= cpu_flags():
             flags += ["-mavx512vnni", "-mavx512vl"]
     return flags
-
-
-@functools.cache
-def _cpu_flags() -> set[str]:
-    """The instruction-set flags Linux lists for this CPU (empty elsewhere)."""
-    try:
-        cpuinfo = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return set()
-    return {flag for line in cpuinfo.splitlines() if line.startswith("flags") for flag in line.split(":", 1)[1].split()}
 
 
 @functools.cache

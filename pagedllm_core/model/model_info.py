@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-import functools
 import logging
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import torch
 
 from pagedllm_core.config import EngineConfig
+from pagedllm_core.cpu_flags import cpu_flags
 from pagedllm_core.errors import ConfigError
 from pagedllm_core.model import loader
 from pagedllm_core.model.source import ModelSource
@@ -53,24 +52,16 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-@functools.cache
-def _cpu_flags() -> frozenset[str]:
-    try:
-        return frozenset(Path("/proc/cpuinfo").read_text().split())
-    except OSError:
-        return frozenset()
-
-
 def cpu_has_native_bfloat16() -> bool:
     """Whether this CPU multiplies bfloat16 in hardware (AMX or AVX-512 BF16); without it torch
     emulates bfloat16 matmuls, which is many times slower than float32."""
-    return bool({"amx_bf16", "avx512_bf16"} & _cpu_flags())
+    return bool({"amx_bf16", "avx512_bf16"} & cpu_flags())
 
 
 def cpu_has_native_float16() -> bool:
     """Whether this CPU multiplies float16 in hardware (AMX-FP16 or AVX-512 FP16); CPUs with native
     bfloat16 but not these emulate float16."""
-    return bool({"amx_fp16", "avx512_fp16"} & _cpu_flags())
+    return bool({"amx_fp16", "avx512_fp16"} & cpu_flags())
 
 
 def fit_dtype_to_device(config: EngineConfig, dtype: torch.dtype, device: torch.device, quantized: bool) -> torch.dtype:

@@ -31,7 +31,6 @@ namespace {
 // (floats(offset, count, scratch) gives count values starting at element offset).
 template <typename cache_t>
 struct DirectRows {
-  static constexpr float kRowFactor = 1.f;
   const cache_t* data;
   const float* floats(int64_t offset, int64_t count, float* scratch) const {
     if constexpr (std::is_same_v<cache_t, float>) {
