@@ -208,45 +208,104 @@ struct Q6_K {
   }
 };
 
-// A group's 32 quants as int32, in 4 registers of 8, for the float32 path. The formats whose quants are
-// bytes in the block (Q4_0, Q4_1 and Q8_0) widen them straight from memory, in fewer instructions than from
-// `quants`' register.
+inline float horizontal_sum(__m256 v) {
+  __m128 half = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+  half = _mm_add_ps(half, _mm_movehl_ps(half, half));
+  half = _mm_add_ss(half, _mm_movehdup_ps(half));
+  return _mm_cvtss_f32(half);
+}
+
+// The float32 path's vectors: 16 floats where the CPU has AVX-512 (the extension is built for the machine
+// that runs it), else 8. A group of 32 weights fills kGroupVectors of them. Only the width differs: each
+// weight and each product is computed the same way, and the sums in another order.
+#ifdef __AVX512F__
+using Floats = __m512;
+using Int32s = __m512i;
+constexpr int kLanes = 16;
+inline Floats load_floats(const float* values) { return _mm512_loadu_ps(values); }
+inline void store_floats(float* values, Floats v) { _mm512_storeu_ps(values, v); }
+inline Floats broadcast(float value) { return _mm512_set1_ps(value); }
+inline Floats zero_floats() { return _mm512_setzero_ps(); }
+inline Floats add(Floats a, Floats b) { return _mm512_add_ps(a, b); }
+inline Floats multiply(Floats a, Floats b) { return _mm512_mul_ps(a, b); }
+inline Floats multiply_add(Floats a, Floats b, Floats c) { return _mm512_fmadd_ps(a, b, c); }
+inline Floats to_floats(Int32s v) { return _mm512_cvtepi32_ps(v); }
+inline float lane_sum(Floats v) { return _mm512_reduce_add_ps(v); }
+// kLanes bytes (of a register, or at an address) as int32, signed or not.
+inline Int32s widen_bytes(__m128i bytes, bool is_signed) {
+  return is_signed ? _mm512_cvtepi8_epi32(bytes) : _mm512_cvtepu8_epi32(bytes);
+}
+inline Int32s widen_bytes_at(const uint8_t* bytes, bool is_signed) {
+  return widen_bytes(_mm_loadu_si128(reinterpret_cast<const __m128i*>(bytes)), is_signed);
+}
+inline Int32s low_nibbles(Int32s v) { return _mm512_and_si512(v, _mm512_set1_epi32(0x0F)); }
+inline Int32s high_nibbles(Int32s v) { return _mm512_srli_epi32(v, 4); }
+#else
+using Floats = __m256;
+using Int32s = __m256i;
+constexpr int kLanes = 8;
+inline Floats load_floats(const float* values) { return _mm256_loadu_ps(values); }
+inline void store_floats(float* values, Floats v) { _mm256_storeu_ps(values, v); }
+inline Floats broadcast(float value) { return _mm256_set1_ps(value); }
+inline Floats zero_floats() { return _mm256_setzero_ps(); }
+inline Floats add(Floats a, Floats b) { return _mm256_add_ps(a, b); }
+inline Floats multiply(Floats a, Floats b) { return _mm256_mul_ps(a, b); }
+inline Floats multiply_add(Floats a, Floats b, Floats c) { return _mm256_fmadd_ps(a, b, c); }
+inline Floats to_floats(Int32s v) { return _mm256_cvtepi32_ps(v); }
+inline float lane_sum(Floats v) { return horizontal_sum(v); }
+// kLanes bytes (the first of a register, or at an address) as int32, signed or not.
+inline Int32s widen_bytes(__m128i bytes, bool is_signed) {
+  return is_signed ? _mm256_cvtepi8_epi32(bytes) : _mm256_cvtepu8_epi32(bytes);
+}
+inline Int32s widen_bytes_at(const uint8_t* bytes, bool is_signed) {
+  return widen_bytes(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(bytes)), is_signed);
+}
+inline Int32s low_nibbles(Int32s v) { return _mm256_and_si256(v, _mm256_set1_epi32(0x0F)); }
+inline Int32s high_nibbles(Int32s v) { return _mm256_srli_epi32(v, 4); }
+#endif
+constexpr int kGroupVectors = kGroupValues / kLanes;
+
+// A group's 32 quants as int32, in kGroupVectors vectors, for the float32 path. The formats whose quants
+// are bytes in the block (Q4_0, Q4_1 and Q8_0) widen them straight from memory, in fewer instructions than
+// from `quants`' register.
 template <typename Format>
-inline void int32_quants(const uint8_t* block, int64_t group, __m256i* quants) {
+inline void int32_quants(const uint8_t* block, int64_t group, Int32s* quants) {
   const __m256i bytes = Format::quants(block, group);
   const __m128i halves[2] = {_mm256_castsi256_si128(bytes), _mm256_extracti128_si256(bytes, 1)};
-  for (int i = 0; i < 4; ++i) {
-    const __m128i part = i % 2 ? _mm_srli_si128(halves[i / 2], 8) : halves[i / 2];
-    quants[i] = Format::kSigned ? _mm256_cvtepi8_epi32(part) : _mm256_cvtepu8_epi32(part);
+  for (int i = 0; i < kGroupVectors; ++i) {
+    if constexpr (kGroupVectors == 2) {
+      quants[i] = widen_bytes(halves[i], Format::kSigned);
+    } else {
+      quants[i] = widen_bytes(i % 2 ? _mm_srli_si128(halves[i / 2], 8) : halves[i / 2], Format::kSigned);
+    }
   }
 }
 
 // The 32 4-bit values of 16 bytes as int32, in value order (low nibbles, then high). Widening the
-// bytes before splitting them takes 2 shuffles instead of 6.
-inline void nibbles_to_int32(const uint8_t* bytes, __m256i* quants) {
-  const __m256i first = _mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(bytes)));
-  const __m256i second = _mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(bytes + 8)));
-  const __m256i mask = _mm256_set1_epi32(0x0F);
-  quants[0] = _mm256_and_si256(first, mask);
-  quants[1] = _mm256_and_si256(second, mask);
-  quants[2] = _mm256_srli_epi32(first, 4);
-  quants[3] = _mm256_srli_epi32(second, 4);
+// bytes before splitting them takes fewer shuffles than splitting first.
+inline void nibbles_to_int32(const uint8_t* bytes, Int32s* quants) {
+  constexpr int kHalf = kGroupVectors / 2;
+  for (int i = 0; i < kHalf; ++i) {
+    const Int32s widened = widen_bytes_at(bytes + kLanes * i, false);
+    quants[i] = low_nibbles(widened);
+    quants[i + kHalf] = high_nibbles(widened);
+  }
 }
 
 template <>
-inline void int32_quants<Q4_0>(const uint8_t* block, int64_t, __m256i* quants) {
+inline void int32_quants<Q4_0>(const uint8_t* block, int64_t, Int32s* quants) {
   nibbles_to_int32(block + 2, quants);
 }
 
 template <>
-inline void int32_quants<Q4_1>(const uint8_t* block, int64_t, __m256i* quants) {
+inline void int32_quants<Q4_1>(const uint8_t* block, int64_t, Int32s* quants) {
   nibbles_to_int32(block + 4, quants);
 }
 
 template <>
-inline void int32_quants<Q8_0>(const uint8_t* block, int64_t, __m256i* quants) {
-  for (int i = 0; i < 4; ++i) {
-    quants[i] = _mm256_cvtepi8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(block + 2 + 8 * i)));
+inline void int32_quants<Q8_0>(const uint8_t* block, int64_t, Int32s* quants) {
+  for (int i = 0; i < kGroupVectors; ++i) {
+    quants[i] = widen_bytes_at(block + 2 + kLanes * i, true);
   }
 }
 
@@ -263,16 +322,17 @@ inline __m256 a_lanes(const GroupScales& scales) {
   return _mm256_set1_ps(scales.a_first);
 }
 
-// The 32 float32 weights of a group, in 4 registers. a * q (+ b) rounds once, as blocks.dequantize does;
-// the signed formats multiply only, which keeps the sign of a zero product.
+// The 32 float32 weights of a group, in kGroupVectors vectors. a * q (+ b) rounds once, as
+// blocks.dequantize does; the signed formats multiply only, which keeps the sign of a zero product.
 template <typename Format>
-inline void decode(const uint8_t* block, int64_t group, __m256* weights) {
+inline void decode(const uint8_t* block, int64_t group, Floats* weights) {
   const GroupScales scales = Format::scales(block, group);
-  __m256i quants[4];
+  Int32s quants[kGroupVectors];
   int32_quants<Format>(block, group, quants);
-  for (int i = 0; i < 4; ++i) {
-    const __m256 a = _mm256_set1_ps(i < 2 ? scales.a_first : scales.a_second), values = _mm256_cvtepi32_ps(quants[i]);
-    weights[i] = Format::kSigned ? _mm256_mul_ps(a, values) : _mm256_fmadd_ps(a, values, _mm256_set1_ps(scales.b));
+  for (int i = 0; i < kGroupVectors; ++i) {
+    const Floats a = broadcast(i < kGroupVectors / 2 ? scales.a_first : scales.a_second);
+    const Floats values = to_floats(quants[i]);
+    weights[i] = Format::kSigned ? multiply(a, values) : multiply_add(a, values, broadcast(scales.b));
   }
 }
 
@@ -404,45 +464,57 @@ struct Int8Activations {
 };
 
 #ifdef GGUF_LINEAR_AVX2
-inline float horizontal_sum(__m256 v) {
-  __m128 half = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-  half = _mm_add_ps(half, _mm_movehl_ps(half, half));
-  half = _mm_add_ss(half, _mm_movehdup_ps(half));
-  return _mm_cvtss_f32(half);
-}
-
 constexpr int64_t kTileRows = 4;
 
-// sums[r] = x[r] . w for kRows rows of x (row stride K), the weights read in blocks of kGroups groups of
-// 32: load_weights(block, g, w) puts group g of block `block` in w[0..3]. The group loop is unrolled, so
+// add_group(block, g, parity) for every group g of every block of a row of K weights, parity alternating
+// between consecutive groups (so that a caller can alternate accumulators). The group loop is unrolled, so
 // what the groups of a block share (the K-quants' float16 factors, which scale goes with which group) is
 // worked out once per block, at compile time where it can be.
+template <int64_t kGroups, typename AddGroup>
+inline void each_group(int64_t K, AddGroup add_group) {
+  const int64_t num_blocks = K / (kGroups * kGroupValues);
+  if constexpr (kGroups == 1) {
+    int64_t block = 0;
+    for (; block + 1 < num_blocks; block += 2) {
+      add_group(block, 0, 0);
+      add_group(block + 1, 0, 1);
+    }
+    if (block < num_blocks) add_group(block, 0, 0);
+  } else {
+    for (int64_t block = 0; block < num_blocks; ++block) {
+#pragma GCC unroll 8
+      for (int64_t g = 0; g < kGroups; ++g) add_group(block, g, g % 2);
+    }
+  }
+}
+
+// sums[r] = x[r] . w for kRows rows of x (row stride K), the weights read in blocks of kGroups groups of
+// 32: load_weights(block, g, w) puts group g of block `block` in w[0..kGroupVectors).
 // Each FMA waits ~4 cycles for its accumulator and two can start per cycle, so about 8 independent
-// accumulators keep the FMA units busy: 4 per row for 1-2 rows, 2 per row for 3-4.
+// accumulators keep the FMA units busy: 4 per row for 1-2 rows, 2 per row for 3-4 (the vectors of two
+// consecutive groups take turns over them).
 template <int kRows, int64_t kGroups, typename LoadWeights>
 inline void dot_tile(const float* x, int64_t K, LoadWeights load_weights, float* sums) {
   constexpr int kChains = kRows <= 2 ? 4 : 2;
-  __m256 accumulators[kRows][kChains], weights[4];
+  Floats accumulators[kRows][kChains];
   for (int r = 0; r < kRows; ++r) {
-    for (int c = 0; c < kChains; ++c) accumulators[r][c] = _mm256_setzero_ps();
+    for (int c = 0; c < kChains; ++c) accumulators[r][c] = zero_floats();
   }
-  for (int64_t block = 0; block < K / (kGroups * kGroupValues); ++block) {
-#pragma GCC unroll 8
-    for (int64_t g = 0; g < kGroups; ++g) {
-      load_weights(block, g, weights);
-      for (int r = 0; r < kRows; ++r) {
-        const float* x_group = x + r * K + (block * kGroups + g) * kGroupValues;
-        for (int i = 0; i < 4; ++i) {
-          __m256& accumulator = accumulators[r][i % kChains];
-          accumulator = _mm256_fmadd_ps(_mm256_loadu_ps(x_group + 8 * i), weights[i], accumulator);
-        }
+  each_group<kGroups>(K, [&](int64_t block, int64_t g, int parity) {
+    Floats weights[kGroupVectors];
+    load_weights(block, g, weights);
+    for (int r = 0; r < kRows; ++r) {
+      const float* x_group = x + r * K + (block * kGroups + g) * kGroupValues;
+      for (int i = 0; i < kGroupVectors; ++i) {
+        Floats& accumulator = accumulators[r][(parity * kGroupVectors + i) % kChains];
+        accumulator = multiply_add(load_floats(x_group + kLanes * i), weights[i], accumulator);
       }
     }
-  }
+  });
   for (int r = 0; r < kRows; ++r) {
-    __m256 total = accumulators[r][0];
-    for (int c = 1; c < kChains; ++c) total = _mm256_add_ps(total, accumulators[r][c]);
-    sums[r] = horizontal_sum(total);
+    Floats total = accumulators[r][0];
+    for (int c = 1; c < kChains; ++c) total = add(total, accumulators[r][c]);
+    sums[r] = lane_sum(total);
   }
 }
 
@@ -463,12 +535,12 @@ void dot_all_rows(const float* x, int64_t M, int64_t K, LoadWeights load_weights
 template <typename Format>
 void decode_row(const uint8_t* row, int64_t K, float* decoded) {
   constexpr int64_t kGroups = Format::kValues / kGroupValues;
-  __m256 weights[4];
+  Floats weights[kGroupVectors];
   for (int64_t block = 0; block < K / Format::kValues; ++block) {
     for (int64_t g = 0; g < kGroups; ++g) {
       decode<Format>(row + block * Format::kBytes, g, weights);
       float* group = decoded + (block * kGroups + g) * kGroupValues;
-      for (int i = 0; i < 4; ++i) _mm256_storeu_ps(group + 8 * i, weights[i]);
+      for (int i = 0; i < kGroupVectors; ++i) store_floats(group + kLanes * i, weights[i]);
     }
   }
 }
@@ -478,14 +550,14 @@ template <typename Format>
 void multiply_row(const float* x, const uint8_t* row, int64_t M, int64_t K, float* row_buffer, float* sums) {
   constexpr int64_t kGroups = Format::kValues / kGroupValues;
   if (M <= kTileRows) {
-    dot_all_rows<kGroups>(x, M, K, [&](int64_t block, int64_t g, __m256* w) {
+    dot_all_rows<kGroups>(x, M, K, [&](int64_t block, int64_t g, Floats* w) {
       decode<Format>(row + block * Format::kBytes, g, w);
     }, sums);
     return;
   }
   decode_row<Format>(row, K, row_buffer);
-  dot_all_rows<1>(x, M, K, [&](int64_t group, int64_t, __m256* w) {
-    for (int i = 0; i < 4; ++i) w[i] = _mm256_loadu_ps(row_buffer + group * kGroupValues + 8 * i);
+  dot_all_rows<1>(x, M, K, [&](int64_t group, int64_t, Floats* w) {
+    for (int i = 0; i < kGroupVectors; ++i) w[i] = load_floats(row_buffer + group * kGroupValues + kLanes * i);
   }, sums);
 }
 
@@ -534,20 +606,7 @@ inline void dot_tile_int8(const Int8Activations& x, int64_t first_row, const uin
       if constexpr (!Format::kSigned) offsets[r][chain] += scales.b * x.sums[index];
     }
   };
-  const int64_t num_blocks = K / Format::kValues;
-  if constexpr (kGroups == 1) {
-    int64_t block = 0;
-    for (; block + 1 < num_blocks; block += 2) {
-      add_group(block, 0, 0);
-      add_group(block + 1, 0, 1);
-    }
-    if (block < num_blocks) add_group(block, 0, 0);
-  } else {
-    for (int64_t block = 0; block < num_blocks; ++block) {
-#pragma GCC unroll 8
-      for (int64_t g = 0; g < kGroups; ++g) add_group(block, g, g % 2);
-    }
-  }
+  each_group<kGroups>(K, add_group);
   for (int r = 0; r < kRows; ++r) {
     sums[r] = horizontal_sum(_mm256_add_ps(accumulators[r][0], accumulators[r][1])) + (offsets[r][0] + offsets[r][1]);
   }
