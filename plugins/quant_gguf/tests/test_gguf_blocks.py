@@ -73,7 +73,7 @@ def test_k_quantizer_round_trips_through_gguf(quant_type):
         (2, 6, 64),
         (3, 6, 64),  # a partial tile
         (4, 18, 7),  # a full tile
-        (5, 1, 577),  # more rows than a tile: decoded row reused from the buffer
+        (5, 1, 577),  # more rows than a tile: weight rows decoded together, the last tile of them partial
         (7, 6, 33),
         (16, 6, 64),
         (32, 2, 96),

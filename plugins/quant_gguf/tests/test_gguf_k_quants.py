@@ -26,7 +26,6 @@ from pagedllm_core import LLM, SamplingParams
 from pagedllm_core.model.source import default_model_source
 from pagedllm_quant_gguf.blocks import Q4_K, Q5_0, Q5_1, Q5_K, Q6_K, Q8_0, dequantize
 from pagedllm_quant_gguf.layer import GGUFLinear
-from pagedllm_quant_gguf.options import DEFAULT_MAX_BLOCK_ROWS
 
 RANDOM_MODEL_TYPES = {
     "attn_q": Q4_K, "attn_k": Q4_K, "attn_v": Q4_K, "attn_output": Q6_K,
@@ -92,6 +91,6 @@ def check_both_paths_agree(layers: list[GGUFLinear]) -> None:
         layer = next(layer for layer in layers if layer.quant_type == quant_type)
         weight = dequantize(layer.blocks, quant_type, layer.in_features)
         assert torch.equal(layer.dequantized_weight(), weight)
-        for num_rows in (1, 7, DEFAULT_MAX_BLOCK_ROWS, DEFAULT_MAX_BLOCK_ROWS + 1):
+        for num_rows in (1, 7, 16, 17, 65):
             hidden = torch.randn(num_rows, layer.in_features, generator=torch.Generator().manual_seed(num_rows))
             torch.testing.assert_close(layer(hidden), hidden @ weight.T, rtol=1e-4, atol=1e-4)

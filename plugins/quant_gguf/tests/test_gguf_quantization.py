@@ -10,7 +10,8 @@ from pagedllm_core.errors import ConfigError, UnsupportedConfigError
 from pagedllm_core.model.quantization import QuantizationTarget
 from pagedllm_core.model.source import ModelSource
 from pagedllm_quant_gguf.layer import GGUFLinear
-from pagedllm_quant_gguf.options import DEFAULT_MAX_BLOCK_ROWS
+from pagedllm_quant_gguf.kernels import load_kernels
+from pagedllm_quant_gguf.options import default_max_block_rows
 from pagedllm_quant_gguf.blocks import dequantize
 from pagedllm_quant_gguf.method import GGUFQuantization, _unpermuted_rows
 
@@ -60,8 +61,8 @@ def test_the_blocks_are_the_dense_weights_bit_for_bit_and_no_dense_copy_is_kept(
         assert not any(parameter.numel() == expected.numel() for parameter in gguf_layer.parameters())
 
 
-@pytest.mark.parametrize("num_rows", [1, 3, DEFAULT_MAX_BLOCK_ROWS, DEFAULT_MAX_BLOCK_ROWS + 1, 64])
-def test_both_paths_of_a_layer_agree_with_the_dense_layer(llms, num_rows):
+@pytest.mark.parametrize("num_rows", [1, 3, 16, 17, 64, 65])
+def test_a_layer_agrees_with_the_dense_layer_at_every_step_size(llms, num_rows):
     for gguf_layer, dense_layer in layer_pairs(llms):
         hidden = torch.randn(num_rows, gguf_layer.in_features, generator=torch.Generator().manual_seed(num_rows))
         torch.testing.assert_close(gguf_layer(hidden), dense_layer(hidden), rtol=1e-4, atol=1e-4)
@@ -69,7 +70,8 @@ def test_both_paths_of_a_layer_agree_with_the_dense_layer(llms, num_rows):
 
 def test_greedy_tokens_equal_the_dense_model(llms):
     params = SamplingParams(temperature=0, max_tokens=24, ignore_eos=True)
-    # One prompt at a time decodes through the blocks; all at once, some steps take the dense path.
+    # One prompt at a time decodes through the blocks in steps of one row; all at once, in steps of several
+    # (which dequantize where max_block_rows limits the blocks' steps: below the 64 of an AVX2 build).
     alone = {mode: [llm.generate(prompt, params, use_tqdm=False)[0] for prompt in PROMPTS] for mode, llm in llms.items()}
     together = {mode: llm.generate(PROMPTS * 2, params, use_tqdm=False) for mode, llm in llms.items()}
     for runs in (alone, together):
@@ -103,8 +105,8 @@ def test_max_block_rows_option_reaches_every_layer_and_outputs_stay_greedy_equal
     llm = LLM(dtype="float32", max_model_len=256, plugin_options={"quantization": {"max_block_rows": 0}})
     layers = [module for module in model_of(llm).modules() if isinstance(module, GGUFLinear)]
     assert layers and all(layer.max_block_rows == 0 for layer in layers)
-    assert all(layer.max_block_rows == DEFAULT_MAX_BLOCK_ROWS for layer in model_of(llms["auto"]).modules()
-               if isinstance(layer, GGUFLinear))
+    default = default_max_block_rows(load_kernels())
+    assert all(layer.max_block_rows == default for layer in model_of(llms["auto"]).modules() if isinstance(layer, GGUFLinear))
     params = SamplingParams(temperature=0.0, max_tokens=8)
     # Every step now dequantizes: the same weights bit for bit, so the same greedy tokens.
     expected = [output.outputs[0].token_ids for output in llms["auto"].generate(PROMPTS[:1], params)]
@@ -112,16 +114,18 @@ def test_max_block_rows_option_reaches_every_layer_and_outputs_stay_greedy_equal
 
 
 def test_int8_activations_option_reaches_every_layer_and_only_small_steps_round(llms):
-    llm = LLM(dtype="float32", max_model_len=256, plugin_options={"quantization": {"int8_activations": True}})
+    max_block_rows = 16
+    llm = LLM(dtype="float32", max_model_len=256,
+              plugin_options={"quantization": {"int8_activations": True, "max_block_rows": max_block_rows}})
     layers = dict(model_of(llm).named_modules())
     assert all(layer.int8_activations for layer in layers.values() if isinstance(layer, GGUFLinear))
     assert not any(layer.int8_activations for layer in model_of(llms["auto"]).modules() if isinstance(layer, GGUFLinear))
     layer = layers["model.layers.7.mlp.down_proj"]
     weight = layer.dequantized_weight()
-    for num_rows in (1, DEFAULT_MAX_BLOCK_ROWS, DEFAULT_MAX_BLOCK_ROWS + 1):
+    for num_rows in (1, max_block_rows, max_block_rows + 1):
         hidden = torch.randn(num_rows, layer.in_features, generator=torch.Generator().manual_seed(num_rows))
         rounded = layer._kernels.gguf_linear(hidden, layer.blocks, layer.quant_type, None, int8_activations=True)
-        expected = rounded if num_rows <= DEFAULT_MAX_BLOCK_ROWS else hidden @ weight.T  # larger steps stay float32
+        expected = rounded if num_rows <= max_block_rows else hidden @ weight.T  # larger steps stay float32
         torch.testing.assert_close(layer(hidden), expected, rtol=1e-5, atol=1e-5)
         assert not torch.allclose(rounded, hidden @ weight.T, rtol=1e-5, atol=1e-5)
     output = llm.generate(PROMPTS[:1], SamplingParams(temperature=0.0, max_tokens=8))[0].outputs[0]

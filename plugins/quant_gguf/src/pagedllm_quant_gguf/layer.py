@@ -9,15 +9,15 @@ from torch import nn
 
 from pagedllm_core.errors import ModelLoadError
 from pagedllm_core.model.quantization import QuantizedLinear
-from pagedllm_quant_gguf.options import GGUFOptions
+from pagedllm_quant_gguf.options import GGUFOptions, default_max_block_rows
 
 class GGUFLinear(QuantizedLinear):
     """``x @ W.T + b`` with ``W`` held only as GGUF blocks, one weight row per row of ``blocks``.
 
     A decode step of up to a dozen or so sequences is bound by reading weights from memory: the blocks
-    hold 4.5-8.5 bits per weight against float32's 32, and the kernel reads them in place. A step of
-    more than ``max_block_rows`` rows is compute-bound and dequantizes the weight into a temporary
-    float32 matrix first.
+    hold 4.5-8.5 bits per weight against float32's 32, and the kernel reads them in place. Larger steps
+    are compute-bound; a step of more than ``max_block_rows`` rows (None: no limit) dequantizes the weight
+    into a temporary float32 matrix first and multiplies it densely.
     """
 
     def __init__(
@@ -31,7 +31,10 @@ class GGUFLinear(QuantizedLinear):
         options: GGUFOptions,
     ):
         super().__init__(input_size, output_sizes)
-        self.max_block_rows = options.max_block_rows
+        self.max_block_rows = (
+            options.max_block_rows if options.max_block_rows is not None else default_max_block_rows(kernels)
+        )
+        self._max_block_values = None if self.max_block_rows is None else self.max_block_rows * input_size
         self.int8_activations = options.int8_activations
         self.register_buffer("blocks", blocks)
         self.quant_type = quant_type
@@ -65,6 +68,6 @@ class GGUFLinear(QuantizedLinear):
     def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
         # hidden_states: [..., in_features] -> [..., out_features]. A decode step calls this for every
         # projection of every layer, so the small-step path is the kernel call alone.
-        if hidden_states.numel() > self.max_block_rows * self.in_features:
+        if self._max_block_values is not None and hidden_states.numel() > self._max_block_values:
             return nn.functional.linear(hidden_states, self.dequantized_weight(), self.bias)
         return self._kernels.gguf_linear(hidden_states, self.blocks, self.quant_type, self.bias, self.int8_activations)

@@ -2,23 +2,32 @@
 
 from __future__ import annotations
 
+from types import ModuleType
+
 from pydantic import Field
 
 from pagedllm_core.plugin_options import PluginOptions
 
-# Steps with at most this many rows read the blocks unless the user sets ``max_block_rows``: the crossover
-# on the default model's decode steps (docs/quantization.md).
-DEFAULT_MAX_BLOCK_ROWS = 16
+# Steps of more rows than this dequantize each weight unless the user sets ``max_block_rows``, where the kernel is
+# built with AVX2's 8-float vectors: about where its tiles and a dense matmul of the dequantized weight cross over
+# (docs/quantization.md). Built with AVX-512 the kernel is the faster one at every step size measured.
+AVX2_MAX_BLOCK_ROWS = 64
+
+
+def default_max_block_rows(kernels: ModuleType) -> int | None:
+    """``max_block_rows`` when the user does not set it, for the kernel as built on this machine: None (every
+    step runs from the blocks) with 16-float vectors, else :data:`AVX2_MAX_BLOCK_ROWS`."""
+    return None if kernels.vector_floats() >= 16 else AVX2_MAX_BLOCK_ROWS
 
 
 class GGUFOptions(PluginOptions):
     """``plugin_options={"quantization": {...}}`` of the gguf method."""
 
-    max_block_rows: int = Field(
-        DEFAULT_MAX_BLOCK_ROWS,
+    max_block_rows: int | None = Field(
+        None,
         ge=0,
         description="Steps of up to this many rows run from the blocks; larger ones dequantize each weight for the "
-        "step and multiply densely (raise it for memory-bound machines, lower it for batch-heavy serving).",
+        "step and multiply densely. Default: every step where the kernel is built with AVX-512, 64 rows elsewhere.",
     )
     int8_activations: bool = Field(
         False,

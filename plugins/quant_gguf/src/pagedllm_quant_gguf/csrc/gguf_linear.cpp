@@ -28,8 +28,8 @@
 //
 // Speed: a decode step is bound by reading weights, and blocks are 4.5 to 8.5 bits per weight instead
 // of 32. Output features are split across threads; each group of 32 weights is decoded once per call
-// and used for every row of x (directly from registers for up to 4 rows, else from a decoded copy of
-// the row in L1).
+// and used for every row of x (directly from registers for up to 4 rows; else a few weight rows are
+// decoded into L1 together and multiply tiles of 4 rows of x with their sums in registers).
 
 #include <torch/extension.h>
 #include <ATen/Parallel.h>
@@ -545,20 +545,78 @@ void decode_row(const uint8_t* row, int64_t K, float* decoded) {
   }
 }
 
-// sums[m] = x[m] . (weight row `row`); row_buffer holds K floats.
+// sums[m] = x[m] . (weight row `row`) for up to kTileRows rows of x, each group of weights decoded once into
+// registers. (Larger steps go to multiply_tiles; the scratch row of each_output_feature is not needed.)
 template <typename Format>
-void multiply_row(const float* x, const uint8_t* row, int64_t M, int64_t K, float* row_buffer, float* sums) {
+void multiply_row(const float* x, const uint8_t* row, int64_t M, int64_t K, float*, float* sums) {
   constexpr int64_t kGroups = Format::kValues / kGroupValues;
-  if (M <= kTileRows) {
-    dot_all_rows<kGroups>(x, M, K, [&](int64_t block, int64_t g, Floats* w) {
-      decode<Format>(row + block * Format::kBytes, g, w);
-    }, sums);
-    return;
-  }
-  decode_row<Format>(row, K, row_buffer);
-  dot_all_rows<1>(x, M, K, [&](int64_t group, int64_t, Floats* w) {
-    for (int i = 0; i < kGroupVectors; ++i) w[i] = load_floats(row_buffer + group * kGroupValues + kLanes * i);
+  dot_all_rows<kGroups>(x, M, K, [&](int64_t block, int64_t g, Floats* w) {
+    decode<Format>(row + block * Format::kBytes, g, w);
   }, sums);
+}
+
+// Weight rows decoded together for a step of more than kTileRows rows: each vector of x then serves
+// kOutputTile weight rows, and the kTileRows x kOutputTile sums stay in registers (16 of AVX-512's 32
+// registers, 8 of AVX2's 16).
+constexpr int64_t kOutputTile = kLanes == 16 ? 4 : 2;
+
+// sums[r][o] = x[r] . decoded[o] for kRows rows of x (row stride K) and kOutputTile decoded weight rows (row
+// stride K).
+template <int kRows>
+inline void dot_block(const float* x, int64_t K, const float* decoded, float (*sums)[kOutputTile]) {
+  Floats accumulators[kRows][kOutputTile];
+  for (int r = 0; r < kRows; ++r) {
+    for (int o = 0; o < kOutputTile; ++o) accumulators[r][o] = zero_floats();
+  }
+  for (int64_t k = 0; k < K; k += kLanes) {
+    Floats weights[kOutputTile];
+    for (int o = 0; o < kOutputTile; ++o) weights[o] = load_floats(decoded + o * K + k);
+    for (int r = 0; r < kRows; ++r) {
+      const Floats values = load_floats(x + r * K + k);
+      for (int o = 0; o < kOutputTile; ++o) accumulators[r][o] = multiply_add(values, weights[o], accumulators[r][o]);
+    }
+  }
+  for (int r = 0; r < kRows; ++r) {
+    for (int o = 0; o < kOutputTile; ++o) sums[r][o] = lane_sum(accumulators[r][o]);
+  }
+}
+
+// out = x @ W.T + bias for a step of more than kTileRows rows of x: each tile of kOutputTile weight rows is
+// decoded once (into L1 for the default model's widths) and multiplies every tile of up to kTileRows rows of x.
+// The weight tiles are split across threads.
+template <typename Format>
+void multiply_tiles(const float* x, const torch::Tensor& blocks, int64_t M, int64_t K, const float* bias,
+                    torch::Tensor& out) {
+  const int64_t N = blocks.size(0), row_bytes = blocks.size(1);
+  const uint8_t* block_data = blocks.data_ptr<uint8_t>();
+  float* out_data = out.data_ptr<float>();
+  const int64_t num_tiles = (N + kOutputTile - 1) / kOutputTile;
+  // As each_output_feature: at least 16 output features per task.
+  at::parallel_for(0, num_tiles, 16 / kOutputTile, [&](int64_t begin, int64_t end) {
+    // A last tile of fewer rows multiplies the previous tile's leftovers (or zeros) too, and drops those sums.
+    std::vector<float> decoded(kOutputTile * K, 0.f);
+    float sums[kTileRows][kOutputTile];
+    for (int64_t tile = begin; tile < end; ++tile) {
+      const int64_t first = tile * kOutputTile, count = std::min(kOutputTile, N - first);
+      for (int64_t o = 0; o < count; ++o) {
+        decode_row<Format>(block_data + (first + o) * row_bytes, K, decoded.data() + o * K);
+      }
+      for (int64_t m = 0; m < M; m += kTileRows) {
+        const int64_t rows = std::min(kTileRows, M - m);
+        switch (rows) {
+          case 1: dot_block<1>(x + m * K, K, decoded.data(), sums); break;
+          case 2: dot_block<2>(x + m * K, K, decoded.data(), sums); break;
+          case 3: dot_block<3>(x + m * K, K, decoded.data(), sums); break;
+          default: dot_block<4>(x + m * K, K, decoded.data(), sums); break;
+        }
+        for (int64_t r = 0; r < rows; ++r) {
+          for (int64_t o = 0; o < count; ++o) {
+            out_data[(m + r) * N + first + o] = sums[r][o] + (bias ? bias[first + o] : 0.f);
+          }
+        }
+      }
+    }
+  });
 }
 
 // Per int32 lane, the sum of 4 products of uint8 `sizes` and int8 `values` (adjacent bytes). With VNNI
@@ -648,7 +706,8 @@ void multiply_row(const float* x, const uint8_t* row, int64_t M, int64_t K, floa
 #endif
 
 // out[m, n] = x[m] . (weight row n) + bias[n], the output features split across threads:
-// multiply(row, row_buffer, sums) puts the products of one weight row with every row of x in sums[0..M).
+// multiply(row, row_buffer, sums) puts the products of one weight row with every row of x in sums[0..M);
+// row_buffer is K floats of scratch, for the paths that decode a whole weight row first.
 template <typename Multiply>
 void each_output_feature(const torch::Tensor& blocks, int64_t M, int64_t K, const float* bias, torch::Tensor& out,
                          Multiply multiply) {
@@ -673,6 +732,12 @@ void gguf_linear_kernel(const torch::Tensor& x, const torch::Tensor& blocks, con
   const int64_t M = x.size(0), K = x.size(1);
   const float* x_data = x.data_ptr<float>();
   if (!int8_activations) {
+#ifdef GGUF_LINEAR_AVX2
+    if (M > kTileRows) {
+      multiply_tiles<Format>(x_data, blocks, M, K, bias, out);
+      return;
+    }
+#endif
     each_output_feature(blocks, M, K, bias, out, [&](const uint8_t* row, float* row_buffer, float* sums) {
       multiply_row<Format>(x_data, row, M, K, row_buffer, sums);
     });
@@ -781,11 +846,21 @@ torch::Tensor gguf_dequantize(torch::Tensor blocks, int64_t quant_type, int64_t 
   return with_format(quant_type, [&](auto format) { return gguf_dequantize_of<decltype(format)>(blocks, in_features); });
 }
 
+// How many floats the float32 path's vectors hold as built here: 16 (AVX-512), 8 (AVX2) or 1 (scalar code).
+int64_t vector_floats() {
+#ifdef GGUF_LINEAR_AVX2
+  return kLanes;
+#else
+  return 1;
+#endif
+}
+
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, module) {
   module.def("gguf_linear", &gguf_linear,
              "x @ W.T (+ bias) with W in ggml Q4_0 / Q4_1 / Q5_0 / Q5_1 / Q8_0 / Q4_K / Q5_K / Q6_K blocks (CPU)",
              pybind11::arg("x"), pybind11::arg("blocks"), pybind11::arg("quant_type"), pybind11::arg("bias") = pybind11::none(),
              pybind11::arg("int8_activations") = false);
+  module.def("vector_floats", &vector_floats, "floats per vector of the float32 path as built (16, 8 or 1)");
   module.def("gguf_dequantize", &gguf_dequantize, "W as float32 [N, K] from its ggml blocks (CPU)",
              pybind11::arg("blocks"), pybind11::arg("quant_type"), pybind11::arg("in_features"));
 }
