@@ -70,8 +70,9 @@ def build_markdown(args, rounds: list[dict], llama_info: dict, commands: list[st
         f"- llama.cpp: n_threads = n_threads_batch = {args.threads}, n_ctx = n_batch = prompt + output tokens, greedy "
         f"sampling (`temp=0`) through `Llama.generate`; built for this CPU: {llama_info['system_info']}",
         f"- pagedllm: `pagedllm bench latency --no-baseline`, float32, `--num-cpu-threads {args.threads}`, its "
-        "defaults otherwise (`quantization=auto`: the file's Q4_0/Q4_1/Q8_0/K-quant blocks in steps of up to 16 "
-        "rows, [quantization](quantization.md)); \"int8 activations\" adds `--plugin-options "
+        "defaults otherwise (`quantization=auto`: the file's Q4_0/Q4_1/Q8_0/K-quant blocks, in every step where "
+        "its kernel is built with AVX-512 and in steps of up to 64 rows elsewhere, [quantization](quantization.md)); "
+        "\"int8 activations\" adds `--plugin-options "
         "'{\"quantization\": {\"int8_activations\": true}}'`, which rounds each group of 32 activations to int8 "
         "and multiplies in integers, as llama.cpp does.",
         f"- Prompts: pagedllm's W4 for the file's tokenizer (sha256 prefix {prompts_sha256}).",

@@ -355,7 +355,8 @@ def build_markdown(args, results: dict, modes: list[VllmMode], commands: list[st
         "default thread count (see the line below the table); W3 through `pagedllm serve` in its own process.",
         "- W4 on the GGUF's blocks: pagedllm loads the default model's Q4_1 GGUF itself, the file the converted "
         "directory was dequantized from (the same weight values), and its `gguf` quantization reads the blocks in "
-        "steps of up to 16 rows; vLLM's figures are those of the converted directory." if "W4-gguf" in ours else
+        "every step where its kernel is built with AVX-512 (in steps of up to 64 rows elsewhere); vLLM's figures "
+        "are those of the converted directory." if "W4-gguf" in ours else
         "- W4 on the GGUF's blocks not run (pass --gguf-w4).",
         "- W3: both servers loaded by the same client, `pagedllm bench serve --dataset random-ids`, "
         f"vLLM in its {args.serve_mode} configuration." if args.serve else "- W3 not run (pass --serve).",
