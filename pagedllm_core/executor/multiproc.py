@@ -96,6 +96,10 @@ class LocalWorkers:
         except (EOFError, OSError) as error:
             raise self._died() from error
         if isinstance(reply, wire.WorkerFailure):
+            # A rank whose peer was killed reports the error of its collective (a connection reset by
+            # the peer) before the peer's exit is noticed here: the dead peer is the cause to name.
+            if not reply.is_config_error and wait([process.sentinel for process in self.processes], timeout=0.1):
+                raise self._died() from _failure_error(reply)
             raise _failure_error(reply)
         return reply
 
