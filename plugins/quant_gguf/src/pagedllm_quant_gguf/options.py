@@ -32,6 +32,7 @@ class GGUFOptions(PluginOptions):
     int8_activations: bool = Field(
         False,
         description="Steps that run from the blocks round their activations to int8 in groups of 32, each with its "
-        "own scale, and multiply in integers, as llama.cpp does: about twice as fast on one thread, with results "
-        "that differ from the float32 products by that rounding (docs/quantization.md).",
+        "own scale, and multiply in integers, as llama.cpp does: faster on CPUs without AVX-512 (with it, the float "
+        "path is as fast), with results that differ from the float32 products by that rounding "
+        "(docs/quantization.md).",
     )
