@@ -546,9 +546,9 @@ void decode_row(const uint8_t* row, int64_t K, float* decoded) {
 }
 
 // sums[m] = x[m] . (weight row `row`) for up to kTileRows rows of x, each group of weights decoded once into
-// registers. (Larger steps go to multiply_tiles; the scratch row of each_output_feature is not needed.)
+// registers. (Larger steps go to multiply_tiles.)
 template <typename Format>
-void multiply_row(const float* x, const uint8_t* row, int64_t M, int64_t K, float*, float* sums) {
+void multiply_row(const float* x, const uint8_t* row, int64_t M, int64_t K, float* sums) {
   constexpr int64_t kGroups = Format::kValues / kGroupValues;
   dot_all_rows<kGroups>(x, M, K, [&](int64_t block, int64_t g, Floats* w) {
     decode<Format>(row + block * Format::kBytes, g, w);
@@ -694,20 +694,26 @@ void decode_row(const uint8_t* row, int64_t K, float* decoded) {
   }
 }
 
+// sums[m] = x[m] . (weight row `row`), each group of 32 weights decoded once for every row of x.
 template <typename Format>
-void multiply_row(const float* x, const uint8_t* row, int64_t M, int64_t K, float* row_buffer, float* sums) {
-  decode_row<Format>(row, K, row_buffer);
-  for (int64_t m = 0; m < M; ++m) {
-    float sum = 0.f;
-    for (int64_t k = 0; k < K; ++k) sum += x[m * K + k] * row_buffer[k];
-    sums[m] = sum;
+void multiply_row(const float* x, const uint8_t* row, int64_t M, int64_t K, float* sums) {
+  constexpr int64_t kGroups = Format::kValues / kGroupValues;
+  std::fill(sums, sums + M, 0.f);
+  float weights[kGroupValues];
+  for (int64_t block = 0; block < K / Format::kValues; ++block) {
+    for (int64_t g = 0; g < kGroups; ++g) {
+      Format::decode(row + block * Format::kBytes, g, weights);
+      const int64_t offset = (block * kGroups + g) * kGroupValues;
+      for (int64_t m = 0; m < M; ++m) {
+        for (int64_t j = 0; j < kGroupValues; ++j) sums[m] += x[m * K + offset + j] * weights[j];
+      }
+    }
   }
 }
 #endif
 
 // out[m, n] = x[m] . (weight row n) + bias[n], the output features split across threads:
-// multiply(row, row_buffer, sums) puts the products of one weight row with every row of x in sums[0..M);
-// row_buffer is K floats of scratch, for the paths that decode a whole weight row first.
+// multiply(row, sums) puts the products of one weight row with every row of x in sums[0..M).
 template <typename Multiply>
 void each_output_feature(const torch::Tensor& blocks, int64_t M, int64_t K, const float* bias, torch::Tensor& out,
                          Multiply multiply) {
@@ -717,9 +723,9 @@ void each_output_feature(const torch::Tensor& blocks, int64_t M, int64_t K, cons
   // Chunks of at least 16 output features: enough work per task that both cores of a small machine
   // share even a 64-feature projection.
   at::parallel_for(0, N, 16, [&](int64_t begin, int64_t end) {
-    std::vector<float> row_buffer(K), sums(M);
+    std::vector<float> sums(M);
     for (int64_t n = begin; n < end; ++n) {
-      multiply(block_data + n * row_bytes, row_buffer.data(), sums.data());
+      multiply(block_data + n * row_bytes, sums.data());
       const float offset = bias ? bias[n] : 0.f;
       for (int64_t m = 0; m < M; ++m) out_data[m * N + n] = sums[m] + offset;
     }
@@ -738,21 +744,21 @@ void gguf_linear_kernel(const torch::Tensor& x, const torch::Tensor& blocks, con
       return;
     }
 #endif
-    each_output_feature(blocks, M, K, bias, out, [&](const uint8_t* row, float* row_buffer, float* sums) {
-      multiply_row<Format>(x_data, row, M, K, row_buffer, sums);
+    each_output_feature(blocks, M, K, bias, out, [&](const uint8_t* row, float* sums) {
+      multiply_row<Format>(x_data, row, M, K, sums);
     });
     return;
   }
   const Int8Activations rounded(x_data, M, K);
 #ifdef GGUF_LINEAR_AVX2
-  each_output_feature(blocks, M, K, bias, out, [&](const uint8_t* row, float*, float* sums) {
+  each_output_feature(blocks, M, K, bias, out, [&](const uint8_t* row, float* sums) {
     multiply_row_int8<Format>(rounded, row, M, K, sums);
   });
 #else
   // Without integer vector instructions the rounded x multiplies as floats: the same results, not faster.
   const std::vector<float> rounded_x = rounded.values();
-  each_output_feature(blocks, M, K, bias, out, [&](const uint8_t* row, float* row_buffer, float* sums) {
-    multiply_row<Format>(rounded_x.data(), row, M, K, row_buffer, sums);
+  each_output_feature(blocks, M, K, bias, out, [&](const uint8_t* row, float* sums) {
+    multiply_row<Format>(rounded_x.data(), row, M, K, sums);
   });
 #endif
 }
