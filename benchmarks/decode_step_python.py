@@ -6,7 +6,8 @@ attention metadata). That forward pass then runs again and again, and so does th
 it made (the GGUF matmuls, the attention kernel and the layer kernels, with the very same arguments), recorded
 once by wrapping the extensions' functions. The difference is what the model's Python costs per step:
 ``nn.Module`` calls, parameter lookups, views and the wrappers around each kernel. Per kernel, the table gives
-the replayed time of its calls in one step.
+the replayed time of its calls in one step. The decoder program (pagedllm_core.model.native_decode), which the
+engine runs decode steps with unless ``enforce_eager``, is timed on the same step beside them.
 
     .venv/bin/python benchmarks/decode_step_python.py --threads 2
 """
@@ -95,6 +96,8 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     engine = LLMEngine(EngineConfig.build(dtype="float32", max_num_seqs=1))
+    runner = engine.executor.worker.model_runner
+    native_decoder, runner.native_decoder = runner.native_decoder, None  # the capture needs the layers' Python
     model, forward_args = capture_decode_forward(engine, args.prompt_len)
     with torch.inference_mode():
         calls = record_kernel_calls(model, forward_args)
@@ -105,6 +108,7 @@ def main() -> None:
 
         forward_ms = milliseconds(lambda: model(*forward_args), args.repeats)
         replay_ms = milliseconds(replay, args.repeats)
+        program_ms = native_decoder and milliseconds(lambda: native_decoder.forward(*forward_args), args.repeats)
         per_kernel = defaultdict(lambda: [0, 0.0])
         for function, call_args, kwargs in calls:
             per_kernel[function.__name__][0] += 1
@@ -116,6 +120,8 @@ def main() -> None:
     print(f"| the model's forward pass | {forward_ms:.2f} |")
     print(f"| its {len(calls)} C++ calls, replayed back to back | {replay_ms:.2f} |")
     print(f"| the difference: the model's Python | {forward_ms - replay_ms:.2f} |")
+    if program_ms:
+        print(f"| the decoder program: embedding, rotary lookup and every layer in one call | {program_ms:.2f} |")
     for name, (count, ms) in sorted(per_kernel.items(), key=lambda item: -item[1][1]):
         print(f"| {name} ({count} calls, each timed alone) | {ms:.2f} |")
 

@@ -123,9 +123,11 @@ class EngineConfig(BaseModel):
     lora_manager: str = Field("lora", min_length=1, description="Registered LoRA manager used with enable_lora.")
     enforce_eager: bool = Field(
         False,
-        description="On CUDA: run every step eagerly. When False, decode steps of up to max_num_seqs (at most 256) "
-        "sequences replay CUDA graphs captured at start-up per batch-size bucket, where the attention backend "
-        "allows it (cuda does).",
+        description="Run every step's layers one by one from Python. When False, on CUDA, decode steps of up to "
+        "max_num_seqs (at most 256) sequences replay CUDA graphs captured at start-up per batch-size bucket, where the "
+        "attention backend allows it (cuda does); on the CPU, decode steps run all decoder layers in one C++ call, "
+        "where the model, its layers and the attention backend allow it (float32 Llama-family models with dense or "
+        "GGUF layers on the cpu backend do).",
     )
     calculate_kv_scales: bool = Field(
         False,

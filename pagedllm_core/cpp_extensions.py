@@ -30,32 +30,36 @@ def compiler_flags() -> list[str]:
 
 
 @functools.cache
-def load_cpp_extension(name: str, source: Path) -> ModuleType:
-    """The extension compiled from ``source``; the first call on a machine compiles it (about a minute,
+def load_cpp_extension(name: str, *sources: Path) -> ModuleType:
+    """The extension compiled from ``sources``; the first call on a machine compiles it (about a minute,
     needs a C++ compiler and ninja) into torch's extension cache, later ones load it from there.
 
-    The module name carries a hash of the source and flags, so an edited kernel never loads a stale build.
+    The module name carries a hash of the sources, the headers beside them and the flags, so an edited
+    kernel never loads a stale build.
     """
     from torch.utils.cpp_extension import load
 
-    module_name = extension_module_name(name, source)
+    module_name = extension_module_name(name, *sources)
     with _build_lock(build_directory(module_name)):
         return load(
             name=module_name,
-            sources=[str(source)],
+            sources=[str(source) for source in sources],
             extra_cflags=compiler_flags(),
             extra_ldflags=["-fopenmp"],
         )
 
 
-def extension_module_name(name: str, source: Path) -> str:
-    """The name (and so the build directory) of an extension: a hash of its source, flags, where the source is
-    and which torch builds it. Checkouts or virtualenvs that share one extension cache then never take turns
-    rebuilding one directory: torch's build file names the source's path and torch's headers."""
+def extension_module_name(name: str, *sources: Path) -> str:
+    """The name (and so the build directory) of an extension: a hash of its sources and the headers beside
+    them, the flags, where the sources are and which torch builds it. Checkouts or virtualenvs that share one
+    extension cache then never take turns rebuilding one directory: torch's build file names the sources'
+    paths and torch's headers."""
     import torch
 
-    key = [source.read_bytes(), " ".join(compiler_flags()).encode(), str(source.resolve()).encode(),
-           str(Path(torch.__file__).parent).encode()]
+    headers = sorted({header for source in sources for header in source.parent.glob("*.h")})
+    key = [path.read_bytes() for path in (*sources, *headers)]
+    key += [" ".join(compiler_flags()).encode(), *(str(source.resolve()).encode() for source in sources),
+            str(Path(torch.__file__).parent).encode()]
     digest = hashlib.sha256(b"\0".join(key)).hexdigest()[:12]
     return f"{name}_{digest}"
 

@@ -94,3 +94,16 @@ class AttentionBackend(ABC):
         :param kv_cache: this layer's cache, ``[2, num_blocks, block_size, num_kv_heads, head_size]``
         :returns: ``[num_tokens, num_heads, head_size]`` in the query's dtype.
         """
+
+    def native_decode_op(self) -> str | None:
+        """The registered torch operator (``"namespace::name"``) that does what :meth:`forward` does for one
+        layer of a plain decode step, for the decoder program (:mod:`pagedllm_core.model.native_decode`), which
+        calls it from C++ as ``op(query, key, value, kv_cache, k_scale, v_scale, *native_step_arguments(metadata))``
+        with :meth:`forward`'s shapes and the layer's fp8 scales (0-d float32, 1.0 for other caches); None (the
+        default): every layer calls :meth:`forward`."""
+        return None
+
+    def native_step_arguments(self, metadata: AttentionMetadata) -> tuple | None:
+        """After :meth:`prepare`: the arguments that follow the scales in this step's calls of
+        :meth:`native_decode_op`, or None when the step must go through :meth:`forward` (the default)."""
+        return None

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import torch
 
+from pagedllm_core.attention.backend import AttentionBackend
 from pagedllm_core.attention.reference import paged_attention, write_kv_cache
 from pagedllm_core.bench.attention import RandomStep, build_random_step
 
@@ -98,3 +99,26 @@ def greedy_token_ids(
     backend = type(llm.llm_engine.executor.worker.model_runner.attention).__name__
     outputs = llm.generate(GENERATION_PROMPTS, SamplingParams(temperature=0, max_tokens=8), use_tqdm=False)
     return backend, [output.outputs[0].token_ids for output in outputs]
+
+
+def check_native_decode(backend: AttentionBackend, step: RandomStep, kv_scales: tuple | None = None) -> None:
+    """The backend's :meth:`~AttentionBackend.native_decode_op`, called as the decoder program calls it, writes the
+    same cache bytes and returns the same output, bit for bit, as its ``forward`` on ``step``, a plain decode
+    step (``kv_scales``: an fp8 cache's scales, as :func:`pagedllm_core.attention.fp8_conformance.fp8_step`
+    fits them)."""
+    operator = _torch_operator(backend.native_decode_op())
+    backend.prepare(step.metadata)
+    expected_cache = step.kv_cache.clone()
+    scales = {} if kv_scales is None else {"kv_scales": kv_scales}
+    expected = backend.forward(step.query, step.key, step.value, expected_cache, step.metadata, **scales)
+    k_scale, v_scale = kv_scales or (torch.ones((), dtype=torch.float32),) * 2
+    cache = step.kv_cache.clone()
+    actual = operator(step.query, step.key, step.value, cache, k_scale, v_scale,
+                      *backend.native_step_arguments(step.metadata))
+    assert torch.equal(cache.view(torch.uint8), expected_cache.view(torch.uint8))
+    assert torch.equal(actual, expected)
+
+
+def _torch_operator(name: str):
+    namespace, operator = name.split("::")
+    return getattr(getattr(torch.ops, namespace), operator)

@@ -49,6 +49,8 @@ def instrument(engine, timer: ExclusiveTimer) -> None:
     timer.wrap(runner, "_update_batch", "inputs")
     timer.wrap(runner, "_prepare_inputs", "inputs")
     timer.wrap(runner.model, "forward", "model")
+    if runner.native_decoder is not None:
+        timer.wrap(runner.native_decoder, "forward", "model")
     timer.wrap(runner.model, "compute_logits", "model")
     timer.wrap(runner_module, "build_sampling_metadata", "sampling metadata")
     timer.wrap(runner_module, "sample_tokens", "sampling")
@@ -69,7 +71,9 @@ def run_step_bench(args: argparse.Namespace) -> str:
     rows = [(batch_size, *_time_decode_steps(engine, timer, batch_size, args)) for batch_size in batch_sizes]
     lines = [
         f"Decode steps of `{engine.config.model or 'the default model'}` ({engine.model_info.dtype}), "
-        f"{args.input_len}-token prompts, mean of {args.num_steps} steps; CPU: {cpu_name()}.",
+        f"{args.input_len}-token prompts, mean of {args.num_steps} steps; decoder layers "
+        f"{'in one C++ call' if engine.executor.worker.model_runner.native_decoder else 'layer by layer in Python'}; "
+        f"CPU: {cpu_name()}.",
         "",
         "| running sequences | step ms | model ms | " + " | ".join(f"{phase} ms" for phase in PHASES)
         + " | non-model share | step-thread non-model share (server) |",
@@ -84,6 +88,8 @@ def run_step_bench(args: argparse.Namespace) -> str:
             f"| {(step_thread_ms - model_ms) / step_thread_ms:.1%} |"
         )
     if args.profile:
+        # The module timers need the layers' Python: the decoder program runs them all in one call.
+        engine.executor.worker.model_runner.native_decoder = None
         instrument_model(engine.executor.worker.model_runner, timer)
         profiled = [_time_decode_steps(engine, timer, batch_size, args) for batch_size in batch_sizes]
         for _, phase_ms in profiled:
@@ -98,7 +104,8 @@ def _profile_table(batch_sizes: list[int], unprofiled_ms: list[float], profiled)
     moving the sampled tokens to Python)."""
     work = [*PHASES[:4], *MODEL_KINDS, *PHASES[4:]]
     lines = [
-        "Where a decode step's time goes (`--profile`: every phase and model module timed, exclusive times), ms per step:",
+        "Where a decode step's time goes (`--profile`: every phase and model module timed, exclusive times, the "
+        "layers run one by one in Python), ms per step:",
         "",
         "| work | " + " | ".join(f"{size} seq ms | share" for size in batch_sizes) + " |",
         "| --- | " + " | ".join("---: | ---:" for _ in batch_sizes) + " |",

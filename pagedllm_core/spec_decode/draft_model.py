@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import torch
 
 from pagedllm_core.attention.backend import AttentionBackend
+from pagedllm_core.model.native_decode import NativeDecoder, forward_prepared_step
 from pagedllm_core.spec_decode.speculator import StepEntry
 from pagedllm_core.worker.kv_cache import KVCacheShape
 from pagedllm_core.worker.model_runner import ModelRunner
@@ -52,9 +53,12 @@ class LoadedDraft:
 class DraftModelProposer:
     """Proposes with a draft model over its own KV cache (see the module docstring)."""
 
-    def __init__(self, draft: LoadedDraft, kv_cache: torch.Tensor, max_model_len: int):
+    def __init__(
+        self, draft: LoadedDraft, kv_cache: torch.Tensor, max_model_len: int, native_decoder: NativeDecoder | None
+    ):
         self.model = draft.model
         self.attention = draft.attention
+        self.native_decoder = native_decoder
         self.kv_cache = kv_cache
         self.kv_caches = list(kv_cache.unbind(0))
         self.max_model_len = max_model_len
@@ -67,7 +71,9 @@ class DraftModelProposer:
         """Run the draft over ``rows`` (start, token count) and take the argmax after each row's last token."""
         input_ids, positions, metadata, query_start = runner._prepare_inputs(rows)
         self.attention.prepare(metadata)
-        hidden_states = self.model(input_ids, positions, self.kv_caches, metadata)
+        hidden_states = forward_prepared_step(
+            self.model, self.native_decoder, input_ids, positions, self.kv_caches, metadata
+        )
         logits = self.model.compute_logits(hidden_states[[end - 1 for end in query_start[1:]]])
         return logits[:, : runner.vocab_size].argmax(dim=-1).tolist()
 

@@ -8,6 +8,7 @@ from pagedllm_core.config import EngineConfig
 from pagedllm_core.errors import ConfigError
 from pagedllm_core.model import loader
 from pagedllm_core.model.model_info import ModelInfo, resolve_model_info
+from pagedllm_core.model.native_decode import build_native_decoder
 from pagedllm_core.registry import Registry
 from pagedllm_core.spec_decode.draft_model import DraftModelProposer, LoadedDraft
 from pagedllm_core.spec_decode.speculator import NgramProposer, Speculator
@@ -69,5 +70,8 @@ def build_speculator(config: EngineConfig, runner, draft: LoadedDraft | None, nu
         kv_cache = allocate_kv_cache(
             num_blocks, config.block_size, draft.cache_shape, runner.device, type(draft.attention)
         )
-        proposer = DraftModelProposer(draft, kv_cache, max_model_len)
+        native_decoder = None
+        if runner.device.type == "cpu" and not config.enforce_eager:
+            native_decoder = build_native_decoder(draft.model, draft.attention, lora_enabled=False)
+        proposer = DraftModelProposer(draft, kv_cache, max_model_len, native_decoder)
     return Speculator(speculative, proposer, config.seed)

@@ -8,6 +8,7 @@ from pagedllm_core.attention.backend import AttentionBackend
 from pagedllm_core.attention.metadata import AttentionMetadata
 from pagedllm_core.executor.messages import ModelRunnerOutput, SchedulerOutput, TokenLogprobs, forked_seq_id
 from pagedllm_core.model.lora import LoRAManager
+from pagedllm_core.model.native_decode import NativeDecoder, forward_prepared_step
 from pagedllm_core.sampling.constraints import packed_bitmasks_from_bytes, unpack_token_bitmask
 from pagedllm_core.sampling.pipeline import sample_tokens
 from pagedllm_core.sampling.sampler import Sampler, SamplerOutput, score_tokens
@@ -48,6 +49,8 @@ class ModelRunner:
         self._generators: dict[str, torch.Generator] = {}
         # Set at start-up on CUDA unless enforce_eager (pagedllm_core/worker/cuda_graphs.py).
         self.decode_graphs: DecodeGraphs | None = None
+        # Set at start-up on the CPU unless enforce_eager (pagedllm_core/model/native_decode.py).
+        self.native_decoder: NativeDecoder | None = None
         # Speculative decoding (pagedllm_core.spec_decode.speculator.Speculator), set at start-up when configured.
         self.speculator = None
 
@@ -141,7 +144,10 @@ class ModelRunner:
         if self.decode_graphs is not None and self.decode_graphs.bucket(metadata) is not None:
             return self.decode_graphs.run(input_ids, positions, metadata), query_start
         self.attention.prepare(metadata)
-        return self.model(input_ids, positions, self.kv_caches, metadata), query_start
+        hidden_states = forward_prepared_step(
+            self.model, self.native_decoder, input_ids, positions, self.kv_caches, metadata
+        )
+        return hidden_states, query_start
 
     def _set_lora_adapters(self, scheduled) -> None:
         """Tell the LoRA manager every token's adapter id (its sequence's, from the batch)."""

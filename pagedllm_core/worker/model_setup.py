@@ -16,6 +16,7 @@ from pagedllm_core.errors import ConfigError, UnsupportedConfigError
 from pagedllm_core.model import loader
 from pagedllm_core.model.layers.linear import prepack_linear_layers
 from pagedllm_core.model.model_info import ModelInfo, cpu_has_native_bfloat16
+from pagedllm_core.model.native_decode import build_native_decoder
 from pagedllm_core.model.quantization import QuantizationTarget
 from pagedllm_core.plugin_options import check_unused_options, instantiate
 from pagedllm_core.registry import PluginKind, Registry
@@ -275,5 +276,7 @@ def load_model_runner(
             runner.decode_graphs.capture()
         else:
             logger.info("decode steps run eagerly: %s does not support CUDA graphs", type(attention).__name__)
+    if device.type == "cpu" and not config.enforce_eager:
+        runner.native_decoder = build_native_decoder(model, attention, lora_enabled=lora_manager is not None)
     runner.speculator = build_speculator(config, runner, draft, num_blocks)
     return LoadedRunner(runner, num_blocks)

@@ -35,7 +35,7 @@ def random_rows(num_rows: int, size: int, seed: int, scale: float = 4.0) -> torc
 
 
 def test_without_a_compiler_the_layers_keep_torch_and_say_so(monkeypatch, caplog):
-    def no_compiler(name, source):
+    def no_compiler(name, *sources):
         raise RuntimeError("ninja is required to load C++ extensions")
 
     monkeypatch.setattr(cpu_kernels, "load_cpp_extension", no_compiler)

@@ -27,7 +27,8 @@ def chat_tokens(llm):
 
 @pytest.fixture(scope="module")
 def float_greedy():
-    return chat_tokens(LLM(**FLOAT))
+    # The reference runs every layer from Python; the speculative engines below decode through the decoder program.
+    return chat_tokens(LLM(**FLOAT, enforce_eager=True))
 
 
 @pytest.mark.parametrize(
@@ -45,3 +46,7 @@ def test_speculation_keeps_the_float_models_greedy_tokens(speculative_config, fl
     stats = llm.llm_engine.spec_decode_stats
     assert stats.num_accepted_tokens > 0
     assert llm.llm_engine.kv_cache_stats().num_used_blocks == 0
+    runner = llm.llm_engine.executor.worker.model_runner
+    assert runner.native_decoder is not None
+    if speculative_config["method"] == "draft_model":
+        assert runner.speculator.proposer.native_decoder is not None

@@ -16,6 +16,9 @@ float32 arithmetic in one pass per row:
 - ``rotate_heads(heads, cos, sin)``: :meth:`RotaryEmbedding.rotate_heads
   <pagedllm_core.model.layers.rotary.RotaryEmbedding.rotate_heads>` in one pass, bit-identical to it.
 
+The same extension holds ``LlamaDecoderProgram``, which runs these kernels and the layers' registered
+operators for every decoder layer of a decode step in one call (:mod:`pagedllm_core.model.native_decode`).
+
 The extension compiles on first use on a machine (about a minute, needs a C++ compiler and ninja),
 then loads from torch's extension cache; without them :func:`load_kernels` returns None and the
 layers keep their torch code.
@@ -34,7 +37,7 @@ from pagedllm_core.cpp_extensions import load_cpp_extension
 
 logger = logging.getLogger(__name__)
 
-SOURCE = Path(__file__).parent / "csrc" / "cpu_layer_kernels.cpp"
+SOURCES = tuple(Path(__file__).parent / "csrc" / name for name in ("cpu_layer_kernels.cpp", "decoder_program.cpp", "bindings.cpp"))
 
 # torch's elementwise CPU loops take two vectors at a time and finish each row with scalar code:
 # 2 x 16 floats with AVX-512, 2 x 8 with AVX2; without vector units every value takes the scalar code.
@@ -45,7 +48,7 @@ _VECTOR_BLOCKS = {"AVX512": 32, "AVX2": 16}
 def load_kernels() -> ModuleType | None:
     """The compiled extension, or None (logged once) when it cannot be built here."""
     try:
-        return load_cpp_extension("pagedllm_cpu_layer_kernels", SOURCE)
+        return load_cpp_extension("pagedllm_cpu_layer_kernels", *SOURCES)
     except Exception as error:  # noqa: BLE001 - no compiler or ninja: the layers' torch code does the work
         logger.info("decoder layers keep their torch ops: the C++ kernels could not be built (%s)", error)
         return None

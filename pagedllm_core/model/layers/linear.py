@@ -12,6 +12,7 @@ from torch import nn
 from pagedllm_core.distributed.group import TensorParallelGroup
 from pagedllm_core.distributed.partition import Shard
 from pagedllm_core.model.layers.embedding import VocabParallelEmbedding
+from pagedllm_core.model.native_op import NativeOp
 
 if TYPE_CHECKING:
     from pagedllm_core.model.quantization import QuantizationMethod
@@ -141,6 +142,10 @@ class PrepackedLinear(SplitsOutput, nn.Module):
         rows = hidden_states.reshape(-1, self.in_features)
         output = torch.ops.mkldnn._linear_pointwise(rows, self.packed_weight, self.bias, "none", [], "")
         return output.view(*hidden_states.shape[:-1], self.out_features)
+
+    def native_op(self) -> NativeOp:
+        """:meth:`forward` on rows as oneDNN's registered operator, for the decoder program."""
+        return NativeOp("mkldnn::_linear_pointwise", (self.packed_weight, self.bias, "none", [], ""))
 
 
 def dense_linear_layers(model: nn.Module) -> list[tuple[str, nn.Module, str, nn.Linear]]:

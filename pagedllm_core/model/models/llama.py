@@ -17,6 +17,7 @@ from pagedllm_core.model.layers.attention import PagedAttention
 from pagedllm_core.model.layers.linear import LinearFactory
 from pagedllm_core.model.layers.norm import RMSNorm
 from pagedllm_core.model.layers.rotary import RotaryEmbedding
+from pagedllm_core.model.native_decode import NativeDecoder, NativeDecodeUnavailable, llama_decoder_program
 from pagedllm_core.model.weight_loading import load_named_tensors
 
 MERGED_PROJECTIONS = {
@@ -187,6 +188,14 @@ class LlamaForCausalLM(nn.Module):
 
     def load_weights(self, weights: Iterable[tuple[str, torch.Tensor | CheckpointTensor]]) -> None:
         load_named_tensors(self, weights, self.merged_projections)
+
+    def native_decoder(self, attention: AttentionBackend) -> NativeDecoder:
+        """This model's decode steps in one C++ call (:mod:`pagedllm_core.model.native_decode`), built from its
+        loaded weights; raises :class:`NativeDecodeUnavailable` naming what cannot run there."""
+        if self.tp.world_size > 1:
+            raise NativeDecodeUnavailable("tensor parallelism sums the layers' outputs over the ranks in Python")
+        program = llama_decoder_program(self.model, attention)
+        return NativeDecoder(self.model.embed_tokens, self.model.rotary, program, attention)
 
 
 MistralForCausalLM = LlamaForCausalLM

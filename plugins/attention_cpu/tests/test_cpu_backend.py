@@ -9,6 +9,7 @@ from pagedllm_core.attention.conformance import (
     assert_matches_reference,
     check_cache_write,
     check_cache_write_of_strided_inputs,
+    check_native_decode,
     reference_forward,
 )
 from pagedllm_core.attention.reference import paged_attention, write_kv_cache
@@ -99,3 +100,18 @@ def test_queries_keys_and_values_sliced_from_a_fused_projection():
     actual = backend.forward(query, key, value, cache, step.metadata)
     assert torch.equal(cache, expected_cache)
     assert_matches_reference(actual, expected)
+
+
+@pytest.mark.parametrize("dtype", list(TOLERANCES))
+def test_the_native_decode_operator_does_what_forward_does(dtype):
+    step = build_random_step([37, 200, 16, 5], [1, 1, 1, 1], num_heads=6, num_kv_heads=2, head_size=64,
+                             block_size=16, dtype=dtype)
+    check_native_decode(CpuAttentionBackend(step.spec), step)
+
+
+def test_steps_with_a_prompt_chunk_go_through_forward():
+    step = build_random_step([300, 70], [1, 50], num_heads=6, num_kv_heads=2, head_size=64, block_size=16,
+                             dtype=torch.float32)
+    backend = CpuAttentionBackend(step.spec)
+    backend.prepare(step.metadata)
+    assert backend.native_step_arguments(step.metadata) is None

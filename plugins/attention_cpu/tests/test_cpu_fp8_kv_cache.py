@@ -4,6 +4,7 @@ import pytest
 import torch
 
 from pagedllm_attention_cpu.backend import CpuAttentionBackend
+from pagedllm_core.attention.conformance import check_native_decode
 from pagedllm_core.attention.fp8_conformance import compare_fp8_backend, fp8_step
 from pagedllm_core.bench.attention import build_random_step
 
@@ -73,3 +74,13 @@ def test_the_fp8_cache_write_takes_strided_slices_and_stores_the_reference_s_byt
     write_kv_cache(fused[..., :64], fused[..., 64:], kv_cache, step.metadata.slot_mapping, scales)
     reference.write_kv_cache(fused[..., :64], fused[..., 64:], expected, step.metadata.slot_mapping, scales)
     assert torch.equal(kv_cache.view(torch.uint8), expected.view(torch.uint8))
+
+
+@pytest.mark.parametrize("cache_dtype", [torch.float8_e4m3fn, torch.float8_e5m2])
+def test_the_native_decode_operator_reads_and_writes_the_fp8_cache_as_forward_does(cache_dtype):
+    step, kv_scales = fp8_step(
+        build_random_step([37, 200, 16], [1, 1, 1], num_heads=6, num_kv_heads=2, head_size=64, block_size=16,
+                          dtype=torch.float32),
+        cache_dtype,
+    )
+    check_native_decode(CpuAttentionBackend(step.spec), step, kv_scales)

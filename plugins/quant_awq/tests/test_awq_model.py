@@ -89,6 +89,14 @@ def test_a_many_row_step_uses_the_tiled_path_and_agrees(checkpoints):
     torch.testing.assert_close(layer(x), expected, rtol=1e-4, atol=1e-4)
 
 
+def test_decode_steps_call_the_kernel_from_the_decoder_program_with_the_same_tokens(checkpoints):
+    awq, _ = checkpoints
+    native = LLM(model=str(awq), dtype="float32", max_model_len=256)
+    assert native.llm_engine.executor.worker.model_runner.native_decoder is not None
+    eager = LLM(model=str(awq), dtype="float32", max_model_len=256, enforce_eager=True)
+    assert greedy_tokens(native) == greedy_tokens(eager)
+
+
 def test_without_the_plugin_the_error_names_it(checkpoints, monkeypatch):
     awq, _ = checkpoints
     monkeypatch.setenv("PAGEDLLM_PLUGINS", "quant_gguf")  # entry-point plugins other than this one

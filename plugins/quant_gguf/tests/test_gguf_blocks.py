@@ -216,3 +216,17 @@ def test_block_formats_match_gguf():
         ggml_type = gguf.GGMLQuantizationType(quant_type)
         assert ggml_type.name == fmt.name
         assert gguf.GGML_QUANT_SIZES[ggml_type] == (fmt.values_per_block, fmt.bytes_per_block)
+
+
+def test_the_layer_operator_multiplies_from_the_blocks_up_to_max_block_rows_and_densely_past_them():
+    kernels = load_kernels()
+    blocks, bias = random_blocks(24, 2, Q4_1), torch.randn(24)
+    x = torch.randn(5, 64)
+    linear = getattr(torch.ops, kernels.__name__).linear  # what the decoder program calls (TORCH_LIBRARY)
+    from_blocks = kernels.gguf_linear(x, blocks, Q4_1, bias)
+    dense = torch.nn.functional.linear(x, kernels.gguf_dequantize(blocks, Q4_1, 64), bias)
+    for max_block_rows in (None, 5):
+        assert torch.equal(linear(x, blocks, Q4_1, bias, False, max_block_rows), from_blocks)
+        assert torch.equal(kernels.linear(x, blocks, Q4_1, bias, False, max_block_rows), from_blocks)
+    assert torch.equal(linear(x, blocks, Q4_1, bias, False, 4), dense)
+    assert not torch.equal(from_blocks, dense)  # the two paths sum in different orders

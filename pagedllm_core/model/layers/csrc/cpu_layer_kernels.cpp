@@ -1,6 +1,8 @@
 // Small float32 CPU kernels of the decoder layers: RMSNorm, residual add + RMSNorm, silu(gate) * up, the
 // rotary embedding.
 // Each replaces a handful of torch ops whose dispatch, not arithmetic, is their cost on a decode step.
+#include "cpu_layer_kernels.h"
+
 #include <torch/extension.h>
 #include <ATen/Parallel.h>
 #include <cmath>
@@ -176,11 +178,4 @@ __attribute__((optimize("fp-contract=off"))) torch::Tensor rotate_heads(const to
     }
   }
   return out;
-}
-
-PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
-  m.def("rms_norm", &rms_norm, "RMSNorm of float32 rows");
-  m.def("fused_add_rms_norm", &fused_add_rms_norm, "residual += x, then RMSNorm(residual)");
-  m.def("silu_and_mul", &silu_and_mul, "silu(gate) * up of float32 rows [..., 2 * d]");
-  m.def("rotate_heads", &rotate_heads, "rotary embedding of float32 heads in the rotate-half layout");
 }

@@ -97,6 +97,16 @@ class CpuAttentionBackend(AttentionBackend):
             chunks.append(PromptChunk(tokens, seq_len, metadata.block_tables[seq, :num_blocks].long()))
         metadata.backend_data = StepPlan(decode, chunks)
 
+    def native_decode_op(self) -> str:
+        return f"{self._kernels.__name__}::decode_attention"
+
+    def native_step_arguments(self, metadata: AttentionMetadata) -> tuple | None:
+        plan: StepPlan = metadata.backend_data
+        if plan.decode is None or plan.chunks:
+            return None
+        decode = plan.decode
+        return metadata.slot_mapping, decode.token_index, decode.block_tables, decode.seq_lens, self.spec.scale
+
     def forward(self, query, key, value, kv_cache, metadata, kv_scales=None):
         write_kv_cache(key, value, kv_cache, metadata.slot_mapping, kv_scales)
         plan: StepPlan = metadata.backend_data

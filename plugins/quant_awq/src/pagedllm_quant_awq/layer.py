@@ -8,6 +8,7 @@ import torch
 from torch import nn
 
 from pagedllm_core.errors import ModelLoadError
+from pagedllm_core.model.native_op import NativeOp
 from pagedllm_core.model.quantization import QuantizedLinear
 from pagedllm_quant_awq.packing import PACK_FACTOR
 
@@ -89,3 +90,12 @@ class AWQLinear(QuantizedLinear):
         rows = hidden_states.reshape(-1, self.in_features)
         output = awq_gemm(rows, self.qweight, self.qzeros, self.scales, self.group_size, self.bias)
         return output.view(*hidden_states.shape[:-1], self.out_features)
+
+    def native_op(self) -> NativeOp | None:
+        """The CPU kernel as the extension's registered operator, for the decoder program (None on a GPU)."""
+        if self._cpu_kernels is None:
+            return None
+        return NativeOp(
+            f"{self._cpu_kernels.__name__}::linear",
+            (self.qweight, self.qzeros, self.scales, self.group_size, self.out_features, self.bias),
+        )

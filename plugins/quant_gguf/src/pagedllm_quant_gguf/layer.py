@@ -8,6 +8,7 @@ import torch
 from torch import nn
 
 from pagedllm_core.errors import ModelLoadError
+from pagedllm_core.model.native_op import NativeOp
 from pagedllm_core.model.quantization import QuantizedLinear
 from pagedllm_quant_gguf.options import GGUFOptions, default_max_block_rows
 
@@ -34,7 +35,6 @@ class GGUFLinear(QuantizedLinear):
         self.max_block_rows = (
             options.max_block_rows if options.max_block_rows is not None else default_max_block_rows(kernels)
         )
-        self._max_block_values = None if self.max_block_rows is None else self.max_block_rows * input_size
         self.int8_activations = options.int8_activations
         self.register_buffer("blocks", blocks)
         self.quant_type = quant_type
@@ -66,8 +66,14 @@ class GGUFLinear(QuantizedLinear):
         return self._kernels.gguf_dequantize(self.blocks, self.quant_type, self.in_features)
 
     def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
-        # hidden_states: [..., in_features] -> [..., out_features]. A decode step calls this for every
-        # projection of every layer, so the small-step path is the kernel call alone.
-        if self._max_block_values is not None and hidden_states.numel() > self._max_block_values:
-            return nn.functional.linear(hidden_states, self.dequantized_weight(), self.bias)
-        return self._kernels.gguf_linear(hidden_states, self.blocks, self.quant_type, self.bias, self.int8_activations)
+        # hidden_states: [..., in_features] -> [..., out_features]; the kernel picks the blocks or the dense matmul.
+        return self._kernels.linear(
+            hidden_states, self.blocks, self.quant_type, self.bias, self.int8_activations, self.max_block_rows
+        )
+
+    def native_op(self) -> NativeOp:
+        """:meth:`forward` as the extension's registered operator, for the decoder program."""
+        return NativeOp(
+            f"{self._kernels.__name__}::linear",
+            (self.blocks, self.quant_type, self.bias, self.int8_activations, self.max_block_rows),
+        )

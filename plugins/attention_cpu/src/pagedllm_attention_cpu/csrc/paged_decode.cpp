@@ -405,9 +405,35 @@ void write_kv_cache(torch::Tensor key, torch::Tensor value, torch::Tensor key_ca
   });
 }
 
+// One layer's attention in a step of one new token per sequence, as CpuAttentionBackend.forward computes it:
+// stores key and value in kv_cache [2, num_blocks, block_size, num_kv_heads, head_size], then attends.
+// k_scale and v_scale (0-d float32) are the layer's scales of an fp8 cache, ignored for any other cache.
+torch::Tensor decode_attention(torch::Tensor query, torch::Tensor key, torch::Tensor value, torch::Tensor kv_cache,
+                               torch::Tensor k_scale, torch::Tensor v_scale, torch::Tensor slot_mapping,
+                               torch::Tensor token_index, torch::Tensor block_tables, torch::Tensor seq_lens,
+                               double scale) {
+  const auto cache_type = kv_cache.scalar_type();
+  const bool fp8 = cache_type == at::kFloat8_e4m3fn || cache_type == at::kFloat8_e5m2;
+  const double key_scale = fp8 ? k_scale.item<double>() : 1.0, value_scale = fp8 ? v_scale.item<double>() : 1.0;
+  const torch::Tensor key_cache = kv_cache.select(0, 0), value_cache = kv_cache.select(0, 1);
+  write_kv_cache(key, value, key_cache, value_cache, slot_mapping, key_scale, value_scale);
+  torch::Tensor output = torch::empty(query.sizes(), query.options());
+  paged_decode(output, query, key_cache, value_cache, token_index, block_tables, seq_lens, scale, key_scale,
+               value_scale);
+  return output;
+}
+
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, module) {
   module.def("paged_decode", &paged_decode, "Paged attention of one new token per sequence (CPU)");
   module.def("write_kv_cache", &write_kv_cache, "Store new keys and values in their cache slots (CPU)",
              pybind11::arg("key"), pybind11::arg("value"), pybind11::arg("key_cache"), pybind11::arg("value_cache"),
              pybind11::arg("slot_mapping"), pybind11::arg("k_scale") = 1.0, pybind11::arg("v_scale") = 1.0);
+}
+
+// A decode step's attention as a torch operator, TORCH_EXTENSION_NAME::decode_attention, for the decoder program.
+TORCH_LIBRARY(TORCH_EXTENSION_NAME, library) {
+  library.def("decode_attention(Tensor query, Tensor key, Tensor value, Tensor kv_cache, Tensor k_scale, "
+              "Tensor v_scale, Tensor slot_mapping, Tensor token_index, Tensor block_tables, Tensor seq_lens, "
+              "float scale) -> Tensor",
+              &decode_attention);
 }

@@ -317,3 +317,10 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, module) {
              pybind11::arg("qweight"), pybind11::arg("qzeros"), pybind11::arg("scales"), pybind11::arg("group_size"),
              pybind11::arg("out_features"));
 }
+
+// The CPU layer's forward as a torch operator, TORCH_EXTENSION_NAME::linear, for the decoder program.
+TORCH_LIBRARY(TORCH_EXTENSION_NAME, library) {
+  library.def("linear(Tensor x, Tensor qweight, Tensor qzeros, Tensor scales, int group_size, int out_features, "
+              "Tensor? bias) -> Tensor",
+              &awq_linear);
+}

@@ -852,6 +852,17 @@ torch::Tensor gguf_dequantize(torch::Tensor blocks, int64_t quant_type, int64_t 
   return with_format(quant_type, [&](auto format) { return gguf_dequantize_of<decltype(format)>(blocks, in_features); });
 }
 
+// GGUFLinear's forward: gguf_linear, or for a step of more than max_block_rows rows (None: no limit), which is
+// compute-bound, a dense matmul with the weight dequantized for the call.
+torch::Tensor linear(torch::Tensor x, torch::Tensor blocks, int64_t quant_type, std::optional<torch::Tensor> bias,
+                     bool int8_activations, std::optional<int64_t> max_block_rows) {
+  const int64_t K = x.size(-1);
+  if (max_block_rows.has_value() && x.numel() > *max_block_rows * K) {
+    return at::linear(x, gguf_dequantize(blocks, quant_type, K), bias);
+  }
+  return gguf_linear(x, blocks, quant_type, bias, int8_activations);
+}
+
 // How many floats the float32 path's vectors hold as built here: 16 (AVX-512), 8 (AVX2) or 1 (scalar code).
 int64_t vector_floats() {
 #ifdef GGUF_LINEAR_AVX2
@@ -866,7 +877,17 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, module) {
              "x @ W.T (+ bias) with W in ggml Q4_0 / Q4_1 / Q5_0 / Q5_1 / Q8_0 / Q4_K / Q5_K / Q6_K blocks (CPU)",
              pybind11::arg("x"), pybind11::arg("blocks"), pybind11::arg("quant_type"), pybind11::arg("bias") = pybind11::none(),
              pybind11::arg("int8_activations") = false);
+  module.def("linear", &linear, "GGUFLinear's forward: gguf_linear, or a dense matmul past max_block_rows rows",
+             pybind11::arg("x"), pybind11::arg("blocks"), pybind11::arg("quant_type"), pybind11::arg("bias"),
+             pybind11::arg("int8_activations"), pybind11::arg("max_block_rows"));
   module.def("vector_floats", &vector_floats, "floats per vector of the float32 path as built (16, 8 or 1)");
   module.def("gguf_dequantize", &gguf_dequantize, "W as float32 [N, K] from its ggml blocks (CPU)",
              pybind11::arg("blocks"), pybind11::arg("quant_type"), pybind11::arg("in_features"));
+}
+
+// The layer's forward as a torch operator, TORCH_EXTENSION_NAME::linear, for the decoder program.
+TORCH_LIBRARY(TORCH_EXTENSION_NAME, library) {
+  library.def("linear(Tensor x, Tensor blocks, int quant_type, Tensor? bias, bool int8_activations, "
+              "int? max_block_rows) -> Tensor",
+              &linear);
 }

@@ -1,0 +1,112 @@
+"""Decode steps through the decoder program (pagedllm_core.model.native_decode) give what the layers' Python gives,
+token for token and logprob for logprob, and the engine says why when a model cannot use it."""
+
+import logging
+
+import pytest
+import torch
+from torch import nn
+
+from pagedllm_core.entrypoints.llm import LLM
+from pagedllm_core.model.native_decode import (
+    NativeDecodeUnavailable,
+    NativeDecoder,
+    build_native_decoder,
+    native_linear_op,
+)
+from pagedllm_core.model.native_op import NativeOp
+from pagedllm_core.sampling_params import SamplingParams
+
+LLAMA_FAMILY = ["LlamaForCausalLM", "MistralForCausalLM", "Qwen2ForCausalLM"]
+# Prompts of different lengths: decode steps hold several sequences with contexts across block edges.
+PROMPTS = ["Hello, world! The quick brown fox", "Once upon a time", "a b c d e f g h i j k l m n o p q r s t u v"]
+
+
+def generate(model: str, enforce_eager: bool, **settings):
+    """Greedy outputs (token ids and their top-3 logprobs) of PROMPTS, and how many steps the program ran."""
+    llm = LLM(model=model, enforce_eager=enforce_eager, block_size=16, **settings)
+    decoder = llm.llm_engine.executor.worker.model_runner.native_decoder
+    assert (decoder is None) == enforce_eager
+    native_steps = []
+    if decoder is not None:
+        forward = decoder.forward
+        decoder.forward = lambda *args: native_steps.append(forward(*args)) or native_steps[-1]
+    params = SamplingParams(max_tokens=24, temperature=0, ignore_eos=True, logprobs=3)
+    outputs = [
+        (list(output.outputs[0].token_ids), [{k: v.logprob for k, v in step.items()} for step in output.outputs[0].logprobs])
+        for output in llm.generate(PROMPTS, params, use_tqdm=False)
+    ]
+    return outputs, sum(step is not None for step in native_steps)
+
+
+@pytest.mark.parametrize("architecture", LLAMA_FAMILY)
+def test_greedy_tokens_and_logprobs_equal_the_layers_python(architecture, tiny_model_dir):
+    model = str(tiny_model_dir(architecture))
+    expected, _ = generate(model, enforce_eager=True)
+    actual, native_steps = generate(model, enforce_eager=False)
+    assert native_steps >= 23  # every plain decode step; the prompt steps ran in Python
+    assert actual == expected
+
+
+@pytest.mark.parametrize("kv_cache_dtype", ["fp8_e4m3", "fp8_e5m2"])
+def test_an_fp8_kv_cache_gives_the_same_outputs(kv_cache_dtype, tiny_model_dir):
+    model = str(tiny_model_dir("LlamaForCausalLM"))
+    expected, _ = generate(model, enforce_eager=True, kv_cache_dtype=kv_cache_dtype)
+    actual, native_steps = generate(model, enforce_eager=False, kv_cache_dtype=kv_cache_dtype)
+    assert native_steps >= 23
+    assert actual == expected
+
+
+def test_the_default_gguf_model_gives_the_same_outputs():
+    # The default model runs from its Q4_1 blocks: the program calls the GGUF plugin's operator.
+    expected, _ = generate(None, enforce_eager=True, dtype="float32")
+    actual, native_steps = generate(None, enforce_eager=False, dtype="float32")
+    assert native_steps >= 23
+    assert actual == expected
+
+
+def test_models_outside_the_program_decode_layer_by_layer(tiny_model_dir, caplog):
+    with caplog.at_level(logging.INFO, logger="pagedllm_core.model.native_decode"):
+        opt = LLM(model=str(tiny_model_dir("OPTForCausalLM")))
+        bfloat16 = LLM(model=str(tiny_model_dir("LlamaForCausalLM")), dtype="bfloat16")
+    for llm in (opt, bfloat16):
+        assert llm.llm_engine.executor.worker.model_runner.native_decoder is None
+    assert "OPTForCausalLM has no decoder program" in caplog.text
+    assert "float32 CPU weights, not torch.bfloat16" in caplog.text
+
+
+def test_lora_and_layers_without_an_operator_keep_the_python_layers(tiny_model_dir, caplog):
+    llm = LLM(model=str(tiny_model_dir("LlamaForCausalLM")))
+    runner = llm.llm_engine.executor.worker.model_runner
+    with caplog.at_level(logging.INFO, logger="pagedllm_core.model.native_decode"):
+        assert build_native_decoder(runner.model, runner.attention, lora_enabled=True) is None
+        runner.model.model.layers[1].mlp.down_proj = nn.Identity()
+        assert build_native_decoder(runner.model, runner.attention, lora_enabled=False) is None
+    assert "LoRA adapters are enabled" in caplog.text
+    assert "Identity layers have no native operator" in caplog.text
+
+
+def test_dense_layers_are_aten_linear():
+    layer = nn.Linear(4, 3)
+    assert native_linear_op(layer) == NativeOp("aten::linear", (layer.weight, layer.bias))
+    with pytest.raises(NativeDecodeUnavailable, match="ReLU layers have no native operator"):
+        native_linear_op(nn.ReLU())
+
+
+def test_the_program_refuses_unknown_operators_and_mismatched_calls(tiny_model_dir):
+    llm = LLM(model=str(tiny_model_dir("LlamaForCausalLM")))
+    runner = llm.llm_engine.executor.worker.model_runner
+    decoder: NativeDecoder = runner.native_decoder
+    program = type(decoder.program)(2, 1, 16, 1e-6, 0, torch.ones(64))
+    weight = torch.ones(64)
+    dense = NativeOp("aten::linear", (torch.zeros(64, 64), None))
+    with pytest.raises(RuntimeError, match="no_such_namespace::linear"):
+        program.add_layer(weight, weight, NativeOp("no_such_namespace::linear"), dense, dense, dense, dense)
+    with pytest.raises(RuntimeError, match="takes 3 arguments, got 5"):
+        program.add_layer(weight, weight, NativeOp("aten::linear", (weight, None, 1, 2)), dense, dense, dense, dense)
+    hidden = torch.zeros(1, 64)
+    cos = sin = torch.zeros(1, 1, 16)
+    with pytest.raises(RuntimeError, match="has no layers"):
+        program.run(hidden, cos, sin, [], ())
+    with pytest.raises(RuntimeError, match="got 1 KV caches for 2 layers"):
+        decoder.program.run(hidden, cos, sin, runner.kv_caches[:1], ())
