@@ -8,7 +8,8 @@ file's tokenizer as ``pagedllm bench latency`` builds them). The steps run one a
 together; ``--rounds 2`` alternates them twice, so that a disturbance shows as a difference between
 rounds. pagedllm runs float32, reading the file's quantized blocks in single-stream steps
 (``quantization=auto``); ``--int8-activations`` adds a run with its activations rounded to int8 as llama.cpp
-rounds them (the gguf option ``int8_activations``), ``--dense`` one on its dense weights only.
+rounds them (the gguf option ``int8_activations``), ``--dense`` one on its dense weights only, and ``--eager``
+each of those again with ``--enforce-eager`` (the layers one by one from Python instead of the decoder program).
 
 Run it from pagedllm's venv after ``bash benchmarks/llamacpp/setup.sh``, on a quiet machine:
 
@@ -74,7 +75,8 @@ def build_markdown(args, rounds: list[dict], llama_info: dict, commands: list[st
         "its kernel is built with AVX-512 and in steps of up to 64 rows elsewhere, [quantization](quantization.md)); "
         "\"int8 activations\" adds `--plugin-options "
         "'{\"quantization\": {\"int8_activations\": true}}'`, which rounds each group of 32 activations to int8 "
-        "and multiplies in integers, as llama.cpp does.",
+        "and multiplies in integers, as llama.cpp does; \"layers from Python\" adds `--enforce-eager`, which runs "
+        "every decode step layer by layer instead of the decoder program ([models](models.md#decode-steps-in-one-c-call)).",
         f"- Prompts: pagedllm's W4 for the file's tokenizer (sha256 prefix {prompts_sha256}).",
         "",
         "Commands, in the order run:",
@@ -97,6 +99,9 @@ def main() -> None:
     parser.add_argument("--int8-activations", action="store_true",
                         help="also run pagedllm with the gguf option int8_activations (llama.cpp's arithmetic)")
     parser.add_argument("--dense", action="store_true", help="also run pagedllm on dense weights only")
+    parser.add_argument("--eager", action="store_true",
+                        help="also run each pagedllm configuration with --enforce-eager (its layers one by one from "
+                             "Python, not the decoder program)")
     parser.add_argument("--out-dir", type=Path, default=ROOT / "bench_out" / "llamacpp_compare",
                         help="logs and results.json (default: bench_out/llamacpp_compare)")
     parser.add_argument("--write-docs", type=Path, default=None, help="write the table into this file's section")
@@ -134,6 +139,9 @@ def main() -> None:
             "pagedllm-int8", ["--plugin-options", json.dumps({"quantization": {"int8_activations": True}})])
     if args.dense:
         ours_runs["pagedllm, dense float32"] = ("pagedllm-dense", ["--quantization", "none"])
+    if args.eager:
+        for label, (name, flags) in list(ours_runs.items()):
+            ours_runs[f"{label}, layers from Python"] = (f"{name}-eager", [*flags, "--enforce-eager"])
     rounds, llama_info = [], {}
     for index in range(1, args.rounds + 1):
         results = {}
