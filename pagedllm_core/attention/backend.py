@@ -97,9 +97,10 @@ class AttentionBackend(ABC):
 
     def native_decode_op(self) -> str | None:
         """The registered torch operator (``"namespace::name"``) that does what :meth:`forward` does for one
-        layer of a plain decode step, for the decoder program (:mod:`pagedllm_core.model.native_decode`), which
-        calls it from C++ as ``op(query, key, value, kv_cache, k_scale, v_scale, *native_step_arguments(metadata))``
-        with :meth:`forward`'s shapes and the layer's fp8 scales (0-d float32, 1.0 for other caches); None (the
+        layer of a step :meth:`native_step_arguments` accepts (decode steps at least), for the decoder program
+        (:mod:`pagedllm_core.model.native_decode`), which calls it from C++ as
+        ``op(query, key, value, kv_cache, k_scale, v_scale, *native_step_arguments(metadata))`` with
+        :meth:`forward`'s shapes and the layer's fp8 scales (0-d float32, 1.0 for other caches); None (the
         default): every layer calls :meth:`forward`."""
         return None
 

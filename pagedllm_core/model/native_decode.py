@@ -14,8 +14,9 @@ takes part by returning its plugin's operator (``TORCH_LIBRARY``) from ``native_
 attention backend by naming its decode operator (:meth:`AttentionBackend.native_decode_op
 <pagedllm_core.attention.backend.AttentionBackend.native_decode_op>`). A model runs its decode steps
 this way on the CPU unless ``enforce_eager`` is set, when every part has such an operator, its dtype
-is float32, and neither LoRA adapters nor tensor parallelism are on; otherwise (and for prompt and
-mixed steps, which the backend declines) its layers run in Python as before, and start-up logs why.
+is float32, and neither LoRA adapters nor tensor parallelism are on; otherwise (and for the steps the
+backend declines, such as the ``cpu`` backend's steps with a long prompt chunk) its layers run in Python as
+before, and start-up logs why.
 """
 
 from __future__ import annotations
@@ -68,7 +69,7 @@ class NativeDecoder:
         self, input_ids: torch.Tensor, positions: torch.Tensor, kv_caches: list[torch.Tensor], metadata: AttentionMetadata
     ) -> torch.Tensor | None:
         """The final hidden states of a step the backend has prepared, as the model's forward computes them;
-        None when the backend declines the step (it is not a plain decode step)."""
+        None when the backend declines the step (the ``cpu`` backend declines steps with a long prompt chunk)."""
         step_arguments = self.attention.native_step_arguments(metadata)
         if step_arguments is None:
             return None
@@ -130,9 +131,16 @@ def llama_decoder_program(model: LlamaModel, attention: AttentionBackend):
     return program
 
 
-def build_native_decoder(model: nn.Module, attention: AttentionBackend, lora_enabled: bool) -> NativeDecoder | None:
-    """The model's :class:`NativeDecoder`, or None (with the reason logged) when its decode steps run layer by layer."""
+def build_native_decoder(
+    model: nn.Module, attention: AttentionBackend, device: torch.device, enforce_eager: bool, lora_enabled: bool
+) -> NativeDecoder | None:
+    """The model's :class:`NativeDecoder` on a CPU, or None (with the reason logged there) when its decode steps run
+    layer by layer."""
+    if device.type != "cpu":
+        return None
     try:
+        if enforce_eager:
+            raise NativeDecodeUnavailable("enforce_eager is set")
         if lora_enabled:
             raise NativeDecodeUnavailable("LoRA adapters are enabled")
         native_decoder = getattr(model, "native_decoder", None)

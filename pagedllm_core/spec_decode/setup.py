@@ -70,8 +70,8 @@ def build_speculator(config: EngineConfig, runner, draft: LoadedDraft | None, nu
         kv_cache = allocate_kv_cache(
             num_blocks, config.block_size, draft.cache_shape, runner.device, type(draft.attention)
         )
-        native_decoder = None
-        if runner.device.type == "cpu" and not config.enforce_eager:
-            native_decoder = build_native_decoder(draft.model, draft.attention, lora_enabled=False)
+        native_decoder = build_native_decoder(
+            draft.model, draft.attention, runner.device, config.enforce_eager, lora_enabled=False
+        )
         proposer = DraftModelProposer(draft, kv_cache, max_model_len, native_decoder)
     return Speculator(speculative, proposer, config.seed)

@@ -276,7 +276,8 @@ def load_model_runner(
             runner.decode_graphs.capture()
         else:
             logger.info("decode steps run eagerly: %s does not support CUDA graphs", type(attention).__name__)
-    if device.type == "cpu" and not config.enforce_eager:
-        runner.native_decoder = build_native_decoder(model, attention, lora_enabled=lora_manager is not None)
+    runner.native_decoder = build_native_decoder(
+        model, attention, device, config.enforce_eager, lora_enabled=lora_manager is not None
+    )
     runner.speculator = build_speculator(config, runner, draft, num_blocks)
     return LoadedRunner(runner, num_blocks)

@@ -23,7 +23,7 @@ PROMPTS = ["Hello, world! The quick brown fox", "Once upon a time", "a b c d e f
 
 
 def generate(model: str, enforce_eager: bool, **settings):
-    """Greedy outputs (token ids and their top-3 logprobs) of PROMPTS, and how many steps the program ran."""
+    """Greedy outputs (token ids and their top-3 logprobs) of PROMPTS, and the rows of each step the program ran."""
     llm = LLM(model=model, enforce_eager=enforce_eager, block_size=16, **settings)
     decoder = llm.llm_engine.executor.worker.model_runner.native_decoder
     assert (decoder is None) == enforce_eager
@@ -36,7 +36,7 @@ def generate(model: str, enforce_eager: bool, **settings):
         (list(output.outputs[0].token_ids), [{k: v.logprob for k, v in step.items()} for step in output.outputs[0].logprobs])
         for output in llm.generate(PROMPTS, params, use_tqdm=False)
     ]
-    return outputs, sum(step is not None for step in native_steps)
+    return outputs, [len(step) for step in native_steps if step is not None]
 
 
 @pytest.mark.parametrize("architecture", LLAMA_FAMILY)
@@ -44,7 +44,7 @@ def test_greedy_tokens_and_logprobs_equal_the_layers_python(architecture, tiny_m
     model = str(tiny_model_dir(architecture))
     expected, _ = generate(model, enforce_eager=True)
     actual, native_steps = generate(model, enforce_eager=False)
-    assert native_steps >= 23  # every plain decode step; the prompt steps ran in Python
+    assert len(native_steps) >= 23  # every plain decode step; the steps with long prompts ran in Python
     assert actual == expected
 
 
@@ -53,7 +53,7 @@ def test_an_fp8_kv_cache_gives_the_same_outputs(kv_cache_dtype, tiny_model_dir):
     model = str(tiny_model_dir("LlamaForCausalLM"))
     expected, _ = generate(model, enforce_eager=True, kv_cache_dtype=kv_cache_dtype)
     actual, native_steps = generate(model, enforce_eager=False, kv_cache_dtype=kv_cache_dtype)
-    assert native_steps >= 23
+    assert len(native_steps) >= 23
     assert actual == expected
 
 
@@ -61,7 +61,17 @@ def test_the_default_gguf_model_gives_the_same_outputs():
     # The default model runs from its Q4_1 blocks: the program calls the GGUF plugin's operator.
     expected, _ = generate(None, enforce_eager=True, dtype="float32")
     actual, native_steps = generate(None, enforce_eager=False, dtype="float32")
-    assert native_steps >= 23
+    assert len(native_steps) >= 23
+    assert actual == expected
+
+
+def test_speculative_verification_steps_run_in_the_program(tiny_model_dir):
+    # A verifying step scores up to 4 positions per sequence: the cpu backend runs them as decode rows.
+    model = str(tiny_model_dir("LlamaForCausalLM"))
+    speculative = {"speculative_config": {"method": "ngram", "num_speculative_tokens": 3, "prompt_lookup_min": 1}}
+    expected, _ = generate(model, enforce_eager=True, **speculative)
+    actual, native_steps = generate(model, enforce_eager=False, **speculative)
+    assert any(rows > len(PROMPTS) for rows in native_steps)
     assert actual == expected
 
 
@@ -78,11 +88,14 @@ def test_models_outside_the_program_decode_layer_by_layer(tiny_model_dir, caplog
 def test_lora_and_layers_without_an_operator_keep_the_python_layers(tiny_model_dir, caplog):
     llm = LLM(model=str(tiny_model_dir("LlamaForCausalLM")))
     runner = llm.llm_engine.executor.worker.model_runner
+    cpu = torch.device("cpu")
     with caplog.at_level(logging.INFO, logger="pagedllm_core.model.native_decode"):
-        assert build_native_decoder(runner.model, runner.attention, lora_enabled=True) is None
+        assert build_native_decoder(runner.model, runner.attention, cpu, False, lora_enabled=True) is None
+        assert build_native_decoder(runner.model, runner.attention, cpu, True, lora_enabled=False) is None
         runner.model.model.layers[1].mlp.down_proj = nn.Identity()
-        assert build_native_decoder(runner.model, runner.attention, lora_enabled=False) is None
+        assert build_native_decoder(runner.model, runner.attention, cpu, False, lora_enabled=False) is None
     assert "LoRA adapters are enabled" in caplog.text
+    assert "enforce_eager is set" in caplog.text
     assert "Identity layers have no native operator" in caplog.text
 
 

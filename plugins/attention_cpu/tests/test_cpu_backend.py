@@ -43,6 +43,9 @@ def run_both(seq_lens, query_lens, dtype=torch.float32, num_heads=6, num_kv_head
         ([37, 200, 16, 5], [1, 1, 1, 1]),  # decode only, partial and full last blocks
         ([40, 9], [40, 9]),  # fresh prompts (causal on their own keys)
         ([300, 70, 33, 128], [1, 50, 1, 128]),  # decode rows mixed with a later chunk and a fresh prompt
+        # Up to 16 new tokens run as decode rows, each seeing the positions up to its own: a speculative
+        # verification's 5 tokens, a 16-token chunk after earlier context, a fresh 5-token prompt; 17 are a chunk.
+        ([80, 23, 5, 90], [5, 16, 5, 17]),
     ],
 )
 def test_matches_reference(dtype, seq_lens, query_lens):
@@ -109,8 +112,20 @@ def test_the_native_decode_operator_does_what_forward_does(dtype):
     check_native_decode(CpuAttentionBackend(step.spec), step)
 
 
+def test_a_step_of_short_chunks_is_decode_rows_for_the_native_operator():
+    step = build_random_step([80, 23, 5], [5, 16, 5], num_heads=6, num_kv_heads=2, head_size=64, block_size=16,
+                             dtype=torch.float32)
+    backend = CpuAttentionBackend(step.spec)
+    backend.prepare(step.metadata)
+    decode = step.metadata.backend_data.decode
+    assert decode.token_index.tolist() == list(range(26))
+    assert decode.seq_lens.tolist() == [*range(76, 81), *range(8, 24), *range(1, 6)]
+    assert backend.native_step_arguments(step.metadata) is not None
+    check_native_decode(backend, step)
+
+
 def test_steps_with_a_prompt_chunk_go_through_forward():
-    step = build_random_step([300, 70], [1, 50], num_heads=6, num_kv_heads=2, head_size=64, block_size=16,
+    step = build_random_step([300, 70], [1, 17], num_heads=6, num_kv_heads=2, head_size=64, block_size=16,
                              dtype=torch.float32)
     backend = CpuAttentionBackend(step.spec)
     backend.prepare(step.metadata)

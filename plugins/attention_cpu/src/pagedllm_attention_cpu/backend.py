@@ -19,13 +19,18 @@ from pagedllm_core.attention.reference import read_kv_cache
 SUPPORTED_KV_CACHE_DTYPES = (torch.float32, torch.bfloat16, torch.float16, *FP8_DTYPES)
 
 
+# A sequence with at most this many new tokens (a decode step's one, a speculative verification's few) runs them
+# as decode rows: each token attends to the cache up to its own position, read in place by the decode kernel.
+MAX_DECODE_ROWS_PER_SEQUENCE = 16
+
+
 @dataclass
 class DecodeRows:
-    """The step's sequences that run one new token, as the kernel takes them."""
+    """The step's tokens that run as decode rows, as the kernel takes them."""
 
-    token_index: torch.Tensor  # [num_rows] int64, the row of each one's token in the step
-    block_tables: torch.Tensor  # [num_rows, max_blocks] int32
-    seq_lens: torch.Tensor  # [num_rows] int32
+    token_index: torch.Tensor  # [num_rows] int64, each row's token in the step
+    block_tables: torch.Tensor  # [num_rows, max_blocks] int32, its sequence's blocks
+    seq_lens: torch.Tensor  # [num_rows] int32, the positions it sees: up to its own, included
 
 
 @dataclass
@@ -45,7 +50,9 @@ class StepPlan:
 
 class CpuAttentionBackend(AttentionBackend):
     """Decode rows go to a C++ kernel that reads keys and values in place from the paged cache,
-    parallel over (sequence, KV head); prompt chunks go to ``scaled_dot_product_attention`` one
+    parallel over (row, KV head): every sequence's one new token, and each of the new tokens of a
+    sequence with up to ``MAX_DECODE_ROWS_PER_SEQUENCE`` of them (a speculative verification), attending
+    up to its own position. Longer prompt chunks go to ``scaled_dot_product_attention`` one
     sequence at a time, on the chunk's own keys when it has no earlier context and on its gathered
     blocks otherwise. Nothing is padded to the step's longest sequence. An fp8 cache is read with
     its layer's scales; a chunk without earlier context attends to its own keys rounded through fp8,
@@ -80,15 +87,13 @@ class CpuAttentionBackend(AttentionBackend):
     def prepare(self, metadata: AttentionMetadata) -> None:
         # Decode rows are picked with tensor ops; only the (few) prompt chunks are visited one by one.
         query_start = metadata.query_start_loc.long()
-        is_decode = query_start[1:] - query_start[:-1] == 1
-        decode = None
-        if bool(is_decode.any()):
-            index = is_decode.nonzero().squeeze(-1)
-            decode = DecodeRows(
-                token_index=query_start[:-1][index],
-                block_tables=metadata.block_tables[index].contiguous(),
-                seq_lens=metadata.seq_lens[index].contiguous(),
-            )
+        query_lens = query_start[1:] - query_start[:-1]
+        if metadata.num_tokens == metadata.num_seqs and metadata.max_query_len == 1:  # one new token each
+            is_decode = torch.ones_like(query_lens, dtype=torch.bool)
+            decode = DecodeRows(query_start[:-1], metadata.block_tables.contiguous(), metadata.seq_lens.contiguous())
+        else:
+            is_decode = query_lens <= MAX_DECODE_ROWS_PER_SEQUENCE
+            decode = _decode_rows(metadata, query_start, query_lens, is_decode) if bool(is_decode.any()) else None
         chunks = []
         for seq in (~is_decode).nonzero().squeeze(-1).tolist():
             seq_len = int(metadata.seq_lens[seq])
@@ -159,6 +164,16 @@ class CpuAttentionBackend(AttentionBackend):
             enable_gqa=self.spec.num_heads != self.spec.num_kv_heads,
         )
         return output[0].transpose(0, 1)
+
+
+def _decode_rows(metadata: AttentionMetadata, query_start, query_lens, is_decode) -> DecodeRows:
+    """Every new token of the sequences ``is_decode`` picks, as a decode row seeing the positions up to its own."""
+    sequence_of_token = torch.arange(len(query_lens)).repeat_interleave(query_lens)
+    token_index = is_decode[sequence_of_token].nonzero().squeeze(-1)
+    sequence = sequence_of_token[token_index]
+    # Token t of a sequence whose new tokens end at row e sits at position seq_len - (e - t).
+    seq_lens = metadata.seq_lens[sequence] - (query_start[1:][sequence] - 1 - token_index).to(torch.int32)
+    return DecodeRows(token_index, metadata.block_tables[sequence].contiguous(), seq_lens.contiguous())
 
 
 def write_kv_cache(key, value, kv_cache, slot_mapping, kv_scales=None) -> None:

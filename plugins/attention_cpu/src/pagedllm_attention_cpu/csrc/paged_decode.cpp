@@ -405,7 +405,8 @@ void write_kv_cache(torch::Tensor key, torch::Tensor value, torch::Tensor key_ca
   });
 }
 
-// One layer's attention in a step of one new token per sequence, as CpuAttentionBackend.forward computes it:
+// One layer's attention in a step whose every token is a decode row (token_index, block_tables and seq_lens one
+// entry per token, as CpuAttentionBackend.prepare plans them), as CpuAttentionBackend.forward computes it:
 // stores key and value in kv_cache [2, num_blocks, block_size, num_kv_heads, head_size], then attends.
 // k_scale and v_scale (0-d float32) are the layer's scales of an fp8 cache, ignored for any other cache.
 torch::Tensor decode_attention(torch::Tensor query, torch::Tensor key, torch::Tensor value, torch::Tensor kv_cache,
