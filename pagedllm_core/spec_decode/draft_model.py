@@ -5,7 +5,9 @@ target's block tables, so the scheduler's allocation, copy-on-write and rollback
 the same invariant as the target: keys and values for every computed token. Each step it catches up
 on the tokens the target computed and kept (the accepted ones) plus the step's new token, then
 proposes greedily, one token per forward pass, writing only into the lookahead slots the scheduler
-reserved for it.
+reserved for it. The keys and values it wrote for drafts the target then accepts are kept, so it catches
+up only from the first position it has not computed (the last accepted draft it did not write, or the
+target's own token).
 """
 
 from __future__ import annotations
@@ -59,6 +61,8 @@ class DraftModelProposer:
         self.model = draft.model
         self.attention = draft.attention
         self.native_decoder = native_decoder
+        # seq id -> (end, written, blocks) after the last step: see _first_to_compute.
+        self._computed: dict[str, tuple[int, int, tuple[int, ...]]] = {}
         self.kv_cache = kv_cache
         self.kv_caches = list(kv_cache.unbind(0))
         self.max_model_len = max_model_len
@@ -81,6 +85,7 @@ class DraftModelProposer:
         block_size = runner.block_size
         catch_up: list[tuple[_DraftRows, int, int]] = []
         proposing: list[tuple[int, _Proposal]] = []
+        computed, self._computed = self._computed, {}
         for held, num_new_tokens, run, gets_drafts in entries:
             num_accepted = max(len(run) - 1, 0) if held.spec_token_ids else 0
             num_inputs = num_new_tokens - len(held.spec_token_ids) + num_accepted
@@ -89,7 +94,12 @@ class DraftModelProposer:
             room = min(held.num_blocks * block_size, self.max_model_len)
             length = start + num_inputs + 1  # once the new token is in
             with_new_token = bool(run) and length <= room
-            catch_up.append((_DraftRows(held.slot, start, held.num_blocks), num_inputs + with_new_token, 0))
+            end = start + num_inputs + with_new_token
+            block_table = runner.batch.block_table[held.slot]
+            first = _first_to_compute(computed.get(held.seq_id), start, num_accepted, block_table, block_size)
+            if end > first:
+                catch_up.append((_DraftRows(held.slot, first, held.num_blocks), end - first, 0))
+            self._computed[held.seq_id] = (end, 0, _block_ids(block_table, block_size, end - 1, end))
             # The k-th draft is proposed without being written, so k drafts need k - 1 slots past the new token.
             budget = min(num_tokens, room - length + 1)
             if gets_drafts and with_new_token and budget > 0:
@@ -111,4 +121,36 @@ class DraftModelProposer:
                 rows.append((_DraftRows(info.slot, position, info.num_blocks), 1, 0))
             for info, token_id in zip(active, self._last_token_ids(runner, rows)):
                 drafts[info.seq_id].append(token_id)
+        for _, info in proposing:
+            written = len(drafts[info.seq_id]) - 1
+            blocks = _block_ids(runner.batch.block_table[info.slot], block_size, info.length - 1, info.length + written)
+            self._computed[info.seq_id] = (info.length, written, blocks)
         return drafts
+
+
+def _block_ids(block_table: torch.Tensor, block_size: int, begin: int, end: int) -> tuple[int, ...]:
+    """The ids of the blocks that hold positions ``begin`` to ``end - 1`` in a sequence's ``block_table``."""
+    if begin >= end:
+        return ()
+    return tuple(block_table[begin // block_size : (end - 1) // block_size + 1].tolist())
+
+
+def _first_to_compute(computed, start: int, num_accepted: int, block_table: torch.Tensor, block_size: int) -> int:
+    """The first position of a sequence's inputs this step whose keys and values the draft lacks.
+
+    ``computed`` is what the draft's last step left, ``(end, written, blocks)``: every position before ``end``
+    (the step's new token, the last of them, included) and the next ``written`` drafts, and ``blocks`` the
+    blocks from the new token's to the last draft's. The new token's and the accepted drafts' keys and values
+    are still right in the blocks that are still the sequence's: they are lookahead slots, whose block may be
+    freed after the step and come back as another. A sequence that does not continue that step (new, or
+    recomputed after preemption) starts at ``start``."""
+    if computed is None:
+        return start
+    end, written, blocks = computed
+    if not start <= end <= start + 1:
+        return start
+    kept = end + min(written, num_accepted)
+    blocks_now = _block_ids(block_table, block_size, end - 1, kept)
+    same = next((i for i, (now, then) in enumerate(zip(blocks_now, blocks)) if now != then), len(blocks_now))
+    # Positions before the first block that changed are still the draft's.
+    return max(start, min(kept, ((end - 1) // block_size + same) * block_size))
