@@ -126,8 +126,8 @@ class EngineConfig(BaseModel):
         description="Run every step's layers one by one from Python. When False, on CUDA, decode steps of up to "
         "max_num_seqs (at most 256) sequences replay CUDA graphs captured at start-up per batch-size bucket, where the "
         "attention backend allows it (cuda does); on the CPU, decode steps run all decoder layers in one C++ call, "
-        "where the model, its layers and the attention backend allow it (float32 Llama-family models with dense or "
-        "GGUF layers on the cpu backend do).",
+        "where the model, its layers and the attention backend allow it (float32 Llama-family models with dense, "
+        "GGUF, AWQ or W8A8 int8 layers on the cpu backend do).",
     )
     calculate_kv_scales: bool = Field(
         False,

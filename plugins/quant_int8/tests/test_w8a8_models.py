@@ -73,6 +73,13 @@ def test_greedy_tokens_equal_the_dequantized_model(quantized_llama, tmp_path):
     assert greedy_tokens(quantized_llama) == greedy_tokens(dense, quantization="none")
 
 
+def test_decode_steps_call_the_int8_operator_from_the_decoder_program_with_the_same_tokens(quantized_llama):
+    native = LLM(model=str(quantized_llama), kv_cache_memory="8MiB", dtype="float32")
+    assert native.llm_engine.executor.worker.model_runner.native_decoder is not None
+    tokens = [list(output.outputs[0].token_ids) for output in native.generate(PROMPTS, GREEDY, use_tqdm=False)]
+    assert tokens == greedy_tokens(quantized_llama, dtype="float32", enforce_eager=True)
+
+
 def test_an_int8_lm_head_of_a_tied_model_is_an_untied_copy_of_the_embedding(tmp_path):
     source = build_tiny_model(tmp_path / "float", "LlamaForCausalLM", initializer_range=0.05, tie_word_embeddings=True)
     assert "lm_head.weight" not in load_file(source / "model.safetensors")

@@ -4,10 +4,11 @@ The int8 product runs in oneDNN (VNNI instructions where the CPU has them) from 
 once at load time (``onednn.qlinear_prepack``). oneDNN takes unsigned activations with a zero
 point, so each row quantized to [-127, 127] is shifted by +128 with zero point 128, which it
 subtracts exactly; it applies the weight's per-channel scale, and the per-token scale and the bias
-are applied here. Measured against ``torch._int_mm`` (which repacks the weight on every call) and a
+are applied after it, in the same C++ call. Measured against ``torch._int_mm`` (which repacks the weight on every call) and a
 hand-written AVX-512 VNNI loop, this was the fastest on the machine of docs/benchmarks.md. The
 activations are quantized by a small C++ kernel (``csrc/quantize_rows.cpp``), equal to
-:func:`quantize_per_token` plus the shift.
+:func:`quantize_per_token` plus the shift. The whole product is also the extension's registered operator
+``linear``, which the decoder program calls (``Int8Linear.native_op``).
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ import torch
 from pagedllm_core.cpp_extensions import load_cpp_extension
 
 INT8_MAX = 127
-# oneDNN's activations are uint8; a symmetric int8 row shifted by this is exact.
+# oneDNN's activations are uint8; a symmetric int8 row shifted by this is exact (csrc/quantize_rows.cpp).
 ACTIVATION_ZERO_POINT = 128
 
 
@@ -53,22 +54,16 @@ def pack_weight(weight: torch.Tensor) -> torch.Tensor:
 def int8_linear(
     rows: torch.Tensor, packed_weight: torch.Tensor, weight_scale: torch.Tensor, bias: torch.Tensor | None
 ) -> torch.Tensor:
-    """``rows @ (W * weight_scale).T + bias`` with ``rows`` quantized per token on the way.
+    """``rows @ (W * weight_scale).T + bias`` with ``rows`` quantized per token on the way (one C++ call: the
+    quantization, oneDNN's int8 product with the activations' zero point, the per-token scales and the bias).
 
     :param rows: ``[m, k]`` in the model's dtype
     :param packed_weight: ``W`` (int8 ``[n, k]``) from :func:`pack_weight`; ``weight_scale``: float32 ``[n]``
     :returns: ``[m, n]`` in ``rows``' dtype
     """
-    shifted, scales = load_kernels().quantize_rows(rows)
-    output = torch.ops.onednn.qlinear_pointwise(
-        shifted, 1.0, ACTIVATION_ZERO_POINT, packed_weight, weight_scale, _zero_points(weight_scale),
-        None, 1.0, 0, torch.float32, "none", [], "",
-    )
-    output.mul_(scales)
-    if bias is not None:
-        output += bias
-    return output.to(rows.dtype)
+    return load_kernels().int8_linear(rows, packed_weight, weight_scale, weight_zero_points(weight_scale), bias)
 
 
-def _zero_points(weight_scale: torch.Tensor) -> torch.Tensor:
+def weight_zero_points(weight_scale: torch.Tensor) -> torch.Tensor:
+    """The all-zero per-channel zero points oneDNN's product takes with ``weight_scale`` (the weights are symmetric)."""
     return torch.zeros(weight_scale.shape, dtype=torch.int64)

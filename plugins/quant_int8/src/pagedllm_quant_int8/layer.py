@@ -6,8 +6,9 @@ import torch
 from torch import nn
 
 from pagedllm_core.errors import ModelLoadError
+from pagedllm_core.model.native_op import NativeOp
 from pagedllm_core.model.quantization import QuantizedLinear
-from pagedllm_quant_int8.kernel import int8_linear, pack_weight
+from pagedllm_quant_int8.kernel import load_kernels, pack_weight, weight_zero_points
 
 
 class Int8Linear(QuantizedLinear):
@@ -25,6 +26,7 @@ class Int8Linear(QuantizedLinear):
         self.register_buffer("weight_scale", torch.zeros(self.out_features, dtype=torch.float32))
         self.bias = nn.Parameter(torch.empty(self.out_features), requires_grad=False) if bias else None
         self.packed_weight: torch.Tensor | None = None
+        self.weight_zero_points: torch.Tensor | None = None
 
     def checkpoint_pieces(self) -> set[tuple[str, int | None]]:
         names = ["weight", "weight_scale"] + (["bias"] if self.bias is not None else [])
@@ -62,6 +64,7 @@ class Int8Linear(QuantizedLinear):
 
     def pack(self) -> None:
         self.packed_weight = pack_weight(self.weight)
+        self.weight_zero_points = weight_zero_points(self.weight_scale)
         del self.weight
 
     def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
@@ -69,5 +72,14 @@ class Int8Linear(QuantizedLinear):
         if self.packed_weight is None:
             raise RuntimeError("Int8Linear.pack() must run after the weights are loaded")
         rows = hidden_states.reshape(-1, self.in_features)
-        output = int8_linear(rows.contiguous(), self.packed_weight, self.weight_scale, self.bias)
+        output = load_kernels().int8_linear(
+            rows, self.packed_weight, self.weight_scale, self.weight_zero_points, self.bias
+        )
         return output.view(*hidden_states.shape[:-1], self.out_features)
+
+    def native_op(self) -> NativeOp:
+        """:meth:`forward` on rows as the extension's registered operator, for the decoder program."""
+        return NativeOp(
+            f"{load_kernels().__name__}::linear",
+            (self.packed_weight, self.weight_scale, self.weight_zero_points, self.bias),
+        )

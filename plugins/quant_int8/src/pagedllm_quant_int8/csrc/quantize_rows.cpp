@@ -6,6 +6,8 @@
 // cost more than the int8 matmul itself at decode sizes on a busy 2-core machine.
 
 #include <torch/extension.h>
+#include <ATen/core/dispatch/Dispatcher.h>
+#include <ATen/core/stack.h>
 #include <ATen/Parallel.h>
 
 #include <algorithm>
@@ -91,6 +93,32 @@ std::tuple<torch::Tensor, torch::Tensor> quantize_rows(torch::Tensor x) {
   return {quantized, scales};
 }
 
+// rows [m, k] @ (W * weight_scale).T + bias with rows quantized per token on the way (kernel.int8_linear):
+// oneDNN's int8 product of the shifted rows (zero point 128) and the packed W, times each row's scale.
+torch::Tensor int8_linear(torch::Tensor rows, torch::Tensor packed_weight, torch::Tensor weight_scale,
+                          torch::Tensor weight_zero_points, std::optional<torch::Tensor> bias) {
+  static const c10::OperatorHandle qlinear =
+      c10::Dispatcher::singleton().findSchemaOrThrow("onednn::qlinear_pointwise", "");
+  auto [shifted, scales] = quantize_rows(rows.contiguous());
+  constexpr int64_t kActivationZeroPoint = 128;
+  torch::jit::Stack stack{shifted, 1.0, kActivationZeroPoint, packed_weight, weight_scale, weight_zero_points,
+                          c10::IValue(), 1.0, int64_t{0}, static_cast<int64_t>(at::kFloat), std::string("none"),
+                          c10::List<std::optional<at::Scalar>>(), std::string("")};
+  qlinear.callBoxed(stack);
+  torch::Tensor output = std::move(stack.front()).toTensor();
+  output.mul_(scales);
+  if (bias.has_value()) output.add_(*bias);
+  return output.to(rows.scalar_type());
+}
+
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, module) {
   module.def("quantize_rows", &quantize_rows, "per-token int8 quantization, shifted to uint8 (+128), and scales");
+  module.def("int8_linear", &int8_linear, "W8A8 rows @ (W * weight_scale).T + bias with per-token int8 rows");
+}
+
+// The layer's product as a torch operator, TORCH_EXTENSION_NAME::linear, for the decoder program.
+TORCH_LIBRARY(TORCH_EXTENSION_NAME, library) {
+  library.def("linear(Tensor rows, Tensor packed_weight, Tensor weight_scale, Tensor weight_zero_points, "
+              "Tensor? bias) -> Tensor",
+              &int8_linear);
 }
