@@ -9,8 +9,8 @@ from torch import nn
 
 from pagedllm_core.entrypoints.llm import LLM
 from pagedllm_core.model.native_decode import (
-    NativeDecodeUnavailable,
     NativeDecoder,
+    NativeDecodeUnavailable,
     build_native_decoder,
     native_linear_op,
 )

@@ -12,6 +12,7 @@ from pagedllm_core.model.native_op import NativeOp
 from pagedllm_core.model.quantization import QuantizedLinear
 from pagedllm_quant_gguf.options import GGUFOptions, default_max_block_rows
 
+
 class GGUFLinear(QuantizedLinear):
     """``x @ W.T + b`` with ``W`` held only as GGUF blocks, one weight row per row of ``blocks``.
 
