@@ -113,7 +113,7 @@ def llama_decoder_program(model: LlamaModel, attention: AttentionBackend):
     heads = first.self_attn.attn
     program = kernels.LlamaDecoderProgram(
         heads.num_heads, heads.num_kv_heads, heads.head_size, first.input_layernorm.eps,
-        cpu_kernels.silu_vector_block(), model.norm.weight,
+        cpu_kernels.silu_vector_block(), weight,
     )
     for layer in model.layers:
         if not isinstance(layer.mlp.act_fn, SiluAndMul):

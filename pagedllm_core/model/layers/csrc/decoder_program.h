@@ -12,7 +12,7 @@
 // operator(*inputs, *bound arguments, *step arguments), through torch's dispatcher, with no Python.
 class BoundOperator {
  public:
-  // native_op: a pagedllm_core.model.native_decode.NativeOp (its `operator`, "namespace::name[.overload]",
+  // native_op: a pagedllm_core.model.native_op.NativeOp (its `operator`, "namespace::name[.overload]",
   // and its `arguments`, converted by the operator's schema after its first `num_inputs` arguments).
   BoundOperator(const pybind11::handle& native_op, size_t num_inputs);
 

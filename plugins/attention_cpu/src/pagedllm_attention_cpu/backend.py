@@ -87,13 +87,13 @@ class CpuAttentionBackend(AttentionBackend):
     def prepare(self, metadata: AttentionMetadata) -> None:
         # Decode rows are picked with tensor ops; only the (few) prompt chunks are visited one by one.
         query_start = metadata.query_start_loc.long()
-        query_lens = query_start[1:] - query_start[:-1]
         if metadata.num_tokens == metadata.num_seqs and metadata.max_query_len == 1:  # one new token each
-            is_decode = torch.ones_like(query_lens, dtype=torch.bool)
             decode = DecodeRows(query_start[:-1], metadata.block_tables.contiguous(), metadata.seq_lens.contiguous())
-        else:
-            is_decode = query_lens <= MAX_DECODE_ROWS_PER_SEQUENCE
-            decode = _decode_rows(metadata, query_start, query_lens, is_decode) if bool(is_decode.any()) else None
+            metadata.backend_data = StepPlan(decode, [])
+            return
+        query_lens = query_start[1:] - query_start[:-1]
+        is_decode = query_lens <= MAX_DECODE_ROWS_PER_SEQUENCE
+        decode = _decode_rows(metadata, query_start, query_lens, is_decode) if bool(is_decode.any()) else None
         chunks = []
         for seq in (~is_decode).nonzero().squeeze(-1).tolist():
             seq_len = int(metadata.seq_lens[seq])

@@ -4,8 +4,9 @@ The int8 product runs in oneDNN (VNNI instructions where the CPU has them) from 
 once at load time (``onednn.qlinear_prepack``). oneDNN takes unsigned activations with a zero
 point, so each row quantized to [-127, 127] is shifted by +128 with zero point 128, which it
 subtracts exactly; it applies the weight's per-channel scale, and the per-token scale and the bias
-are applied after it, in the same C++ call. Measured against ``torch._int_mm`` (which repacks the weight on every call) and a
-hand-written AVX-512 VNNI loop, this was the fastest on the machine of docs/benchmarks.md. The
+are applied after it, in the same C++ call. Measured against ``torch._int_mm`` (which repacks the
+weight on every call) and a hand-written AVX-512 VNNI loop, this was the fastest on the machine of
+docs/benchmarks.md. The
 activations are quantized by a small C++ kernel (``csrc/quantize_rows.cpp``), equal to
 :func:`quantize_per_token` plus the shift. The whole product is also the extension's registered operator
 ``linear``, which the decoder program calls (``Int8Linear.native_op``).
