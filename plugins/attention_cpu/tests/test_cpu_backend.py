@@ -3,6 +3,7 @@ import torch
 
 from pagedllm_attention_cpu import backend as cpu_backend
 from pagedllm_attention_cpu.backend import CpuAttentionBackend
+from pagedllm_attention_cpu.kernels import load_kernels
 from pagedllm_core.attention.backend import AttentionSpec
 from pagedllm_core.attention.conformance import (
     CACHE_WRITE_CASES,
@@ -46,6 +47,8 @@ def run_both(seq_lens, query_lens, dtype=torch.float32, num_heads=6, num_kv_head
         # Up to 16 new tokens run as decode rows, each seeing the positions up to its own: a speculative
         # verification's 5 tokens, a 16-token chunk after earlier context, a fresh 5-token prompt; 17 are a chunk.
         ([80, 23, 5, 90], [5, 16, 5, 17]),
+        # Chunks longer than a task's 32 positions, one after 267 tokens of context, keys over many tiles.
+        ([600, 257, 1], [333, 257, 1]),
     ],
 )
 def test_matches_reference(dtype, seq_lens, query_lens):
@@ -62,6 +65,22 @@ def test_head_layouts_and_block_sizes(num_heads, num_kv_heads, head_size, block_
         block_size=block_size,
     )
     torch.testing.assert_close(actual, expected, rtol=1e-4, atol=1e-5)
+
+
+def test_the_chunk_kernel_refuses_a_chunk_outside_its_rows_or_blocks():
+    step = build_random_step([40], [40], num_heads=6, num_kv_heads=2, head_size=64, block_size=16, dtype=torch.float32)
+    kernels, cache, output = load_kernels(), step.kv_cache, torch.empty_like(step.query)
+    block_tables = step.metadata.block_tables.contiguous()
+
+    def run(query_start, query_len, seq_len):
+        kernels.chunk_attention(output, step.query, cache[0], cache[1], torch.tensor([query_start]),
+                                torch.tensor([query_len]), block_tables, torch.tensor([seq_len], dtype=torch.int32),
+                                0.125, 1.0, 1.0)
+
+    with pytest.raises(RuntimeError, match="outside the query's 40 rows"):
+        run(10, 40, 40)
+    with pytest.raises(RuntimeError, match="in 48 slots of blocks"):
+        run(0, 40, 49)
 
 
 def test_reports_why_it_cannot_run():

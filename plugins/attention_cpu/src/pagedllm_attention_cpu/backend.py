@@ -1,4 +1,4 @@
-"""The ``cpu`` attention backend: a compiled decode kernel plus per-sequence SDPA for prompt chunks."""
+"""The ``cpu`` attention backend: compiled kernels for decode rows and for prompt chunks."""
 
 from __future__ import annotations
 
@@ -8,13 +8,11 @@ import shutil
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 
 from pagedllm_attention_cpu.kernels import load_kernels
 from pagedllm_core.attention.backend import AttentionBackend, AttentionSpec
-from pagedllm_core.attention.kv_quant import FP8_DTYPES, dequantize_kv, is_fp8, quantize_kv
+from pagedllm_core.attention.kv_quant import FP8_DTYPES
 from pagedllm_core.attention.metadata import AttentionMetadata
-from pagedllm_core.attention.reference import read_kv_cache
 
 SUPPORTED_KV_CACHE_DTYPES = (torch.float32, torch.bfloat16, torch.float16, *FP8_DTYPES)
 
@@ -34,29 +32,30 @@ class DecodeRows:
 
 
 @dataclass
-class PromptChunk:
-    """A sequence that runs several new tokens (a prompt or a chunk of one)."""
+class PromptChunks:
+    """The step's sequences with more new tokens (prompts or chunks of them), as the chunk kernel takes them."""
 
-    tokens: slice  # its rows in the step
-    seq_len: int  # context length including the chunk
-    block_ids: torch.Tensor  # [num_blocks] int64, the blocks holding its context
+    query_start: torch.Tensor  # [num_chunks] int64, each chunk's first row in the step
+    query_lens: torch.Tensor  # [num_chunks] int64, its rows
+    block_tables: torch.Tensor  # [num_chunks, max_blocks] int32, its sequence's blocks
+    seq_lens: torch.Tensor  # [num_chunks] int32, its sequence's length, the chunk included
 
 
 @dataclass
 class StepPlan:
     decode: DecodeRows | None
-    chunks: list[PromptChunk]
+    chunks: PromptChunks | None
 
 
 class CpuAttentionBackend(AttentionBackend):
     """Decode rows go to a C++ kernel that reads keys and values in place from the paged cache,
     parallel over (row, KV head): every sequence's one new token, and each of the new tokens of a
     sequence with up to ``MAX_DECODE_ROWS_PER_SEQUENCE`` of them (a speculative verification), attending
-    up to its own position. Longer prompt chunks go to ``scaled_dot_product_attention`` one
-    sequence at a time, on the chunk's own keys when it has no earlier context and on its gathered
-    blocks otherwise. Nothing is padded to the step's longest sequence. An fp8 cache is read with
-    its layer's scales; a chunk without earlier context attends to its own keys rounded through fp8,
-    exactly what later steps will read back.
+    up to its own position. Longer prompt chunks go to a second C++ kernel, causal flash attention
+    that reads the chunk's context, its own new keys and values included, in place from the cache,
+    parallel over (chunk, KV head, 32 positions). Nothing is padded to the step's longest sequence,
+    and nothing is gathered. An fp8 cache is read with its layer's scales, so a prompt attends to its
+    keys and values exactly as later steps will read them back.
     """
 
     @classmethod
@@ -89,17 +88,16 @@ class CpuAttentionBackend(AttentionBackend):
         query_start = metadata.query_start_loc.long()
         if metadata.num_tokens == metadata.num_seqs and metadata.max_query_len == 1:  # one new token each
             decode = DecodeRows(query_start[:-1], metadata.block_tables.contiguous(), metadata.seq_lens.contiguous())
-            metadata.backend_data = StepPlan(decode, [])
+            metadata.backend_data = StepPlan(decode, None)
             return
         query_lens = query_start[1:] - query_start[:-1]
         is_decode = query_lens <= MAX_DECODE_ROWS_PER_SEQUENCE
         decode = _decode_rows(metadata, query_start, query_lens, is_decode) if bool(is_decode.any()) else None
-        chunks = []
-        for seq in (~is_decode).nonzero().squeeze(-1).tolist():
-            seq_len = int(metadata.seq_lens[seq])
-            num_blocks = -(-seq_len // self.spec.block_size)
-            tokens = slice(int(query_start[seq]), int(query_start[seq + 1]))
-            chunks.append(PromptChunk(tokens, seq_len, metadata.block_tables[seq, :num_blocks].long()))
+        chunk = (~is_decode).nonzero().squeeze(-1)
+        chunks = None
+        if len(chunk):
+            chunks = PromptChunks(query_start[chunk], query_lens[chunk], metadata.block_tables[chunk].contiguous(),
+                                  metadata.seq_lens[chunk].contiguous())
         metadata.backend_data = StepPlan(decode, chunks)
 
     def native_decode_op(self) -> str:
@@ -107,7 +105,7 @@ class CpuAttentionBackend(AttentionBackend):
 
     def native_step_arguments(self, metadata: AttentionMetadata) -> tuple | None:
         plan: StepPlan = metadata.backend_data
-        if plan.decode is None or plan.chunks:
+        if plan.decode is None or plan.chunks is not None:
             return None
         decode = plan.decode
         return metadata.slot_mapping, decode.token_index, decode.block_tables, decode.seq_lens, self.spec.scale
@@ -116,54 +114,20 @@ class CpuAttentionBackend(AttentionBackend):
         write_kv_cache(key, value, kv_cache, metadata.slot_mapping, kv_scales)
         plan: StepPlan = metadata.backend_data
         output = torch.empty(query.shape, dtype=query.dtype)
-        if kv_scales is None:
-            kv_scales = (None, None)
+        k_scale, v_scale = (1.0, 1.0) if kv_scales is None else (float(kv_scales[0]), float(kv_scales[1]))
         if plan.decode is not None:
             decode = plan.decode
-            k_scale, v_scale = (1.0, 1.0) if kv_scales[0] is None else (float(kv_scales[0]), float(kv_scales[1]))
             self._kernels.paged_decode(
                 output, query, kv_cache[0], kv_cache[1], decode.token_index, decode.block_tables, decode.seq_lens,
                 self.spec.scale, k_scale, v_scale,
             )
-        for chunk in plan.chunks:
-            output[chunk.tokens] = self._attend_chunk(query[chunk.tokens], key[chunk.tokens], value[chunk.tokens],
-                                                      kv_cache, chunk, kv_scales)
+        if plan.chunks is not None:
+            chunks = plan.chunks
+            self._kernels.chunk_attention(
+                output, query, kv_cache[0], kv_cache[1], chunks.query_start, chunks.query_lens, chunks.block_tables,
+                chunks.seq_lens, self.spec.scale, k_scale, v_scale,
+            )
         return output
-
-    def _attend_chunk(self, query, key, value, kv_cache, chunk: PromptChunk, kv_scales) -> torch.Tensor:
-        # query: [chunk_len, num_heads, head_size] -> [chunk_len, num_heads, head_size]
-        chunk_len = query.shape[0]
-        key_scale, value_scale = kv_scales
-        if chunk.seq_len == chunk_len:
-            context_keys, context_values, mask, causal = key, value, None, True
-            if is_fp8(kv_cache.dtype):
-                context_keys = _round_through_fp8(key, key_scale, kv_cache.dtype)
-                context_values = _round_through_fp8(value, value_scale, kv_cache.dtype)
-        else:
-            num_kv_heads, head_size = kv_cache.shape[-2:]
-            context_keys = read_kv_cache(
-                kv_cache[0][chunk.block_ids].view(-1, num_kv_heads, head_size)[: chunk.seq_len], query.dtype, key_scale
-            )
-            context_values = read_kv_cache(
-                kv_cache[1][chunk.block_ids].view(-1, num_kv_heads, head_size)[: chunk.seq_len], query.dtype,
-                value_scale,
-            )
-            # Query r sits at position seq_len - chunk_len + r and sees keys up to it.
-            positions = torch.arange(chunk.seq_len)
-            mask = positions[None, :] <= (chunk.seq_len - chunk_len + torch.arange(chunk_len))[:, None]
-            causal = False
-        # A leading batch dimension: torch's fused CPU kernel takes only 4-d inputs (3-d ones fall
-        # back to the unfused path, which is an order of magnitude slower).
-        output = F.scaled_dot_product_attention(
-            query.transpose(0, 1)[None],
-            context_keys.transpose(0, 1).to(query.dtype)[None],
-            context_values.transpose(0, 1).to(query.dtype)[None],
-            attn_mask=mask,
-            is_causal=causal,
-            scale=self.spec.scale,
-            enable_gqa=self.spec.num_heads != self.spec.num_kv_heads,
-        )
-        return output[0].transpose(0, 1)
 
 
 def _decode_rows(metadata: AttentionMetadata, query_start, query_lens, is_decode) -> DecodeRows:
@@ -182,8 +146,3 @@ def write_kv_cache(key, value, kv_cache, slot_mapping, kv_scales=None) -> None:
     layer's ``kv_scales``, to the same bytes as the reference's quantize-and-copy."""
     k_scale, v_scale = (1.0, 1.0) if kv_scales is None else (float(kv_scales[0]), float(kv_scales[1]))
     load_kernels().write_kv_cache(key, value, kv_cache[0], kv_cache[1], slot_mapping, k_scale, v_scale)
-
-
-def _round_through_fp8(tensor: torch.Tensor, scale: torch.Tensor, cache_dtype: torch.dtype) -> torch.Tensor:
-    """``tensor`` as the cache will give it back: quantized to ``cache_dtype`` and multiplied out again."""
-    return dequantize_kv(quantize_kv(tensor, scale, cache_dtype), scale, tensor.dtype)

@@ -13,116 +13,18 @@
 #include <ATen/Parallel.h>
 
 #include <algorithm>
-#include <array>
 #include <cmath>
-#include <cstring>
 #include <limits>
-#include <type_traits>
 #include <vector>
 
-#if defined(__AVX2__) && defined(__FMA__) && defined(__F16C__)
-#include <immintrin.h>
-#define PAGED_DECODE_AVX2 1
-#endif
+#include "attention_kernels.h"
+#include "cache_rows.h"
 
 namespace {
 
-// Token rows read as float32: in place from a float32 cache, otherwise widened into the caller's scratch
-// (floats(offset, count, scratch) gives count values starting at element offset).
-template <typename cache_t>
-struct DirectRows {
-  const cache_t* data;
-  const float* floats(int64_t offset, int64_t count, float* scratch) const {
-    if constexpr (std::is_same_v<cache_t, float>) {
-      return data + offset;
-    } else {
-      const cache_t* values = data + offset;
-      int64_t i = 0;
-#ifdef PAGED_DECODE_AVX2
-      // A bfloat16 is the top half of a float32; float16 widens with F16C.
-      constexpr bool kBFloat16 = std::is_same_v<cache_t, at::BFloat16>;
-      if constexpr (kBFloat16 || std::is_same_v<cache_t, at::Half>) {
-        for (; i + 8 <= count; i += 8) {
-          const __m128i halves = _mm_loadu_si128(reinterpret_cast<const __m128i*>(values + i));
-          _mm256_storeu_ps(scratch + i, kBFloat16 ? _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(halves), 16))
-                                                  : _mm256_cvtph_ps(halves));
-        }
-      }
-#endif
-      for (; i < count; ++i) scratch[i] = static_cast<float>(values[i]);
-      return scratch;
-    }
-  }
-};
+using namespace paged_attention;
 
-template <typename fp8_t>
-const float* fp8_table() {
-  static const std::array<float, 256> table = [] {
-    std::array<float, 256> values{};
-    for (int bits = 0; bits < 256; ++bits) {
-      values[bits] = static_cast<float>(fp8_t(static_cast<uint8_t>(bits), fp8_t::from_bits()));
-    }
-    return values;
-  }();
-  return table.data();
-}
-
-// Token rows of an fp8 cache, widened to float32 16 bytes at a time through float16 (F16C). An E5M2 byte is
-// the top byte of the float16 of the same value. An E4M3 byte (sign, 4 exponent bits, 3 mantissa bits) in
-// the top byte of a 16-bit word, shifted right by one with its sign repeated and the repeat cleared, is a
-// float16 with the same fields: its value times 2^-8 (the exponent biases are 7 and 15), subnormals
-// included, which the kernel's scales undo (kRowFactor). Both are exact; E4M3's NaNs (0x7F, 0xFF) are set
-// to float16 NaNs, as the shift would make them finite.
-template <typename fp8_t>
-struct Fp8Rows {
-  static constexpr bool kE4M3 = std::is_same_v<fp8_t, c10::Float8_e4m3fn>;
-  // What a row's floats are multiplied by: the scales of the cache are divided by it.
-  static constexpr float kRowFactor = kE4M3 ? 1.f / 256.f : 1.f;
-  const uint8_t* data;
-  const float* floats(int64_t offset, int64_t count, float* scratch) const {
-    const uint8_t* bytes = data + offset;
-    int64_t i = 0;
-#ifdef PAGED_DECODE_AVX2
-    for (; i + 16 <= count; i += 16) {
-      const __m256i words = _mm256_cvtepu8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(bytes + i)));
-      __m256i halves = _mm256_slli_epi16(words, 8);
-      if constexpr (kE4M3) {
-        halves = _mm256_and_si256(_mm256_srai_epi16(halves, 1), _mm256_set1_epi16(static_cast<int16_t>(0xBFFF)));
-        const __m256i nan = _mm256_cmpeq_epi16(_mm256_and_si256(words, _mm256_set1_epi16(0x7F)), _mm256_set1_epi16(0x7F));
-        halves = _mm256_or_si256(halves, nan);
-      }
-      _mm256_storeu_ps(scratch + i, _mm256_cvtph_ps(_mm256_castsi256_si128(halves)));
-      _mm256_storeu_ps(scratch + i + 8, _mm256_cvtph_ps(_mm256_extracti128_si256(halves, 1)));
-    }
-#endif
-    const float* table = fp8_table<fp8_t>();
-    for (; i < count; ++i) scratch[i] = table[bytes[i]] * kRowFactor;
-    return scratch;
-  }
-};
-
-#ifdef PAGED_DECODE_AVX2
-// e^x for 8 lanes, x <= 0 (softmax's shifted scores): 2^n * p(r) with x = n ln 2 + r (ln 2 split in two for
-// an exact r), |r| <= ln 2 / 2, and p Cephes' expf polynomial, good to float32 rounding in that range; lanes
-// below -87.3 give 2^-126 * p, where the softmax weight is negligible. Scalar exp over every score took as
-// long as the dot products.
-inline __m256 exp_nonpositive(__m256 x) {
-  x = _mm256_max_ps(x, _mm256_set1_ps(-87.3f));
-  const __m256 n = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(1.44269504088896341f)),
-                                   _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-  __m256 r = _mm256_fnmadd_ps(n, _mm256_set1_ps(0.693359375f), x);
-  r = _mm256_fnmadd_ps(n, _mm256_set1_ps(-2.12194440e-4f), r);
-  __m256 p = _mm256_set1_ps(1.9875691500e-4f);
-  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.3981999507e-3f));
-  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(8.3334519073e-3f));
-  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(4.1665795894e-2f));
-  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.6666665459e-1f));
-  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(5.0000001201e-1f));
-  p = _mm256_fmadd_ps(p, _mm256_mul_ps(r, r), _mm256_add_ps(r, _mm256_set1_ps(1.f)));
-  const __m256i exponent = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
-  return _mm256_mul_ps(p, _mm256_castsi256_ps(exponent));
-}
-
+#ifdef PAGED_ATTENTION_AVX2
 // The dot products of `query` with 8 rows (head_size a multiple of 8), as the 8 lanes of the result: each row
 // has its own accumulator, and one transposing reduction adds all eight.
 inline __m256 dot8(const float* query, const float* const* rows, int64_t head_size) {
@@ -132,13 +34,7 @@ inline __m256 dot8(const float* query, const float* const* rows, int64_t head_si
     const __m256 q = _mm256_loadu_ps(query + d);
     for (int i = 0; i < 8; ++i) sums[i] = _mm256_fmadd_ps(q, _mm256_loadu_ps(rows[i] + d), sums[i]);
   }
-  // hadd pairs lanes within each 128-bit half; after two rounds half h of pairs[k] holds rows 4k..4k+3's
-  // sums over that half's lanes.
-  const __m256 pairs[2] = {
-      _mm256_hadd_ps(_mm256_hadd_ps(sums[0], sums[1]), _mm256_hadd_ps(sums[2], sums[3])),
-      _mm256_hadd_ps(_mm256_hadd_ps(sums[4], sums[5]), _mm256_hadd_ps(sums[6], sums[7])),
-  };
-  return _mm256_add_ps(_mm256_permute2f128_ps(pairs[0], pairs[1], 0x20), _mm256_permute2f128_ps(pairs[0], pairs[1], 0x31));
+  return Lanes<8>::transpose_sums(sums);
 }
 #endif
 
@@ -152,7 +48,7 @@ inline float dot(const float* query, const float* row, int64_t head_size) {
 // scores[p] = query . rows[p] for p < count.
 inline void dots(const float* query, const float* const* rows, int64_t count, int64_t head_size, float* scores) {
   int64_t p = 0;
-#ifdef PAGED_DECODE_AVX2
+#ifdef PAGED_ATTENTION_AVX2
   if (head_size % 8 == 0) {
     for (; p + 8 <= count; p += 8) _mm256_storeu_ps(scores + p, dot8(query, rows + p, head_size));
   }
@@ -164,10 +60,10 @@ inline void dots(const float* query, const float* const* rows, int64_t count, in
 inline float exponentials(const float* scores, int64_t count, float maximum, float* weights) {
   float total = 0.f;
   int64_t p = 0;
-#ifdef PAGED_DECODE_AVX2
+#ifdef PAGED_ATTENTION_AVX2
   __m256 totals = _mm256_setzero_ps();
   for (; p + 8 <= count; p += 8) {
-    const __m256 weight = exp_nonpositive(_mm256_sub_ps(_mm256_loadu_ps(scores + p), _mm256_set1_ps(maximum)));
+    const __m256 weight = exp_nonpositive<Lanes<8>>(_mm256_sub_ps(_mm256_loadu_ps(scores + p), _mm256_set1_ps(maximum)));
     _mm256_storeu_ps(weights + p, weight);
     totals = _mm256_add_ps(totals, weight);
   }
@@ -182,7 +78,7 @@ inline float exponentials(const float* scores, int64_t count, float maximum, flo
 // out[d] = sum over p < count of weights[p] * rows[p][d], d < head_size.
 inline void weighted_sum(const float* weights, const float* const* rows, int64_t count, int64_t head_size, float* out) {
   int64_t d = 0;
-#ifdef PAGED_DECODE_AVX2
+#ifdef PAGED_ATTENTION_AVX2
   // 64 values at a time in 8 registers (the accumulators never leave them), then 8 at a time.
   for (; d + 64 <= head_size; d += 64) {
     __m256 sums[8];
@@ -317,26 +213,11 @@ void paged_decode(
               "index tensors must be contiguous");
   TORCH_CHECK(query.size(1) % key_cache.size(2) == 0, "query heads must divide into KV head groups");
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, query.scalar_type(), "paged_decode", [&] {
-    if (fp8) {
-      const auto with_fp8_rows = [&](auto rows_of) {
-        using Rows = decltype(rows_of);
-        const Rows keys{static_cast<const uint8_t*>(key_cache.data_ptr())};
-        const Rows values{static_cast<const uint8_t*>(value_cache.data_ptr())};
-        // Scaling by a power of two is exact, so the results are those of the rows' true values.
-        paged_decode_kernel<scalar_t>(output, query, keys, values, key_cache, token_index, block_tables, seq_lens,
-                                      scale, k_scale / Rows::kRowFactor, v_scale / Rows::kRowFactor);
-      };
-      if (cache_type == at::kFloat8_e4m3fn) {
-        with_fp8_rows(Fp8Rows<c10::Float8_e4m3fn>{});
-      } else {
-        with_fp8_rows(Fp8Rows<c10::Float8_e5m2>{});
-      }
-    } else {
-      const DirectRows<scalar_t> keys{key_cache.data_ptr<scalar_t>()};
-      const DirectRows<scalar_t> values{value_cache.data_ptr<scalar_t>()};
-      paged_decode_kernel<scalar_t>(output, query, keys, values, key_cache, token_index, block_tables, seq_lens,
-                                    scale, k_scale, v_scale);
-    }
+    with_cache_rows<scalar_t>(key_cache, value_cache, k_scale, v_scale, [&](auto keys, auto values, double key_scale,
+                                                                            double value_scale) {
+      paged_decode_kernel<scalar_t>(output, query, keys, values, key_cache, token_index, block_tables, seq_lens, scale,
+                                    key_scale, value_scale);
+    });
   });
 }
 
@@ -422,19 +303,4 @@ torch::Tensor decode_attention(torch::Tensor query, torch::Tensor key, torch::Te
   paged_decode(output, query, key_cache, value_cache, token_index, block_tables, seq_lens, scale, key_scale,
                value_scale);
   return output;
-}
-
-PYBIND11_MODULE(TORCH_EXTENSION_NAME, module) {
-  module.def("paged_decode", &paged_decode, "Paged attention of one new token per sequence (CPU)");
-  module.def("write_kv_cache", &write_kv_cache, "Store new keys and values in their cache slots (CPU)",
-             pybind11::arg("key"), pybind11::arg("value"), pybind11::arg("key_cache"), pybind11::arg("value_cache"),
-             pybind11::arg("slot_mapping"), pybind11::arg("k_scale") = 1.0, pybind11::arg("v_scale") = 1.0);
-}
-
-// A decode step's attention as a torch operator, TORCH_EXTENSION_NAME::decode_attention, for the decoder program.
-TORCH_LIBRARY(TORCH_EXTENSION_NAME, library) {
-  library.def("decode_attention(Tensor query, Tensor key, Tensor value, Tensor kv_cache, Tensor k_scale, "
-              "Tensor v_scale, Tensor slot_mapping, Tensor token_index, Tensor block_tables, Tensor seq_lens, "
-              "float scale) -> Tensor",
-              &decode_attention);
 }
