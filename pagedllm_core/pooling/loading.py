@@ -19,6 +19,7 @@ from pagedllm_core.pooling.attention import PromptAttention
 from pagedllm_core.pooling.config import PoolingConfig
 from pagedllm_core.pooling.pooler import Pooler
 from pagedllm_core.pooling.task import is_encoder, resolve_pooler, resolve_task
+from pagedllm_core.worker.cpu_process import configure_cpu_process
 from pagedllm_core.worker.model_setup import attention_spec, prepacks_linear_weights
 
 logger = logging.getLogger(__name__)
@@ -51,8 +52,8 @@ def detect_task(config: EngineConfig, pooling: PoolingConfig) -> str:
 def load_embedding_model(config: EngineConfig, pooling: PoolingConfig) -> EmbeddingModel:
     info = resolve_model_info(config)
     source, hf_config, dtype, device = info.source, info.hf_config, info.dtype, info.device
-    if device.type == "cpu" and config.num_cpu_threads is not None:
-        torch.set_num_threads(config.num_cpu_threads)
+    if device.type == "cpu":
+        configure_cpu_process(config.num_cpu_threads)
     if resolve_task(pooling, source, hf_config) != "embed":
         raise ConfigError(f"model {source.name!r} does not serve task 'embed' with task={pooling.task!r}")
     if config.tensor_parallel_size > 1:

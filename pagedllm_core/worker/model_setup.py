@@ -21,6 +21,7 @@ from pagedllm_core.model.quantization import QuantizationTarget
 from pagedllm_core.plugin_options import check_unused_options, instantiate
 from pagedllm_core.registry import PluginKind, Registry
 from pagedllm_core.spec_decode.setup import build_speculator, load_draft_model
+from pagedllm_core.worker.cpu_process import configure_cpu_process
 from pagedllm_core.worker.cuda_graphs import DecodeGraphs
 from pagedllm_core.worker.kv_cache import KVCacheShape, allocate_kv_cache, num_blocks_for_budget
 from pagedllm_core.worker.model_runner import ModelRunner
@@ -225,8 +226,8 @@ def load_model_runner(
     """
     device, hf_config = info.device, info.hf_config
     tp = tp or TensorParallelGroup.single()
-    if device.type == "cpu" and config.num_cpu_threads is not None:
-        torch.set_num_threads(config.num_cpu_threads)
+    if device.type == "cpu":
+        configure_cpu_process(config.num_cpu_threads)
     shape = loader.attention_shape(hf_config)
     spec = attention_spec(config, info, tp)
     model, attention = load_model(config, registry, info, tp)

@@ -12,6 +12,6 @@ def register_attention_backends(register):
     register(
         "cpu",
         "pagedllm_attention_cpu.backend:CpuAttentionBackend",
-        "compiled C++ decode kernel reading the paged cache in place + per-sequence SDPA for prompts (CPU)",
+        "compiled C++ kernels reading the paged cache in place, for decode rows and prompt chunks (CPU)",
         auto_priority={"cpu": 20},
     )

@@ -1,9 +1,12 @@
 // Paged attention for decode rows (one new token per sequence) on the CPU.
 //
 // Each sequence is one task. KV head by KV head, its rows are read straight from the paged cache (no
-// gather into a padded copy), scored against each query head of the head's group, softmaxed, and
-// used to sum the values. Accumulation is in float32 whatever the cache dtype. The inner loops keep
-// their sums in registers: eight rows' dot products reduced together, 64 output values at a time.
+// gather into a padded copy), scored against every query head of the head's group in one pass,
+// softmaxed, and used to sum the values for every head of the group in one pass. Accumulation is in
+// float32 whatever the cache dtype. The inner loops work on the widest vectors the build has (AVX-512's
+// 16 floats, AVX2's 8) and keep their sums in registers: a vector's worth of rows' dot products reduced
+// together, 64 output values of up to four heads at a time. Rows a little ahead are prefetched, as the
+// block table scatters them where the hardware's prefetchers do not look.
 //
 // An fp8 cache (E4M3 or E5M2 bytes, per-layer scales) is widened into float32 rows (Fp8Rows); the
 // key scale is folded into the query and the value scale into the softmax normaliser, so the inner
@@ -24,19 +27,16 @@ namespace {
 
 using namespace paged_attention;
 
-#ifdef PAGED_ATTENTION_AVX2
-// The dot products of `query` with 8 rows (head_size a multiple of 8), as the 8 lanes of the result: each row
-// has its own accumulator, and one transposing reduction adds all eight.
-inline __m256 dot8(const float* query, const float* const* rows, int64_t head_size) {
-  __m256 sums[8];
-  for (int i = 0; i < 8; ++i) sums[i] = _mm256_setzero_ps();
-  for (int64_t d = 0; d < head_size; d += 8) {
-    const __m256 q = _mm256_loadu_ps(query + d);
-    for (int i = 0; i < 8; ++i) sums[i] = _mm256_fmadd_ps(q, _mm256_loadu_ps(rows[i] + d), sums[i]);
-  }
-  return Lanes<8>::transpose_sums(sums);
+using L = WidestLanes;
+using Vec = L::Vec;
+constexpr int64_t kWidth = sizeof(Vec) / sizeof(float);
+constexpr int64_t kHeadsPerPass = kWidth >= 16 ? 4 : 2;  // query heads summing values in one pass (registers)
+constexpr int64_t kValuePrefetchDistance = 16;  // rows
+
+// Asks for the cache lines of row[0:count] (float32) without waiting for them.
+inline void prefetch_row(const float* row, int64_t count) {
+  for (int64_t d = 0; d < count; d += 64 / sizeof(float)) __builtin_prefetch(row + d);
 }
-#endif
 
 inline float dot(const float* query, const float* row, int64_t head_size) {
   float sum = 0.f;
@@ -45,60 +45,92 @@ inline float dot(const float* query, const float* row, int64_t head_size) {
   return sum;
 }
 
-// scores[p] = query . rows[p] for p < count.
-inline void dots(const float* query, const float* const* rows, int64_t count, int64_t head_size, float* scores) {
+// scores[h][p] = queries[h] . rows[p] for h < group, p < count (scores [group][count], queries
+// [group][head_size]). A vector's worth of rows at a time: each row has its own accumulator, and one transposing
+// reduction adds them all up; the rows stay in L1 while every query head of the group is scored against them.
+inline void group_dots(const float* queries, int64_t group, const float* const* rows, int64_t count,
+                       int64_t head_size, float* scores) {
   int64_t p = 0;
-#ifdef PAGED_ATTENTION_AVX2
-  if (head_size % 8 == 0) {
-    for (; p + 8 <= count; p += 8) _mm256_storeu_ps(scores + p, dot8(query, rows + p, head_size));
+  if (head_size % kWidth == 0) {
+    for (; p + kWidth <= count; p += kWidth) {
+      // Rows two vectors ahead, so that their cache lines are on their way (the block table scatters them).
+      for (int64_t j = p + 2 * kWidth; j < std::min(p + 3 * kWidth, count); ++j) prefetch_row(rows[j], head_size);
+      for (int64_t h = 0; h < group; ++h) {
+        Vec sums[kWidth];
+        for (auto& sum : sums) sum = L::set1(0.f);
+        for (int64_t d = 0; d < head_size; d += kWidth) {
+          const Vec query = L::load(queries + h * head_size + d);
+          for (int64_t j = 0; j < kWidth; ++j) sums[j] = L::fmadd(query, L::load(rows[p + j] + d), sums[j]);
+        }
+        L::store(scores + h * count + p, L::transpose_sums(sums));
+      }
+    }
   }
-#endif
-  for (; p < count; ++p) scores[p] = dot(query, rows[p], head_size);
+  for (; p < count; ++p) {
+    for (int64_t h = 0; h < group; ++h) scores[h * count + p] = dot(queries + h * head_size, rows[p], head_size);
+  }
 }
 
 // weights[p] = e^(scores[p] - maximum) for p < count; returns their sum.
 inline float exponentials(const float* scores, int64_t count, float maximum, float* weights) {
-  float total = 0.f;
+  Vec totals = L::set1(0.f);
   int64_t p = 0;
-#ifdef PAGED_ATTENTION_AVX2
-  __m256 totals = _mm256_setzero_ps();
-  for (; p + 8 <= count; p += 8) {
-    const __m256 weight = exp_nonpositive<Lanes<8>>(_mm256_sub_ps(_mm256_loadu_ps(scores + p), _mm256_set1_ps(maximum)));
-    _mm256_storeu_ps(weights + p, weight);
-    totals = _mm256_add_ps(totals, weight);
+  for (; p + kWidth <= count; p += kWidth) {
+    const Vec weight = exp_nonpositive<L>(L::add(L::load(scores + p), L::set1(-maximum)));
+    L::store(weights + p, weight);
+    totals = L::add(totals, weight);
   }
-  alignas(32) float lanes[8];
-  _mm256_store_ps(lanes, totals);
-  for (float lane : lanes) total += lane;
-#endif
+  float total = L::reduce_add(totals);
   for (; p < count; ++p) total += weights[p] = std::exp(scores[p] - maximum);
   return total;
 }
 
-// out[d] = sum over p < count of weights[p] * rows[p][d], d < head_size.
-inline void weighted_sum(const float* weights, const float* const* rows, int64_t count, int64_t head_size, float* out) {
+// out[h][d] = sum over p < count of weights[h][p] * rows[p][d] for kHeads query heads (weights [kHeads][count]):
+// each row is read once for all of them, 4 vectors of values at a time with every head's sums in registers.
+template <int64_t kHeads>
+void heads_weighted_sums(const float* weights, const float* const* rows, int64_t count, int64_t head_size,
+                         float* out) {
   int64_t d = 0;
-#ifdef PAGED_ATTENTION_AVX2
-  // 64 values at a time in 8 registers (the accumulators never leave them), then 8 at a time.
-  for (; d + 64 <= head_size; d += 64) {
-    __m256 sums[8];
-    for (int i = 0; i < 8; ++i) sums[i] = _mm256_setzero_ps();
-    for (int64_t p = 0; p < count; ++p) {
-      const __m256 weight = _mm256_set1_ps(weights[p]);
-      for (int i = 0; i < 8; ++i) sums[i] = _mm256_fmadd_ps(weight, _mm256_loadu_ps(rows[p] + d + 8 * i), sums[i]);
+  for (; d + 4 * kWidth <= head_size; d += 4 * kWidth) {
+    Vec sums[kHeads][4];
+    for (auto& head : sums) {
+      for (auto& sum : head) sum = L::set1(0.f);
     }
-    for (int i = 0; i < 8; ++i) _mm256_storeu_ps(out + d + 8 * i, sums[i]);
+    for (int64_t p = 0; p < count; ++p) {
+      if (p + kValuePrefetchDistance < count) prefetch_row(rows[p + kValuePrefetchDistance] + d, 4 * kWidth);
+      Vec row[4];
+      for (int64_t i = 0; i < 4; ++i) row[i] = L::load(rows[p] + d + i * kWidth);
+      for (int64_t h = 0; h < kHeads; ++h) {
+        const Vec weight = L::set1(weights[h * count + p]);
+        for (int64_t i = 0; i < 4; ++i) sums[h][i] = L::fmadd(weight, row[i], sums[h][i]);
+      }
+    }
+    for (int64_t h = 0; h < kHeads; ++h) {
+      for (int64_t i = 0; i < 4; ++i) L::store(out + h * head_size + d + i * kWidth, sums[h][i]);
+    }
   }
-  for (; d + 8 <= head_size; d += 8) {
-    __m256 sum = _mm256_setzero_ps();
-    for (int64_t p = 0; p < count; ++p) sum = _mm256_fmadd_ps(_mm256_set1_ps(weights[p]), _mm256_loadu_ps(rows[p] + d), sum);
-    _mm256_storeu_ps(out + d, sum);
-  }
-#endif
   for (; d < head_size; ++d) {
-    float sum = 0.f;
-    for (int64_t p = 0; p < count; ++p) sum += weights[p] * rows[p][d];
-    out[d] = sum;
+    for (int64_t h = 0; h < kHeads; ++h) {
+      float sum = 0.f;
+      for (int64_t p = 0; p < count; ++p) sum += weights[h * count + p] * rows[p][d];
+      out[h * head_size + d] = sum;
+    }
+  }
+}
+
+// out[h] = sum over p < count of weights[h][p] * rows[p] for h < group (out [group][head_size]), kHeadsPerPass
+// heads per pass over the rows.
+inline void group_weighted_sums(const float* weights, int64_t group, const float* const* rows, int64_t count,
+                                int64_t head_size, float* out) {
+  for (int64_t h = 0; h < group; h += kHeadsPerPass) {
+    const float* w = weights + h * count;
+    float* o = out + h * head_size;
+    switch (std::min(kHeadsPerPass, group - h)) {
+      case 4: heads_weighted_sums<4>(w, rows, count, head_size, o); break;
+      case 3: heads_weighted_sums<3>(w, rows, count, head_size, o); break;
+      case 2: heads_weighted_sums<2>(w, rows, count, head_size, o); break;
+      default: heads_weighted_sums<1>(w, rows, count, head_size, o);
+    }
   }
 }
 
@@ -136,7 +168,8 @@ void paged_decode_kernel(
   const int64_t heads_per_task = num_rows < at::get_num_threads() ? 1 : num_kv_heads;
   const int64_t tasks_per_row = num_kv_heads / heads_per_task, row_part = heads_per_task * head_size;
   at::parallel_for(0, num_rows * tasks_per_row, 1, [&](int64_t begin, int64_t end) {
-    std::vector<float> queries(head_size), head_output(head_size), scores, weights;
+    std::vector<float> queries(group_size * head_size), head_outputs(group_size * head_size), normalisers(group_size);
+    std::vector<float> scores, weights;
     std::vector<float> key_scratch, value_scratch;
     std::vector<const float*> key_parts, value_parts, keys, values;
     for (int64_t task = begin; task < end; ++task) {
@@ -144,7 +177,7 @@ void paged_decode_kernel(
       const int64_t token = token_data[row];
       const int64_t seq_len = seq_len_data[row];
       const int32_t* block_table = table_data + row * max_blocks;
-      for (auto* buffer : {&scores, &weights}) buffer->resize(seq_len);
+      for (auto* buffer : {&scores, &weights}) buffer->resize(group_size * seq_len);
       for (auto* pointers : {&key_parts, &value_parts, &keys, &values}) pointers->resize(seq_len);
       key_scratch.resize(seq_len * row_part);
       value_scratch.resize(seq_len * row_part);
@@ -162,15 +195,18 @@ void paged_decode_kernel(
           keys[position] = key_parts[position] + (kv_head - first_kv_head) * head_size;
           values[position] = value_parts[position] + (kv_head - first_kv_head) * head_size;
         }
-        for (int64_t head = kv_head * group_size; head < (kv_head + 1) * group_size; ++head) {
-          for (int64_t d = 0; d < head_size; ++d) queries[d] = static_cast<float>(q[head * head_size + d]) * query_scale;
-          dots(queries.data(), keys.data(), seq_len, head_size, scores.data());
-          const float maximum = *std::max_element(scores.begin(), scores.end());
-          const float normaliser = value_scale / exponentials(scores.data(), seq_len, maximum, weights.data());
-          weighted_sum(weights.data(), values.data(), seq_len, head_size, head_output.data());
-          for (int64_t d = 0; d < head_size; ++d) {
-            out[head * head_size + d] = static_cast<scalar_t>(head_output[d] * normaliser);
-          }
+        const scalar_t* head_queries = q + kv_head * group_size * head_size;
+        for (int64_t i = 0; i < group_size * head_size; ++i) queries[i] = static_cast<float>(head_queries[i]) * query_scale;
+        group_dots(queries.data(), group_size, keys.data(), seq_len, head_size, scores.data());
+        for (int64_t h = 0; h < group_size; ++h) {
+          const float* head_scores = scores.data() + h * seq_len;
+          const float maximum = *std::max_element(head_scores, head_scores + seq_len);
+          normalisers[h] = value_scale / exponentials(head_scores, seq_len, maximum, weights.data() + h * seq_len);
+        }
+        group_weighted_sums(weights.data(), group_size, values.data(), seq_len, head_size, head_outputs.data());
+        scalar_t* head_out = out + kv_head * group_size * head_size;
+        for (int64_t i = 0; i < group_size * head_size; ++i) {
+          head_out[i] = static_cast<scalar_t>(head_outputs[i] * normalisers[i / head_size]);
         }
       }
     }

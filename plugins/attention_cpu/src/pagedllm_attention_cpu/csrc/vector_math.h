@@ -39,6 +39,7 @@ struct Lanes<1> {
   }
   static float reduce_max(float x) { return x; }
   static float reduce_add(float x) { return x; }
+  static float transpose_sums(const float* sums) { return sums[0]; }
 };
 
 #ifdef PAGED_ATTENTION_AVX2
@@ -98,6 +99,27 @@ struct Lanes<16> {
   }
   static float reduce_max(__m512 x) { return _mm512_reduce_max_ps(x); }
   static float reduce_add(__m512 x) { return _mm512_reduce_add_ps(x); }
+  // Lane j of the result is the sum of sums[j]'s lanes. Within each 128-bit lane, unpacking pairs of vectors
+  // and adding leaves 8 vectors of 2-lane sums, and unpacking those as 64-bit pairs leaves 4 vectors whose
+  // 128-bit lane l holds vectors 4k..4k+3's sums over lane l; two rounds of 128-bit shuffles add the lanes up.
+  static __m512 transpose_sums(const __m512* sums) {
+    __m512 twos[8], fours[4];
+    for (int k = 0; k < 8; ++k) {
+      twos[k] = _mm512_add_ps(_mm512_unpacklo_ps(sums[2 * k], sums[2 * k + 1]),
+                              _mm512_unpackhi_ps(sums[2 * k], sums[2 * k + 1]));
+    }
+    for (int k = 0; k < 4; ++k) {
+      const __m512d low = _mm512_castps_pd(twos[2 * k]), high = _mm512_castps_pd(twos[2 * k + 1]);
+      fours[k] = _mm512_add_ps(_mm512_castpd_ps(_mm512_unpacklo_pd(low, high)),
+                               _mm512_castpd_ps(_mm512_unpackhi_pd(low, high)));
+    }
+    // 0x88 takes 128-bit lanes 0 and 2 of each operand, 0xDD lanes 1 and 3.
+    const __m512 first = _mm512_add_ps(_mm512_shuffle_f32x4(fours[0], fours[1], 0x88),
+                                       _mm512_shuffle_f32x4(fours[0], fours[1], 0xDD));
+    const __m512 second = _mm512_add_ps(_mm512_shuffle_f32x4(fours[2], fours[3], 0x88),
+                                        _mm512_shuffle_f32x4(fours[2], fours[3], 0xDD));
+    return _mm512_add_ps(_mm512_shuffle_f32x4(first, second, 0x88), _mm512_shuffle_f32x4(first, second, 0xDD));
+  }
 };
 using WidestLanes = Lanes<16>;
 #elif defined(PAGED_ATTENTION_AVX2)
