@@ -86,6 +86,21 @@ struct Fp8Rows {
   }
 };
 
+// The checks every kernel makes of its output, queries (rows may be strided: slices of a fused projection) and cache.
+inline void check_attention_tensors(const torch::Tensor& output, const torch::Tensor& query,
+                                    const torch::Tensor& key_cache, const torch::Tensor& value_cache) {
+  TORCH_CHECK(output.is_contiguous(), "output must be contiguous");
+  TORCH_CHECK(query.stride(2) == 1 && query.stride(1) == query.size(2),
+              "query's heads must be contiguous within a token row (rows may be strided)");
+  TORCH_CHECK(key_cache.is_contiguous() && value_cache.is_contiguous(), "the KV cache must be contiguous");
+  const auto cache_type = key_cache.scalar_type();
+  const bool fp8 = cache_type == at::kFloat8_e4m3fn || cache_type == at::kFloat8_e5m2;
+  TORCH_CHECK(query.scalar_type() == output.scalar_type() && (fp8 || query.scalar_type() == cache_type),
+              "query and output must share a dtype, and the KV cache it or an fp8 one");
+  TORCH_CHECK(value_cache.scalar_type() == cache_type, "keys and values must share a dtype");
+  TORCH_CHECK(query.size(1) % key_cache.size(2) == 0, "query heads must divide into KV head groups");
+}
+
 // fn(key_rows, value_rows, k_scale, v_scale) with the row readers of the cache's dtype (scalar_t, the model's,
 // or an fp8 one) and the scales its rows are to be multiplied by.
 template <typename scalar_t, typename Fn>

@@ -83,40 +83,6 @@ void softmax_step(float* scores, int64_t visible, float& maximum, float& sum, fl
   sum += L::reduce_add(L::add(L::load(scores), L::load(scores + kWidth)));
 }
 
-// outputs[r] += sum over j < count of weights[r][j] * values[j], for r < rows (a multiple of kValueRows).
-void add_weighted_values(const float* weights, const float* const* values, int64_t count, int64_t rows,
-                         int64_t head_size, float* outputs) {
-  for (int64_t first_row = 0; first_row < rows; first_row += kValueRows) {
-    const float* row_weights = weights + first_row * kKeyTile;
-    float* row_outputs = outputs + first_row * head_size;
-    int64_t d = 0;
-    for (; d + 4 * kWidth <= head_size; d += 4 * kWidth) {
-      Vec sums[kValueRows][4];
-      for (int64_t r = 0; r < kValueRows; ++r) {
-        for (int64_t i = 0; i < 4; ++i) sums[r][i] = L::load(row_outputs + r * head_size + d + i * kWidth);
-      }
-      for (int64_t j = 0; j < count; ++j) {
-        Vec value[4];
-        for (int64_t i = 0; i < 4; ++i) value[i] = L::load(values[j] + d + i * kWidth);
-        for (int64_t r = 0; r < kValueRows; ++r) {
-          const Vec weight = L::set1(row_weights[r * kKeyTile + j]);
-          for (int64_t i = 0; i < 4; ++i) sums[r][i] = L::fmadd(weight, value[i], sums[r][i]);
-        }
-      }
-      for (int64_t r = 0; r < kValueRows; ++r) {
-        for (int64_t i = 0; i < 4; ++i) L::store(row_outputs + r * head_size + d + i * kWidth, sums[r][i]);
-      }
-    }
-    for (; d < head_size; ++d) {
-      for (int64_t r = 0; r < kValueRows; ++r) {
-        float sum = row_outputs[r * head_size + d];
-        for (int64_t j = 0; j < count; ++j) sum += row_weights[r * kKeyTile + j] * values[j][d];
-        row_outputs[r * head_size + d] = sum;
-      }
-    }
-  }
-}
-
 template <typename scalar_t, typename Rows>
 void chunk_attention_kernel(torch::Tensor& output, const torch::Tensor& query, const Rows& key_rows,
                             const Rows& value_rows, const torch::Tensor& key_cache, const torch::Tensor& query_start,
@@ -195,7 +161,10 @@ void chunk_attention_kernel(torch::Tensor& output, const torch::Tensor& query, c
           softmax_step(scores.data() + r * kKeyTile, visible, maxima[r], sums[r], outputs.data() + r * head_size,
                        head_size);
         }
-        add_weighted_values(scores.data(), values.data(), count, padded_rows, head_size, outputs.data());
+        for (int64_t r = 0; r < padded_rows; r += kValueRows) {
+          add_weighted_rows<L, kValueRows>(scores.data() + r * kKeyTile, kKeyTile, values.data(), count, head_size,
+                                           outputs.data() + r * head_size, 0);
+        }
       }
 
       for (int64_t r = 0; r < rows; ++r) {
@@ -215,15 +184,7 @@ void chunk_attention_kernel(torch::Tensor& output, const torch::Tensor& query, c
 void chunk_attention(torch::Tensor output, torch::Tensor query, torch::Tensor key_cache, torch::Tensor value_cache,
                      torch::Tensor query_start, torch::Tensor query_lens, torch::Tensor block_tables,
                      torch::Tensor seq_lens, double scale, double k_scale, double v_scale) {
-  TORCH_CHECK(output.is_contiguous(), "output must be contiguous");
-  TORCH_CHECK(query.stride(2) == 1 && query.stride(1) == query.size(2),
-              "query's heads must be contiguous within a token row (rows may be strided)");
-  TORCH_CHECK(key_cache.is_contiguous() && value_cache.is_contiguous(), "the KV cache must be contiguous");
-  const auto cache_type = key_cache.scalar_type();
-  const bool fp8 = cache_type == at::kFloat8_e4m3fn || cache_type == at::kFloat8_e5m2;
-  TORCH_CHECK(query.scalar_type() == output.scalar_type() && (fp8 || query.scalar_type() == cache_type),
-              "query and output must share a dtype, and the KV cache it or an fp8 one");
-  TORCH_CHECK(value_cache.scalar_type() == cache_type, "keys and values must share a dtype");
+  check_attention_tensors(output, query, key_cache, value_cache);
   TORCH_CHECK(query_start.scalar_type() == at::kLong && query_lens.scalar_type() == at::kLong,
               "query_start and query_lens must be int64");
   TORCH_CHECK(block_tables.scalar_type() == at::kInt && seq_lens.scalar_type() == at::kInt,
@@ -231,7 +192,6 @@ void chunk_attention(torch::Tensor output, torch::Tensor query, torch::Tensor ke
   TORCH_CHECK(query_start.is_contiguous() && query_lens.is_contiguous() && block_tables.is_contiguous() &&
                   seq_lens.is_contiguous(),
               "index tensors must be contiguous");
-  TORCH_CHECK(query.size(1) % key_cache.size(2) == 0, "query heads must divide into KV head groups");
   TORCH_CHECK(query_lens.size(0) == query_start.size(0) && seq_lens.size(0) == query_start.size(0) &&
                   block_tables.size(0) == query_start.size(0),
               "query_start, query_lens, seq_lens and block_tables must have a row per chunk");

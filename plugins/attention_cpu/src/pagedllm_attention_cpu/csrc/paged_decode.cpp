@@ -33,11 +33,6 @@ constexpr int64_t kWidth = sizeof(Vec) / sizeof(float);
 constexpr int64_t kHeadsPerPass = kWidth >= 16 ? 4 : 2;  // query heads summing values in one pass (registers)
 constexpr int64_t kValuePrefetchDistance = 16;  // rows
 
-// Asks for the cache lines of row[0:count] (float32) without waiting for them.
-inline void prefetch_row(const float* row, int64_t count) {
-  for (int64_t d = 0; d < count; d += 64 / sizeof(float)) __builtin_prefetch(row + d);
-}
-
 inline float dot(const float* query, const float* row, int64_t head_size) {
   float sum = 0.f;
 #pragma omp simd reduction(+ : sum)
@@ -85,51 +80,19 @@ inline float exponentials(const float* scores, int64_t count, float maximum, flo
   return total;
 }
 
-// out[h][d] = sum over p < count of weights[h][p] * rows[p][d] for kHeads query heads (weights [kHeads][count]):
-// each row is read once for all of them, 4 vectors of values at a time with every head's sums in registers.
-template <int64_t kHeads>
-void heads_weighted_sums(const float* weights, const float* const* rows, int64_t count, int64_t head_size,
-                         float* out) {
-  int64_t d = 0;
-  for (; d + 4 * kWidth <= head_size; d += 4 * kWidth) {
-    Vec sums[kHeads][4];
-    for (auto& head : sums) {
-      for (auto& sum : head) sum = L::set1(0.f);
-    }
-    for (int64_t p = 0; p < count; ++p) {
-      if (p + kValuePrefetchDistance < count) prefetch_row(rows[p + kValuePrefetchDistance] + d, 4 * kWidth);
-      Vec row[4];
-      for (int64_t i = 0; i < 4; ++i) row[i] = L::load(rows[p] + d + i * kWidth);
-      for (int64_t h = 0; h < kHeads; ++h) {
-        const Vec weight = L::set1(weights[h * count + p]);
-        for (int64_t i = 0; i < 4; ++i) sums[h][i] = L::fmadd(weight, row[i], sums[h][i]);
-      }
-    }
-    for (int64_t h = 0; h < kHeads; ++h) {
-      for (int64_t i = 0; i < 4; ++i) L::store(out + h * head_size + d + i * kWidth, sums[h][i]);
-    }
-  }
-  for (; d < head_size; ++d) {
-    for (int64_t h = 0; h < kHeads; ++h) {
-      float sum = 0.f;
-      for (int64_t p = 0; p < count; ++p) sum += weights[h * count + p] * rows[p][d];
-      out[h * head_size + d] = sum;
-    }
-  }
-}
-
 // out[h] = sum over p < count of weights[h][p] * rows[p] for h < group (out [group][head_size]), kHeadsPerPass
 // heads per pass over the rows.
 inline void group_weighted_sums(const float* weights, int64_t group, const float* const* rows, int64_t count,
                                 int64_t head_size, float* out) {
+  std::fill(out, out + group * head_size, 0.f);
   for (int64_t h = 0; h < group; h += kHeadsPerPass) {
     const float* w = weights + h * count;
     float* o = out + h * head_size;
     switch (std::min(kHeadsPerPass, group - h)) {
-      case 4: heads_weighted_sums<4>(w, rows, count, head_size, o); break;
-      case 3: heads_weighted_sums<3>(w, rows, count, head_size, o); break;
-      case 2: heads_weighted_sums<2>(w, rows, count, head_size, o); break;
-      default: heads_weighted_sums<1>(w, rows, count, head_size, o);
+      case 4: add_weighted_rows<L, 4>(w, count, rows, count, head_size, o, kValuePrefetchDistance); break;
+      case 3: add_weighted_rows<L, 3>(w, count, rows, count, head_size, o, kValuePrefetchDistance); break;
+      case 2: add_weighted_rows<L, 2>(w, count, rows, count, head_size, o, kValuePrefetchDistance); break;
+      default: add_weighted_rows<L, 1>(w, count, rows, count, head_size, o, kValuePrefetchDistance);
     }
   }
 }
@@ -233,21 +196,12 @@ void paged_decode(
     torch::Tensor output, torch::Tensor query, torch::Tensor key_cache, torch::Tensor value_cache,
     torch::Tensor token_index, torch::Tensor block_tables, torch::Tensor seq_lens, double scale, double k_scale,
     double v_scale) {
-  TORCH_CHECK(output.is_contiguous(), "output must be contiguous");
-  TORCH_CHECK(query.stride(2) == 1 && query.stride(1) == query.size(2),
-              "query's heads must be contiguous within a token row (rows may be strided)");
-  TORCH_CHECK(key_cache.is_contiguous() && value_cache.is_contiguous(), "the KV cache must be contiguous");
-  const auto cache_type = key_cache.scalar_type();
-  const bool fp8 = cache_type == at::kFloat8_e4m3fn || cache_type == at::kFloat8_e5m2;
-  TORCH_CHECK(query.scalar_type() == output.scalar_type() && (fp8 || query.scalar_type() == cache_type),
-              "query and output must share a dtype, and the KV cache it or an fp8 one");
-  TORCH_CHECK(value_cache.scalar_type() == cache_type, "keys and values must share a dtype");
+  check_attention_tensors(output, query, key_cache, value_cache);
   TORCH_CHECK(token_index.scalar_type() == at::kLong, "token_index must be int64");
   TORCH_CHECK(block_tables.scalar_type() == at::kInt && seq_lens.scalar_type() == at::kInt,
               "block_tables and seq_lens must be int32");
   TORCH_CHECK(block_tables.is_contiguous() && seq_lens.is_contiguous() && token_index.is_contiguous(),
               "index tensors must be contiguous");
-  TORCH_CHECK(query.size(1) % key_cache.size(2) == 0, "query heads must divide into KV head groups");
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, query.scalar_type(), "paged_decode", [&] {
     with_cache_rows<scalar_t>(key_cache, value_cache, k_scale, v_scale, [&](auto keys, auto values, double key_scale,
                                                                             double value_scale) {

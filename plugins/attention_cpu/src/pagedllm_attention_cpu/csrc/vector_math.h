@@ -149,4 +149,47 @@ inline typename L::Vec exp_nonpositive(typename L::Vec x) {
   return L::mul(p, L::pow2(n));
 }
 
+// Asks for the cache lines of row[0:count] without waiting for them.
+inline void prefetch_row(const float* row, int64_t count) {
+  for (int64_t i = 0; i < count; i += 64 / sizeof(float)) __builtin_prefetch(row + i);
+}
+
+// out[r][d] += sum over j < count of weights[r * weight_stride + j] * rows[j][d], for kRows output rows of
+// head_size values (out [kRows][head_size]): each row is read once for all kRows outputs, 4 vectors of values at
+// a time with every output's sums in registers. Rows prefetch_distance ahead are prefetched (0: none).
+template <typename L, int64_t kRows>
+void add_weighted_rows(const float* weights, int64_t weight_stride, const float* const* rows, int64_t count,
+                       int64_t head_size, float* out, int64_t prefetch_distance) {
+  using V = typename L::Vec;
+  constexpr int64_t kWidth = sizeof(V) / sizeof(float);
+  int64_t d = 0;
+  for (; d + 4 * kWidth <= head_size; d += 4 * kWidth) {
+    V sums[kRows][4];
+    for (int64_t r = 0; r < kRows; ++r) {
+      for (int64_t i = 0; i < 4; ++i) sums[r][i] = L::load(out + r * head_size + d + i * kWidth);
+    }
+    for (int64_t j = 0; j < count; ++j) {
+      if (prefetch_distance > 0 && j + prefetch_distance < count) {
+        prefetch_row(rows[j + prefetch_distance] + d, 4 * kWidth);
+      }
+      V row[4];
+      for (int64_t i = 0; i < 4; ++i) row[i] = L::load(rows[j] + d + i * kWidth);
+      for (int64_t r = 0; r < kRows; ++r) {
+        const V weight = L::set1(weights[r * weight_stride + j]);
+        for (int64_t i = 0; i < 4; ++i) sums[r][i] = L::fmadd(weight, row[i], sums[r][i]);
+      }
+    }
+    for (int64_t r = 0; r < kRows; ++r) {
+      for (int64_t i = 0; i < 4; ++i) L::store(out + r * head_size + d + i * kWidth, sums[r][i]);
+    }
+  }
+  for (; d < head_size; ++d) {
+    for (int64_t r = 0; r < kRows; ++r) {
+      float sum = out[r * head_size + d];
+      for (int64_t j = 0; j < count; ++j) sum += weights[r * weight_stride + j] * rows[j][d];
+      out[r * head_size + d] = sum;
+    }
+  }
+}
+
 }  // namespace paged_attention
