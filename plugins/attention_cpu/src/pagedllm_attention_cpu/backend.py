@@ -84,7 +84,7 @@ class CpuAttentionBackend(AttentionBackend):
         self._kernels = load_kernels()
 
     def prepare(self, metadata: AttentionMetadata) -> None:
-        # Decode rows are picked with tensor ops; only the (few) prompt chunks are visited one by one.
+        # Decode rows and prompt chunks are both picked with tensor ops, with no loop over sequences.
         query_start = metadata.query_start_loc.long()
         if metadata.num_tokens == metadata.num_seqs and metadata.max_query_len == 1:  # one new token each
             decode = DecodeRows(query_start[:-1], metadata.block_tables.contiguous(), metadata.seq_lens.contiguous())
@@ -111,10 +111,10 @@ class CpuAttentionBackend(AttentionBackend):
         return metadata.slot_mapping, decode.token_index, decode.block_tables, decode.seq_lens, self.spec.scale
 
     def forward(self, query, key, value, kv_cache, metadata, kv_scales=None):
-        write_kv_cache(key, value, kv_cache, metadata.slot_mapping, kv_scales)
+        k_scale, v_scale = _scale_values(kv_scales)
+        self._kernels.write_kv_cache(key, value, kv_cache[0], kv_cache[1], metadata.slot_mapping, k_scale, v_scale)
         plan: StepPlan = metadata.backend_data
         output = torch.empty(query.shape, dtype=query.dtype)
-        k_scale, v_scale = (1.0, 1.0) if kv_scales is None else (float(kv_scales[0]), float(kv_scales[1]))
         if plan.decode is not None:
             decode = plan.decode
             self._kernels.paged_decode(
@@ -144,5 +144,9 @@ def write_kv_cache(key, value, kv_cache, slot_mapping, kv_scales=None) -> None:
     """Store a step's new keys and values in their slots with one C++ call (the strided slices of a fused
     projection as they are): copied into a cache in the model's dtype, quantized into an fp8 one with the
     layer's ``kv_scales``, to the same bytes as the reference's quantize-and-copy."""
-    k_scale, v_scale = (1.0, 1.0) if kv_scales is None else (float(kv_scales[0]), float(kv_scales[1]))
-    load_kernels().write_kv_cache(key, value, kv_cache[0], kv_cache[1], slot_mapping, k_scale, v_scale)
+    load_kernels().write_kv_cache(key, value, kv_cache[0], kv_cache[1], slot_mapping, *_scale_values(kv_scales))
+
+
+def _scale_values(kv_scales) -> tuple[float, float]:
+    """A layer's fp8 key and value scales as the kernels take them (1.0 each for a cache in the model's dtype)."""
+    return (1.0, 1.0) if kv_scales is None else (float(kv_scales[0]), float(kv_scales[1]))

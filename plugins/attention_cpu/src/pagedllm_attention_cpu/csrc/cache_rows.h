@@ -86,6 +86,11 @@ struct Fp8Rows {
   }
 };
 
+// Whether a cache holds fp8 bytes (E4M3 or E5M2) rather than values in the model's dtype.
+inline bool is_fp8_cache(at::ScalarType cache_type) {
+  return cache_type == at::kFloat8_e4m3fn || cache_type == at::kFloat8_e5m2;
+}
+
 // The checks every kernel makes of its output, queries (rows may be strided: slices of a fused projection) and cache.
 inline void check_attention_tensors(const torch::Tensor& output, const torch::Tensor& query,
                                     const torch::Tensor& key_cache, const torch::Tensor& value_cache) {
@@ -94,8 +99,7 @@ inline void check_attention_tensors(const torch::Tensor& output, const torch::Te
               "query's heads must be contiguous within a token row (rows may be strided)");
   TORCH_CHECK(key_cache.is_contiguous() && value_cache.is_contiguous(), "the KV cache must be contiguous");
   const auto cache_type = key_cache.scalar_type();
-  const bool fp8 = cache_type == at::kFloat8_e4m3fn || cache_type == at::kFloat8_e5m2;
-  TORCH_CHECK(query.scalar_type() == output.scalar_type() && (fp8 || query.scalar_type() == cache_type),
+  TORCH_CHECK(query.scalar_type() == output.scalar_type() && (is_fp8_cache(cache_type) || query.scalar_type() == cache_type),
               "query and output must share a dtype, and the KV cache it or an fp8 one");
   TORCH_CHECK(value_cache.scalar_type() == cache_type, "keys and values must share a dtype");
   TORCH_CHECK(query.size(1) % key_cache.size(2) == 0, "query heads must divide into KV head groups");
@@ -107,7 +111,7 @@ template <typename scalar_t, typename Fn>
 void with_cache_rows(const torch::Tensor& key_cache, const torch::Tensor& value_cache, double k_scale, double v_scale,
                      Fn fn) {
   const auto cache_type = key_cache.scalar_type();
-  if (cache_type == at::kFloat8_e4m3fn || cache_type == at::kFloat8_e5m2) {
+  if (is_fp8_cache(cache_type)) {
     const auto with_fp8_rows = [&](auto rows_of) {
       using Rows = decltype(rows_of);
       // Scaling by a power of two is exact, so the results are those of the rows' true values.

@@ -126,8 +126,8 @@ void paged_decode_kernel(
   // A task is one sequence, or one KV head of one when there are fewer sequences than threads (a single
   // stream then uses every core; with more sequences, whole rows read front to back are faster). A task
   // reads its token rows (its KV heads' part) once, widened to float32 where the cache holds another dtype;
-  // then, KV head by KV head, the head's keys are scored against each query head of its group and its values
-  // summed with each head's softmax weights.
+  // then, KV head by KV head, the head's keys are scored against every query head of its group in one pass and
+  // its values summed with each head's softmax weights in another.
   const int64_t heads_per_task = num_rows < at::get_num_threads() ? 1 : num_kv_heads;
   const int64_t tasks_per_row = num_kv_heads / heads_per_task, row_part = heads_per_task * head_size;
   at::parallel_for(0, num_rows * tasks_per_row, 1, [&](int64_t begin, int64_t end) {
@@ -220,7 +220,7 @@ void write_kv_cache(torch::Tensor key, torch::Tensor value, torch::Tensor key_ca
                     torch::Tensor slot_mapping, double k_scale, double v_scale) {
   TORCH_CHECK(key_cache.is_contiguous() && value_cache.is_contiguous(), "the KV cache must be contiguous");
   const auto cache_type = key_cache.scalar_type();
-  const bool fp8 = cache_type == at::kFloat8_e4m3fn || cache_type == at::kFloat8_e5m2;
+  const bool fp8 = is_fp8_cache(cache_type);
   TORCH_CHECK(key.scalar_type() == value.scalar_type() && value_cache.scalar_type() == cache_type &&
                   (fp8 || key.scalar_type() == cache_type),
               "keys and values must share a dtype, and the cache it or an fp8 one");
@@ -285,7 +285,7 @@ torch::Tensor decode_attention(torch::Tensor query, torch::Tensor key, torch::Te
                                torch::Tensor token_index, torch::Tensor block_tables, torch::Tensor seq_lens,
                                double scale) {
   const auto cache_type = kv_cache.scalar_type();
-  const bool fp8 = cache_type == at::kFloat8_e4m3fn || cache_type == at::kFloat8_e5m2;
+  const bool fp8 = is_fp8_cache(cache_type);
   const double key_scale = fp8 ? k_scale.item<double>() : 1.0, value_scale = fp8 ? v_scale.item<double>() : 1.0;
   const torch::Tensor key_cache = kv_cache.select(0, 0), value_cache = kv_cache.select(0, 1);
   write_kv_cache(key, value, key_cache, value_cache, slot_mapping, key_scale, value_scale);

@@ -1,5 +1,5 @@
 // Float vectors of the widest kind this build has (Lanes<16>: AVX-512's __m512, Lanes<8>: AVX2's __m256, Lanes<1>:
-// one float elsewhere), and e^x over them, for the attention kernels' inner loops.
+// one float elsewhere), and the attention kernels' inner loops over them: e^x, and weighted sums of rows.
 
 #pragma once
 
