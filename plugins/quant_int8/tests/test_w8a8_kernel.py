@@ -1,5 +1,9 @@
 """The W8A8 product against float references of the same int8 weights."""
 
+import os
+import subprocess
+import sys
+
 import pytest
 import torch
 
@@ -27,6 +31,21 @@ def test_matches_the_dequantized_reference(num_rows, in_features, out_features):
     assert (output - reference).norm() / reference.norm() < 1e-2
 
 
+def test_matches_the_reference_with_onednns_kernels_for_cpus_without_vnni():
+    # Those kernels add pairs of u8 x s8 products in int16 with saturation (vpmaddubsw). ONEDNN_MAX_CPU_ISA=AVX2
+    # selects them on any x86 CPU, in a fresh process since oneDNN reads it once.
+    environment = {**os.environ, "ONEDNN_MAX_CPU_ISA": "AVX2"}
+    probe = "from pagedllm_quant_int8.kernel import load_kernels; print(load_kernels().product_saturates())"
+    saturates = subprocess.run([sys.executable, "-c", probe], env=environment, capture_output=True, text=True, check=True)
+    assert saturates.stdout.strip() == "True"
+    reference_tests = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", __file__, "-k",
+         "test_matches_the_dequantized_reference"],
+        env=environment, capture_output=True, text=True,
+    )
+    assert reference_tests.returncode == 0, reference_tests.stdout[-4000:]
+
+
 def test_keeps_the_rows_dtype():
     weight, weight_scale = quantize_per_channel(torch.randn(32, 64))
     rows = torch.randn(5, 64, dtype=torch.bfloat16)
@@ -51,3 +70,9 @@ def test_the_cpp_quantizer_equals_the_torch_one(dtype, row_length):
     quantized, expected_scales = quantize_per_token(rows)
     assert torch.equal(scales, expected_scales)
     assert torch.equal(shifted.to(torch.int16) - ACTIVATION_ZERO_POINT, quantized.to(torch.int16))
+
+    # Split for a product that saturates in int16: two rows of at most 128 each, zero point 64, summing to the row.
+    halves, split_scales = load_kernels().quantize_rows(rows.contiguous(), split=True)
+    high, low = halves.to(torch.int16).chunk(2)
+    assert torch.equal(split_scales, expected_scales) and int(halves.max()) <= 128
+    assert torch.equal(high + low - 2 * 64, quantized.to(torch.int16))

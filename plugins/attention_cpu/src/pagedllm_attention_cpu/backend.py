@@ -111,8 +111,8 @@ class CpuAttentionBackend(AttentionBackend):
         return metadata.slot_mapping, decode.token_index, decode.block_tables, decode.seq_lens, self.spec.scale
 
     def forward(self, query, key, value, kv_cache, metadata, kv_scales=None):
+        write_kv_cache(key, value, kv_cache, metadata.slot_mapping, kv_scales)  # by name: `bench step --profile` times it
         k_scale, v_scale = _scale_values(kv_scales)
-        self._kernels.write_kv_cache(key, value, kv_cache[0], kv_cache[1], metadata.slot_mapping, k_scale, v_scale)
         plan: StepPlan = metadata.backend_data
         output = torch.empty(query.shape, dtype=query.dtype)
         if plan.decode is not None:

@@ -81,39 +81,87 @@ void quantize_rows_kernel(const torch::Tensor& x, torch::Tensor& quantized, torc
   });
 }
 
-}  // namespace
+// Each shifted row u of the first `count` bytes becomes u >> 1 in place and u - (u >> 1) `count` bytes on
+// (int8_linear's split rows).
+void split_rows(uint8_t* shifted, int64_t count) {
+  for (int64_t i = 0; i < count; ++i) {
+    const uint8_t high = shifted[i] >> 1;
+    shifted[count + i] = shifted[i] - high;
+    shifted[i] = high;
+  }
+}
 
-std::tuple<torch::Tensor, torch::Tensor> quantize_rows(torch::Tensor x) {
+// The rows quantized and shifted, [m, k], or split into [2m, k] (int8_linear), and their scales [m, 1].
+std::tuple<torch::Tensor, torch::Tensor> quantize_rows(torch::Tensor x, bool split) {
   TORCH_CHECK(x.dim() == 2 && x.is_contiguous(), "x must be a contiguous [m, k] matrix");
-  auto quantized = torch::empty({x.size(0), x.size(1)}, x.options().dtype(at::kByte));
+  auto quantized = torch::empty({split ? 2 * x.size(0) : x.size(0), x.size(1)}, x.options().dtype(at::kByte));
   auto scales = torch::empty({x.size(0), 1}, x.options().dtype(at::kFloat));
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, x.scalar_type(), "quantize_rows", [&] {
     quantize_rows_kernel<scalar_t>(x, quantized, scales);
   });
+  if (split) split_rows(quantized.data_ptr<uint8_t>(), x.numel());
   return {quantized, scales};
 }
 
-// rows [m, k] @ (W * weight_scale).T + bias with rows quantized per token on the way (kernel.int8_linear):
-// oneDNN's int8 product of the shifted rows (zero point 128) and the packed W, times each row's scale.
-torch::Tensor int8_linear(torch::Tensor rows, torch::Tensor packed_weight, torch::Tensor weight_scale,
-                          torch::Tensor weight_zero_points, std::optional<torch::Tensor> bias) {
+// oneDNN's int8 product: unsigned rows with a zero point times the packed int8 W, float32 out.
+torch::Tensor onednn_product(const torch::Tensor& rows, int64_t zero_point, const torch::Tensor& packed_weight,
+                             const torch::Tensor& weight_scale, const torch::Tensor& weight_zero_points) {
   static const c10::OperatorHandle qlinear =
       c10::Dispatcher::singleton().findSchemaOrThrow("onednn::qlinear_pointwise", "");
-  auto [shifted, scales] = quantize_rows(rows.contiguous());
-  constexpr int64_t kActivationZeroPoint = 128;
-  torch::jit::Stack stack{shifted, 1.0, kActivationZeroPoint, packed_weight, weight_scale, weight_zero_points,
+  torch::jit::Stack stack{rows, 1.0, zero_point, packed_weight, weight_scale, weight_zero_points,
                           c10::IValue(), 1.0, int64_t{0}, static_cast<int64_t>(at::kFloat), std::string("none"),
                           c10::List<std::optional<at::Scalar>>(), std::string("")};
   qlinear.callBoxed(stack);
-  torch::Tensor output = std::move(stack.front()).toTensor();
+  return std::move(stack.front()).toTensor();
+}
+
+// Whether oneDNN sums pairs of u8 x s8 products in int16 with saturation, as its kernels for CPUs
+// without VNNI do (vpmaddubsw): 255 * 127 twice overflows int16. Measured on rows of 255 times weights
+// of 127 at step sizes that take different kernels, rather than read from the CPU's flags, since
+// ONEDNN_MAX_CPU_ISA can hold oneDNN below what the CPU has.
+bool product_saturates() {
+  static const c10::OperatorHandle prepack = c10::Dispatcher::singleton().findSchemaOrThrow("onednn::qlinear_prepack", "");
+  constexpr int64_t kFeatures = 16, kDepth = 256;
+  torch::jit::Stack stack{torch::full({kFeatures, kDepth}, 127, torch::kChar), c10::IValue()};
+  prepack.callBoxed(stack);
+  const torch::Tensor packed = std::move(stack.front()).toTensor();
+  for (int64_t num_rows : {1, 16, 128}) {
+    const torch::Tensor product = onednn_product(torch::full({num_rows, kDepth}, 255, torch::kByte), 0, packed,
+                                                 torch::ones({kFeatures}), torch::zeros({kFeatures}, torch::kLong));
+    if (!product.eq(255.0 * 127.0 * kDepth).all().item<bool>()) return true;
+  }
+  return false;
+}
+
+}  // namespace
+
+// rows [m, k] @ (W * weight_scale).T + bias with rows quantized per token on the way (kernel.int8_linear):
+// oneDNN's int8 product of the shifted rows (zero point 128) and the packed W, times each row's scale.
+// Where the product saturates (above), each shifted row u = q + 128 goes in as two rows, u >> 1 and
+// u - (u >> 1), both with zero point 64: their values sum to q, are at most 128, and pairs of them times
+// weights in [-128, 127] stay inside int16, so the two products add up to the exact one.
+torch::Tensor int8_linear(torch::Tensor rows, torch::Tensor packed_weight, torch::Tensor weight_scale,
+                          torch::Tensor weight_zero_points, std::optional<torch::Tensor> bias) {
+  static const bool split = product_saturates();
+  auto [shifted, scales] = quantize_rows(rows.contiguous(), split);
+  torch::Tensor output;
+  if (split) {
+    const int64_t num_rows = rows.size(0);
+    const torch::Tensor halves = onednn_product(shifted, 64, packed_weight, weight_scale, weight_zero_points);
+    output = halves.narrow(0, 0, num_rows).add_(halves.narrow(0, num_rows, num_rows));
+  } else {
+    output = onednn_product(shifted, 128, packed_weight, weight_scale, weight_zero_points);
+  }
   output.mul_(scales);
   if (bias.has_value()) output.add_(*bias);
   return output.to(rows.scalar_type());
 }
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, module) {
-  module.def("quantize_rows", &quantize_rows, "per-token int8 quantization, shifted to uint8 (+128), and scales");
+  module.def("quantize_rows", &quantize_rows, "per-token int8 quantization, shifted to uint8 (+128), and scales",
+             pybind11::arg("x"), pybind11::arg("split") = false);
   module.def("int8_linear", &int8_linear, "W8A8 rows @ (W * weight_scale).T + bias with per-token int8 rows");
+  module.def("product_saturates", &product_saturates, "whether oneDNN's u8 x s8 product saturates in int16 here");
 }
 
 // The layer's product as a torch operator, TORCH_EXTENSION_NAME::linear, for the decoder program.
