@@ -14,7 +14,7 @@ takes part by returning its plugin's operator (``TORCH_LIBRARY``) from ``native_
 attention backend by naming its decode operator (:meth:`AttentionBackend.native_decode_op
 <pagedllm_core.attention.backend.AttentionBackend.native_decode_op>`). A model runs its decode steps
 this way on the CPU unless ``enforce_eager`` is set, when every part has such an operator, its dtype
-is float32, and neither LoRA adapters nor tensor parallelism are on; otherwise (and for the steps the
+is float32, bfloat16 or float16, and neither LoRA adapters nor tensor parallelism are on; otherwise (and for the steps the
 backend declines, such as the ``cpu`` backend's steps with a long prompt chunk) its layers run in Python as
 before, and start-up logs why.
 """
@@ -99,8 +99,10 @@ def llama_decoder_program(model: LlamaModel, attention: AttentionBackend):
     """The ``LlamaDecoderProgram`` of a Llama, Mistral or Qwen2 model's layers and final norm; raises
     :class:`NativeDecodeUnavailable` naming the first part that cannot run in it."""
     weight = model.norm.weight
-    if weight.dtype != torch.float32 or weight.device.type != "cpu":
-        raise NativeDecodeUnavailable(f"the program's kernels take float32 CPU weights, not {weight.dtype} on {weight.device}")
+    if weight.dtype not in cpu_kernels.KERNEL_DTYPES or weight.device.type != "cpu":
+        raise NativeDecodeUnavailable(
+            f"the program's kernels take float32, bfloat16 or float16 CPU weights, not {weight.dtype} on {weight.device}"
+        )
     kernels = cpu_kernels.load_kernels()
     if kernels is None:
         raise NativeDecodeUnavailable("the decoder layers' C++ kernels could not be built")
@@ -113,7 +115,7 @@ def llama_decoder_program(model: LlamaModel, attention: AttentionBackend):
     heads = first.self_attn.attn
     program = kernels.LlamaDecoderProgram(
         heads.num_heads, heads.num_kv_heads, heads.head_size, first.input_layernorm.eps,
-        cpu_kernels.silu_vector_block(), weight,
+        cpu_kernels.silu_vector_block(weight.dtype), weight,
     )
     for layer in model.layers:
         if not isinstance(layer.mlp.act_fn, SiluAndMul):

@@ -1,4 +1,5 @@
-"""The fused C++ layer kernels (residual add + RMSNorm, silu(gate) * up) against torch's ops."""
+"""The fused C++ layer kernels (residual add + RMSNorm, silu(gate) * up) against torch's ops, in float32, bfloat16
+and float16."""
 
 import platform
 from types import SimpleNamespace
@@ -18,6 +19,7 @@ ROW_COUNTS = [0, 1, 7, 300]
 HIDDEN_SIZES = [17, 64, 576, 1000, 1008]
 # torch's silu takes SLEEF's vectorised expf on x86 (what the kernel reproduces) and other vector code elsewhere.
 SILU_BIT_IDENTICAL = platform.machine() in ("x86_64", "AMD64")
+HALF_DTYPES = [torch.bfloat16, torch.float16]
 
 
 @pytest.fixture
@@ -63,23 +65,63 @@ def test_fused_add_rms_norm_refuses_a_residual_it_cannot_update_in_place(kernels
         kernels.fused_add_rms_norm(torch.randn(4, 32), residual, torch.ones(32), 1e-6)
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, *HALF_DTYPES])
 @pytest.mark.parametrize("num_rows", ROW_COUNTS)
 @pytest.mark.parametrize("size", [1, 8, 33, *HIDDEN_SIZES, 1536])
-def test_silu_and_mul_matches_torch(kernels, one_thread, num_rows, size):
-    gate_up = random_rows(num_rows, 2 * size, size)
-    out = kernels.silu_and_mul(gate_up, cpu_kernels.silu_vector_block())
+def test_silu_and_mul_matches_torch(kernels, one_thread, dtype, num_rows, size):
+    gate_up = random_rows(num_rows, 2 * size, size).to(dtype)
+    out = kernels.silu_and_mul(gate_up, cpu_kernels.silu_vector_block(dtype))
     expected = F.silu(gate_up[:, :size]) * gate_up[:, size:]
-    if SILU_BIT_IDENTICAL:
+    if SILU_BIT_IDENTICAL or dtype != torch.float32:
         assert torch.equal(out, expected)
     else:
         torch.testing.assert_close(out, expected, rtol=3e-7, atol=1e-30)
+
+
+@pytest.mark.parametrize("dtype", HALF_DTYPES)
+@pytest.mark.parametrize("size", [37, 1000, 1536])  # scalar tails only, vectors and a tail, whole vectors
+def test_silu_and_mul_rounds_every_half_precision_value_as_torch(kernels, one_thread, dtype, size):
+    # Every finite value of the dtype as a gate, in rows of `size` (strided, as the fused projection gives them).
+    gates = torch.arange(-(2**15), 2**15, dtype=torch.int32).to(torch.int16).view(dtype)
+    gates = gates[gates.isfinite()]
+    gates = torch.cat((gates, gates[: -gates.numel() % size or None])).reshape(-1, size)
+    gate_up = torch.cat((gates, random_rows(*gates.shape, 8).to(dtype)), dim=-1)
+    out = kernels.silu_and_mul(gate_up, cpu_kernels.silu_vector_block(dtype))
+    expected = F.silu(gate_up[:, :size]) * gate_up[:, size:]
+    assert torch.equal(out.isnan(), expected.isnan())
+    assert torch.equal(out.nan_to_num(), expected.nan_to_num())
+
+
+@pytest.mark.parametrize("dtype", HALF_DTYPES)
+@pytest.mark.parametrize("hidden_size", HIDDEN_SIZES)
+def test_half_precision_rms_norm_rounds_as_the_layers_torch_code(kernels, dtype, hidden_size):
+    # `weight * rms_norm(x.float()).to(dtype)`: the same roundings; the float32 sum of squares may differ from
+    # F.rms_norm's in its last bit, which can move the normalised value by a unit in its last place, and so the
+    # product with the weight by about two.
+    x, weight = random_rows(300, hidden_size, 1).to(dtype), random_rows(1, hidden_size, 3, scale=1.0)[0].to(dtype)
+    expected = weight * F.rms_norm(x.float(), weight.shape, eps=1e-6).to(dtype)
+    out = kernels.rms_norm(x, weight, 1e-6)
+    assert out.dtype == dtype
+    torch.testing.assert_close(out, expected, rtol=2 * torch.finfo(dtype).eps, atol=0)
+    assert (out != expected).float().mean() < 0.01
+    residual = random_rows(300, hidden_size, 2).to(dtype)
+    updated = residual.clone()
+    normed = kernels.fused_add_rms_norm(x, updated, weight, 1e-6)
+    assert torch.equal(updated, residual + x) and torch.equal(normed, kernels.rms_norm(residual + x, weight, 1e-6))
+
+
+def test_kernels_refuse_other_dtypes_and_mixed_ones(kernels):
+    with pytest.raises(RuntimeError, match="rms_norm.*Double"):
+        kernels.rms_norm(torch.ones(2, 4, dtype=torch.float64), torch.ones(4, dtype=torch.float64), 1e-6)
+    with pytest.raises(RuntimeError, match="weight is Float, the rows BFloat16"):
+        kernels.rms_norm(torch.ones(2, 4, dtype=torch.bfloat16), torch.ones(4), 1e-6)
 
 
 def test_silu_and_mul_is_exact_over_the_whole_range_of_exp(kernels, one_thread):
     # From where exp(-gate) overflows to where it underflows, in small steps; 3-D and strided input.
     gate = torch.linspace(-110.0, 110.0, 4 * 1000 * 91).reshape(4, 1000, 91)
     gate_up = torch.cat((gate, torch.linspace(-3.0, 3.0, gate.numel()).reshape(gate.shape)), dim=-1)[:, ::2]
-    out = kernels.silu_and_mul(gate_up, cpu_kernels.silu_vector_block())
+    out = kernels.silu_and_mul(gate_up, cpu_kernels.silu_vector_block(torch.float32))
     expected = F.silu(gate_up[..., :91]) * gate_up[..., 91:]
     assert out.shape == (4, 500, 91)
     if SILU_BIT_IDENTICAL:

@@ -45,18 +45,18 @@ class ActAndMul(nn.Module):
 
 
 class SiluAndMul(ActAndMul):
-    """``silu(gate) * up`` (vLLM's name); float32 rows on a CPU, outside autograd, go through one C++
-    call (:mod:`~pagedllm_core.model.layers.cpu_kernels`) with the same results as torch's ops."""
+    """``silu(gate) * up`` (vLLM's name); float32, bfloat16 or float16 rows on a CPU, outside autograd, go
+    through one C++ call (:mod:`~pagedllm_core.model.layers.cpu_kernels`) with the same results as torch's ops."""
 
     def __init__(self):
         super().__init__(F.silu)
-        if torch.get_default_dtype() == torch.float32 and torch.get_default_device().type == "cpu":
+        if torch.get_default_device().type == "cpu":
             cpu_kernels.load_kernels()  # built (once per machine) while the model loads, not in its first step
 
     def forward(self, gate_up: torch.Tensor) -> torch.Tensor:
         kernels = cpu_kernels.kernels_for(gate_up)
         if kernels is not None:
-            return kernels.silu_and_mul(gate_up, cpu_kernels.silu_vector_block())
+            return kernels.silu_and_mul(gate_up, cpu_kernels.silu_vector_block(gate_up.dtype))
         return super().forward(gate_up)
 
 

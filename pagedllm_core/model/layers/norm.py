@@ -16,15 +16,15 @@ class RMSNorm(nn.Module):
     transformers does, so that bfloat16 and float16 outputs match it bit for bit. Given a
     ``residual``, the norm first adds its input to it (``residual = residual + x``) and returns
     ``(norm(residual), residual)``: a pre-norm block's residual add folded into the next norm, as
-    vLLM's ``fused_add_rms_norm``. float32 rows on a CPU, outside autograd, go through one C++ call
-    (:mod:`~pagedllm_core.model.layers.cpu_kernels`), which updates ``residual`` in place.
+    vLLM's ``fused_add_rms_norm``. float32, bfloat16 or float16 rows on a CPU, outside autograd, go through
+    one C++ call (:mod:`~pagedllm_core.model.layers.cpu_kernels`), which updates ``residual`` in place.
     """
 
     def __init__(self, hidden_size: int, eps: float):
         super().__init__()
         self.weight = nn.Parameter(torch.ones(hidden_size))
         self.eps = eps
-        if self.weight.dtype == torch.float32 and self.weight.device.type == "cpu":
+        if self.weight.device.type == "cpu":
             cpu_kernels.load_kernels()  # built (once per machine) while the model loads, not in its first step
 
     def forward(

@@ -5,10 +5,10 @@
 #include "decoder_program.h"
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
-  m.def("rms_norm", &rms_norm, "RMSNorm of float32 rows");
+  m.def("rms_norm", &rms_norm, "RMSNorm of float32, bfloat16 or float16 rows");
   m.def("fused_add_rms_norm", &fused_add_rms_norm, "residual += x, then RMSNorm(residual)");
-  m.def("silu_and_mul", &silu_and_mul, "silu(gate) * up of float32 rows [..., 2 * d]");
-  m.def("rotate_heads", &rotate_heads, "rotary embedding of float32 heads in the rotate-half layout");
+  m.def("silu_and_mul", &silu_and_mul, "silu(gate) * up of rows [..., 2 * d]");
+  m.def("rotate_heads", &rotate_heads, "rotary embedding of heads in the rotate-half layout");
   pybind11::class_<LlamaDecoderProgram>(m, "LlamaDecoderProgram")
       .def(pybind11::init<int64_t, int64_t, int64_t, double, int64_t, torch::Tensor>(), pybind11::arg("num_heads"),
            pybind11::arg("num_kv_heads"), pybind11::arg("head_size"), pybind11::arg("eps"),

@@ -1,10 +1,10 @@
-// The float32 CPU kernels of the decoder layers (cpu_layer_kernels.cpp), for the Python bindings and the
-// decoder program, which calls them without going through Python.
+// The CPU kernels of the decoder layers on float32, bfloat16 or float16 rows (cpu_layer_kernels.cpp), for the
+// Python bindings and the decoder program, which calls them without going through Python.
 #pragma once
 
 #include <torch/extension.h>
 
-// RMSNorm of each row of x (float32).
+// RMSNorm of each row of x.
 torch::Tensor rms_norm(const torch::Tensor& x, const torch::Tensor& weight, double eps);
 
 // residual += x (in place), then returns RMSNorm(residual).

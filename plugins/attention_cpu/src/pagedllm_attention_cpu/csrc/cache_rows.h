@@ -10,13 +10,26 @@
 
 #include "vector_math.h"
 
+// Runs the lambda after NAME with scalar_t the queries' dtype: float32, bfloat16 or float16 (the backend's
+// model dtypes).
+#define PAGED_ATTENTION_DISPATCH(TYPE, NAME, ...)                                   \
+  AT_DISPATCH_SWITCH(TYPE, NAME, AT_DISPATCH_CASE(at::kFloat, __VA_ARGS__)          \
+                         AT_DISPATCH_CASE(at::kBFloat16, __VA_ARGS__) AT_DISPATCH_CASE(at::kHalf, __VA_ARGS__))
+
 namespace paged_attention {
 
-// Token rows read as float32: in place from a float32 cache, otherwise widened into the caller's scratch
-// (floats(offset, count, scratch) gives count values starting at element offset).
+// The cache's token rows, read in one of two ways (each gives count values starting at element offset):
+// row(offset, count, scratch) as value_t, which the vector loads take (Lanes::load), and floats(offset, count,
+// scratch) as float32. Where a way needs a conversion, the values are widened into the caller's scratch
+// (kWidensRows: row() does).
+
+// Rows of a cache in the model's dtype: row() reads them in place; floats() widens bfloat16 and float16 ones.
 template <typename cache_t>
 struct DirectRows {
+  using value_t = cache_t;
+  static constexpr bool kWidensRows = false;
   const cache_t* data;
+  const cache_t* row(int64_t offset, int64_t, float*) const { return data + offset; }
   const float* floats(int64_t offset, int64_t count, float* scratch) const {
     if constexpr (std::is_same_v<cache_t, float>) {
       return data + offset;
@@ -60,6 +73,8 @@ const float* fp8_table() {
 // to float16 NaNs, as the shift would make them finite.
 template <typename fp8_t>
 struct Fp8Rows {
+  using value_t = float;
+  static constexpr bool kWidensRows = true;
   static constexpr bool kE4M3 = std::is_same_v<fp8_t, c10::Float8_e4m3fn>;
   // What a row's floats are multiplied by: the scales of the cache are divided by it.
   static constexpr float kRowFactor = kE4M3 ? 1.f / 256.f : 1.f;
@@ -84,6 +99,7 @@ struct Fp8Rows {
     for (; i < count; ++i) scratch[i] = table[bytes[i]] * kRowFactor;
     return scratch;
   }
+  const float* row(int64_t offset, int64_t count, float* scratch) const { return floats(offset, count, scratch); }
 };
 
 // Whether a cache holds fp8 bytes (E4M3 or E5M2) rather than values in the model's dtype.

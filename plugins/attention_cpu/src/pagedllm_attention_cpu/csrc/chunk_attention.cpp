@@ -204,7 +204,7 @@ void chunk_attention(torch::Tensor output, torch::Tensor query, torch::Tensor ke
     TORCH_CHECK(len <= seq_len && seq_len <= capacity, "chunk ", chunk, ": ", len, " new tokens of a ", seq_len,
                 "-token sequence in ", capacity, " slots of blocks");
   }
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, query.scalar_type(), "chunk_attention", [&] {
+  PAGED_ATTENTION_DISPATCH(query.scalar_type(), "chunk_attention", [&] {
     with_cache_rows<scalar_t>(key_cache, value_cache, k_scale, v_scale, [&](auto keys, auto values, double key_scale,
                                                                             double value_scale) {
       chunk_attention_kernel<scalar_t>(output, query, keys, values, key_cache, query_start, query_lens, block_tables,

@@ -3,7 +3,8 @@
 // Each sequence is one task. KV head by KV head, its rows are read straight from the paged cache (no
 // gather into a padded copy), scored against every query head of the head's group in one pass,
 // softmaxed, and used to sum the values for every head of the group in one pass. Accumulation is in
-// float32 whatever the cache dtype. The inner loops work on the widest vectors the build has (AVX-512's
+// float32 whatever the cache dtype; bfloat16 and float16 rows are widened in registers as they are loaded,
+// so a step reads half of float32's bytes and writes no widened copy. The inner loops work on the widest vectors the build has (AVX-512's
 // 16 floats, AVX2's 8) and keep their sums in registers: a vector's worth of rows' dot products reduced
 // together, 64 output values of up to four heads at a time. Rows a little ahead are prefetched, as the
 // block table scatters them where the hardware's prefetchers do not look.
@@ -33,17 +34,19 @@ constexpr int64_t kWidth = sizeof(Vec) / sizeof(float);
 constexpr int64_t kHeadsPerPass = kWidth >= 16 ? 4 : 2;  // query heads summing values in one pass (registers)
 constexpr int64_t kValuePrefetchDistance = 16;  // rows
 
-inline float dot(const float* query, const float* row, int64_t head_size) {
+template <typename value_t>
+inline float dot(const float* query, const value_t* row, int64_t head_size) {
   float sum = 0.f;
 #pragma omp simd reduction(+ : sum)
-  for (int64_t d = 0; d < head_size; ++d) sum += query[d] * row[d];
+  for (int64_t d = 0; d < head_size; ++d) sum += query[d] * static_cast<float>(row[d]);
   return sum;
 }
 
 // scores[h][p] = queries[h] . rows[p] for h < group, p < count (scores [group][count], queries
 // [group][head_size]). A vector's worth of rows at a time: each row has its own accumulator, and one transposing
 // reduction adds them all up; the rows stay in L1 while every query head of the group is scored against them.
-inline void group_dots(const float* queries, int64_t group, const float* const* rows, int64_t count,
+template <typename value_t>
+inline void group_dots(const float* queries, int64_t group, const value_t* const* rows, int64_t count,
                        int64_t head_size, float* scores) {
   int64_t p = 0;
   if (head_size % kWidth == 0) {
@@ -82,7 +85,8 @@ inline float exponentials(const float* scores, int64_t count, float maximum, flo
 
 // out[h] = sum over p < count of weights[h][p] * rows[p] for h < group (out [group][head_size]), kHeadsPerPass
 // heads per pass over the rows.
-inline void group_weighted_sums(const float* weights, int64_t group, const float* const* rows, int64_t count,
+template <typename value_t>
+inline void group_weighted_sums(const float* weights, int64_t group, const value_t* const* rows, int64_t count,
                                 int64_t head_size, float* out) {
   std::fill(out, out + group * head_size, 0.f);
   for (int64_t h = 0; h < group; h += kHeadsPerPass) {
@@ -125,8 +129,8 @@ void paged_decode_kernel(
 
   // A task is one sequence, or one KV head of one when there are fewer sequences than threads (a single
   // stream then uses every core; with more sequences, whole rows read front to back are faster). A task
-  // reads its token rows (its KV heads' part) once, widened to float32 where the cache holds another dtype;
-  // then, KV head by KV head, the head's keys are scored against every query head of its group in one pass and
+  // finds its token rows (its KV heads' part) once, in place, or widened to float32 where the cache holds
+  // fp8 bytes; then, KV head by KV head, the head's keys are scored against every query head of its group in one pass and
   // its values summed with each head's softmax weights in another.
   const int64_t heads_per_task = num_rows < at::get_num_threads() ? 1 : num_kv_heads;
   const int64_t tasks_per_row = num_kv_heads / heads_per_task, row_part = heads_per_task * head_size;
@@ -134,7 +138,7 @@ void paged_decode_kernel(
     std::vector<float> queries(group_size * head_size), head_outputs(group_size * head_size), normalisers(group_size);
     std::vector<float> scores, weights;
     std::vector<float> key_scratch, value_scratch;
-    std::vector<const float*> key_parts, value_parts, keys, values;
+    std::vector<const typename Rows::value_t*> key_parts, value_parts, keys, values;
     for (int64_t task = begin; task < end; ++task) {
       const int64_t row = task / tasks_per_row, first_kv_head = task % tasks_per_row * heads_per_task;
       const int64_t token = token_data[row];
@@ -142,13 +146,16 @@ void paged_decode_kernel(
       const int32_t* block_table = table_data + row * max_blocks;
       for (auto* buffer : {&scores, &weights}) buffer->resize(group_size * seq_len);
       for (auto* pointers : {&key_parts, &value_parts, &keys, &values}) pointers->resize(seq_len);
-      key_scratch.resize(seq_len * row_part);
-      value_scratch.resize(seq_len * row_part);
+      if constexpr (Rows::kWidensRows) {
+        key_scratch.resize(seq_len * row_part);
+        value_scratch.resize(seq_len * row_part);
+      }
       for (int64_t position = 0; position < seq_len; ++position) {
         const int64_t offset = block_table[position / block_size] * block_stride +
                                (position % block_size) * token_stride + first_kv_head * head_size;
-        key_parts[position] = key_rows.floats(offset, row_part, &key_scratch[position * row_part]);
-        value_parts[position] = value_rows.floats(offset, row_part, &value_scratch[position * row_part]);
+        const int64_t scratch_offset = Rows::kWidensRows ? position * row_part : 0;
+        key_parts[position] = key_rows.row(offset, row_part, key_scratch.data() + scratch_offset);
+        value_parts[position] = value_rows.row(offset, row_part, value_scratch.data() + scratch_offset);
       }
       const scalar_t* q = query_data + token * query_stride;
       scalar_t* out = output_data + token * num_heads * head_size;
@@ -202,7 +209,7 @@ void paged_decode(
               "block_tables and seq_lens must be int32");
   TORCH_CHECK(block_tables.is_contiguous() && seq_lens.is_contiguous() && token_index.is_contiguous(),
               "index tensors must be contiguous");
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, query.scalar_type(), "paged_decode", [&] {
+  PAGED_ATTENTION_DISPATCH(query.scalar_type(), "paged_decode", [&] {
     with_cache_rows<scalar_t>(key_cache, value_cache, k_scale, v_scale, [&](auto keys, auto values, double key_scale,
                                                                             double value_scale) {
       paged_decode_kernel<scalar_t>(output, query, keys, values, key_cache, token_index, block_tables, seq_lens, scale,
@@ -258,7 +265,7 @@ void write_kv_cache(torch::Tensor key, torch::Tensor value, torch::Tensor key_ca
     each_head(value, value_cache, copy);
     return;
   }
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, key.scalar_type(), "write_kv_cache", [&] {
+  PAGED_ATTENTION_DISPATCH(key.scalar_type(), "write_kv_cache", [&] {
     const auto quantize = [&](auto format, float scale) {
       using fp8_t = decltype(format);
       return [=](const char* source, char* destination) {

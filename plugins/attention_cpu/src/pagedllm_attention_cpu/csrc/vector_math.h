@@ -1,7 +1,11 @@
 // Float vectors of the widest kind this build has (Lanes<16>: AVX-512's __m512, Lanes<8>: AVX2's __m256, Lanes<1>:
 // one float elsewhere), and the attention kernels' inner loops over them: e^x, and weighted sums of rows.
+// Each kind loads float32 values, and bfloat16 or float16 ones widened to float32 on the way into a vector.
 
 #pragma once
+
+#include <c10/util/BFloat16.h>
+#include <c10/util/Half.h>
 
 #include <cmath>
 #include <cstdint>
@@ -22,6 +26,8 @@ template <>
 struct Lanes<1> {
   using Vec = float;
   static float load(const float* p) { return *p; }
+  static float load(const c10::BFloat16* p) { return static_cast<float>(*p); }
+  static float load(const c10::Half* p) { return static_cast<float>(*p); }
   static void store(float* p, float x) { *p = x; }
   static float set1(float x) { return x; }
   static float add(float a, float b) { return a + b; }
@@ -47,6 +53,12 @@ template <>
 struct Lanes<8> {
   using Vec = __m256;
   static __m256 load(const float* p) { return _mm256_loadu_ps(p); }
+  // A bfloat16 is the top half of a float32; float16 widens with F16C.
+  static __m256 load(const c10::BFloat16* p) {
+    const __m128i halves = _mm_loadu_si128(reinterpret_cast<const __m128i*>(p));
+    return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(halves), 16));
+  }
+  static __m256 load(const c10::Half* p) { return _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p))); }
   static void store(float* p, __m256 x) { _mm256_storeu_ps(p, x); }
   static __m256 set1(float x) { return _mm256_set1_ps(x); }
   static __m256 add(__m256 a, __m256 b) { return _mm256_add_ps(a, b); }
@@ -86,6 +98,11 @@ template <>
 struct Lanes<16> {
   using Vec = __m512;
   static __m512 load(const float* p) { return _mm512_loadu_ps(p); }
+  static __m512 load(const c10::BFloat16* p) {
+    const __m256i halves = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p));
+    return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(halves), 16));
+  }
+  static __m512 load(const c10::Half* p) { return _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p))); }
   static void store(float* p, __m512 x) { _mm512_storeu_ps(p, x); }
   static __m512 set1(float x) { return _mm512_set1_ps(x); }
   static __m512 add(__m512 a, __m512 b) { return _mm512_add_ps(a, b); }
@@ -150,15 +167,17 @@ inline typename L::Vec exp_nonpositive(typename L::Vec x) {
 }
 
 // Asks for the cache lines of row[0:count] without waiting for them.
-inline void prefetch_row(const float* row, int64_t count) {
-  for (int64_t i = 0; i < count; i += 64 / sizeof(float)) __builtin_prefetch(row + i);
+template <typename value_t>
+inline void prefetch_row(const value_t* row, int64_t count) {
+  for (int64_t i = 0; i < count; i += 64 / sizeof(value_t)) __builtin_prefetch(row + i);
 }
 
 // out[r][d] += sum over j < count of weights[r * weight_stride + j] * rows[j][d], for kRows output rows of
 // head_size values (out [kRows][head_size]): each row is read once for all kRows outputs, 4 vectors of values at
-// a time with every output's sums in registers. Rows prefetch_distance ahead are prefetched (0: none).
-template <typename L, int64_t kRows>
-void add_weighted_rows(const float* weights, int64_t weight_stride, const float* const* rows, int64_t count,
+// a time with every output's sums in registers. Rows (float32, bfloat16 or float16) prefetch_distance ahead are
+// prefetched (0: none).
+template <typename L, int64_t kRows, typename value_t>
+void add_weighted_rows(const float* weights, int64_t weight_stride, const value_t* const* rows, int64_t count,
                        int64_t head_size, float* out, int64_t prefetch_distance) {
   using V = typename L::Vec;
   constexpr int64_t kWidth = sizeof(V) / sizeof(float);
@@ -186,7 +205,7 @@ void add_weighted_rows(const float* weights, int64_t weight_stride, const float*
   for (; d < head_size; ++d) {
     for (int64_t r = 0; r < kRows; ++r) {
       float sum = out[r * head_size + d];
-      for (int64_t j = 0; j < count; ++j) sum += weights[r * weight_stride + j] * rows[j][d];
+      for (int64_t j = 0; j < count; ++j) sum += weights[r * weight_stride + j] * static_cast<float>(rows[j][d]);
       out[r * head_size + d] = sum;
     }
   }
