@@ -354,7 +354,8 @@ def build_markdown(args, results: dict, modes: list[VllmMode], commands: list[st
         f"- pagedllm: dtype {args.dtype}, KV cache {args.kv_cache_gib} GiB, its defaults otherwise; torch's "
         "default thread count (see the line below the table); W3 through `pagedllm serve` in its own process.",
         "- W4 on the GGUF's blocks: pagedllm loads the default model's Q4_1 GGUF itself, the file the converted "
-        "directory was dequantized from (the same weight values), and its `gguf` quantization reads the blocks in "
+        "directory was dequantized from (the same weight values), in float32 whatever the dtype of the other rows "
+        "(the blocks' kernel takes float32 activations), and its `gguf` quantization reads the blocks in "
         "every step where its kernel is built with AVX-512 (in steps of up to 64 rows elsewhere); vLLM's figures "
         "are those of the converted directory." if "W4-gguf" in ours else
         "- W4 on the GGUF's blocks not run (pass --gguf-w4).",
@@ -476,9 +477,11 @@ def main() -> None:
         ])
         results["pagedllm"]["W4"] = latency_figures(text)
         if args.gguf_w4:
+            # float32 whatever --dtype: the blocks' kernel takes float32 activations, and with a half dtype the
+            # engine would dequantize the blocks into dense weights instead.
             text = runner.run("pagedllm-W4-gguf", [
                 ours_bin, "bench", "latency", "--num-iters", str(args.num_iters), "--num-warmup", str(args.num_warmup),
-                "--no-baseline", "--dtype", args.dtype, "--kv-cache-memory", f"{args.kv_cache_gib}GiB",
+                "--no-baseline", "--dtype", "float32", "--kv-cache-memory", f"{args.kv_cache_gib}GiB",
             ])
             results["pagedllm"]["W4-gguf"] = latency_figures(text)
 
