@@ -48,21 +48,16 @@ def test_greedy_tokens_and_logprobs_equal_the_layers_python(architecture, tiny_m
     assert actual == expected
 
 
-@pytest.mark.parametrize("dtype", ["bfloat16", "float16"])
-def test_half_precision_steps_give_the_same_outputs(dtype, tiny_model_dir):
-    # The program's kernels round as the layers' torch ops do in these dtypes.
+@pytest.mark.parametrize(
+    "settings",
+    [{"dtype": "bfloat16"}, {"dtype": "float16"}, {"kv_cache_dtype": "fp8_e4m3"}, {"kv_cache_dtype": "fp8_e5m2"}],
+    ids=["bfloat16", "float16", "fp8_e4m3-cache", "fp8_e5m2-cache"],
+)
+def test_half_precision_and_fp8_caches_give_the_same_outputs(settings, tiny_model_dir):
+    # In half precision the program's kernels round as the layers' torch ops do.
     model = str(tiny_model_dir("LlamaForCausalLM"))
-    expected, _ = generate(model, enforce_eager=True, dtype=dtype)
-    actual, native_steps = generate(model, enforce_eager=False, dtype=dtype)
-    assert len(native_steps) >= 23
-    assert actual == expected
-
-
-@pytest.mark.parametrize("kv_cache_dtype", ["fp8_e4m3", "fp8_e5m2"])
-def test_an_fp8_kv_cache_gives_the_same_outputs(kv_cache_dtype, tiny_model_dir):
-    model = str(tiny_model_dir("LlamaForCausalLM"))
-    expected, _ = generate(model, enforce_eager=True, kv_cache_dtype=kv_cache_dtype)
-    actual, native_steps = generate(model, enforce_eager=False, kv_cache_dtype=kv_cache_dtype)
+    expected, _ = generate(model, enforce_eager=True, **settings)
+    actual, native_steps = generate(model, enforce_eager=False, **settings)
     assert len(native_steps) >= 23
     assert actual == expected
 
