@@ -6,7 +6,7 @@ import torch
 
 from pagedllm_core.hookspecs import hookimpl
 from pagedllm_core.sampling.logits_processors import apply_min_p, apply_top_k_top_p
-from pagedllm_core.sampling.sampler import Sampler, SamplingMetadata
+from pagedllm_core.sampling.sampler import Sampler, SamplingMetadata, argmax_rows
 
 
 class DefaultSampler(Sampler):
@@ -26,7 +26,7 @@ class DefaultSampler(Sampler):
         return self._generator
 
     def sample(self, logits: torch.Tensor, metadata: SamplingMetadata) -> torch.Tensor:
-        token_ids = logits.argmax(dim=-1)
+        token_ids = argmax_rows(logits)
         if not metadata.all_greedy:
             token_ids = torch.where(metadata.temperature > 0, self._draw(logits, metadata), token_ids)
         return token_ids
@@ -36,7 +36,7 @@ class DefaultSampler(Sampler):
         noise = torch.empty_like(probs).exponential_(generator=self._shared_generator(probs.device))
         for row, generator in metadata.generators.items():
             noise[row].exponential_(generator=generator)
-        return (probs / noise).argmax(dim=-1)
+        return argmax_rows(probs / noise)
 
 
 def sampling_probs(logits: torch.Tensor, metadata: SamplingMetadata) -> torch.Tensor:

@@ -18,6 +18,7 @@ import torch
 
 from pagedllm_core.attention.backend import AttentionBackend
 from pagedllm_core.model.native_decode import NativeDecoder, forward_prepared_step
+from pagedllm_core.sampling.sampler import argmax_rows
 from pagedllm_core.spec_decode.speculator import StepEntry
 from pagedllm_core.worker.kv_cache import KVCacheShape
 from pagedllm_core.worker.model_runner import ModelRunner
@@ -79,7 +80,7 @@ class DraftModelProposer:
             self.model, self.native_decoder, input_ids, positions, self.kv_caches, metadata
         )
         logits = self.model.compute_logits(hidden_states[[end - 1 for end in query_start[1:]]])
-        return logits[:, : runner.vocab_size].argmax(dim=-1).tolist()
+        return argmax_rows(logits[:, : runner.vocab_size]).tolist()
 
     def propose(self, runner: ModelRunner, entries: list[StepEntry], num_tokens: int) -> dict[str, list[int]]:
         block_size = runner.block_size

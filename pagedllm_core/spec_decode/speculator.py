@@ -9,7 +9,7 @@ import torch
 from pagedllm_core.default_plugins.default_sampler import sampling_probs
 from pagedllm_core.executor.messages import ModelRunnerOutput, SchedulerOutput
 from pagedllm_core.sampling.pipeline import process_logits
-from pagedllm_core.sampling.sampler import score_sampled_tokens
+from pagedllm_core.sampling.sampler import argmax_rows, score_sampled_tokens
 from pagedllm_core.spec_decode.config import SpeculativeConfig
 from pagedllm_core.spec_decode.ngram import propose_ngram
 from pagedllm_core.spec_decode.rejection_sampler import rejection_sample, verify_greedy
@@ -64,7 +64,7 @@ class Speculator:
         logits = runner.model.compute_logits(hidden_states[rows])
         metadata = build_sampling_metadata(runner.batch, sampling_rows, runner.device)
         processed = process_logits(logits, metadata)
-        target_ids = processed.argmax(dim=-1).tolist()
+        target_ids = argmax_rows(processed).tolist()
         probs = None
         if not metadata.all_greedy:
             probs = sampling_probs(processed, metadata)
