@@ -14,9 +14,9 @@ takes part by returning its plugin's operator (``TORCH_LIBRARY``) from ``native_
 attention backend by naming its decode operator (:meth:`AttentionBackend.native_decode_op
 <pagedllm_core.attention.backend.AttentionBackend.native_decode_op>`). A model runs its decode steps
 this way on the CPU unless ``enforce_eager`` is set, when every part has such an operator, its dtype
-is float32, bfloat16 or float16, and neither LoRA adapters nor tensor parallelism are on; otherwise (and for the steps the
-backend declines, such as the ``cpu`` backend's steps with a long prompt chunk) its layers run in Python as
-before, and start-up logs why.
+is float32, bfloat16 or float16, and neither LoRA adapters nor tensor parallelism are on; otherwise (and for
+the steps the backend declines, such as the ``cpu`` backend's steps with a long prompt chunk) its layers run
+in Python as before, and start-up logs why.
 """
 
 from __future__ import annotations
@@ -101,7 +101,8 @@ def llama_decoder_program(model: LlamaModel, attention: AttentionBackend):
     weight = model.norm.weight
     if weight.dtype not in cpu_kernels.KERNEL_DTYPES or weight.device.type != "cpu":
         raise NativeDecodeUnavailable(
-            f"the program's kernels take float32, bfloat16 or float16 CPU weights, not {weight.dtype} on {weight.device}"
+            "the program's kernels take float32, bfloat16 or float16 CPU weights, "
+            f"not {weight.dtype} on {weight.device}"
         )
     kernels = cpu_kernels.load_kernels()
     if kernels is None:

@@ -74,7 +74,9 @@ __attribute__((noinline)) void rms_norm_row(const scalar_t* row, const scalar_t*
   for (int64_t j = 0; j < hidden; ++j) sum += widen(row[j]) * widen(row[j]);
   const float scale = 1.f / std::sqrt(sum / static_cast<float>(hidden) + eps);
 #pragma omp simd
-  for (int64_t j = 0; j < hidden; ++j) out[j] = narrow<scalar_t>(rounded<scalar_t>(widen(row[j]) * scale) * widen(weight[j]));
+  for (int64_t j = 0; j < hidden; ++j) {
+    out[j] = narrow<scalar_t>(rounded<scalar_t>(widen(row[j]) * scale) * widen(weight[j]));
+  }
 }
 
 // sum += addend, rounded to scalar_t.
@@ -220,7 +222,8 @@ __attribute__((optimize("fp-contract=off"))) inline scalar_t rotated_value(scala
   return narrow<scalar_t>(rounded<scalar_t>(widen(x) * widen(cos)) + rounded<scalar_t>(widen(partner) * widen(sin)));
 }
 
-// Every head of the rows of tokens first_token .. end_token; the partner of a value is the other half's value at the same place.
+// Every head of the rows of tokens first_token .. end_token; the partner of a value is the other half's value
+// at the same place.
 template <typename scalar_t>
 __attribute__((optimize("fp-contract=off"))) void rotate_rows(const scalar_t* in, const scalar_t* cos_data,
                                                               const scalar_t* sin_data, scalar_t* out,

@@ -37,15 +37,8 @@ struct DirectRows {
       const cache_t* values = data + offset;
       int64_t i = 0;
 #ifdef PAGED_ATTENTION_AVX2
-      // A bfloat16 is the top half of a float32; float16 widens with F16C.
-      constexpr bool kBFloat16 = std::is_same_v<cache_t, at::BFloat16>;
-      if constexpr (kBFloat16 || std::is_same_v<cache_t, at::Half>) {
-        for (; i + 8 <= count; i += 8) {
-          const __m128i halves = _mm_loadu_si128(reinterpret_cast<const __m128i*>(values + i));
-          _mm256_storeu_ps(scratch + i, kBFloat16 ? _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(halves), 16))
-                                                  : _mm256_cvtph_ps(halves));
-        }
-      }
+      using L8 = Lanes<8>;
+      for (; i + 8 <= count; i += 8) L8::store(scratch + i, L8::load(values + i));
 #endif
       for (; i < count; ++i) scratch[i] = static_cast<float>(values[i]);
       return scratch;

@@ -4,10 +4,10 @@
 // gather into a padded copy), scored against every query head of the head's group in one pass,
 // softmaxed, and used to sum the values for every head of the group in one pass. Accumulation is in
 // float32 whatever the cache dtype; bfloat16 and float16 rows are widened in registers as they are loaded,
-// so a step reads half of float32's bytes and writes no widened copy. The inner loops work on the widest vectors the build has (AVX-512's
-// 16 floats, AVX2's 8) and keep their sums in registers: a vector's worth of rows' dot products reduced
-// together, 64 output values of up to four heads at a time. Rows a little ahead are prefetched, as the
-// block table scatters them where the hardware's prefetchers do not look.
+// so a step reads half of float32's bytes and writes no widened copy. The inner loops work on the widest
+// vectors the build has (AVX-512's 16 floats, AVX2's 8) and keep their sums in registers: a vector's worth of
+// rows' dot products reduced together, 64 output values of up to four heads at a time. Rows a little ahead are
+// prefetched, as the block table scatters them where the hardware's prefetchers do not look.
 //
 // An fp8 cache (E4M3 or E5M2 bytes, per-layer scales) is widened into float32 rows (Fp8Rows); the
 // key scale is folded into the query and the value scale into the softmax normaliser, so the inner
@@ -130,8 +130,8 @@ void paged_decode_kernel(
   // A task is one sequence, or one KV head of one when there are fewer sequences than threads (a single
   // stream then uses every core; with more sequences, whole rows read front to back are faster). A task
   // finds its token rows (its KV heads' part) once, in place, or widened to float32 where the cache holds
-  // fp8 bytes; then, KV head by KV head, the head's keys are scored against every query head of its group in one pass and
-  // its values summed with each head's softmax weights in another.
+  // fp8 bytes; then, KV head by KV head, the head's keys are scored against every query head of its group in
+  // one pass and its values summed with each head's softmax weights in another.
   const int64_t heads_per_task = num_rows < at::get_num_threads() ? 1 : num_kv_heads;
   const int64_t tasks_per_row = num_kv_heads / heads_per_task, row_part = heads_per_task * head_size;
   at::parallel_for(0, num_rows * tasks_per_row, 1, [&](int64_t begin, int64_t end) {

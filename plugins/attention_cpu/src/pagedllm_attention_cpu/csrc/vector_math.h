@@ -58,7 +58,9 @@ struct Lanes<8> {
     const __m128i halves = _mm_loadu_si128(reinterpret_cast<const __m128i*>(p));
     return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(halves), 16));
   }
-  static __m256 load(const c10::Half* p) { return _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p))); }
+  static __m256 load(const c10::Half* p) {
+    return _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
+  }
   static void store(float* p, __m256 x) { _mm256_storeu_ps(p, x); }
   static __m256 set1(float x) { return _mm256_set1_ps(x); }
   static __m256 add(__m256 a, __m256 b) { return _mm256_add_ps(a, b); }
@@ -102,7 +104,9 @@ struct Lanes<16> {
     const __m256i halves = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p));
     return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(halves), 16));
   }
-  static __m512 load(const c10::Half* p) { return _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p))); }
+  static __m512 load(const c10::Half* p) {
+    return _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)));
+  }
   static void store(float* p, __m512 x) { _mm512_storeu_ps(p, x); }
   static __m512 set1(float x) { return _mm512_set1_ps(x); }
   static __m512 add(__m512 a, __m512 b) { return _mm512_add_ps(a, b); }
