@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 
 import pytest
 
@@ -119,12 +120,19 @@ def test_compiles_beyond_the_queue_bound_are_refused(backend_class):
     specs = [StructuredOutputsParams(regex=f"a{{{i}}}") for i in range(4)]
     results = []
     threads = [threading.Thread(target=lambda spec=spec: results.append(compiler.compile(spec))) for spec in specs[:3]]
-    for thread in threads:
+
+    def wait_until(condition):
+        deadline = time.monotonic() + 10
+        while not condition() and time.monotonic() < deadline:
+            time.sleep(0.01)
+
+    # One compile runs (gated) and two wait for the worker: the queue is full. The first is started alone, or the
+    # others could fill the queue before it leaves it, and one of them be refused instead.
+    threads[0].start()
+    wait_until(lambda: backend_class.num_compiles == 1)
+    for thread in threads[1:]:
         thread.start()
-    # One compile runs (gated) and two wait for the worker: the queue is full.
-    deadline = threading.Event()
-    while compiler._num_queued < 2 and not deadline.wait(0.01):
-        pass
+    wait_until(lambda: compiler._num_queued == 2)
     with pytest.raises(StructuredOutputError, match="already queued"):
         compiler.compile(specs[3])
     backend_class.gate.set()
