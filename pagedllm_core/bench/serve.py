@@ -71,6 +71,10 @@ def add_serve_bench_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 DATASETS = ("random-words", "random-ids")
+# Seconds an idle connection stays in the client's pool: fewer than the 5 after which uvicorn (ours and vLLM's)
+# closes it. At httpx's default of 5, a request now and then went out on a connection the server was closing,
+# and failed with a ReadError.
+KEEPALIVE_EXPIRY_S = 2.0
 # Per rate, W3's prompts as token ids; None for text prompts.
 TokenIdPromptSets = list[list[list[int]]] | None
 
@@ -183,7 +187,7 @@ class RateRun:
 
 async def _run(base_url: str, args: argparse.Namespace, token_id_sets: TokenIdPromptSets) -> tuple[list[RateRun], str]:
     headers = {"Authorization": f"Bearer {args.api_key}"} if args.api_key else {}
-    limits = httpx.Limits(max_connections=None, max_keepalive_connections=None)
+    limits = httpx.Limits(max_connections=None, max_keepalive_connections=None, keepalive_expiry=KEEPALIVE_EXPIRY_S)
     async with httpx.AsyncClient(base_url=base_url, headers=headers, timeout=None, limits=limits) as http:
         model = args.model_name or await _first_model(http)
         client = _Client(http, args.endpoint, model, args.output_len, args.ignore_eos)

@@ -6,8 +6,9 @@ import argparse
 import math
 
 import pytest
+import uvicorn
 
-from pagedllm_core.bench.serve import add_serve_bench_arguments, run_serve_bench
+from pagedllm_core.bench.serve import KEEPALIVE_EXPIRY_S, add_serve_bench_arguments, run_serve_bench
 from pagedllm_core.errors import ConfigError
 
 
@@ -75,3 +76,8 @@ def test_request_rates_are_parsed_and_checked():
     assert parse().request_rate == [math.inf]
     with pytest.raises(SystemExit):
         parse("--request-rate", "0")
+
+
+def test_idle_connections_leave_the_pool_before_uvicorn_closes_them():
+    # Otherwise a request can go out on a connection the server is closing (W3 lost one of 600 that way).
+    assert KEEPALIVE_EXPIRY_S < uvicorn.Config("pagedllm_core.server.app:app").timeout_keep_alive
