@@ -85,11 +85,9 @@ def build_model(
     """Our implementation of the config's architecture, on ``device`` in ``dtype``, weights not yet loaded;
     with a ``quantization`` method, the linear layers it takes are its own modules from the start; with a
     tensor-parallel group of several ranks, this rank's shard of the model."""
-    from transformers.initialization import no_init_weights
-
     model_class = resolve_model_class(hf_config)
     # Random initialisation would be wasted: load_weights fills every parameter or raises.
-    with no_init_weights(), _default_dtype(dtype), torch.device(device):
+    with _no_weight_init(), _default_dtype(dtype), torch.device(device):
         model = model_class(hf_config, attention, LinearFactory(quantization, tp))
     return model.eval().requires_grad_(False)
 
@@ -132,6 +130,28 @@ def _sliding_window(hf_config) -> int | None:
     if layer_types is not None and "sliding_attention" not in layer_types:
         return None
     return window
+
+
+@contextlib.contextmanager
+def _no_weight_init():
+    """Make ``torch.nn.init``'s in-place initialisers (which modules' ``reset_parameters`` call) do nothing.
+
+    transformers' ``no_init_weights`` does the same, but importing it imports ``transformers.modeling_utils``,
+    about a second of every start-up (docs/benchmarks.md).
+    """
+    names = [name for name in dir(nn.init) if name.endswith("_") and not name.startswith("_")]
+    initialisers = {name: getattr(nn.init, name) for name in names}
+    for name in names:
+        setattr(nn.init, name, _leave_unchanged)
+    try:
+        yield
+    finally:
+        for name, initialiser in initialisers.items():
+            setattr(nn.init, name, initialiser)
+
+
+def _leave_unchanged(tensor: torch.Tensor, *args, **kwargs) -> torch.Tensor:
+    return tensor
 
 
 @contextlib.contextmanager

