@@ -139,9 +139,10 @@ def _no_weight_init():
     transformers' ``no_init_weights`` does the same, but importing it imports ``transformers.modeling_utils``,
     about a second of every start-up (docs/benchmarks.md).
     """
-    names = [name for name in dir(nn.init) if name.endswith("_") and not name.startswith("_")]
-    initialisers = {name: getattr(nn.init, name) for name in names}
-    for name in names:
+    initialisers = {
+        name: getattr(nn.init, name) for name in dir(nn.init) if name.endswith("_") and not name.startswith("_")
+    }
+    for name in initialisers:
         setattr(nn.init, name, _leave_unchanged)
     try:
         yield
